@@ -1,0 +1,414 @@
+//! `pipeline.toml`: the settings of every stage, in one strictly checked struct.
+//!
+//! Every stage binary loads the whole file with [`PipelineConfig::load`], applies its
+//! command-line overrides (`--set section.key=value`), and reads its own section. Each
+//! section also yields a [`PipelineConfig::section_digest`] that goes into the header of
+//! the artifact the stage writes, so an artifact records exactly which settings made it.
+//!
+//! Key design decision: parsing is strict. Unknown or misspelt keys are errors that name
+//! the key (`#[serde(deny_unknown_fields)]`), and every value is range-checked in
+//! [`PipelineConfig::validate`] with a message naming `section.key`. A typo in a config
+//! that silently falls back to a default would waste an hour of training.
+//! Every key has a default, so an empty file is a valid config.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The whole `pipeline.toml`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// The one seed every random choice derives from (split, init, order, sampling).
+    pub seed: u64,
+    pub runtime: RuntimeConfig,
+    pub extract: ExtractConfig,
+    pub encode: EncodeConfig,
+    pub train: TrainConfig,
+    pub compose: ComposeConfig,
+}
+
+/// Where and how the neural-network stages (`train`, `compose`) compute.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    pub device: Device,
+    /// Worker threads for matrix work; 0 means one per core.
+    pub threads: usize,
+}
+
+/// The compute device for Candle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    /// CUDA or Metal when this build has the feature and the machine has the device, else CPU.
+    Auto,
+    Cpu,
+    Cuda,
+    Metal,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExtractConfig {
+    /// Folder searched recursively for `.mid` / `.midi` files (any letter case).
+    pub input: PathBuf,
+    /// Files larger than this are skipped unread.
+    pub max_file_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EncodeConfig {
+    /// Token scheme; `"seed"` is the original design's note and chord names.
+    pub encoding: EncodingName,
+    /// Notes starting within this many quarter notes of each other form one chord.
+    pub chord_window: f64,
+    /// Tokens the model sees per training window.
+    pub seq_len: usize,
+    /// Tokens between the starts of consecutive training windows.
+    pub stride: usize,
+    /// Share of pieces held out for validation (by piece, seeded).
+    pub validation_fraction: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncodingName {
+    Seed,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub embedding: usize,
+    pub hidden: usize,
+    pub layers: usize,
+    pub dropout: f32,
+    pub learning_rate: f64,
+    /// Gradients are rescaled so their global L2 norm is at most this; 0 turns it off.
+    pub grad_clip: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ComposeConfig {
+    /// Tokens to generate after the seed window.
+    pub tokens: usize,
+    pub sampling: Sampling,
+    /// Divides the logits before sampling: below 1 is safer, above 1 is wilder.
+    pub temperature: f64,
+    /// Tempo written to the MIDI file.
+    pub tempo_bpm: f64,
+    /// Each generated element advances time by this many quarter notes (the original
+    /// design's fixed half-beat step).
+    pub step_quarters: f64,
+    pub velocity: u8,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sampling {
+    /// Draw from the softmax of logits / temperature.
+    Sample,
+    /// Always take the most likely token (deterministic, prone to loops).
+    Argmax,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            seed: 42,
+            runtime: RuntimeConfig::default(),
+            extract: ExtractConfig::default(),
+            encode: EncodeConfig::default(),
+            train: TrainConfig::default(),
+            compose: ComposeConfig::default(),
+        }
+    }
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { device: Device::Cpu, threads: 1 }
+    }
+}
+
+impl Default for ExtractConfig {
+    fn default() -> Self {
+        ExtractConfig { input: PathBuf::from("data"), max_file_bytes: 16 << 20 }
+    }
+}
+
+impl Default for EncodeConfig {
+    fn default() -> Self {
+        EncodeConfig {
+            encoding: EncodingName::Seed,
+            chord_window: 0.0625,
+            seq_len: 50,
+            stride: 5,
+            validation_fraction: 0.15,
+        }
+    }
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 20,
+            batch_size: 32,
+            embedding: 64,
+            hidden: 256,
+            layers: 2,
+            dropout: 0.3,
+            learning_rate: 0.002,
+            grad_clip: 1.0,
+        }
+    }
+}
+
+impl Default for ComposeConfig {
+    fn default() -> Self {
+        ComposeConfig {
+            tokens: 500,
+            sampling: Sampling::Sample,
+            temperature: 1.0,
+            tempo_bpm: 120.0,
+            step_quarters: 0.5,
+            velocity: 80,
+        }
+    }
+}
+
+/// A config that could not be used, with the file and key it concerns.
+#[derive(Debug)]
+pub enum ConfigError {
+    Read { path: PathBuf, source: std::io::Error },
+    Parse { path: PathBuf, message: String },
+    BadOverride { text: String, message: String },
+    Invalid { key: &'static str, message: String },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, source } => write!(f, "cannot read config {}: {source}", path.display()),
+            ConfigError::Parse { path, message } => {
+                write!(f, "config {}: {}", path.display(), message.trim_end())
+            }
+            ConfigError::BadOverride { text, message } => {
+                write!(f, "override `{text}`: {}", message.trim_end())
+            }
+            ConfigError::Invalid { key, message } => write!(f, "config key `{key}`: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The stage sections, for [`PipelineConfig::section_digest`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Section {
+    Extract,
+    Encode,
+    Train,
+    Compose,
+}
+
+impl PipelineConfig {
+    /// Reads `path`, applies `overrides` (each `section.key=value`, value in TOML syntax or
+    /// a bare string), and validates the result.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::from_toml(&text, path, overrides)
+    }
+
+    /// As [`PipelineConfig::load`], from text; `path` is used in messages only.
+    pub fn from_toml(text: &str, path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+        let parse_error = |message: String| ConfigError::Parse { path: path.to_path_buf(), message };
+        // Parse into the struct first so errors point at the line in the file...
+        let mut config: PipelineConfig = toml::from_str(text).map_err(|e| parse_error(e.to_string()))?;
+        if !overrides.is_empty() {
+            // ...then redo it from a table with the overrides applied.
+            let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| parse_error(e.to_string()))?;
+            for text in overrides {
+                apply_override(&mut table, text)?;
+            }
+            config = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
+                ConfigError::BadOverride { text: overrides.join(" "), message: e.to_string() }
+            })?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value's range; the error names the offending key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| Err(ConfigError::Invalid { key, message });
+        let e = &self.encode;
+        let t = &self.train;
+        let c = &self.compose;
+        if self.extract.max_file_bytes == 0 {
+            return invalid("extract.max_file_bytes", "must be positive".into());
+        }
+        if !(e.chord_window >= 0.0 && e.chord_window < 4.0) {
+            return invalid("encode.chord_window", format!("must be in [0, 4) quarter notes, got {}", e.chord_window));
+        }
+        if e.seq_len < 2 {
+            return invalid("encode.seq_len", format!("must be at least 2, got {}", e.seq_len));
+        }
+        if e.stride == 0 {
+            return invalid("encode.stride", "must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&e.validation_fraction) {
+            return invalid(
+                "encode.validation_fraction",
+                format!("must be in [0, 1), got {}", e.validation_fraction),
+            );
+        }
+        for (key, value) in [
+            ("train.epochs", t.epochs),
+            ("train.batch_size", t.batch_size),
+            ("train.embedding", t.embedding),
+            ("train.hidden", t.hidden),
+            ("train.layers", t.layers),
+        ] {
+            if value == 0 {
+                return invalid(key, "must be at least 1".into());
+            }
+        }
+        if !(0.0..1.0).contains(&t.dropout) {
+            return invalid("train.dropout", format!("must be in [0, 1), got {}", t.dropout));
+        }
+        if !(t.learning_rate > 0.0 && t.learning_rate < 1.0) {
+            return invalid("train.learning_rate", format!("must be in (0, 1), got {}", t.learning_rate));
+        }
+        if !(t.grad_clip >= 0.0 && t.grad_clip.is_finite()) {
+            return invalid("train.grad_clip", format!("must be 0 (off) or positive, got {}", t.grad_clip));
+        }
+        if c.tokens == 0 {
+            return invalid("compose.tokens", "must be at least 1".into());
+        }
+        if !(c.temperature > 0.0 && c.temperature.is_finite()) {
+            return invalid("compose.temperature", format!("must be positive, got {}", c.temperature));
+        }
+        if !(c.tempo_bpm >= 1.0 && c.tempo_bpm <= 1000.0) {
+            return invalid("compose.tempo_bpm", format!("must be in [1, 1000], got {}", c.tempo_bpm));
+        }
+        if !(c.step_quarters > 0.0 && c.step_quarters <= 16.0) {
+            return invalid("compose.step_quarters", format!("must be in (0, 16], got {}", c.step_quarters));
+        }
+        if !(1..=127).contains(&c.velocity) {
+            return invalid("compose.velocity", format!("must be in 1..=127, got {}", c.velocity));
+        }
+        Ok(())
+    }
+
+    /// Hash of one stage's settings together with what else changes its output: the
+    /// global seed for the stages that draw random numbers, the runtime for the network. Recorded in the header of the artifact that stage writes.
+    pub fn section_digest(&self, section: Section) -> artifacts::Digest {
+        match section {
+            Section::Extract => artifacts::digest_of(&self.extract),
+            Section::Encode => artifacts::digest_of(&(self.seed, &self.encode)),
+            Section::Train => artifacts::digest_of(&(self.seed, &self.runtime, &self.train)),
+            Section::Compose => artifacts::digest_of(&(self.seed, &self.runtime, &self.compose)),
+        }
+    }
+}
+
+/// Sets `section.key` (or a top-level `key`) in `table` from `section.key=value`.
+fn apply_override(table: &mut toml::Table, text: &str) -> Result<(), ConfigError> {
+    let bad = |message: &str| ConfigError::BadOverride { text: text.to_owned(), message: message.to_owned() };
+    let (path, raw_value) = text.split_once('=').ok_or_else(|| bad("expected section.key=value"))?;
+    let keys: Vec<&str> = path.trim().split('.').collect();
+    if keys.iter().any(|k| k.is_empty()) || keys.len() > 2 {
+        return Err(bad("expected section.key=value"));
+    }
+    // A value is TOML (`5`, `0.8`, `true`, `"x"`); anything TOML rejects is a plain string,
+    // so `--set extract.input=~/midi` works without quoting.
+    let value = format!("v = {}", raw_value.trim())
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw_value.trim().to_owned()));
+    let (table, key) = match keys.as_slice() {
+        [key] => (table, *key),
+        [section, key] => {
+            let entry = table.entry(section.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+            let toml::Value::Table(inner) = entry else {
+                return Err(bad(&format!("`{section}` is not a section")));
+            };
+            (inner, *key)
+        }
+        _ => unreachable!("checked above: one or two keys"),
+    };
+    table.insert(key.to_owned(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str, overrides: &[&str]) -> Result<PipelineConfig, ConfigError> {
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        PipelineConfig::from_toml(text, Path::new("pipeline.toml"), &overrides)
+    }
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        assert_eq!(parse("", &[]).unwrap(), PipelineConfig::default());
+    }
+
+    #[test]
+    fn the_shipped_pipeline_toml_parses() {
+        let text = include_str!("../../../pipeline.toml");
+        parse(text, &[]).unwrap();
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse("[train]\nepoch = 3\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("epoch") && err.contains("pipeline.toml"), "{err}");
+        let err = parse("[trian]\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("trian"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        let err = parse("[encode]\nseq_len = 1\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("encode.seq_len"), "{err}");
+        let err = parse("[compose]\ntemperature = -1.0\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("compose.temperature"), "{err}");
+        let err = parse("[train]\nhidden = \"big\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("hidden"), "{err}");
+    }
+
+    #[test]
+    fn overrides_apply_and_are_checked() {
+        let config = parse("[train]\nepochs = 3\n", &["train.epochs=7", "compose.temperature=0.5", "extract.input=~/midi"]).unwrap();
+        assert_eq!(config.train.epochs, 7);
+        assert_eq!(config.compose.temperature, 0.5);
+        assert_eq!(config.extract.input, PathBuf::from("~/midi"));
+        let err = parse("", &["train.epochz=7"]).unwrap_err().to_string();
+        assert!(err.contains("epochz"), "{err}");
+        assert!(parse("", &["novalue"]).is_err());
+        let err = parse("", &["train.epochs=0"]).unwrap_err().to_string();
+        assert!(err.contains("train.epochs"), "{err}");
+    }
+
+    #[test]
+    fn section_digests_change_only_with_their_section() {
+        let a = PipelineConfig::default();
+        let mut b = a.clone();
+        b.compose.temperature = 0.7;
+        assert_eq!(a.section_digest(Section::Train), b.section_digest(Section::Train));
+        assert_ne!(a.section_digest(Section::Compose), b.section_digest(Section::Compose));
+        b.seed += 1;
+        assert_ne!(a.section_digest(Section::Encode), b.section_digest(Section::Encode));
+        assert_eq!(a.section_digest(Section::Extract), b.section_digest(Section::Extract));
+    }
+}
