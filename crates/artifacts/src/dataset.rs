@@ -92,3 +92,49 @@ impl Artifact for DatasetArtifact {
     const KIND: ArtifactKind = ArtifactKind::Dataset;
     const FORMAT_VERSION: u32 = 1;
 }
+
+impl DatasetArtifact {
+    /// The training windows of one side of the split, as `(piece index, start)`.
+    ///
+    /// A window covers tokens `start..start + seq_len + 1`: `seq_len` inputs, each paired
+    /// with the token after it as target. Windows start every `stride` tokens, plus one
+    /// flush with the piece's end so no piece loses its last tokens; pieces shorter than
+    /// `seq_len + 1` tokens give none.
+    pub fn windows(&self, split: Split) -> Vec<(usize, usize)> {
+        let span = self.seq_len + 1;
+        let mut windows = Vec::new();
+        for (index, piece) in self.pieces.iter().enumerate() {
+            if piece.split != split || piece.tokens.len() < span {
+                continue;
+            }
+            let last = piece.tokens.len() - span;
+            windows.extend((0..=last).step_by(self.stride.max(1)).map(|start| (index, start)));
+            if last % self.stride.max(1) != 0 {
+                windows.push((index, last));
+            }
+        }
+        windows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_cover_each_piece_to_its_end() {
+        let piece = |len: usize, split| EncodedPiece { source: String::new(), split, tokens: vec![0; len] };
+        let dataset = DatasetArtifact {
+            encoding: Encoding::Seed { chord_window_quarters: 0.0 },
+            vocabulary: Vocabulary::default(),
+            seq_len: 4,
+            stride: 3,
+            pieces: vec![piece(11, Split::Train), piece(4, Split::Train), piece(5, Split::Validation)],
+        };
+        assert_eq!(dataset.windows(Split::Train), vec![(0, 0), (0, 3), (0, 6)]);
+        assert_eq!(dataset.windows(Split::Validation), vec![(2, 0)]);
+        let mut shorter = dataset.clone();
+        shorter.pieces[0].tokens.truncate(10);
+        assert_eq!(shorter.windows(Split::Train), vec![(0, 0), (0, 3), (0, 5)]);
+    }
+}

@@ -1,0 +1,198 @@
+//! Stage 2, `encode`: `notes.bin` in, `dataset.bin` out.
+//!
+//! Turns every extracted piece into a sequence of token ids with the chosen encoding
+//! (see [`seed`]), builds the dictionary (token ↔ id), and splits the pieces into a
+//! training and a validation side. The training windows themselves are cut later, by
+//! [`artifacts::DatasetArtifact::windows`], so `dataset.bin` stays one sequence per piece.
+//!
+//! Key design decision: the split is by *piece*, never inside a piece, and is drawn from
+//! the seed. Windows cut from the same piece overlap heavily; a split by window would put
+//! near-copies of validation windows into training and make the validation loss a lie.
+//!
+//! `compose` uses this crate as a library to turn generated tokens back into pitches.
+
+pub mod seed;
+
+use artifacts::{DatasetArtifact, EncodedPiece, Encoding, InputDigest, NotesArtifact, Split, Vocabulary};
+use config::{EncodingName, PipelineConfig, Section};
+use seeded_rng::SeededRng;
+use std::fmt;
+use std::path::Path;
+
+#[derive(Debug)]
+pub enum EncodeError {
+    Artifact(artifacts::ArtifactError),
+    /// Not one training window can be cut: `seq_len + 1` tokens are needed in one piece.
+    TooLittleData { longest_train_piece: usize, train_tokens: usize, seq_len: usize },
+}
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EncodeError::Artifact(e) => e.fmt(f),
+            EncodeError::TooLittleData { longest_train_piece, train_tokens, seq_len } => write!(
+                f,
+                "too little data: a training window needs encode.seq_len + 1 = {} tokens in one piece, \
+                 but the longest training piece has {longest_train_piece} ({train_tokens} training tokens in all); \
+                 add MIDI files or lower encode.seq_len",
+                seq_len + 1
+            ),
+        }
+    }
+}
+
+impl std::error::Error for EncodeError {}
+
+/// Runs the stage: reads `input` (notes.bin), writes `output` (dataset.bin).
+pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<DatasetArtifact, EncodeError> {
+    let input_bytes = artifacts::read_file(input).map_err(EncodeError::Artifact)?;
+    let (_, notes) = artifacts::from_bytes::<NotesArtifact>(&input_bytes, input).map_err(EncodeError::Artifact)?;
+    let dataset = encode(config, &notes)?;
+
+    let train_windows = dataset.windows(Split::Train).len();
+    let validation_windows = dataset.windows(Split::Validation).len();
+    let count = |split| dataset.pieces.iter().filter(|p| p.split == split).count();
+    let tokens: usize = dataset.pieces.iter().map(|p| p.tokens.len()).sum();
+    tracing::info!(
+        "encode: {} pieces ({} train, {} validation), {} tokens, vocabulary of {}, \
+         {} training and {} validation windows of {}",
+        dataset.pieces.len(),
+        count(Split::Train),
+        count(Split::Validation),
+        tokens,
+        dataset.vocabulary.len(),
+        train_windows,
+        validation_windows,
+        dataset.seq_len
+    );
+    if validation_windows == 0 {
+        tracing::warn!("no validation window: training will report no validation loss");
+    }
+    let inputs = vec![InputDigest { name: "notes.bin".into(), digest: artifacts::digest(&input_bytes) }];
+    let producer = concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"));
+    let outcome = artifacts::write(output, &dataset, producer, config.section_digest(Section::Encode), inputs)
+        .map_err(EncodeError::Artifact)?;
+    stage_cli::log_outcome(output, outcome);
+    Ok(dataset)
+}
+
+/// Encodes every piece, builds the dictionary and draws the split.
+pub fn encode(config: &PipelineConfig, notes: &NotesArtifact) -> Result<DatasetArtifact, EncodeError> {
+    let settings = &config.encode;
+    let encoding = match settings.encoding {
+        EncodingName::Seed => Encoding::Seed { chord_window_quarters: settings.chord_window },
+    };
+    let token_texts: Vec<Vec<String>> = notes
+        .files
+        .iter()
+        .map(|file| match &encoding {
+            Encoding::Seed { chord_window_quarters } => seed::encode_piece(&file.notes, *chord_window_quarters),
+        })
+        .collect();
+    let vocabulary = Vocabulary::from_tokens(token_texts.iter().flatten().cloned());
+    let splits = draw_split(notes.files.len(), settings.validation_fraction, config.seed);
+    let pieces: Vec<EncodedPiece> = notes
+        .files
+        .iter()
+        .zip(token_texts)
+        .zip(splits)
+        .map(|((file, texts), split)| EncodedPiece {
+            source: file.path.clone(),
+            split,
+            tokens: texts.iter().map(|t| vocabulary.id(t).expect("every token is in the vocabulary")).collect(),
+        })
+        .collect();
+    let dataset = DatasetArtifact {
+        encoding,
+        vocabulary,
+        seq_len: settings.seq_len,
+        stride: settings.stride,
+        pieces,
+    };
+    if dataset.windows(Split::Train).is_empty() {
+        let train = dataset.pieces.iter().filter(|p| p.split == Split::Train);
+        return Err(EncodeError::TooLittleData {
+            longest_train_piece: train.clone().map(|p| p.tokens.len()).max().unwrap_or(0),
+            train_tokens: train.map(|p| p.tokens.len()).sum(),
+            seq_len: settings.seq_len,
+        });
+    }
+    Ok(dataset)
+}
+
+/// Which pieces go to validation: `round(n × fraction)` of them, chosen by the seed, but
+/// at least one when the fraction is positive and there are two or more pieces, and never
+/// all of them.
+pub fn draw_split(pieces: usize, validation_fraction: f64, seed: u64) -> Vec<Split> {
+    let mut wanted = (pieces as f64 * validation_fraction).round() as usize;
+    if validation_fraction > 0.0 && pieces >= 2 {
+        wanted = wanted.max(1);
+    }
+    wanted = wanted.min(pieces.saturating_sub(1));
+    let mut order: Vec<usize> = (0..pieces).collect();
+    SeededRng::new(seed, "split").shuffle(&mut order);
+    let mut splits = vec![Split::Train; pieces];
+    for &index in &order[..wanted] {
+        splits[index] = Split::Validation;
+    }
+    splits
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use artifacts::{ExtractedFile, Note};
+
+    fn piece(path: &str, pitches: &[u8]) -> ExtractedFile {
+        let notes = pitches
+            .iter()
+            .enumerate()
+            .map(|(i, &pitch)| Note {
+                pitch,
+                velocity: 80,
+                channel: 0,
+                program: 0,
+                onset_seconds: i as f64 * 0.5,
+                duration_seconds: 0.5,
+                onset_quarters: i as f64,
+                duration_quarters: 1.0,
+            })
+            .collect();
+        ExtractedFile { path: path.into(), content_digest: [0; 32], notes }
+    }
+
+    fn config(seq_len: usize) -> PipelineConfig {
+        let mut config = PipelineConfig::default();
+        config.encode.seq_len = seq_len;
+        config.encode.validation_fraction = 0.0;
+        config
+    }
+
+    #[test]
+    fn split_is_by_piece_seeded_and_never_empty_on_the_training_side() {
+        let a = draw_split(10, 0.2, 1);
+        assert_eq!(a.iter().filter(|s| **s == Split::Validation).count(), 2);
+        assert_eq!(a, draw_split(10, 0.2, 1));
+        assert!((2..40).any(|seed| draw_split(10, 0.2, seed) != a));
+        assert_eq!(draw_split(2, 0.01, 1).iter().filter(|s| **s == Split::Validation).count(), 1);
+        assert_eq!(draw_split(1, 0.5, 1), vec![Split::Train]);
+        assert!(draw_split(5, 0.0, 1).iter().all(|s| *s == Split::Train));
+    }
+
+    #[test]
+    fn ids_index_the_vocabulary() {
+        let notes = NotesArtifact { files: vec![piece("a", &[60, 62, 64, 60, 62]), piece("b", &[67, 60])], rejected: vec![] };
+        let dataset = encode(&config(2), &notes).unwrap();
+        assert_eq!(dataset.vocabulary.tokens, vec!["C4", "D4", "E4", "G4"]);
+        let a = dataset.pieces.iter().find(|p| p.source == "a").unwrap();
+        let texts: Vec<&str> = a.tokens.iter().map(|&id| dataset.vocabulary.token(id)).collect();
+        assert_eq!(texts, vec!["C4", "D4", "E4", "C4", "D4"]);
+    }
+
+    #[test]
+    fn too_little_data_states_the_counts() {
+        let notes = NotesArtifact { files: vec![piece("a", &[60, 62, 64])], rejected: vec![] };
+        let message = encode(&config(50), &notes).unwrap_err().to_string();
+        assert!(message.contains("51 tokens") && message.contains("has 3"), "{message}");
+    }
+}

@@ -1,0 +1,345 @@
+//! Stage 1, `extract`: a folder of MIDI files in, `notes.bin` out.
+//!
+//! The folder is searched recursively for `.mid`/`.midi` files (any letter case). Each file
+//! is parsed with midly and turned into a list of [`Note`]s in seconds and quarter notes,
+//! with the tempo map applied. A file that cannot be used is not an error: it is recorded
+//! as a [`RejectedFile`] with a one-line reason, logged, and counted in the summary.
+//!
+//! Key design decision: all tracks of a file are merged into one time-ordered event stream
+//! before notes are paired. Program changes, tempo changes and note-offs may sit in a
+//! different track from the notes they affect (format 1 files do this all the time), so
+//! pairing per track would get programs and durations wrong. The rules for messy input
+//! are fixed and documented on [`notes_of_midi`], so the same bytes always give the same notes.
+//! Files are independent, so they are parsed in parallel with rayon; the output is sorted
+//! by path and does not depend on the thread count.
+
+use artifacts::{ExtractedFile, InputDigest, Note, NotesArtifact, RejectedFile, WriteOutcome};
+use config::{PipelineConfig, Section};
+use midly::{MetaMessage, MidiMessage, Smf, Timing, TrackEventKind};
+use rayon::prelude::*;
+use stage_cli::Progress;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// The channel General MIDI reserves for drums (channel 10, counted from 1).
+const DRUM_CHANNEL: u8 = 9;
+/// Tempo when a file sets none: 120 beats per minute.
+const DEFAULT_MICROS_PER_QUARTER: f64 = 500_000.0;
+
+/// Why the stage as a whole failed (a single bad file never fails it).
+#[derive(Debug)]
+pub enum ExtractError {
+    NoInputFolder(PathBuf),
+    NoMidiFiles(PathBuf),
+    NothingReadable { folder: PathBuf, rejected: usize },
+    Io(PathBuf, std::io::Error),
+    Artifact(artifacts::ArtifactError),
+}
+
+impl fmt::Display for ExtractError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExtractError::NoInputFolder(p) => write!(f, "input folder {} does not exist or is not a folder", p.display()),
+            ExtractError::NoMidiFiles(p) => write!(f, "no .mid or .midi files found in {}", p.display()),
+            ExtractError::NothingReadable { folder, rejected } => write!(
+                f,
+                "none of the {rejected} MIDI files in {} could be used (see the reasons above)",
+                folder.display()
+            ),
+            ExtractError::Io(p, e) => write!(f, "{}: {e}", p.display()),
+            ExtractError::Artifact(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ExtractError {}
+
+/// What one run did, for the summary line and for callers such as tests.
+#[derive(Debug)]
+pub struct ExtractSummary {
+    pub files_read: usize,
+    pub files_rejected: usize,
+    pub notes: usize,
+    pub seconds_of_music: f64,
+    pub outcome: WriteOutcome,
+}
+
+/// Runs the stage: finds the MIDI files under `input`, extracts them, writes `output`.
+pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<ExtractSummary, ExtractError> {
+    let paths = find_midi_files(input)?;
+    tracing::info!("extract: {} MIDI files under {}", paths.len(), input.display());
+    let progress = Mutex::new(Progress::new("extract", "files", paths.len() as u64));
+    let max_bytes = config.extract.max_file_bytes;
+    let results: Vec<Result<ExtractedFile, RejectedFile>> = paths
+        .par_iter()
+        .map(|path| {
+            let relative = relative_name(input, path);
+            let result = extract_file(path, max_bytes)
+                .map(|(content_digest, notes)| ExtractedFile { path: relative.clone(), content_digest, notes })
+                .map_err(|reason| RejectedFile { path: relative, reason });
+            if let Ok(mut p) = progress.lock() {
+                p.advance(1, String::new);
+            }
+            result
+        })
+        .collect();
+
+    let mut artifact = NotesArtifact { files: Vec::new(), rejected: Vec::new() };
+    for result in results {
+        match result {
+            Ok(file) => artifact.files.push(file),
+            Err(rejected) => {
+                tracing::warn!("skipped {}: {}", rejected.path, rejected.reason);
+                artifact.rejected.push(rejected);
+            }
+        }
+    }
+    if artifact.files.is_empty() {
+        return Err(ExtractError::NothingReadable { folder: input.to_path_buf(), rejected: artifact.rejected.len() });
+    }
+
+    let summary_notes: usize = artifact.files.iter().map(|f| f.notes.len()).sum();
+    let seconds: f64 = artifact
+        .files
+        .iter()
+        .map(|f| f.notes.iter().map(|n| n.onset_seconds + n.duration_seconds).fold(0.0, f64::max))
+        .sum();
+    let inputs = artifact
+        .files
+        .iter()
+        .map(|f| InputDigest { name: f.path.clone(), digest: f.content_digest })
+        .collect();
+    let producer = concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"));
+    let outcome = artifacts::write(output, &artifact, producer, config.section_digest(Section::Extract), inputs)
+        .map_err(ExtractError::Artifact)?;
+
+    let summary = ExtractSummary {
+        files_read: artifact.files.len(),
+        files_rejected: artifact.rejected.len(),
+        notes: summary_notes,
+        seconds_of_music: seconds,
+        outcome,
+    };
+    tracing::info!(
+        "extract: read {} files, skipped {}{}; {} notes, {:.1} minutes of music",
+        summary.files_read,
+        summary.files_rejected,
+        grouped_reasons(&artifact.rejected),
+        summary.notes,
+        summary.seconds_of_music / 60.0
+    );
+    stage_cli::log_outcome(output, outcome);
+    Ok(summary)
+}
+
+/// `": 3 not a MIDI file, 1 truncated"`-style tally of rejection reasons, or "".
+fn grouped_reasons(rejected: &[RejectedFile]) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in rejected {
+        // Group by the reason's first clause so "truncated track 3" and "truncated track 1" merge.
+        let head = r.reason.split([':', '(']).next().unwrap_or(&r.reason).trim();
+        *counts.entry(head).or_default() += 1;
+    }
+    if counts.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = counts.iter().map(|(reason, n)| format!("{n} {reason}")).collect();
+    format!(" ({})", parts.join(", "))
+}
+
+/// All `.mid`/`.midi` files under `folder` (recursively, any letter case), sorted.
+///
+/// Symbolic links to folders are not followed, so a link loop cannot make this hang.
+pub fn find_midi_files(folder: &Path) -> Result<Vec<PathBuf>, ExtractError> {
+    if !folder.is_dir() {
+        return Err(ExtractError::NoInputFolder(folder.to_path_buf()));
+    }
+    let mut found = Vec::new();
+    let mut pending = vec![folder.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| ExtractError::Io(dir.clone(), e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| ExtractError::Io(dir.clone(), e))?;
+            let path = entry.path();
+            let file_type = entry.file_type().map_err(|e| ExtractError::Io(path.clone(), e))?;
+            if file_type.is_dir() {
+                pending.push(path);
+            } else if is_midi_name(&path) && path.is_file() {
+                found.push(path);
+            }
+        }
+    }
+    if found.is_empty() {
+        return Err(ExtractError::NoMidiFiles(folder.to_path_buf()));
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn is_midi_name(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("mid") || e.eq_ignore_ascii_case("midi"))
+}
+
+/// `path` relative to `root`, `/`-separated, as recorded in the artifact.
+fn relative_name(root: &Path, path: &Path) -> String {
+    let relative = path.strip_prefix(root).unwrap_or(path);
+    relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
+}
+
+/// Reads and extracts one file: its content digest and notes, or a one-line reason.
+pub fn extract_file(path: &Path, max_bytes: u64) -> Result<(artifacts::Digest, Vec<Note>), String> {
+    let size = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?.len();
+    if size > max_bytes {
+        return Err(format!("too large: {size} bytes, limit extract.max_file_bytes = {max_bytes}"));
+    }
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let notes = notes_of_midi(&bytes)?;
+    Ok((artifacts::digest(&bytes), notes))
+}
+
+/// Converts MIDI ticks to seconds and quarter notes.
+struct Clock {
+    /// Quarter notes per tick (metrical files) or `None` for SMPTE time code.
+    quarters_per_tick: Option<f64>,
+    /// Tempo segments `(start tick, seconds at start, seconds per tick)`, sorted by tick.
+    segments: Vec<(u64, f64, f64)>,
+}
+
+impl Clock {
+    fn new(timing: Timing, mut tempo_changes: Vec<(u64, u32)>) -> Result<Clock, String> {
+        match timing {
+            Timing::Metrical(ticks) => {
+                let ticks_per_quarter = f64::from(ticks.as_int());
+                if ticks_per_quarter == 0.0 {
+                    return Err("invalid header: 0 ticks per quarter note".into());
+                }
+                // A stable sort keeps file order for tempo changes at the same tick; the last wins.
+                tempo_changes.sort_by_key(|&(tick, _)| tick);
+                let seconds_per_tick = |micros: f64| micros / 1e6 / ticks_per_quarter;
+                let mut segments = vec![(0u64, 0.0f64, seconds_per_tick(DEFAULT_MICROS_PER_QUARTER))];
+                for (tick, micros) in tempo_changes {
+                    let &(start, seconds, rate) = segments.last().expect("segments start non-empty");
+                    let at = seconds + (tick - start) as f64 * rate;
+                    let new = (tick, at, seconds_per_tick(f64::from(micros.max(1))));
+                    if tick == start {
+                        *segments.last_mut().expect("non-empty") = new;
+                    } else {
+                        segments.push(new);
+                    }
+                }
+                Ok(Clock { quarters_per_tick: Some(1.0 / ticks_per_quarter), segments })
+            }
+            Timing::Timecode(fps, subframes) => {
+                let ticks_per_second = f64::from(fps.as_f32()) * f64::from(subframes);
+                if ticks_per_second <= 0.0 {
+                    return Err("invalid header: 0 SMPTE subframes per frame".into());
+                }
+                Ok(Clock { quarters_per_tick: None, segments: vec![(0, 0.0, 1.0 / ticks_per_second)] })
+            }
+        }
+    }
+
+    fn seconds(&self, tick: u64) -> f64 {
+        let index = self.segments.partition_point(|&(start, _, _)| start <= tick) - 1;
+        let (start, seconds, rate) = self.segments[index];
+        seconds + (tick - start) as f64 * rate
+    }
+
+    /// Time code files have no beat; they are read as if at 120 BPM (2 quarters a second).
+    fn quarters(&self, tick: u64) -> f64 {
+        match self.quarters_per_tick {
+            Some(q) => tick as f64 * q,
+            None => self.seconds(tick) * 2.0,
+        }
+    }
+}
+
+/// Extracts the notes of a standard MIDI file's bytes, sorted by (onset, pitch).
+///
+/// Rules, applied identically to every file:
+/// - Format 0 and 1 are read; format 2 (independent sequences) is rejected.
+/// - Channel 10 (drums) is dropped; every other channel and track is kept.
+/// - Tempo changes from any track apply to all tracks; without one, 120 BPM.
+/// - A note-on with velocity 0 is a note-off.
+/// - A note-on for a pitch already sounding on that channel ends the sounding note there
+///   and starts a new one; a note-off with no sounding note is ignored.
+/// - Notes still sounding when the file ends end at its last event (of any track, the
+///   end-of-track marker included); zero-length notes are
+///   dropped.
+/// - A file with no notes left is rejected.
+pub fn notes_of_midi(bytes: &[u8]) -> Result<Vec<Note>, String> {
+    let smf = Smf::parse(bytes).map_err(|e| format!("not a readable MIDI file: {e}"))?;
+    if smf.header.format == midly::Format::Sequential {
+        return Err("format 2 (independent sequences) is not supported".into());
+    }
+
+    // Merge the tracks into one stream ordered by (tick, track, position in track).
+    let mut events = Vec::new();
+    let mut tempo_changes = Vec::new();
+    let mut file_end = 0u64;
+    for (track_index, track) in smf.tracks.iter().enumerate() {
+        let mut tick = 0u64;
+        for event in track {
+            tick += u64::from(event.delta.as_int());
+            match event.kind {
+                TrackEventKind::Meta(MetaMessage::Tempo(micros)) => tempo_changes.push((tick, micros.as_int())),
+                TrackEventKind::Midi { channel, message } if channel.as_int() != DRUM_CHANNEL => {
+                    events.push((tick, track_index, channel.as_int(), message));
+                }
+                _ => {}
+            }
+        }
+        file_end = file_end.max(tick);
+    }
+    events.sort_by_key(|&(tick, track, _, _)| (tick, track));
+    let clock = Clock::new(smf.header.timing, tempo_changes)?;
+
+    let mut programs = [0u8; 16];
+    // Sounding notes by (channel, pitch): (onset tick, velocity, program).
+    let mut sounding: BTreeMap<(u8, u8), (u64, u8, u8)> = BTreeMap::new();
+    let mut notes = Vec::new();
+    let mut finish = |channel: u8, pitch: u8, (onset, velocity, program): (u64, u8, u8), end: u64| {
+        if end > onset {
+            notes.push(Note {
+                pitch,
+                velocity,
+                channel,
+                program,
+                onset_seconds: clock.seconds(onset),
+                duration_seconds: clock.seconds(end) - clock.seconds(onset),
+                onset_quarters: clock.quarters(onset),
+                duration_quarters: clock.quarters(end) - clock.quarters(onset),
+            });
+        }
+    };
+    for &(tick, _, channel, message) in &events {
+        match message {
+            MidiMessage::ProgramChange { program } => programs[usize::from(channel)] = program.as_int(),
+            MidiMessage::NoteOn { key, vel } if vel.as_int() > 0 => {
+                let pitch = key.as_int();
+                if let Some(previous) = sounding.remove(&(channel, pitch)) {
+                    finish(channel, pitch, previous, tick);
+                }
+                sounding.insert((channel, pitch), (tick, vel.as_int(), programs[usize::from(channel)]));
+            }
+            MidiMessage::NoteOn { key, .. } | MidiMessage::NoteOff { key, .. } => {
+                if let Some(started) = sounding.remove(&(channel, key.as_int())) {
+                    finish(channel, key.as_int(), started, tick);
+                }
+            }
+            _ => {}
+        }
+    }
+    for ((channel, pitch), started) in std::mem::take(&mut sounding) {
+        finish(channel, pitch, started, file_end);
+    }
+    if notes.is_empty() {
+        return Err("no notes (after dropping drums)".into());
+    }
+    notes.sort_by(|a, b| a.onset_seconds.total_cmp(&b.onset_seconds).then(a.pitch.cmp(&b.pitch)));
+    Ok(notes)
+}

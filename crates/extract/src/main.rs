@@ -1,0 +1,32 @@
+use clap::Parser;
+use std::path::PathBuf;
+
+/// Stage 1 of the pipeline: reads every .mid/.midi file under a folder (recursively) and
+/// writes their notes, with tempo applied, to a versioned artifact (notes.bin).
+///
+/// Files that cannot be used are skipped with a one-line reason and counted in the summary.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Args {
+    #[command(flatten)]
+    config: stage_cli::ConfigArgs,
+    /// Folder of MIDI files [default: `extract.input` in the config].
+    #[arg(long, value_name = "DIR")]
+    input: Option<PathBuf>,
+    /// The notes artifact to write.
+    #[arg(long, default_value = "artifacts/notes.bin", value_name = "FILE")]
+    output: PathBuf,
+}
+
+fn main() -> std::process::ExitCode {
+    stage_cli::init_logging();
+    let args = Args::parse();
+    stage_cli::exit_with((|| -> Result<(), Box<dyn std::error::Error>> {
+        let mut config = args.config.load(Vec::new())?;
+        if let Some(input) = args.input {
+            config.extract.input = input;
+        }
+        extract::run(&config, &config.extract.input, &args.output)?;
+        Ok(())
+    })())
+}

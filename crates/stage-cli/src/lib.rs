@@ -1,0 +1,125 @@
+//! What the four stage binaries share, so each `main.rs` stays a few lines long.
+//!
+//! - [`ConfigArgs`]: the `--config` and `--set section.key=value` flags every stage takes,
+//!   flattened into each binary's clap struct, and [`ConfigArgs::load`].
+//! - [`init_logging`]: `tracing` to stderr, filtered by `RUST_LOG` (default `info`).
+//! - [`Progress`]: periodic log lines with count, rate and ETA for long loops.
+//! - [`exit_with`]: turns a stage's `Result` into a one-line `error: …` and exit code 1.
+//!
+//! Key design decision: progress is reported as ordinary `tracing` lines at most every few
+//! seconds, not as a redrawn terminal bar, so the same output reads well in a terminal, in
+//! `make`'s interleaved output, in CI logs and in a batch job's log file.
+
+use config::{ConfigError, PipelineConfig};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// The config flags every stage takes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ConfigArgs {
+    /// The pipeline config file.
+    #[arg(long, default_value = "pipeline.toml", value_name = "FILE")]
+    pub config: PathBuf,
+    /// Override one config value for this run, e.g. `--set train.epochs=5`
+    /// (repeatable; the value is TOML or a bare string).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub overrides: Vec<String>,
+}
+
+impl ConfigArgs {
+    /// Loads the config with the `--set` overrides, then `extra` (a stage's own flags,
+    /// already written as `section.key=value`), which win over `--set`.
+    pub fn load(&self, extra: Vec<String>) -> Result<PipelineConfig, ConfigError> {
+        let mut overrides = self.overrides.clone();
+        overrides.extend(extra);
+        PipelineConfig::load(&self.config, &overrides)
+    }
+}
+
+/// Turns an optional stage flag into an override, e.g. `("train.epochs", Some(5))`.
+pub fn flag_override<T: std::fmt::Display>(key: &str, value: Option<T>) -> Option<String> {
+    value.map(|v| format!("{key}={v}"))
+}
+
+/// Sends `tracing` output to stderr; `RUST_LOG` filters it (default: `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Reports a stage's failure on one line and sets the exit code.
+pub fn exit_with<E: std::fmt::Display>(result: Result<(), E>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs `done/total`, the rate and the ETA of a loop at most every `interval`.
+pub struct Progress {
+    what: &'static str,
+    unit: &'static str,
+    total: u64,
+    done: u64,
+    started: Instant,
+    last_report: Instant,
+    interval: Duration,
+}
+
+impl Progress {
+    /// A progress reporter for `total` `unit`s of `what` (e.g. "train epoch 3", "batches").
+    pub fn new(what: &'static str, unit: &'static str, total: u64) -> Self {
+        let now = Instant::now();
+        Progress { what, unit, total, done: 0, started: now, last_report: now, interval: Duration::from_secs(5) }
+    }
+
+    /// Records `n` more units done; logs a line if the interval has passed. `detail` is
+    /// appended to the line (e.g. the running loss) and only computed when a line is logged.
+    pub fn advance(&mut self, n: u64, detail: impl FnOnce() -> String) {
+        self.done += n;
+        if self.last_report.elapsed() < self.interval || self.done >= self.total {
+            return;
+        }
+        self.last_report = Instant::now();
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let rate = self.done as f64 / elapsed.max(1e-9);
+        let eta = (self.total - self.done) as f64 / rate.max(1e-9);
+        tracing::info!(
+            "{}: {}/{} {} ({:.0} {}/s, ETA {:.0} s){}",
+            self.what,
+            self.done,
+            self.total,
+            self.unit,
+            rate,
+            self.unit,
+            eta,
+            detail()
+        );
+    }
+
+    /// Seconds since the reporter was made.
+    pub fn elapsed_seconds(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+}
+
+/// One log line saying where an artifact is and whether this run changed it.
+pub fn log_outcome(output: &std::path::Path, outcome: artifacts::WriteOutcome) {
+    match outcome {
+        artifacts::WriteOutcome::Written => tracing::info!("wrote {}", output.display()),
+        artifacts::WriteOutcome::Unchanged => {
+            tracing::info!("{} is unchanged (identical bytes): later stages stay fresh", output.display())
+        }
+    }
+}
