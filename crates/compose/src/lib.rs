@@ -1,0 +1,219 @@
+//! Stage 4, `compose`: `model.bin` (and `dataset.bin` for the seed) in, a MIDI file out.
+//!
+//! Picks a random window of `seq_len` tokens from the data set as the seed sequence, runs it
+//! through the model, then predicts one token at a time, each fed back as the next input,
+//! for `compose.tokens` steps. The generated tokens are decoded back to notes — each element
+//! one fixed step (`compose.step_quarters`) after the previous, chords voiced upwards from
+//! middle C's octave, as the original design does — and written as a standard MIDI file for
+//! piano (program 0) with the tempo set.
+//!
+//! Key design decision: the LSTM state is *carried* from step to step ([`LstmModel::step`]),
+//! so each new token costs one step of the network, not a rerun over the whole window, and
+//! the model's memory reaches back past the seed window. The network, the dictionary and
+//! the decoding rules all come from `model.bin`, so a model keeps composing correctly after
+//! `dataset.bin` is rebuilt from other data; the data set only supplies the seed, and a
+//! data set with a different dictionary is refused.
+
+pub mod midi_file;
+
+use artifacts::{DatasetArtifact, Encoding, ModelArtifact};
+use candle_core::{D, Device, Tensor};
+use config::{PipelineConfig, Sampling};
+use lstm::LstmModel;
+use midi_file::MidiNote;
+use seeded_rng::SeededRng;
+use stage_cli::Progress;
+use std::fmt;
+use std::path::Path;
+
+#[derive(Debug)]
+pub enum ComposeError {
+    Artifact(artifacts::ArtifactError),
+    Candle(candle_core::Error),
+    /// `dataset.bin` was encoded with another dictionary than the model was trained on.
+    VocabularyMismatch { dataset: String, model: String },
+    /// No piece in the data set is long enough to give a seed window.
+    NoSeedWindow { seq_len: usize },
+}
+
+impl fmt::Display for ComposeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ComposeError::Artifact(e) => e.fmt(f),
+            ComposeError::Candle(e) => write!(f, "tensor computation failed: {e}"),
+            ComposeError::VocabularyMismatch { dataset, model } => write!(
+                f,
+                "{dataset} has a different dictionary from the one {model} was trained on; \
+                 rerun `train` on this data set (or pass the matching --dataset)"
+            ),
+            ComposeError::NoSeedWindow { seq_len } => {
+                write!(f, "no piece in the data set has the {seq_len} tokens a seed window needs")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ComposeError {}
+
+impl From<candle_core::Error> for ComposeError {
+    fn from(e: candle_core::Error) -> Self {
+        ComposeError::Candle(e)
+    }
+}
+
+/// What [`compose`] made: the generated token strings and the notes they decode to.
+pub struct Composition {
+    pub tokens: Vec<String>,
+    pub notes: Vec<MidiNote>,
+}
+
+/// Runs the stage: reads `model_path` and `dataset_path`, writes the MIDI file `output`.
+pub fn run(config: &PipelineConfig, model_path: &Path, dataset_path: &Path, output: &Path) -> Result<Composition, ComposeError> {
+    let (_, model) = artifacts::read::<ModelArtifact>(model_path).map_err(ComposeError::Artifact)?;
+    let (_, dataset) = artifacts::read::<DatasetArtifact>(dataset_path).map_err(ComposeError::Artifact)?;
+    if dataset.vocabulary != model.vocabulary || dataset.encoding != model.encoding {
+        return Err(ComposeError::VocabularyMismatch {
+            dataset: dataset_path.display().to_string(),
+            model: model_path.display().to_string(),
+        });
+    }
+    let device = lstm::select_device(config.runtime.device)?;
+    let composition = compose(config, &model, &dataset, &device)?;
+
+    let settings = &config.compose;
+    let bytes = midi_file::to_bytes(&composition.notes, settings.tempo_bpm);
+    let outcome = artifacts::write_if_changed(output, &bytes).map_err(ComposeError::Artifact)?;
+    let seconds = composition.notes.iter().map(|n| n.onset_quarters + n.duration_quarters).fold(0.0, f64::max)
+        * 60.0
+        / settings.tempo_bpm;
+    let lowest = composition.notes.iter().map(|n| n.pitch).min().unwrap_or(0);
+    let highest = composition.notes.iter().map(|n| n.pitch).max().unwrap_or(0);
+    let distinct: std::collections::BTreeSet<&String> = composition.tokens.iter().collect();
+    tracing::info!(
+        "compose: {} elements ({} distinct), {} notes from {} to {}, {:.0} s at {} BPM",
+        composition.tokens.len(),
+        distinct.len(),
+        composition.notes.len(),
+        encode::seed::pitch_name(lowest),
+        encode::seed::pitch_name(highest),
+        seconds,
+        settings.tempo_bpm
+    );
+    stage_cli::log_outcome(output, outcome);
+    Ok(composition)
+}
+
+/// Generates `config.compose.tokens` tokens after a seeded random seed window and decodes them.
+pub fn compose(
+    config: &PipelineConfig,
+    model: &ModelArtifact,
+    dataset: &DatasetArtifact,
+    device: &Device,
+) -> Result<Composition, ComposeError> {
+    let settings = &config.compose;
+    let network = LstmModel::from_named(model.hyperparameters.clone(), &model.weights, device)?;
+    let mut rng = SeededRng::new(config.seed, "compose");
+    let seed_window = pick_seed_window(dataset, model.hyperparameters.seq_len, &mut rng)?;
+
+    // Warm the state up on the seed; the logits after its last token predict the first new one.
+    let mut state = network.zero_state(1, device)?;
+    let mut logits = None;
+    for &id in seed_window {
+        logits = Some(network.step(&Tensor::new(&[id], device)?, &mut state)?);
+    }
+    let mut logits = logits.expect("a seed window has at least 2 tokens");
+
+    let mut generated = Vec::with_capacity(settings.tokens);
+    let mut progress = Progress::new("compose", "tokens", settings.tokens as u64);
+    for _ in 0..settings.tokens {
+        let next = match settings.sampling {
+            Sampling::Argmax => logits.argmax(D::Minus1)?.to_vec1::<u32>()?[0],
+            Sampling::Sample => {
+                let scores = logits.squeeze(0)?.to_vec1::<f32>()?;
+                sample(&scores, settings.temperature, &mut rng)
+            }
+        };
+        generated.push(next);
+        logits = network.step(&Tensor::new(&[next], device)?, &mut state)?;
+        progress.advance(1, String::new);
+    }
+
+    let tokens: Vec<String> = generated.iter().map(|&id| model.vocabulary.token(id).to_owned()).collect();
+    let notes = match model.encoding {
+        Encoding::Seed { .. } => decode_seed(&tokens, settings.step_quarters, settings.velocity),
+    };
+    Ok(Composition { tokens, notes })
+}
+
+/// A random window of `seq_len` tokens from any piece long enough to hold one.
+fn pick_seed_window<'a>(dataset: &'a DatasetArtifact, seq_len: usize, rng: &mut SeededRng) -> Result<&'a [u32], ComposeError> {
+    let candidates: Vec<&[u32]> =
+        dataset.pieces.iter().map(|p| p.tokens.as_slice()).filter(|t| t.len() >= seq_len).collect();
+    if candidates.is_empty() {
+        return Err(ComposeError::NoSeedWindow { seq_len });
+    }
+    let tokens = candidates[rng.below(candidates.len())];
+    let start = rng.below(tokens.len() - seq_len + 1);
+    Ok(&tokens[start..start + seq_len])
+}
+
+/// Draws an index from softmax(scores / temperature). Computed in f64 after subtracting the
+/// maximum, so no temperature can overflow the exponentials.
+pub fn sample(scores: &[f32], temperature: f64, rng: &mut SeededRng) -> u32 {
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let weights: Vec<f64> = scores.iter().map(|&s| ((f64::from(s) - f64::from(max)) / temperature).exp()).collect();
+    let total: f64 = weights.iter().sum();
+    let mut threshold = rng.unit_f64() * total;
+    for (index, weight) in weights.iter().enumerate() {
+        threshold -= weight;
+        if threshold < 0.0 {
+            return index as u32;
+        }
+    }
+    // Rounding can leave a sliver past the last weight: the last non-zero entry takes it.
+    weights.iter().rposition(|w| *w > 0.0).unwrap_or(0) as u32
+}
+
+/// Decodes `seed` tokens: element `i` starts at `i × step` quarter notes and lasts one step.
+/// A token that is no valid `seed` token (impossible for tokens from the dictionary, which
+/// `encode` made) becomes a rest.
+pub fn decode_seed(tokens: &[String], step_quarters: f64, velocity: u8) -> Vec<MidiNote> {
+    let mut notes = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        for pitch in encode::seed::decode_token(token).unwrap_or_default() {
+            notes.push(MidiNote {
+                pitch,
+                velocity,
+                onset_quarters: i as f64 * step_quarters,
+                duration_quarters: step_quarters,
+            });
+        }
+    }
+    notes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampling_follows_the_distribution_and_temperature() {
+        let mut rng = SeededRng::new(1, "t");
+        let scores = [0.0f32, (3.0f32).ln(), f32::NEG_INFINITY];
+        let draws: Vec<u32> = (0..20_000).map(|_| sample(&scores, 1.0, &mut rng)).collect();
+        let ones = draws.iter().filter(|&&d| d == 1).count() as f64 / draws.len() as f64;
+        assert!((ones - 0.75).abs() < 0.02, "P(1) = {ones}");
+        assert!(draws.iter().all(|&d| d != 2), "a -inf score is never drawn");
+        let cold: Vec<u32> = (0..1000).map(|_| sample(&scores, 0.01, &mut rng)).collect();
+        assert!(cold.iter().all(|&d| d == 1), "a low temperature approaches argmax");
+    }
+
+    #[test]
+    fn seed_decoding_places_elements_on_a_fixed_grid() {
+        let tokens: Vec<String> = ["C4", "4.7.11", "G4"].iter().map(|s| s.to_string()).collect();
+        let notes = decode_seed(&tokens, 0.5, 70);
+        let summary: Vec<(u8, f64)> = notes.iter().map(|n| (n.pitch, n.onset_quarters)).collect();
+        assert_eq!(summary, vec![(60, 0.0), (64, 0.5), (67, 0.5), (71, 0.5), (67, 1.0)]);
+        assert!(notes.iter().all(|n| n.duration_quarters == 0.5 && n.velocity == 70));
+    }
+}

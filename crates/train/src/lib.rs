@@ -1,0 +1,225 @@
+//! Stage 3, `train`: `dataset.bin` in, `model.bin` out.
+//!
+//! Trains the [`lstm::LstmModel`] to predict the next token at every position of every
+//! training window, with cross-entropy loss and [`adam::Adam`], for a configured number of
+//! epochs, measuring the validation loss and accuracy after each. One training step:
+//!
+//! ```text
+//! logits = model(inputs)                       forward, [B,T,V]
+//! loss   = mean cross-entropy(logits, targets) over all B·T positions
+//! grads  = ∂loss/∂weights                      backward (Candle autograd)
+//! grads  = clip to global norm                 guards against exploding gradients
+//! adam.update(weights, grads)
+//! ```
+//!
+//! Key design decision: the loss is taken at every position of a window, not only its last.
+//! The forward pass computes all T outputs anyway, so this gives T times more training
+//! signal for the same compute; the model still learns exactly "predict the next element".
+//! The order of windows and the dropout masks come from the seed, so a run is reproducible.
+
+pub mod adam;
+
+use adam::Adam;
+use artifacts::{DatasetArtifact, EpochRecord, Hyperparameters, InputDigest, ModelArtifact, Split};
+use candle_core::{D, Device, Tensor};
+use config::{PipelineConfig, Section};
+use lstm::LstmModel;
+use seeded_rng::SeededRng;
+use stage_cli::Progress;
+use std::fmt;
+use std::path::Path;
+use std::time::Instant;
+
+#[derive(Debug)]
+pub enum TrainError {
+    Artifact(artifacts::ArtifactError),
+    Candle(candle_core::Error),
+    /// The loss became NaN or infinite: the weights are no longer usable.
+    Diverged { epoch: usize },
+}
+
+impl fmt::Display for TrainError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrainError::Artifact(e) => e.fmt(f),
+            TrainError::Candle(e) => write!(f, "tensor computation failed: {e}"),
+            TrainError::Diverged { epoch } => write!(
+                f,
+                "training diverged in epoch {epoch} (the loss is not finite); lower train.learning_rate \
+                 or set train.grad_clip"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TrainError {}
+
+impl From<candle_core::Error> for TrainError {
+    fn from(e: candle_core::Error) -> Self {
+        TrainError::Candle(e)
+    }
+}
+
+/// Runs the stage: reads `input` (dataset.bin), trains, writes `output` (model.bin).
+pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<ModelArtifact, TrainError> {
+    let input_bytes = artifacts::read_file(input).map_err(TrainError::Artifact)?;
+    let (_, dataset) = artifacts::from_bytes::<DatasetArtifact>(&input_bytes, input).map_err(TrainError::Artifact)?;
+    let device = lstm::select_device(config.runtime.device)?;
+    let model = train(config, &dataset, &device)?;
+
+    let inputs = vec![InputDigest { name: "dataset.bin".into(), digest: artifacts::digest(&input_bytes) }];
+    let producer = concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"));
+    let outcome = artifacts::write(output, &model, producer, config.section_digest(Section::Train), inputs)
+        .map_err(TrainError::Artifact)?;
+    stage_cli::log_outcome(output, outcome);
+    Ok(model)
+}
+
+/// Trains a fresh model on `dataset` as `config.train` says and returns the artifact.
+pub fn train(config: &PipelineConfig, dataset: &DatasetArtifact, device: &Device) -> Result<ModelArtifact, TrainError> {
+    let settings = &config.train;
+    let hyperparameters = Hyperparameters {
+        vocab_size: dataset.vocabulary.len(),
+        embedding: settings.embedding,
+        hidden: settings.hidden,
+        layers: settings.layers,
+        dropout: settings.dropout,
+        seq_len: dataset.seq_len,
+    };
+    let model = LstmModel::new(hyperparameters.clone(), config.seed, device)?;
+    let mut optimizer = Adam::new(model.vars(), settings.learning_rate)?;
+    let mut train_windows = dataset.windows(Split::Train);
+    let validation_windows = dataset.windows(Split::Validation);
+    let mut order_rng = SeededRng::new(config.seed, "order");
+    let mut dropout_rng = SeededRng::new(config.seed, "dropout");
+    let parameters: usize = model.vars().iter().map(|v| v.elem_count()).sum();
+    tracing::info!(
+        "train: {parameters} parameters (vocabulary {}, embedding {}, {}×LSTM {}), {} training windows, \
+         batch {}, {} epochs on {device:?} with {} threads",
+        hyperparameters.vocab_size,
+        hyperparameters.embedding,
+        hyperparameters.layers,
+        hyperparameters.hidden,
+        train_windows.len(),
+        settings.batch_size,
+        settings.epochs,
+        candle_core::utils::get_num_threads()
+    );
+
+    let started = Instant::now();
+    let mut history = Vec::with_capacity(settings.epochs);
+    for epoch in 1..=settings.epochs {
+        let epoch_started = Instant::now();
+        order_rng.shuffle(&mut train_windows);
+        let batches: Vec<&[(usize, usize)]> = train_windows.chunks(settings.batch_size).collect();
+        let mut progress = Progress::new("train", "batches", batches.len() as u64);
+        let (mut loss_sum, mut targets) = (0.0f64, 0usize);
+        for windows in batches {
+            let (inputs, expected) = batch(dataset, windows, device)?;
+            // Forward.
+            let logits = model.forward(&inputs, Some((&mut dropout_rng, settings.dropout)))?;
+            let loss = candle_nn::loss::cross_entropy(&logits.flatten_to(1)?, &expected.flatten_all()?)?;
+            // Backward.
+            let gradients = loss.backward()?;
+            let mut grads = Vec::with_capacity(model.vars().len());
+            for var in model.vars() {
+                // A weight the loss does not reach (an unused embedding row is still
+                // reached) gets no entry: its gradient is zero.
+                grads.push(match gradients.get(var) {
+                    Some(g) => g.clone(),
+                    None => var.as_tensor().zeros_like()?,
+                });
+            }
+            adam::clip_global_norm(&mut grads, settings.grad_clip)?;
+            // Update.
+            optimizer.update(model.vars(), &grads)?;
+
+            let loss = f64::from(loss.to_scalar::<f32>()?);
+            if !loss.is_finite() {
+                return Err(TrainError::Diverged { epoch });
+            }
+            let count = expected.elem_count();
+            loss_sum += loss * count as f64;
+            targets += count;
+            progress.advance(1, || format!(", loss {:.3}", loss_sum / targets as f64));
+        }
+        let seconds = epoch_started.elapsed().as_secs_f64();
+        let validation = evaluate(&model, dataset, &validation_windows, settings.batch_size, device)?;
+        let record = EpochRecord {
+            epoch,
+            train_loss: (loss_sum / targets.max(1) as f64) as f32,
+            validation_loss: validation.map(|v| v.0),
+            validation_accuracy: validation.map(|v| v.1),
+            seconds,
+            targets_per_second: targets as f64 / seconds.max(1e-9),
+        };
+        log_epoch(&record, settings.epochs, started.elapsed().as_secs_f64());
+        history.push(record);
+    }
+
+    Ok(ModelArtifact {
+        hyperparameters,
+        encoding: dataset.encoding.clone(),
+        vocabulary: dataset.vocabulary.clone(),
+        weights: model.to_named()?,
+        optimizer: optimizer.state(model.names())?,
+        history,
+    })
+}
+
+fn log_epoch(record: &EpochRecord, epochs: usize, elapsed: f64) {
+    let validation = match (record.validation_loss, record.validation_accuracy) {
+        (Some(loss), Some(accuracy)) => format!("validation loss {loss:.3}, accuracy {:.1} %", accuracy * 100.0),
+        _ => "no validation set".to_string(),
+    };
+    tracing::info!(
+        "epoch {:>3}/{epochs}: train loss {:.3}, {validation}, {:.0} targets/s, {elapsed:.1} s elapsed",
+        record.epoch,
+        record.train_loss,
+        record.targets_per_second
+    );
+}
+
+/// Input and target token ids `[B, T]` for a batch of windows: the targets are the inputs
+/// shifted by one token.
+pub fn batch(dataset: &DatasetArtifact, windows: &[(usize, usize)], device: &Device) -> candle_core::Result<(Tensor, Tensor)> {
+    let steps = dataset.seq_len;
+    let mut inputs = Vec::with_capacity(windows.len() * steps);
+    let mut targets = Vec::with_capacity(windows.len() * steps);
+    for &(piece, start) in windows {
+        let tokens = &dataset.pieces[piece].tokens[start..start + steps + 1];
+        inputs.extend_from_slice(&tokens[..steps]);
+        targets.extend_from_slice(&tokens[1..]);
+    }
+    Ok((
+        Tensor::from_vec(inputs, (windows.len(), steps), device)?,
+        Tensor::from_vec(targets, (windows.len(), steps), device)?,
+    ))
+}
+
+/// Mean cross-entropy (nats per target) and top-1 accuracy over `windows`, without dropout;
+/// `None` when there are no windows.
+pub fn evaluate(
+    model: &LstmModel,
+    dataset: &DatasetArtifact,
+    windows: &[(usize, usize)],
+    batch_size: usize,
+    device: &Device,
+) -> candle_core::Result<Option<(f32, f32)>> {
+    if windows.is_empty() {
+        return Ok(None);
+    }
+    let (mut loss_sum, mut correct, mut targets) = (0.0f64, 0.0f64, 0usize);
+    for chunk in windows.chunks(batch_size) {
+        let (inputs, expected) = batch(dataset, chunk, device)?;
+        let logits = model.forward(&inputs, None)?.flatten_to(1)?;
+        let expected = expected.flatten_all()?;
+        let count = expected.elem_count();
+        let loss = candle_nn::loss::cross_entropy(&logits, &expected)?.to_scalar::<f32>()?;
+        let hits = logits.argmax(D::Minus1)?.eq(&expected)?.to_dtype(candle_core::DType::F32)?.sum_all()?;
+        loss_sum += f64::from(loss) * count as f64;
+        correct += f64::from(hits.to_scalar::<f32>()?);
+        targets += count;
+    }
+    Ok(Some(((loss_sum / targets as f64) as f32, (correct / targets as f64) as f32)))
+}

@@ -1,0 +1,50 @@
+use clap::Parser;
+use std::path::PathBuf;
+
+// Reuses freed tensor buffers instead of page-faulting fresh ones in: see Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Stage 4 of the pipeline: generates new music with the trained model (model.bin),
+/// starting from a random seed window of the data set (dataset.bin), and writes it as a
+/// standard MIDI file for piano.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Args {
+    #[command(flatten)]
+    config: stage_cli::ConfigArgs,
+    /// The model artifact written by `train`.
+    #[arg(long, default_value = "artifacts/model.bin", value_name = "FILE")]
+    input: PathBuf,
+    /// The data set artifact the seed window is drawn from.
+    #[arg(long, default_value = "artifacts/dataset.bin", value_name = "FILE")]
+    dataset: PathBuf,
+    /// The MIDI file to write.
+    #[arg(long, default_value = "artifacts/generated_music.mid", value_name = "FILE")]
+    output: PathBuf,
+    /// Override `compose.temperature`.
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Override `compose.tokens`: elements to generate.
+    #[arg(long)]
+    tokens: Option<usize>,
+    /// Override the global `seed` for this run only (a different piece from the same model).
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+fn main() -> std::process::ExitCode {
+    stage_cli::init_logging();
+    let args = Args::parse();
+    let flags = [
+        stage_cli::flag_override("compose.temperature", args.temperature),
+        stage_cli::flag_override("compose.tokens", args.tokens),
+        stage_cli::flag_override("seed", args.seed),
+    ];
+    stage_cli::exit_with((|| -> Result<(), Box<dyn std::error::Error>> {
+        let config = args.config.load(flags.into_iter().flatten().collect())?;
+        lstm::set_cpu_threads(config.runtime.threads);
+        compose::run(&config, &args.input, &args.dataset, &args.output)?;
+        Ok(())
+    })())
+}

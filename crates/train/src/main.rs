@@ -1,0 +1,43 @@
+use clap::Parser;
+use std::path::PathBuf;
+
+// Reuses freed tensor buffers instead of page-faulting fresh ones in: see Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Stage 3 of the pipeline: trains the LSTM (embedding → stacked LSTM → linear layer) to
+/// predict the next token of the data set (dataset.bin), with cross-entropy loss and Adam,
+/// and writes the model artifact (model.bin) with its training history.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Args {
+    #[command(flatten)]
+    config: stage_cli::ConfigArgs,
+    /// The data set artifact written by `encode`.
+    #[arg(long, default_value = "artifacts/dataset.bin", value_name = "FILE")]
+    input: PathBuf,
+    /// The model artifact to write.
+    #[arg(long, default_value = "artifacts/model.bin", value_name = "FILE")]
+    output: PathBuf,
+    /// Override `train.epochs`.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Override `runtime.threads` (0 = one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn main() -> std::process::ExitCode {
+    stage_cli::init_logging();
+    let args = Args::parse();
+    let flags = [
+        stage_cli::flag_override("train.epochs", args.epochs),
+        stage_cli::flag_override("runtime.threads", args.threads),
+    ];
+    stage_cli::exit_with((|| -> Result<(), Box<dyn std::error::Error>> {
+        let config = args.config.load(flags.into_iter().flatten().collect())?;
+        lstm::set_cpu_threads(config.runtime.threads);
+        train::run(&config, &args.input, &args.output)?;
+        Ok(())
+    })())
+}
