@@ -1,9 +1,6 @@
 use clap::Parser;
 use std::path::PathBuf;
 
-// Reuses freed tensor buffers instead of page-faulting fresh ones in: see Cargo.toml.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Stage 4 of the pipeline: generates new music with the trained model (model.bin),
 /// starting from a random seed window of the data set (dataset.bin), and writes it as a

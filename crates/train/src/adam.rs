@@ -43,7 +43,11 @@ impl Adam {
         let m_correction = 1.0 - self.beta1.powi(t);
         let v_correction = 1.0 - self.beta2.powi(t);
         for (i, (var, g)) in vars.iter().zip(grads).enumerate() {
-            let m = ((&self.first_moment[i] * self.beta1)? + (g * (1.0 - self.beta1))?)?;
+            // Candle's gradients still carry the autograd graph they were computed through,
+            // which holds the whole batch's activations. Detached, the moments keep only
+            // their values; otherwise every step would keep every earlier batch alive.
+            let g = g.detach();
+            let m = ((&self.first_moment[i] * self.beta1)? + (&g * (1.0 - self.beta1))?)?;
             let v = ((&self.second_moment[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
             let m_hat = (&m / m_correction)?;
             let v_hat = (&v / v_correction)?;

@@ -1,9 +1,6 @@
 use clap::Parser;
 use std::path::PathBuf;
 
-// Reuses freed tensor buffers instead of page-faulting fresh ones in: see Cargo.toml.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Stage 3 of the pipeline: trains the LSTM (embedding → stacked LSTM → linear layer) to
 /// predict the next token of the data set (dataset.bin), with cross-entropy loss and Adam,
