@@ -1,0 +1,110 @@
+# The pipeline as file targets: extract → encode → train → compose.
+#
+#   make                    the whole pipeline on DATA (default: extract.input in pipeline.toml)
+#   make DATA=~/my-midi     the same on your own folder of MIDI files
+#   make test               the test suite (what CI runs)
+#   make help               every target and variable
+#
+# A stage reruns only when something it reads has changed: its binary, its own section of
+# pipeline.toml, or the artifact before it. A stage whose output comes out byte-identical
+# leaves the file untouched, so the stages after it stay fresh.
+
+CONFIG   ?= pipeline.toml
+ART      ?= artifacts
+# Extra cargo flags, e.g. CARGO_FLAGS="--features train/cuda,compose/cuda".
+CARGO_FLAGS ?=
+# The input folder: DATA=… on the command line, else extract.input from the config.
+DATA     ?= $(shell awk -F'=' '/^[ \t]*\[/ {s=$$0; sub(/\#.*/, "", s); gsub(/[][ \t]/, "", s); next} s=="extract" && $$1 ~ /^[ \t]*input[ \t]*$$/ {v=$$2; sub(/^[ \t]*"/, "", v); sub(/"[ \t]*(\#.*)?$$/, "", v); print v}' $(CONFIG))
+DATA     := $(if $(DATA),$(DATA),data)
+
+BIN      := target/release
+STAMPS   := $(ART)/.make
+NOTES    := $(ART)/notes.bin
+DATASET  := $(ART)/dataset.bin
+MODEL    := $(ART)/model.bin
+MUSIC    := $(ART)/generated_music.mid
+
+.DEFAULT_GOAL := all
+.PHONY: all test corpus clean help
+.DELETE_ON_ERROR:
+
+# ---------------------------------------------------------------------------------------
+# Stamps. Written while the Makefile is read, and rewritten only when their content
+# changes, so their mtimes say "this changed" and nothing else:
+#   inputs.stamp       every MIDI file under DATA with its size and mtime (a new, removed or
+#                      touched file changes it; names with spaces are fine here, unlike in
+#                      make prerequisites)
+#   <stage>.stamp      the stage's section of the config, plus top-level keys (seed) and,
+#                      for train and compose, [runtime]; comments and blank lines dropped
+# ---------------------------------------------------------------------------------------
+$(shell mkdir -p $(STAMPS))
+
+# $(call update_stamp,NAME,COMMAND): COMMAND's output becomes $(STAMPS)/NAME.stamp if it differs.
+update_stamp = $(shell { $(2); } > $(STAMPS)/$(1).new && \
+    { cmp -s $(STAMPS)/$(1).new $(STAMPS)/$(1).stamp || mv $(STAMPS)/$(1).new $(STAMPS)/$(1).stamp; }; \
+    rm -f $(STAMPS)/$(1).new)
+
+# The config lines of the given sections (and the top level), without comments.
+config_sections = awk -v want=' $(1) ' \
+    '/^[ \t]*(\#.*)?$$/ {next} \
+     /^[ \t]*\[/ {s=$$0; sub(/\#.*/, "", s); gsub(/[][ \t]/, "", s); next} \
+     s == "" || index(want, " " s " ") {sub(/[ \t]+\#.*$$/, ""); print s ": " $$0}' $(CONFIG)
+
+$(call update_stamp,inputs,echo "DATA=$(DATA)"; find "$(DATA)" -type f \( -iname '*.mid' -o -iname '*.midi' \) -printf '%p %s %T@\n' 2>/dev/null | LC_ALL=C sort)
+$(call update_stamp,extract,$(call config_sections,extract))
+$(call update_stamp,encode,$(call config_sections,encode))
+$(call update_stamp,train,$(call config_sections,runtime train))
+$(call update_stamp,compose,$(call config_sections,runtime compose))
+
+# ---------------------------------------------------------------------------------------
+# Binaries: each depends on the sources of its own crate and of the crates it uses.
+# ---------------------------------------------------------------------------------------
+sources = $(shell find $(addprefix crates/,$(1)) -name '*.rs' -o -name Cargo.toml) Cargo.toml Cargo.lock
+SHARED  := artifacts config stage-cli
+
+$(BIN)/extract: $(call sources,extract $(SHARED))
+$(BIN)/encode:  $(call sources,encode seeded-rng $(SHARED))
+$(BIN)/train:   $(call sources,train lstm seeded-rng $(SHARED))
+$(BIN)/compose: $(call sources,compose encode lstm seeded-rng $(SHARED))
+$(BIN)/extract $(BIN)/encode $(BIN)/train $(BIN)/compose:
+	cargo build --release --locked $(CARGO_FLAGS) --bin $(notdir $@)
+	@touch $@
+
+# ---------------------------------------------------------------------------------------
+# The stages.
+# ---------------------------------------------------------------------------------------
+$(NOTES): $(BIN)/extract $(STAMPS)/inputs.stamp $(STAMPS)/extract.stamp
+	$(BIN)/extract --config $(CONFIG) --input "$(DATA)" --output $@
+
+$(DATASET): $(BIN)/encode $(NOTES) $(STAMPS)/encode.stamp
+	$(BIN)/encode --config $(CONFIG) --input $(NOTES) --output $@
+
+$(MODEL): $(BIN)/train $(DATASET) $(STAMPS)/train.stamp
+	$(BIN)/train --config $(CONFIG) --input $(DATASET) --output $@
+
+$(MUSIC): $(BIN)/compose $(MODEL) $(DATASET) $(STAMPS)/compose.stamp
+	$(BIN)/compose --config $(CONFIG) --input $(MODEL) --dataset $(DATASET) --output $@
+	@echo "generated music: $@"
+
+all: $(MUSIC)
+
+# ---------------------------------------------------------------------------------------
+# Everything else.
+# ---------------------------------------------------------------------------------------
+test:
+	cargo test --release --locked --workspace
+
+# Re-renders the bundled sample corpus from its text scores (data/scores/*.score).
+corpus:
+	cargo run --release --locked -p sample-corpus
+
+clean:
+	rm -rf $(STAMPS) $(NOTES) $(DATASET) $(MODEL) $(ART)/generated_music*.mid
+
+help:
+	@echo "make              run extract, encode, train, compose on DATA ($(DATA)); writes $(MUSIC)"
+	@echo "make DATA=dir     the same on another folder of .mid/.midi files (searched recursively)"
+	@echo "make test         the test suite (needs ../shared/data beside the checkout)"
+	@echo "make corpus       re-render data/*.mid from data/scores/*.score"
+	@echo "make clean        delete the artifacts"
+	@echo "variables: CONFIG=$(CONFIG) ART=$(ART) DATA=$(DATA) CARGO_FLAGS=$(CARGO_FLAGS)"

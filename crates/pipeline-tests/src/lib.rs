@@ -1,0 +1,95 @@
+//! Helpers for the end-to-end tests in `tests/`: they run the real stage binaries and the
+//! real Makefile on a tiny config and a few files of the bundled corpus, as a user would.
+//!
+//! Reads: `data/*.mid`, the Makefile, the release binaries (built once per test run with
+//! `cargo build --release --bins`). Writes: only temporary folders.
+//!
+//! Key design decision: the tests drive processes, not library calls, so they check what a
+//! user sees: exit codes, the messages on stderr, the files left on disk, and which stages
+//! `make` reran.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
+}
+
+/// `target/release`, with all four stage binaries built (once per process).
+pub fn release_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--release", "--locked", "--bin", "extract", "--bin", "encode", "--bin", "train", "--bin", "compose"])
+            .current_dir(repo_root())
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the stage binaries failed");
+        repo_root().join("target/release")
+    })
+}
+
+/// Runs a stage binary with `args` in `dir`.
+pub fn run_stage(stage: &str, dir: &Path, args: &[&str]) -> Output {
+    Command::new(release_bin().join(stage)).args(args).current_dir(dir).output().expect("stage binary runs")
+}
+
+/// A config that trains in about a second: small model, short windows, few tokens.
+pub const TINY_CONFIG: &str = r#"
+seed = 7
+
+[runtime]
+threads = 1
+
+[encode]
+seq_len = 8
+stride = 4
+validation_fraction = 0.3
+
+[train]
+epochs = 2
+batch_size = 8
+embedding = 8
+hidden = 16
+dropout = 0.1
+
+[compose]
+tokens = 24
+temperature = 1.0
+"#;
+
+/// A temporary project folder with `pipeline.toml` = [`TINY_CONFIG`] and `midi/` holding
+/// the first `files` pieces of the bundled corpus.
+pub fn tiny_project(files: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    std::fs::write(dir.path().join("pipeline.toml"), TINY_CONFIG).unwrap();
+    let midi = dir.path().join("midi");
+    std::fs::create_dir(&midi).unwrap();
+    for source in bundled_midi().iter().take(files) {
+        std::fs::copy(source, midi.join(source.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+/// The bundled corpus's MIDI files, sorted.
+pub fn bundled_midi() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo_root().join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "mid"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// stdout and stderr of a finished process, for assertion messages.
+pub fn describe(output: &Output) -> String {
+    format!(
+        "status {}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}

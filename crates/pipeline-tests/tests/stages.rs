@@ -1,0 +1,119 @@
+//! The four stage binaries, run one after another as a user runs them.
+
+use pipeline_tests::{describe, run_stage, tiny_project};
+use std::path::Path;
+
+/// Runs extract → encode → train → compose in `dir`; panics with the output on failure.
+fn run_pipeline(dir: &Path) {
+    let steps: [(&str, &[&str]); 4] = [
+        ("extract", &["--input", "midi", "--output", "out/notes.bin"]),
+        ("encode", &["--input", "out/notes.bin", "--output", "out/dataset.bin"]),
+        ("train", &["--input", "out/dataset.bin", "--output", "out/model.bin"]),
+        ("compose", &["--input", "out/model.bin", "--dataset", "out/dataset.bin", "--output", "out/music.mid"]),
+    ];
+    for (stage, args) in steps {
+        let output = run_stage(stage, dir, args);
+        assert!(output.status.success(), "{stage} failed: {}", describe(&output));
+    }
+}
+
+#[test]
+fn four_binaries_make_a_playable_midi_file_reproducibly() {
+    let project = tiny_project(3);
+    let dir = project.path();
+    run_pipeline(dir);
+
+    let bytes = std::fs::read(dir.join("out/music.mid")).unwrap();
+    let smf = midly::Smf::parse(&bytes).expect("the generated file is valid MIDI");
+    let (mut notes, mut tempo, mut program) = (0, false, None);
+    for event in &smf.tracks[0] {
+        match event.kind {
+            midly::TrackEventKind::Midi { message: midly::MidiMessage::NoteOn { vel, .. }, .. } if vel > 0 => notes += 1,
+            midly::TrackEventKind::Midi { message: midly::MidiMessage::ProgramChange { program: p }, .. } => {
+                program = Some(p.as_int())
+            }
+            midly::TrackEventKind::Meta(midly::MetaMessage::Tempo(_)) => tempo = true,
+            _ => {}
+        }
+    }
+    assert!(notes >= 24, "24 generated elements give at least 24 notes, got {notes}");
+    assert!(tempo, "the tempo is set");
+    assert_eq!(program, Some(0), "piano");
+
+    let (_, model) = artifacts::read::<artifacts::ModelArtifact>(&dir.join("out/model.bin")).unwrap();
+    assert_eq!(model.history.len(), 2);
+    assert!(model.history.iter().all(|e| e.train_loss.is_finite() && e.validation_loss.is_some()));
+
+    // Same inputs, same seed: identical artifacts. model.bin records how long each epoch
+    // took, so it is compared with those timings set aside; everything else is bytes.
+    let read_all = || -> Vec<Vec<u8>> {
+        ["notes.bin", "dataset.bin", "music.mid"].iter().map(|f| std::fs::read(dir.join("out").join(f)).unwrap()).collect()
+    };
+    let model_without_timings = || {
+        let (header, mut model) = artifacts::read::<artifacts::ModelArtifact>(&dir.join("out/model.bin")).unwrap();
+        for epoch in &mut model.history {
+            (epoch.seconds, epoch.targets_per_second) = (0.0, 0.0);
+        }
+        (header, model)
+    };
+    let (first_files, first_model) = (read_all(), model_without_timings());
+    std::fs::remove_dir_all(dir.join("out")).unwrap();
+    run_pipeline(dir);
+    let (second_files, second_model) = (read_all(), model_without_timings());
+    for (name, (a, b)) in ["notes.bin", "dataset.bin", "music.mid"].iter().zip(first_files.iter().zip(&second_files)) {
+        assert!(a == b, "{name} differs between two runs");
+    }
+    assert!(first_model == second_model, "model.bin differs between two runs beyond its timings");
+}
+
+#[test]
+fn every_binary_explains_itself() {
+    let dir = std::env::temp_dir();
+    for stage in ["extract", "encode", "train", "compose"] {
+        let output = run_stage(stage, &dir, &["--help"]);
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success() && text.contains("--config") && text.contains("--set"), "{stage}: {text}");
+    }
+}
+
+#[test]
+fn bad_input_gives_one_clear_message() {
+    let project = tiny_project(1);
+    let dir = project.path();
+    let stderr = |output: std::process::Output| {
+        assert!(!output.status.success(), "expected a failure: {}", describe(&output));
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+
+    std::fs::create_dir(dir.join("empty")).unwrap();
+    let message = stderr(run_stage("extract", dir, &["--input", "empty", "--output", "n.bin"]));
+    assert!(message.contains("no .mid or .midi files") && message.contains("empty"), "{message}");
+
+    let message = stderr(run_stage("extract", dir, &["--input", "nowhere", "--output", "n.bin"]));
+    assert!(message.contains("nowhere"), "{message}");
+
+    let message = stderr(run_stage("extract", dir, &["--input", "midi", "--set", "extract.inptu=x"]));
+    assert!(message.contains("inptu"), "{message}");
+
+    std::fs::write(dir.join("bad.toml"), "[train]\nepochs = 0\n").unwrap();
+    let message = stderr(run_stage("train", dir, &["--config", "bad.toml"]));
+    assert!(message.contains("train.epochs"), "{message}");
+
+    // A file of the wrong kind names the stage that writes the right one.
+    let ok = run_stage("extract", dir, &["--input", "midi", "--output", "n.bin"]);
+    assert!(ok.status.success(), "{}", describe(&ok));
+    let message = stderr(run_stage("train", dir, &["--input", "n.bin", "--output", "m.bin"]));
+    assert!(message.contains("n.bin") && message.contains("`encode`"), "{message}");
+
+    // No piece fills a window of 100,000 tokens: the message states the counts.
+    let message = stderr(run_stage("encode", dir, &["--input", "n.bin", "--output", "d.bin", "--seq-len", "100000"]));
+    assert!(message.contains("too little data") && message.contains("100001"), "{message}");
+    assert!(!dir.join("d.bin").exists() && !dir.join("m.bin").exists(), "a failed stage leaves no output");
+
+    // A broken MIDI file is skipped with its reason and counted, not fatal.
+    std::fs::write(dir.join("midi/broken.mid"), b"MThd\0\0\0\x06\0\x01").unwrap();
+    let output = run_stage("extract", dir, &["--input", "midi", "--output", "n.bin"]);
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(log.contains("skipped broken.mid") && log.contains("read 1 files, skipped 1"), "{log}");
+}
