@@ -31,9 +31,8 @@ MUSIC    := $(ART)/generated_music.mid
 # ---------------------------------------------------------------------------------------
 # Stamps. Written while the Makefile is read, and rewritten only when their content
 # changes, so their mtimes say "this changed" and nothing else:
-#   inputs.stamp       every MIDI file under DATA with its size and mtime (a new, removed or
-#                      touched file changes it; names with spaces are fine here, unlike in
-#                      make prerequisites)
+#   inputs.stamp       the list of MIDI files under DATA (names with spaces are fine here,
+#                      unlike in make prerequisites)
 #   <stage>.stamp      the stage's section of the config, plus top-level keys (seed) and,
 #                      for train and compose, [runtime]; comments and blank lines dropped
 # ---------------------------------------------------------------------------------------
@@ -50,7 +49,13 @@ config_sections = awk -v want=' $(1) ' \
      /^[ \t]*\[/ {s=$$0; sub(/\#.*/, "", s); gsub(/[][ \t]/, "", s); next} \
      s == "" || index(want, " " s " ") {sub(/[ \t]+\#.*$$/, ""); print s ": " $$0}' $(CONFIG)
 
-$(call update_stamp,inputs,echo "DATA=$(DATA)"; find "$(DATA)" -type f \( -iname '*.mid' -o -iname '*.midi' \) -printf '%p %s %T@\n' 2>/dev/null | LC_ALL=C sort)
+# The input list changes when a file is added or removed; a file modified (or touched) since
+# the stamp was written counts as a change too. Plain POSIX find, so this works on macOS.
+midi_files = find "$(DATA)" -type f \( -iname '*.mid' -o -iname '*.midi' \) $(1) 2>/dev/null
+$(shell { echo "DATA=$(DATA)"; $(call midi_files) | LC_ALL=C sort; } > $(STAMPS)/inputs.new; \
+    if ! cmp -s $(STAMPS)/inputs.new $(STAMPS)/inputs.stamp || \
+       [ -n "$$($(call midi_files,-newer $(STAMPS)/inputs.stamp) | head -n 1)" ]; \
+    then mv $(STAMPS)/inputs.new $(STAMPS)/inputs.stamp; else rm -f $(STAMPS)/inputs.new; fi)
 $(call update_stamp,extract,$(call config_sections,extract))
 $(call update_stamp,encode,$(call config_sections,encode))
 $(call update_stamp,train,$(call config_sections,runtime train))

@@ -233,6 +233,15 @@ pub fn read<A: Artifact>(path: &Path) -> Result<(Header, A), ArtifactError> {
     from_bytes(&bytes, path)
 }
 
+/// Reads and checks an artifact of type `A`, and names it as an input for the header of
+/// the artifact made from it: `(payload, its file name and BLAKE3 digest)`.
+pub fn read_input<A: Artifact>(path: &Path) -> Result<(A, InputDigest), ArtifactError> {
+    let bytes = read_file(path)?;
+    let (_, payload) = from_bytes(&bytes, path)?;
+    let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+    Ok((payload, InputDigest { name, digest: digest(&bytes) }))
+}
+
 /// Reads a whole file, with the path in the error.
 pub fn read_file(path: &Path) -> Result<Vec<u8>, ArtifactError> {
     fs::read(path).map_err(|source| ArtifactError::Io { path: path.to_path_buf(), source })

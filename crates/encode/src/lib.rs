@@ -13,7 +13,7 @@
 
 pub mod seed;
 
-use artifacts::{DatasetArtifact, EncodedPiece, Encoding, InputDigest, NotesArtifact, Split, Vocabulary};
+use artifacts::{DatasetArtifact, EncodedPiece, Encoding, NotesArtifact, Split, Vocabulary};
 use config::{EncodingName, PipelineConfig, Section};
 use seeded_rng::SeededRng;
 use std::fmt;
@@ -45,8 +45,7 @@ impl std::error::Error for EncodeError {}
 
 /// Runs the stage: reads `input` (notes.bin), writes `output` (dataset.bin).
 pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<DatasetArtifact, EncodeError> {
-    let input_bytes = artifacts::read_file(input).map_err(EncodeError::Artifact)?;
-    let (_, notes) = artifacts::from_bytes::<NotesArtifact>(&input_bytes, input).map_err(EncodeError::Artifact)?;
+    let (notes, input_digest) = artifacts::read_input::<NotesArtifact>(input).map_err(EncodeError::Artifact)?;
     let dataset = encode(config, &notes)?;
 
     let train_windows = dataset.windows(Split::Train).len();
@@ -68,9 +67,8 @@ pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<Datas
     if validation_windows == 0 {
         tracing::warn!("no validation window: training will report no validation loss");
     }
-    let inputs = vec![InputDigest { name: "notes.bin".into(), digest: artifacts::digest(&input_bytes) }];
     let producer = concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"));
-    let outcome = artifacts::write(output, &dataset, producer, config.section_digest(Section::Encode), inputs)
+    let outcome = artifacts::write(output, &dataset, producer, config.section_digest(Section::Encode), vec![input_digest])
         .map_err(EncodeError::Artifact)?;
     stage_cli::log_outcome(output, outcome);
     Ok(dataset)
