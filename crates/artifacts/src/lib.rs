@@ -172,12 +172,7 @@ fn bincode_config() -> impl bincode::config::Config {
 }
 
 /// Encodes header and payload into the exact bytes of an artifact file.
-pub fn to_bytes<A: Artifact>(
-    payload: &A,
-    producer: &str,
-    config_digest: Digest,
-    inputs: Vec<InputDigest>,
-) -> Vec<u8> {
+pub fn to_bytes<A: Artifact>(payload: &A, producer: &str, config_digest: Digest, inputs: Vec<InputDigest>) -> Vec<u8> {
     let header = Header {
         magic: MAGIC,
         kind: A::KIND,
@@ -219,8 +214,7 @@ pub fn from_bytes<A: Artifact>(bytes: &[u8], path: &Path) -> Result<(Header, A),
     }
     let corrupt = |detail: String| ArtifactError::Corrupt { path: path_buf(), kind: A::KIND, detail };
     let (payload, used): (A, usize) =
-        bincode::serde::decode_from_slice(&bytes[offset..], bincode_config())
-            .map_err(|e| corrupt(e.to_string()))?;
+        bincode::serde::decode_from_slice(&bytes[offset..], bincode_config()).map_err(|e| corrupt(e.to_string()))?;
     if offset + used != bytes.len() {
         return Err(corrupt(format!("{} unexpected trailing bytes", bytes.len() - offset - used)));
     }

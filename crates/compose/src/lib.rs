@@ -31,9 +31,14 @@ pub enum ComposeError {
     Artifact(artifacts::ArtifactError),
     Candle(candle_core::Error),
     /// `dataset.bin` was encoded with another dictionary than the model was trained on.
-    VocabularyMismatch { dataset: String, model: String },
+    VocabularyMismatch {
+        dataset: String,
+        model: String,
+    },
     /// No piece in the data set is long enough to give a seed window.
-    NoSeedWindow { seq_len: usize },
+    NoSeedWindow {
+        seq_len: usize,
+    },
 }
 
 impl fmt::Display for ComposeError {
@@ -68,7 +73,12 @@ pub struct Composition {
 }
 
 /// Runs the stage: reads `model_path` and `dataset_path`, writes the MIDI file `output`.
-pub fn run(config: &PipelineConfig, model_path: &Path, dataset_path: &Path, output: &Path) -> Result<Composition, ComposeError> {
+pub fn run(
+    config: &PipelineConfig,
+    model_path: &Path,
+    dataset_path: &Path,
+    output: &Path,
+) -> Result<Composition, ComposeError> {
     let (_, model) = artifacts::read::<ModelArtifact>(model_path).map_err(ComposeError::Artifact)?;
     let (_, dataset) = artifacts::read::<DatasetArtifact>(dataset_path).map_err(ComposeError::Artifact)?;
     if dataset.vocabulary != model.vocabulary || dataset.encoding != model.encoding {
@@ -83,8 +93,7 @@ pub fn run(config: &PipelineConfig, model_path: &Path, dataset_path: &Path, outp
     let settings = &config.compose;
     let bytes = midi_file::to_bytes(&composition.notes, settings.tempo_bpm);
     let outcome = artifacts::write_if_changed(output, &bytes).map_err(ComposeError::Artifact)?;
-    let seconds = composition.notes.iter().map(|n| n.onset_quarters + n.duration_quarters).fold(0.0, f64::max)
-        * 60.0
+    let seconds = composition.notes.iter().map(|n| n.onset_quarters + n.duration_quarters).fold(0.0, f64::max) * 60.0
         / settings.tempo_bpm;
     let lowest = composition.notes.iter().map(|n| n.pitch).min().unwrap_or(0);
     let highest = composition.notes.iter().map(|n| n.pitch).max().unwrap_or(0);
@@ -146,7 +155,11 @@ pub fn compose(
 }
 
 /// A random window of `seq_len` tokens from any piece long enough to hold one.
-fn pick_seed_window<'a>(dataset: &'a DatasetArtifact, seq_len: usize, rng: &mut SeededRng) -> Result<&'a [u32], ComposeError> {
+fn pick_seed_window<'a>(
+    dataset: &'a DatasetArtifact,
+    seq_len: usize,
+    rng: &mut SeededRng,
+) -> Result<&'a [u32], ComposeError> {
     let candidates: Vec<&[u32]> =
         dataset.pieces.iter().map(|p| p.tokens.as_slice()).filter(|t| t.len() >= seq_len).collect();
     if candidates.is_empty() {

@@ -1,7 +1,6 @@
 use clap::Parser;
 use std::path::PathBuf;
 
-
 /// Stage 4 of the pipeline: generates new music with the trained model (model.bin),
 /// starting from a random seed window of the data set (dataset.bin), and writes it as a
 /// standard MIDI file for piano.

@@ -221,8 +221,8 @@ impl PipelineConfig {
     /// Reads `path`, applies `overrides` (each `section.key=value`, value in TOML syntax or
     /// a bare string), and validates the result.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Self::from_toml(&text, path, overrides)
     }
 
@@ -237,8 +237,9 @@ impl PipelineConfig {
             for text in overrides {
                 apply_override(&mut table, text)?;
             }
-            config = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
-                ConfigError::BadOverride { text: overrides.join(" "), message: e.to_string() }
+            config = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| ConfigError::BadOverride {
+                text: overrides.join(" "),
+                message: e.to_string(),
             })?;
         }
         config.validate()?;
@@ -264,10 +265,7 @@ impl PipelineConfig {
             return invalid("encode.stride", "must be at least 1".into());
         }
         if !(0.0..1.0).contains(&e.validation_fraction) {
-            return invalid(
-                "encode.validation_fraction",
-                format!("must be in [0, 1), got {}", e.validation_fraction),
-            );
+            return invalid("encode.validation_fraction", format!("must be in [0, 1), got {}", e.validation_fraction));
         }
         for (key, value) in [
             ("train.epochs", t.epochs),
@@ -389,7 +387,9 @@ mod tests {
 
     #[test]
     fn overrides_apply_and_are_checked() {
-        let config = parse("[train]\nepochs = 3\n", &["train.epochs=7", "compose.temperature=0.5", "extract.input=~/midi"]).unwrap();
+        let config =
+            parse("[train]\nepochs = 3\n", &["train.epochs=7", "compose.temperature=0.5", "extract.input=~/midi"])
+                .unwrap();
         assert_eq!(config.train.epochs, 7);
         assert_eq!(config.compose.temperature, 0.5);
         assert_eq!(config.extract.input, PathBuf::from("~/midi"));

@@ -23,7 +23,11 @@ use std::path::Path;
 pub enum EncodeError {
     Artifact(artifacts::ArtifactError),
     /// Not one training window can be cut: `seq_len + 1` tokens are needed in one piece.
-    TooLittleData { longest_train_piece: usize, train_tokens: usize, seq_len: usize },
+    TooLittleData {
+        longest_train_piece: usize,
+        train_tokens: usize,
+        seq_len: usize,
+    },
 }
 
 impl fmt::Display for EncodeError {
@@ -68,8 +72,9 @@ pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<Datas
         tracing::warn!("no validation window: training will report no validation loss");
     }
     let producer = concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"));
-    let outcome = artifacts::write(output, &dataset, producer, config.section_digest(Section::Encode), vec![input_digest])
-        .map_err(EncodeError::Artifact)?;
+    let outcome =
+        artifacts::write(output, &dataset, producer, config.section_digest(Section::Encode), vec![input_digest])
+            .map_err(EncodeError::Artifact)?;
     stage_cli::log_outcome(output, outcome);
     Ok(dataset)
 }
@@ -100,13 +105,7 @@ pub fn encode(config: &PipelineConfig, notes: &NotesArtifact) -> Result<DatasetA
             tokens: texts.iter().map(|t| vocabulary.id(t).expect("every token is in the vocabulary")).collect(),
         })
         .collect();
-    let dataset = DatasetArtifact {
-        encoding,
-        vocabulary,
-        seq_len: settings.seq_len,
-        stride: settings.stride,
-        pieces,
-    };
+    let dataset = DatasetArtifact { encoding, vocabulary, seq_len: settings.seq_len, stride: settings.stride, pieces };
     if dataset.windows(Split::Train).is_empty() {
         let train = dataset.pieces.iter().filter(|p| p.split == Split::Train);
         return Err(EncodeError::TooLittleData {
@@ -179,7 +178,8 @@ mod tests {
 
     #[test]
     fn ids_index_the_vocabulary() {
-        let notes = NotesArtifact { files: vec![piece("a", &[60, 62, 64, 60, 62]), piece("b", &[67, 60])], rejected: vec![] };
+        let notes =
+            NotesArtifact { files: vec![piece("a", &[60, 62, 64, 60, 62]), piece("b", &[67, 60])], rejected: vec![] };
         let dataset = encode(&config(2), &notes).unwrap();
         assert_eq!(dataset.vocabulary.tokens, vec!["C4", "D4", "E4", "G4"]);
         let a = dataset.pieces.iter().find(|p| p.source == "a").unwrap();

@@ -41,7 +41,9 @@ pub enum ExtractError {
 impl fmt::Display for ExtractError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ExtractError::NoInputFolder(p) => write!(f, "input folder {} does not exist or is not a folder", p.display()),
+            ExtractError::NoInputFolder(p) => {
+                write!(f, "input folder {} does not exist or is not a folder", p.display())
+            }
             ExtractError::NoMidiFiles(p) => write!(f, "no .mid or .midi files found in {}", p.display()),
             ExtractError::NothingReadable { folder, rejected } => write!(
                 f,
@@ -106,11 +108,8 @@ pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<Extra
         .iter()
         .map(|f| f.notes.iter().map(|n| n.onset_seconds + n.duration_seconds).fold(0.0, f64::max))
         .sum();
-    let inputs = artifact
-        .files
-        .iter()
-        .map(|f| InputDigest { name: f.path.clone(), digest: f.content_digest })
-        .collect();
+    let inputs =
+        artifact.files.iter().map(|f| InputDigest { name: f.path.clone(), digest: f.content_digest }).collect();
     let producer = concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"));
     let outcome = artifacts::write(output, &artifact, producer, config.section_digest(Section::Extract), inputs)
         .map_err(ExtractError::Artifact)?;

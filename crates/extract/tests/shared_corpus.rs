@@ -46,7 +46,11 @@ fn every_piano_file_is_read_with_the_expected_note_count() {
         // again (often a unison doubling in another track) ends the sounding note, so the
         // two note-ons make one note, as a synthesizer plays them; zero-length notes are
         // dropped. The manifest's parser counts every note-on.
-        assert!(notes.len().abs_diff(theirs) <= theirs / 5, "{name}: {} notes, the manifest says {theirs}", notes.len());
+        assert!(
+            notes.len().abs_diff(theirs) <= theirs / 5,
+            "{name}: {} notes, the manifest says {theirs}",
+            notes.len()
+        );
         if notes.len().abs_diff(theirs) > 10.max(theirs / 50) {
             far.push(format!("{name}: {} vs {theirs}", notes.len()));
         }

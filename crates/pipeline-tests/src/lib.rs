@@ -22,7 +22,19 @@ pub fn release_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let status = Command::new(env!("CARGO"))
-            .args(["build", "--release", "--locked", "--bin", "extract", "--bin", "encode", "--bin", "train", "--bin", "compose"])
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "--bin",
+                "extract",
+                "--bin",
+                "encode",
+                "--bin",
+                "train",
+                "--bin",
+                "compose",
+            ])
             .current_dir(repo_root())
             .status()
             .expect("cargo runs");

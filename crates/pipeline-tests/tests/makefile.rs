@@ -27,7 +27,10 @@ fn stages_run(dir: &Path) -> Vec<&'static str> {
     let output = make(dir, false);
     assert!(output.status.success(), "make failed: {}", describe(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    STAGES.into_iter().filter(|stage| stdout.lines().any(|l| l.starts_with(&format!("target/release/{stage} ")))).collect()
+    STAGES
+        .into_iter()
+        .filter(|stage| stdout.lines().any(|l| l.starts_with(&format!("target/release/{stage} "))))
+        .collect()
 }
 
 fn edit_config(dir: &Path, from: &str, to: &str) {

@@ -28,7 +28,9 @@ fn four_binaries_make_a_playable_midi_file_reproducibly() {
     let (mut notes, mut tempo, mut program) = (0, false, None);
     for event in &smf.tracks[0] {
         match event.kind {
-            midly::TrackEventKind::Midi { message: midly::MidiMessage::NoteOn { vel, .. }, .. } if vel > 0 => notes += 1,
+            midly::TrackEventKind::Midi { message: midly::MidiMessage::NoteOn { vel, .. }, .. } if vel > 0 => {
+                notes += 1
+            }
             midly::TrackEventKind::Midi { message: midly::MidiMessage::ProgramChange { program: p }, .. } => {
                 program = Some(p.as_int())
             }
@@ -47,7 +49,10 @@ fn four_binaries_make_a_playable_midi_file_reproducibly() {
     // Same inputs, same seed: identical artifacts. model.bin records how long each epoch
     // took, so it is compared with those timings set aside; everything else is bytes.
     let read_all = || -> Vec<Vec<u8>> {
-        ["notes.bin", "dataset.bin", "music.mid"].iter().map(|f| std::fs::read(dir.join("out").join(f)).unwrap()).collect()
+        ["notes.bin", "dataset.bin", "music.mid"]
+            .iter()
+            .map(|f| std::fs::read(dir.join("out").join(f)).unwrap())
+            .collect()
     };
     let model_without_timings = || {
         let (header, mut model) = artifacts::read::<artifacts::ModelArtifact>(&dir.join("out/model.bin")).unwrap();

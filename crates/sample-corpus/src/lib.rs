@@ -76,7 +76,8 @@ pub fn parse_score(text: &str) -> Result<Score, String> {
     }
     for (voice, tokens) in voices {
         let mut cursor = VoiceCursor { time: 0.0, duration: 1.0, velocity: 72 };
-        play(&tokens, &mut cursor, &mut score.notes).map_err(|(line, message)| format!("line {line} ({voice}): {message}"))?;
+        play(&tokens, &mut cursor, &mut score.notes)
+            .map_err(|(line, message)| format!("line {line} ({voice}): {message}"))?;
         score.voice_ends.push((voice, cursor.time));
     }
     score.notes.sort_by(|a, b| a.onset_quarters.total_cmp(&b.onset_quarters).then(a.pitch.cmp(&b.pitch)));
@@ -120,7 +121,11 @@ fn tokenize(body: &str) -> Vec<String> {
 }
 
 /// Plays tokens into `notes`, advancing the voice's cursor.
-fn play(tokens: &[(usize, String)], cursor: &mut VoiceCursor, notes: &mut Vec<MidiNote>) -> Result<(), (usize, String)> {
+fn play(
+    tokens: &[(usize, String)],
+    cursor: &mut VoiceCursor,
+    notes: &mut Vec<MidiNote>,
+) -> Result<(), (usize, String)> {
     let mut i = 0;
     while i < tokens.len() {
         let (line, token) = (tokens[i].0, tokens[i].1.as_str());
@@ -168,7 +173,11 @@ fn play(tokens: &[(usize, String)], cursor: &mut VoiceCursor, notes: &mut Vec<Mi
         let pitches: Vec<u8> = if pitch_part == "r" {
             Vec::new()
         } else if let Some(inner) = pitch_part.strip_prefix('[').and_then(|p| p.strip_suffix(']')) {
-            inner.split_whitespace().map(parse_pitch).collect::<Option<_>>().ok_or_else(|| fail(format!("bad chord `{token}`")))?
+            inner
+                .split_whitespace()
+                .map(parse_pitch)
+                .collect::<Option<_>>()
+                .ok_or_else(|| fail(format!("bad chord `{token}`")))?
         } else {
             vec![parse_pitch(pitch_part).ok_or_else(|| fail(format!("bad token `{token}`")))?]
         };
@@ -239,10 +248,9 @@ mod tests {
 
     #[test]
     fn parses_voices_chords_repeats_and_dynamics() {
-        let score = parse_score(
-            "title: T\ncomposer: C\ntempo: 90\nR: f c5/8 d5 | [e5 g5]/4.\nL: p (c3/16 g3)*2 r/4\nR: b4\n",
-        )
-        .unwrap();
+        let score =
+            parse_score("title: T\ncomposer: C\ntempo: 90\nR: f c5/8 d5 | [e5 g5]/4.\nL: p (c3/16 g3)*2 r/4\nR: b4\n")
+                .unwrap();
         assert_eq!(score.tempo_bpm, 90.0);
         let got: Vec<(u8, f64, f64, u8)> =
             score.notes.iter().map(|n| (n.pitch, n.onset_quarters, n.duration_quarters, n.velocity)).collect();
@@ -273,7 +281,11 @@ mod tests {
             let score = parse_score(&std::fs::read_to_string(&path).unwrap()).unwrap();
             let (first, end) = &score.voice_ends[0];
             for (voice, other) in &score.voice_ends {
-                assert!((other - end).abs() < 1e-9, "{}: voice {voice} ends at {other}, {first} at {end}", path.display());
+                assert!(
+                    (other - end).abs() < 1e-9,
+                    "{}: voice {voice} ends at {other}, {first} at {end}",
+                    path.display()
+                );
             }
             count += 1;
         }

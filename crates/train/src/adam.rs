@@ -85,4 +85,3 @@ pub fn clip_global_norm(grads: &mut [Tensor], max_norm: f64) -> Result<f64> {
     }
     Ok(norm)
 }
-

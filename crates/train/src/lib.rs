@@ -35,7 +35,9 @@ pub enum TrainError {
     Artifact(artifacts::ArtifactError),
     Candle(candle_core::Error),
     /// The loss became NaN or infinite: the weights are no longer usable.
-    Diverged { epoch: usize },
+    Diverged {
+        epoch: usize,
+    },
 }
 
 impl fmt::Display for TrainError {
@@ -180,7 +182,11 @@ fn log_epoch(record: &EpochRecord, epochs: usize, elapsed: f64) {
 
 /// Input and target token ids `[B, T]` for a batch of windows: the targets are the inputs
 /// shifted by one token.
-pub fn batch(dataset: &DatasetArtifact, windows: &[(usize, usize)], device: &Device) -> candle_core::Result<(Tensor, Tensor)> {
+pub fn batch(
+    dataset: &DatasetArtifact,
+    windows: &[(usize, usize)],
+    device: &Device,
+) -> candle_core::Result<(Tensor, Tensor)> {
     let steps = dataset.seq_len;
     let mut inputs = Vec::with_capacity(windows.len() * steps);
     let mut targets = Vec::with_capacity(windows.len() * steps);
@@ -248,7 +254,8 @@ mod tests {
 
     #[test]
     fn clipping_bounds_the_global_norm() {
-        let mut grads = vec![Tensor::new(&[3.0f32], &Device::Cpu).unwrap(), Tensor::new(&[4.0f32], &Device::Cpu).unwrap()];
+        let mut grads =
+            vec![Tensor::new(&[3.0f32], &Device::Cpu).unwrap(), Tensor::new(&[4.0f32], &Device::Cpu).unwrap()];
         let norm = adam::clip_global_norm(&mut grads, 1.0).unwrap();
         assert!((norm - 5.0).abs() < 1e-6);
         let clipped: f32 = grads.iter().map(|g| g.to_vec1::<f32>().unwrap()[0].powi(2)).sum::<f32>().sqrt();

@@ -1,7 +1,6 @@
 use clap::Parser;
 use std::path::PathBuf;
 
-
 /// Stage 3 of the pipeline: trains the LSTM (embedding → stacked LSTM → linear layer) to
 /// predict the next token of the data set (dataset.bin), with cross-entropy loss and Adam,
 /// and writes the model artifact (model.bin) with its training history.
