@@ -26,7 +26,6 @@ MUSIC    := $(ART)/generated_music.mid
 
 .DEFAULT_GOAL := all
 .PHONY: all test corpus clean help
-.DELETE_ON_ERROR:
 
 # ---------------------------------------------------------------------------------------
 # Stamps. Written while the Makefile is read, and rewritten only when their content
