@@ -103,7 +103,7 @@ corpus:
 	cargo run --release --locked -p sample-corpus
 
 clean:
-	rm -rf $(STAMPS) $(NOTES) $(DATASET) $(MODEL) $(ART)/generated_music*.mid
+	rm -rf $(STAMPS) $(NOTES) $(DATASET) $(MODEL) $(MODEL).checkpoint $(ART)/generated_music*.mid
 
 help:
 	@echo "make              run extract, encode, train, compose on DATA ($(DATA)); writes $(MUSIC)"

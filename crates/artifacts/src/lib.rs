@@ -20,7 +20,7 @@ mod model;
 mod notes;
 
 pub use dataset::{DatasetArtifact, EncodedPiece, Encoding, Split, Vocabulary};
-pub use model::{AdamState, EpochRecord, Hyperparameters, ModelArtifact, NamedTensor};
+pub use model::{AdamState, CheckpointArtifact, EpochRecord, Hyperparameters, ModelArtifact, NamedTensor};
 pub use notes::{ExtractedFile, Note, NotesArtifact, RejectedFile};
 
 use serde::{Serialize, de::DeserializeOwned};
@@ -39,6 +39,16 @@ const HEADER_LIMIT: usize = 1 << 16;
 
 /// A 32-byte BLAKE3 digest, of a file's bytes or of a config section.
 pub type Digest = [u8; 32];
+
+/// Deletes a file if it exists (a finished run's checkpoint, say); other errors are reported.
+pub fn remove_if_present(path: &Path) -> Result<(), ArtifactError> {
+    match fs::remove_file(path) {
+        Err(source) if source.kind() != std::io::ErrorKind::NotFound => {
+            Err(ArtifactError::Io { path: path.to_path_buf(), source })
+        }
+        _ => Ok(()),
+    }
+}
 
 /// Hashes bytes; the one hash function used for content and config hashes.
 pub fn digest(bytes: &[u8]) -> Digest {
@@ -64,6 +74,7 @@ pub enum ArtifactKind {
     Notes,
     Dataset,
     Model,
+    Checkpoint,
 }
 
 impl ArtifactKind {
@@ -72,7 +83,7 @@ impl ArtifactKind {
         match self {
             ArtifactKind::Notes => "extract",
             ArtifactKind::Dataset => "encode",
-            ArtifactKind::Model => "train",
+            ArtifactKind::Model | ArtifactKind::Checkpoint => "train",
         }
     }
 }
@@ -83,6 +94,7 @@ impl fmt::Display for ArtifactKind {
             ArtifactKind::Notes => "notes",
             ArtifactKind::Dataset => "dataset",
             ArtifactKind::Model => "model",
+            ArtifactKind::Checkpoint => "training checkpoint",
         };
         f.write_str(name)
     }

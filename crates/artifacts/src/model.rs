@@ -60,3 +60,26 @@ impl Artifact for ModelArtifact {
     const KIND: ArtifactKind = ArtifactKind::Model;
     const FORMAT_VERSION: u32 = 1;
 }
+
+/// `model.bin.checkpoint`: a training run stopped part-way, with everything needed to
+/// continue it exactly as if it had never stopped. Its header names the `dataset.bin` it
+/// trains on and the `[train]` settings, so a checkpoint for other data is not resumed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointArtifact {
+    /// Weights, optimizer state and the history of the epochs completed so far.
+    pub model: ModelArtifact,
+    /// The epoch in progress (1-based) and how many of its batches are already applied.
+    pub epoch: usize,
+    pub batches_done: usize,
+    /// The running totals of the epoch in progress.
+    pub epoch_loss_sum: f64,
+    pub epoch_targets: usize,
+    pub epoch_seconds: f64,
+    /// Position of the dropout random stream (see `seeded_rng::SeededRng::position`).
+    pub dropout_rng_position: u128,
+}
+
+impl Artifact for CheckpointArtifact {
+    const KIND: ArtifactKind = ArtifactKind::Checkpoint;
+    const FORMAT_VERSION: u32 = 1;
+}

@@ -90,6 +90,10 @@ pub struct TrainConfig {
     pub learning_rate: f64,
     /// Gradients are rescaled so their global L2 norm is at most this; 0 turns it off.
     pub grad_clip: f64,
+    /// Save a resumable checkpoint every this many steps (0 = not by steps)…
+    pub checkpoint_steps: usize,
+    /// …and every this many seconds (0 = not by time). Ctrl-C always saves one.
+    pub checkpoint_seconds: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -165,6 +169,8 @@ impl Default for TrainConfig {
             dropout: 0.3,
             learning_rate: 0.002,
             grad_clip: 1.0,
+            checkpoint_steps: 500,
+            checkpoint_seconds: 300.0,
         }
     }
 }
@@ -286,6 +292,12 @@ impl PipelineConfig {
         }
         if !(t.grad_clip >= 0.0 && t.grad_clip.is_finite()) {
             return invalid("train.grad_clip", format!("must be 0 (off) or positive, got {}", t.grad_clip));
+        }
+        if !(t.checkpoint_seconds >= 0.0 && t.checkpoint_seconds.is_finite()) {
+            return invalid(
+                "train.checkpoint_seconds",
+                format!("must be 0 (off) or positive, got {}", t.checkpoint_seconds),
+            );
         }
         if c.tokens == 0 {
             return invalid("compose.tokens", "must be at least 1".into());

@@ -31,6 +31,22 @@ impl Adam {
         })
     }
 
+    /// An optimizer continuing from stored moments (a checkpoint's), in the weights' order.
+    pub fn from_state(state: &AdamState, learning_rate: f64, device: &candle_core::Device) -> Result<Self> {
+        let load = |tensors: &[artifacts::NamedTensor]| -> Result<Vec<Tensor>> {
+            tensors.iter().map(|t| Tensor::from_slice(&t.data, t.shape.as_slice(), device)).collect()
+        };
+        Ok(Adam {
+            learning_rate,
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+            step: state.step,
+            first_moment: load(&state.first_moment)?,
+            second_moment: load(&state.second_moment)?,
+        })
+    }
+
     /// One update of every weight from its gradient (same order as `vars`):
     ///
     /// ```text

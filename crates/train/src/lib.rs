@@ -20,14 +20,16 @@
 pub mod adam;
 
 use adam::Adam;
-use artifacts::{DatasetArtifact, EpochRecord, Hyperparameters, ModelArtifact, Split};
+use artifacts::{CheckpointArtifact, DatasetArtifact, EpochRecord, Hyperparameters, ModelArtifact, Split};
 use candle_core::{D, Device, Tensor};
 use config::{PipelineConfig, Section};
 use lstm::LstmModel;
 use seeded_rng::SeededRng;
 use stage_cli::Progress;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 #[derive(Debug)]
@@ -37,6 +39,10 @@ pub enum TrainError {
     /// The loss became NaN or infinite: the weights are no longer usable.
     Diverged {
         epoch: usize,
+    },
+    /// Stopped by a signal after saving this checkpoint.
+    Interrupted {
+        checkpoint: PathBuf,
     },
 }
 
@@ -48,7 +54,12 @@ impl fmt::Display for TrainError {
             TrainError::Diverged { epoch } => write!(
                 f,
                 "training diverged in epoch {epoch} (the loss is not finite); lower train.learning_rate \
-                 or set train.grad_clip"
+                 or set train.grad_clip (the last checkpoint, if any, is kept)"
+            ),
+            TrainError::Interrupted { checkpoint } => write!(
+                f,
+                "interrupted: progress saved to {}; run train (or make) again to resume",
+                checkpoint.display()
             ),
         }
     }
@@ -63,20 +74,112 @@ impl From<candle_core::Error> for TrainError {
 }
 
 /// Runs the stage: reads `input` (dataset.bin), trains, writes `output` (model.bin).
-pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<ModelArtifact, TrainError> {
+///
+/// Progress is saved to `<output>.checkpoint` as configured and when `interrupt` is set
+/// (by Ctrl-C or SIGTERM, see [`interrupt_on_signals`]); a later run with the same data and
+/// `[train]` settings resumes from it and ends with exactly the weights of an uninterrupted run.
+pub fn run(
+    config: &PipelineConfig,
+    input: &Path,
+    output: &Path,
+    interrupt: &AtomicBool,
+) -> Result<ModelArtifact, TrainError> {
     let (dataset, input_digest) = artifacts::read_input::<DatasetArtifact>(input).map_err(TrainError::Artifact)?;
     let device = lstm::select_device(config.runtime.device)?;
-    let model = train(config, &dataset, &device)?;
-
+    let checkpoint_path = checkpoint_path(output);
+    let resume = load_checkpoint(&checkpoint_path, config, &input_digest.digest);
     let producer = concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"));
-    let outcome = artifacts::write(output, &model, producer, config.section_digest(Section::Train), vec![input_digest])
-        .map_err(TrainError::Artifact)?;
+    let config_digest = config.section_digest(Section::Train);
+    let mut save = |checkpoint: &CheckpointArtifact| {
+        artifacts::write(&checkpoint_path, checkpoint, producer, config_digest, vec![input_digest.clone()])
+            .map(drop)
+            .map_err(TrainError::Artifact)
+    };
+    let model =
+        train(config, &dataset, &device, resume, Checkpoints { save: &mut save, interrupt }).map_err(|e| match e {
+            TrainError::Interrupted { .. } => TrainError::Interrupted { checkpoint: checkpoint_path.clone() },
+            other => other,
+        })?;
+
+    let outcome =
+        artifacts::write(output, &model, producer, config_digest, vec![input_digest]).map_err(TrainError::Artifact)?;
+    artifacts::remove_if_present(&checkpoint_path).map_err(TrainError::Artifact)?;
     stage_cli::log_outcome(output, outcome);
     Ok(model)
 }
 
-/// Trains a fresh model on `dataset` as `config.train` says and returns the artifact.
-pub fn train(config: &PipelineConfig, dataset: &DatasetArtifact, device: &Device) -> Result<ModelArtifact, TrainError> {
+/// Where the checkpoint of a run writing `output` lives: beside it, `<output>.checkpoint`.
+pub fn checkpoint_path(output: &Path) -> PathBuf {
+    let mut name = output.as_os_str().to_owned();
+    name.push(".checkpoint");
+    PathBuf::from(name)
+}
+
+/// A checkpoint to resume from, if `path` holds one made by the same `[train]` settings
+/// on the same data set; anything else there is reported and left to be overwritten.
+fn load_checkpoint(
+    path: &Path,
+    config: &PipelineConfig,
+    dataset_digest: &artifacts::Digest,
+) -> Option<CheckpointArtifact> {
+    if !path.exists() {
+        return None;
+    }
+    match artifacts::read::<CheckpointArtifact>(path) {
+        Ok((header, checkpoint))
+            if header.config_digest == config.section_digest(Section::Train)
+                && header.inputs.iter().any(|input| input.digest == *dataset_digest) =>
+        {
+            tracing::info!(
+                "resuming from {}: epoch {}, {} batches done",
+                path.display(),
+                checkpoint.epoch,
+                checkpoint.batches_done
+            );
+            Some(checkpoint)
+        }
+        Ok(_) => {
+            tracing::warn!("{} was made with other [train] settings or data: starting afresh", path.display());
+            None
+        }
+        Err(e) => {
+            tracing::warn!("cannot resume: {e}; starting afresh");
+            None
+        }
+    }
+}
+
+/// Sets the returned flag on Ctrl-C (SIGINT) or SIGTERM, so training can finish its step,
+/// save a checkpoint and stop. A second Ctrl-C stops the process at once.
+pub fn interrupt_on_signals() -> std::io::Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let flag = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        // Order matters: the shutdown check sees the flag as it was before this signal.
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&flag))?;
+        signal_hook::flag::register(signal, Arc::clone(&flag))?;
+    }
+    Ok(flag)
+}
+
+/// How a training run saves its progress and learns that it should stop.
+pub struct Checkpoints<'a> {
+    /// Stores a checkpoint (atomically); called every `train.checkpoint_steps` steps,
+    /// every `train.checkpoint_seconds`, and when `interrupt` is set.
+    pub save: &'a mut dyn FnMut(&CheckpointArtifact) -> Result<(), TrainError>,
+    /// Set from outside (a signal handler) to stop after the current step.
+    pub interrupt: &'a AtomicBool,
+}
+
+/// Trains the model on `dataset` as `config.train` says, from scratch or from `resume`,
+/// and returns the artifact.
+pub fn train(
+    config: &PipelineConfig,
+    dataset: &DatasetArtifact,
+    device: &Device,
+    resume: Option<CheckpointArtifact>,
+    checkpoints: Checkpoints,
+) -> Result<ModelArtifact, TrainError> {
     let settings = &config.train;
     let hyperparameters = Hyperparameters {
         vocab_size: dataset.vocabulary.len(),
@@ -86,12 +189,23 @@ pub fn train(config: &PipelineConfig, dataset: &DatasetArtifact, device: &Device
         dropout: settings.dropout,
         seq_len: dataset.seq_len,
     };
-    let model = LstmModel::new(hyperparameters.clone(), config.seed, device)?;
-    let mut optimizer = Adam::new(model.vars(), settings.learning_rate)?;
     let mut train_windows = dataset.windows(Split::Train);
     let validation_windows = dataset.windows(Split::Validation);
     let mut order_rng = SeededRng::new(config.seed, "order");
     let mut dropout_rng = SeededRng::new(config.seed, "dropout");
+    let (model, mut optimizer, mut history) = match &resume {
+        None => {
+            let model = LstmModel::new(hyperparameters.clone(), config.seed, device)?;
+            let optimizer = Adam::new(model.vars(), settings.learning_rate)?;
+            (model, optimizer, Vec::with_capacity(settings.epochs))
+        }
+        Some(checkpoint) => {
+            let model = LstmModel::from_named(hyperparameters.clone(), &checkpoint.model.weights, device)?;
+            let optimizer = Adam::from_state(&checkpoint.model.optimizer, settings.learning_rate, device)?;
+            dropout_rng.set_position(checkpoint.dropout_rng_position);
+            (model, optimizer, checkpoint.model.history.clone())
+        }
+    };
     let parameters: usize = model.vars().iter().map(|v| v.elem_count()).sum();
     tracing::info!(
         "train: {parameters} parameters (vocabulary {}, embedding {}, {}×LSTM {}), {} training windows, \
@@ -106,19 +220,46 @@ pub fn train(config: &PipelineConfig, dataset: &DatasetArtifact, device: &Device
         candle_core::utils::get_num_threads()
     );
 
+    // Everything a checkpoint needs besides the running totals.
+    let snapshot =
+        |model: &LstmModel, optimizer: &Adam, history: &Vec<EpochRecord>| -> Result<ModelArtifact, TrainError> {
+            Ok(ModelArtifact {
+                hyperparameters: hyperparameters.clone(),
+                encoding: dataset.encoding.clone(),
+                vocabulary: dataset.vocabulary.clone(),
+                weights: model.to_named()?,
+                optimizer: optimizer.state(model.names())?,
+                history: history.clone(),
+            })
+        };
+    let start_epoch = resume.as_ref().map_or(1, |c| c.epoch);
+    // The window order of each epoch is a shuffle of the previous one: replay those before
+    // the epoch we resume in, so it sees the order it would have seen.
+    for _ in 1..start_epoch {
+        order_rng.shuffle(&mut train_windows);
+    }
     let started = Instant::now();
-    let mut history = Vec::with_capacity(settings.epochs);
-    for epoch in 1..=settings.epochs {
+    let mut last_save = (Instant::now(), 0usize);
+    let mut steps = 0usize;
+    for epoch in start_epoch..=settings.epochs {
         let epoch_started = Instant::now();
         order_rng.shuffle(&mut train_windows);
         let batches: Vec<&[(usize, usize)]> = train_windows.chunks(settings.batch_size).collect();
-        let mut progress = Progress::new("train", "batches", batches.len() as u64);
-        let (mut loss_sum, mut targets) = (0.0f64, 0usize);
-        for windows in batches {
+        let resumed = resume.as_ref().filter(|c| c.epoch == epoch);
+        let skip = resumed.map_or(0, |c| c.batches_done);
+        let (mut loss_sum, mut targets, seconds_before) =
+            resumed.map_or((0.0, 0, 0.0), |c| (c.epoch_loss_sum, c.epoch_targets, c.epoch_seconds));
+        let mut progress = Progress::new("train", "batches", (batches.len() - skip.min(batches.len())) as u64);
+        for (index, windows) in batches.iter().enumerate().skip(skip) {
             let (inputs, expected) = batch(dataset, windows, device)?;
             // Forward.
             let logits = model.forward(&inputs, Some((&mut dropout_rng, settings.dropout)))?;
             let loss = candle_nn::loss::cross_entropy(&logits.flatten_to(1)?, &expected.flatten_all()?)?;
+            let loss_value = f64::from(loss.to_scalar::<f32>()?);
+            if !loss_value.is_finite() {
+                // Stop before this step touches the weights; the last checkpoint stays good.
+                return Err(TrainError::Diverged { epoch });
+            }
             // Backward.
             let gradients = loss.backward()?;
             let mut grads = Vec::with_capacity(model.vars().len());
@@ -134,16 +275,33 @@ pub fn train(config: &PipelineConfig, dataset: &DatasetArtifact, device: &Device
             // Update.
             optimizer.update(model.vars(), &grads)?;
 
-            let loss = f64::from(loss.to_scalar::<f32>()?);
-            if !loss.is_finite() {
-                return Err(TrainError::Diverged { epoch });
-            }
             let count = expected.elem_count();
-            loss_sum += loss * count as f64;
+            loss_sum += loss_value * count as f64;
             targets += count;
+            steps += 1;
             progress.advance(1, || format!(", loss {:.3}", loss_sum / targets as f64));
+
+            let interrupted = checkpoints.interrupt.load(Ordering::Relaxed);
+            let due = (settings.checkpoint_steps > 0 && steps - last_save.1 >= settings.checkpoint_steps)
+                || (settings.checkpoint_seconds > 0.0
+                    && last_save.0.elapsed().as_secs_f64() >= settings.checkpoint_seconds);
+            if interrupted || due {
+                (checkpoints.save)(&CheckpointArtifact {
+                    model: snapshot(&model, &optimizer, &history)?,
+                    epoch,
+                    batches_done: index + 1,
+                    epoch_loss_sum: loss_sum,
+                    epoch_targets: targets,
+                    epoch_seconds: seconds_before + epoch_started.elapsed().as_secs_f64(),
+                    dropout_rng_position: dropout_rng.position(),
+                })?;
+                last_save = (Instant::now(), steps);
+            }
+            if interrupted {
+                return Err(TrainError::Interrupted { checkpoint: PathBuf::new() });
+            }
         }
-        let seconds = epoch_started.elapsed().as_secs_f64();
+        let seconds = seconds_before + epoch_started.elapsed().as_secs_f64();
         let validation = evaluate(&model, dataset, &validation_windows, settings.batch_size, device)?;
         let record = EpochRecord {
             epoch,
@@ -156,15 +314,7 @@ pub fn train(config: &PipelineConfig, dataset: &DatasetArtifact, device: &Device
         log_epoch(&record, settings.epochs, started.elapsed().as_secs_f64());
         history.push(record);
     }
-
-    Ok(ModelArtifact {
-        hyperparameters,
-        encoding: dataset.encoding.clone(),
-        vocabulary: dataset.vocabulary.clone(),
-        weights: model.to_named()?,
-        optimizer: optimizer.state(model.names())?,
-        history,
-    })
+    snapshot(&model, &optimizer, &history)
 }
 
 fn log_epoch(record: &EpochRecord, epochs: usize, elapsed: f64) {
@@ -279,7 +429,9 @@ mod tests {
         config.train.embedding = 8;
         config.train.batch_size = 8;
         config.train.learning_rate = 0.01;
-        let model = train(&config, &dataset, &Device::Cpu).unwrap();
+        let stop = AtomicBool::new(false);
+        let checkpoints = Checkpoints { save: &mut |_: &CheckpointArtifact| Ok(()), interrupt: &stop };
+        let model = train(&config, &dataset, &Device::Cpu, None, checkpoints).unwrap();
         let first = &model.history[0];
         let last = model.history.last().unwrap();
         assert!(last.train_loss < first.train_loss * 0.5, "{} → {}", first.train_loss, last.train_loss);

@@ -4,6 +4,10 @@ use std::path::PathBuf;
 /// Stage 3 of the pipeline: trains the LSTM (embedding → stacked LSTM → linear layer) to
 /// predict the next token of the data set (dataset.bin), with cross-entropy loss and Adam,
 /// and writes the model artifact (model.bin) with its training history.
+///
+/// Progress is saved to <output>.checkpoint every `train.checkpoint_steps` steps and
+/// `train.checkpoint_seconds` seconds, and on Ctrl-C or SIGTERM (after the current step);
+/// running train again with the same data and [train] settings resumes from it.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Args {
@@ -33,7 +37,8 @@ fn main() -> std::process::ExitCode {
     stage_cli::exit_with((|| -> Result<(), Box<dyn std::error::Error>> {
         let config = args.config.load(flags.into_iter().flatten().collect())?;
         lstm::set_cpu_threads(config.runtime.threads);
-        train::run(&config, &args.input, &args.output)?;
+        let interrupt = train::interrupt_on_signals()?;
+        train::run(&config, &args.input, &args.output, &interrupt)?;
         Ok(())
     })())
 }

@@ -1,0 +1,104 @@
+//! Interrupted training resumes from its checkpoint and ends with exactly the weights of
+//! a run that was never interrupted.
+
+use pipeline_tests::{describe, release_bin, run_stage, tiny_project};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Long enough to be interrupted, with a checkpoint after every step.
+const TRAIN_FLAGS: [&str; 4] = ["--set", "train.checkpoint_steps=1", "--epochs", "40"];
+
+fn prepare(dir: &Path) {
+    for (stage, args) in [
+        ("extract", vec!["--input", "midi", "--output", "notes.bin"]),
+        ("encode", vec!["--input", "notes.bin", "--output", "dataset.bin"]),
+    ] {
+        let output = run_stage(stage, dir, &args);
+        assert!(output.status.success(), "{}", describe(&output));
+    }
+}
+
+fn train(dir: &Path, output: &str) -> std::process::Output {
+    let mut args = vec!["--input", "dataset.bin", "--output", output];
+    args.extend(TRAIN_FLAGS);
+    run_stage("train", dir, &args)
+}
+
+/// The model without the epoch timings, which differ from run to run.
+fn model_without_timings(path: &Path) -> artifacts::ModelArtifact {
+    let (_, mut model) = artifacts::read::<artifacts::ModelArtifact>(path).unwrap();
+    for epoch in &mut model.history {
+        (epoch.seconds, epoch.targets_per_second) = (0.0, 0.0);
+    }
+    model
+}
+
+/// Starts training into `output`, waits for its first checkpoint plus `delay`, then stops
+/// it with `signal` ("KILL" or "INT"). Returns the stopped process's output.
+fn interrupt(dir: &Path, output: &str, delay: Duration, signal: &str) -> std::process::Output {
+    let mut args = vec!["--input", "dataset.bin", "--output", output];
+    args.extend(TRAIN_FLAGS);
+    let mut child = Command::new(release_bin().join("train"))
+        .args(&args)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let checkpoint = dir.join(format!("{output}.checkpoint"));
+    let started = Instant::now();
+    while !checkpoint.exists() {
+        assert!(started.elapsed() < Duration::from_secs(60), "no checkpoint appeared");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(delay);
+    assert!(child.try_wait().unwrap().is_none(), "training finished before it could be interrupted");
+    let status = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn killed_and_interrupted_runs_resume_to_the_uninterrupted_weights() {
+    let project = tiny_project(2);
+    let dir = project.path();
+    prepare(dir);
+    let reference = train(dir, "reference.bin");
+    assert!(reference.status.success(), "{}", describe(&reference));
+    let expected = model_without_timings(&dir.join("reference.bin"));
+    assert!(!dir.join("reference.bin.checkpoint").exists(), "a finished run removes its checkpoint");
+
+    // SIGKILL at a point that differs from run to run: no chance to clean up.
+    let delay = Duration::from_millis(u64::from(std::process::id() % 97) + 5);
+    let killed = interrupt(dir, "killed.bin", delay, "KILL");
+    assert!(!killed.status.success());
+    assert!(!dir.join("killed.bin").exists(), "a killed run leaves no model");
+    let resumed = train(dir, "killed.bin");
+    assert!(resumed.status.success(), "{}", describe(&resumed));
+    assert!(String::from_utf8_lossy(&resumed.stderr).contains("resuming from"), "{}", describe(&resumed));
+    assert!(model_without_timings(&dir.join("killed.bin")) == expected, "resumed after SIGKILL: weights differ");
+
+    // Ctrl-C: the step finishes, a checkpoint is saved, and the message says so.
+    let stopped = interrupt(dir, "stopped.bin", Duration::from_millis(20), "INT");
+    let stderr = String::from_utf8_lossy(&stopped.stderr);
+    assert!(!stopped.status.success() && stderr.contains("interrupted: progress saved to"), "{stderr}");
+    assert!(dir.join("stopped.bin.checkpoint").exists());
+    let resumed = train(dir, "stopped.bin");
+    assert!(resumed.status.success(), "{}", describe(&resumed));
+    assert!(model_without_timings(&dir.join("stopped.bin")) == expected, "resumed after Ctrl-C: weights differ");
+}
+
+#[test]
+fn a_checkpoint_for_other_settings_is_not_resumed() {
+    let project = tiny_project(2);
+    let dir = project.path();
+    prepare(dir);
+    let stopped = interrupt(dir, "model.bin", Duration::from_millis(5), "INT");
+    assert!(!stopped.status.success());
+    let output = run_stage("train", dir, &["--input", "dataset.bin", "--output", "model.bin", "--epochs", "2"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && stderr.contains("starting afresh"), "{stderr}");
+    let (_, model) = artifacts::read::<artifacts::ModelArtifact>(&dir.join("model.bin")).unwrap();
+    assert_eq!(model.history.len(), 2);
+}
