@@ -180,7 +180,7 @@ pub fn find_midi_files(folder: &Path) -> Result<Vec<PathBuf>, ExtractError> {
 fn is_midi_name(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("mid") || e.eq_ignore_ascii_case("midi"))
+        .is_some_and(|e| ["mid", "midi", "rmi"].iter().any(|ext| e.eq_ignore_ascii_case(ext)))
 }
 
 /// `path` relative to `root`, `/`-separated, as recorded in the artifact.
@@ -270,6 +270,10 @@ impl Clock {
 ///   end-of-track marker included); zero-length notes are
 ///   dropped.
 /// - A file with no notes left is rejected.
+///
+/// Lenient by design, as players are: a RIFF (`.rmi`) wrapper is unwrapped, bytes after the
+/// last track are ignored, and a damaged track is read up to its first unreadable event
+/// (midly's non-strict mode), so a truncated file keeps the notes before the damage.
 pub fn notes_of_midi(bytes: &[u8]) -> Result<Vec<Note>, String> {
     let smf = Smf::parse(bytes).map_err(|e| format!("not a readable MIDI file: {e}"))?;
     if smf.header.format == midly::Format::Sequential {
@@ -280,6 +284,7 @@ pub fn notes_of_midi(bytes: &[u8]) -> Result<Vec<Note>, String> {
     let mut events = Vec::new();
     let mut tempo_changes = Vec::new();
     let mut file_end = 0u64;
+    let mut drum_notes = 0usize;
     for (track_index, track) in smf.tracks.iter().enumerate() {
         let mut tick = 0u64;
         for event in track {
@@ -289,6 +294,7 @@ pub fn notes_of_midi(bytes: &[u8]) -> Result<Vec<Note>, String> {
                 TrackEventKind::Midi { channel, message } if channel.as_int() != DRUM_CHANNEL => {
                     events.push((tick, track_index, channel.as_int(), message));
                 }
+                TrackEventKind::Midi { message: MidiMessage::NoteOn { vel, .. }, .. } if vel > 0 => drum_notes += 1,
                 _ => {}
             }
         }
@@ -337,7 +343,11 @@ pub fn notes_of_midi(bytes: &[u8]) -> Result<Vec<Note>, String> {
         finish(channel, pitch, started, file_end);
     }
     if notes.is_empty() {
-        return Err("no notes (after dropping drums)".into());
+        return Err(if drum_notes > 0 {
+            format!("no notes: only drums ({drum_notes} notes on channel 10)")
+        } else {
+            "no notes".into()
+        });
     }
     notes.sort_by(|a, b| a.onset_seconds.total_cmp(&b.onset_seconds).then(a.pitch.cmp(&b.pitch)));
     Ok(notes)
