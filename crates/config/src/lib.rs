@@ -55,6 +55,11 @@ pub struct ExtractConfig {
     pub input: PathBuf,
     /// Files larger than this are skipped unread.
     pub max_file_bytes: u64,
+    /// Files with more tracks, events (of all kinds) or notes than these are skipped: caps
+    /// that bound the memory one hostile file can take.
+    pub max_tracks: usize,
+    pub max_events: usize,
+    pub max_notes: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -142,7 +147,13 @@ impl Default for RuntimeConfig {
 
 impl Default for ExtractConfig {
     fn default() -> Self {
-        ExtractConfig { input: PathBuf::from("data"), max_file_bytes: 16 << 20 }
+        ExtractConfig {
+            input: PathBuf::from("data"),
+            max_file_bytes: 16 << 20,
+            max_tracks: 1024,
+            max_events: 4_000_000,
+            max_notes: 1_000_000,
+        }
     }
 }
 
@@ -258,8 +269,15 @@ impl PipelineConfig {
         let e = &self.encode;
         let t = &self.train;
         let c = &self.compose;
-        if self.extract.max_file_bytes == 0 {
-            return invalid("extract.max_file_bytes", "must be positive".into());
+        for (key, value) in [
+            ("extract.max_file_bytes", self.extract.max_file_bytes as usize),
+            ("extract.max_tracks", self.extract.max_tracks),
+            ("extract.max_events", self.extract.max_events),
+            ("extract.max_notes", self.extract.max_notes),
+        ] {
+            if value == 0 {
+                return invalid(key, "must be positive".into());
+            }
         }
         if !(e.chord_window >= 0.0 && e.chord_window < 4.0) {
             return invalid("encode.chord_window", format!("must be in [0, 4) quarter notes, got {}", e.chord_window));

@@ -14,8 +14,8 @@
 //! by path and does not depend on the thread count.
 
 use artifacts::{ExtractedFile, InputDigest, Note, NotesArtifact, RejectedFile, WriteOutcome};
-use config::{PipelineConfig, Section};
-use midly::{MetaMessage, MidiMessage, Smf, Timing, TrackEventKind};
+use config::{ExtractConfig, PipelineConfig, Section};
+use midly::{MetaMessage, MidiMessage, Timing, TrackEventKind};
 use rayon::prelude::*;
 use stage_cli::Progress;
 use std::collections::BTreeMap;
@@ -73,12 +73,11 @@ pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<Extra
     let paths = find_midi_files(input)?;
     tracing::info!("extract: {} MIDI files under {}", paths.len(), input.display());
     let progress = Mutex::new(Progress::new("extract", "files", paths.len() as u64));
-    let max_bytes = config.extract.max_file_bytes;
     let results: Vec<Result<ExtractedFile, RejectedFile>> = paths
         .par_iter()
         .map(|path| {
             let relative = relative_name(input, path);
-            let result = extract_file(path, max_bytes)
+            let result = extract_file(path, &config.extract)
                 .map(|(content_digest, notes)| ExtractedFile { path: relative.clone(), content_digest, notes })
                 .map_err(|reason| RejectedFile { path: relative, reason });
             if let Ok(mut p) = progress.lock() {
@@ -190,13 +189,13 @@ fn relative_name(root: &Path, path: &Path) -> String {
 }
 
 /// Reads and extracts one file: its content digest and notes, or a one-line reason.
-pub fn extract_file(path: &Path, max_bytes: u64) -> Result<(artifacts::Digest, Vec<Note>), String> {
+pub fn extract_file(path: &Path, limits: &ExtractConfig) -> Result<(artifacts::Digest, Vec<Note>), String> {
     let size = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?.len();
-    if size > max_bytes {
-        return Err(format!("too large: {size} bytes, limit extract.max_file_bytes = {max_bytes}"));
+    if size > limits.max_file_bytes {
+        return Err(format!("too large: {size} bytes, limit extract.max_file_bytes = {}", limits.max_file_bytes));
     }
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    let notes = notes_of_midi(&bytes)?;
+    let notes = notes_of_midi(&bytes, limits)?;
     Ok((artifacts::digest(&bytes), notes))
 }
 
@@ -274,9 +273,11 @@ impl Clock {
 /// Lenient by design, as players are: a RIFF (`.rmi`) wrapper is unwrapped, bytes after the
 /// last track are ignored, and a damaged track is read up to its first unreadable event
 /// (midly's non-strict mode), so a truncated file keeps the notes before the damage.
-pub fn notes_of_midi(bytes: &[u8]) -> Result<Vec<Note>, String> {
-    let smf = Smf::parse(bytes).map_err(|e| format!("not a readable MIDI file: {e}"))?;
-    if smf.header.format == midly::Format::Sequential {
+pub fn notes_of_midi(bytes: &[u8], limits: &ExtractConfig) -> Result<Vec<Note>, String> {
+    // Parsed lazily, track by track, so the caps below bound memory: nothing is held but
+    // the events we keep.
+    let (header, tracks) = midly::parse(bytes).map_err(|e| format!("not a readable MIDI file: {e}"))?;
+    if header.format == midly::Format::Sequential {
         return Err("format 2 (independent sequences) is not supported".into());
     }
 
@@ -285,9 +286,19 @@ pub fn notes_of_midi(bytes: &[u8]) -> Result<Vec<Note>, String> {
     let mut tempo_changes = Vec::new();
     let mut file_end = 0u64;
     let mut drum_notes = 0usize;
-    for (track_index, track) in smf.tracks.iter().enumerate() {
+    let mut event_count = 0usize;
+    for (track_index, track) in tracks.enumerate() {
+        if track_index >= limits.max_tracks {
+            return Err(format!("too many tracks: more than extract.max_tracks = {}", limits.max_tracks));
+        }
+        // A track whose chunk cannot be read is skipped; one that breaks part-way ends there.
+        let Ok(track) = track else { continue };
         let mut tick = 0u64;
-        for event in track {
+        for event in track.map_while(Result::ok) {
+            event_count += 1;
+            if event_count > limits.max_events {
+                return Err(format!("too many events: more than extract.max_events = {}", limits.max_events));
+            }
             tick += u64::from(event.delta.as_int());
             match event.kind {
                 TrackEventKind::Meta(MetaMessage::Tempo(micros)) => tempo_changes.push((tick, micros.as_int())),
@@ -301,7 +312,7 @@ pub fn notes_of_midi(bytes: &[u8]) -> Result<Vec<Note>, String> {
         file_end = file_end.max(tick);
     }
     events.sort_by_key(|&(tick, track, _, _)| (tick, track));
-    let clock = Clock::new(smf.header.timing, tempo_changes)?;
+    let clock = Clock::new(header.timing, tempo_changes)?;
 
     let mut programs = [0u8; 16];
     // Sounding notes by (channel, pitch): (onset tick, velocity, program).
@@ -342,6 +353,9 @@ pub fn notes_of_midi(bytes: &[u8]) -> Result<Vec<Note>, String> {
     for ((channel, pitch), started) in std::mem::take(&mut sounding) {
         finish(channel, pitch, started, file_end);
     }
+    if notes.len() > limits.max_notes {
+        return Err(format!("too many notes: {}, limit extract.max_notes = {}", notes.len(), limits.max_notes));
+    }
     if notes.is_empty() {
         return Err(if drum_notes > 0 {
             format!("no notes: only drums ({drum_notes} notes on channel 10)")
@@ -351,4 +365,72 @@ pub fn notes_of_midi(bytes: &[u8]) -> Result<Vec<Note>, String> {
     }
     notes.sort_by(|a, b| a.onset_seconds.total_cmp(&b.onset_seconds).then(a.pitch.cmp(&b.pitch)));
     Ok(notes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use midly::num::{u4, u7, u15, u24, u28};
+    use midly::{Format, Header, Smf, TrackEvent};
+
+    fn event(delta: u32, kind: TrackEventKind<'static>) -> TrackEvent<'static> {
+        TrackEvent { delta: u28::new(delta), kind }
+    }
+
+    fn note(delta: u32, channel: u8, key: u8, vel: u8) -> TrackEvent<'static> {
+        let message = MidiMessage::NoteOn { key: u7::new(key), vel: u7::new(vel) };
+        event(delta, TrackEventKind::Midi { channel: u4::new(channel), message })
+    }
+
+    fn file(tracks: Vec<Vec<TrackEvent<'static>>>) -> Vec<u8> {
+        let format = if tracks.len() == 1 { Format::SingleTrack } else { Format::Parallel };
+        let smf = Smf { header: Header::new(format, Timing::Metrical(u15::new(480))), tracks };
+        let mut bytes = Vec::new();
+        smf.write_std(&mut bytes).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn tempo_from_another_track_and_the_pairing_rules() {
+        let tempo = event(0, TrackEventKind::Meta(MetaMessage::Tempo(u24::new(1_000_000)))); // 60 BPM
+        let bytes = file(vec![
+            vec![tempo],
+            vec![
+                note(0, 0, 60, 90),
+                note(480, 0, 60, 80), // re-struck: ends the first C4 after one quarter
+                note(480, 0, 60, 0),  // velocity 0 = note-off
+                note(0, 9, 36, 100),  // drums: dropped
+                note(0, 0, 64, 0),    // off without on: ignored
+                note(0, 0, 67, 70),   // never released: ends at the end of the file
+                note(960, 0, 62, 0),
+            ],
+        ]);
+        let notes = notes_of_midi(&bytes, &ExtractConfig::default()).unwrap();
+        let got: Vec<(u8, f64, f64, u8)> =
+            notes.iter().map(|n| (n.pitch, n.onset_seconds, n.duration_seconds, n.velocity)).collect();
+        assert_eq!(got, vec![(60, 0.0, 1.0, 90), (60, 1.0, 1.0, 80), (67, 2.0, 2.0, 70)]);
+        assert_eq!(notes[2].onset_quarters, 2.0);
+    }
+
+    #[test]
+    fn caps_reject_a_file_before_it_grows() {
+        let bytes = file((0..3).map(|i| vec![note(0, 0, 60 + i, 90), note(10, 0, 60 + i, 0)]).collect());
+        let mut limits = ExtractConfig::default();
+        assert_eq!(notes_of_midi(&bytes, &limits).unwrap().len(), 3);
+        limits.max_tracks = 2;
+        assert!(notes_of_midi(&bytes, &limits).unwrap_err().contains("extract.max_tracks"));
+        limits = ExtractConfig { max_events: 5, ..ExtractConfig::default() };
+        assert!(notes_of_midi(&bytes, &limits).unwrap_err().contains("extract.max_events"));
+        limits = ExtractConfig { max_notes: 2, ..ExtractConfig::default() };
+        assert!(notes_of_midi(&bytes, &limits).unwrap_err().contains("extract.max_notes"));
+    }
+
+    #[test]
+    fn format_2_and_drum_only_files_are_rejected_with_reasons() {
+        let mut smf_bytes = file(vec![vec![note(0, 0, 60, 90)], vec![note(0, 0, 62, 90)]]);
+        smf_bytes[9] = 2; // the format field of the header
+        assert!(notes_of_midi(&smf_bytes, &ExtractConfig::default()).unwrap_err().starts_with("format 2"));
+        let drums = file(vec![vec![note(0, 9, 36, 100), note(10, 9, 36, 0)]]);
+        assert!(notes_of_midi(&drums, &ExtractConfig::default()).unwrap_err().contains("only drums"));
+    }
 }
