@@ -8,7 +8,8 @@ use proptest::prelude::*;
 use std::path::PathBuf;
 
 fn seeds() -> Vec<Vec<u8>> {
-    let folder = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/piano/classical-piano-composer/midi_songs");
+    let folder = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data/piano/classical-piano-composer/midi_songs");
     assert!(folder.is_dir(), "{} is missing: the shared MIDI corpus must be beside the checkout", folder.display());
     ["8.mid", "0fithos.mid", "AT.mid"].iter().map(|name| std::fs::read(folder.join(name)).unwrap()).collect()
 }

@@ -71,7 +71,10 @@ fn every_piano_file_is_read_with_the_expected_note_count() {
 ///   as midly's non-strict mode does; in these tiny files no note comes before it, so
 ///   they are rejected (Python's mido rejects five of them outright).
 const REJECTED: &[(&str, &str)] = &[
-    ("jazz-soft-test-midi-files/jazzsoft__test-2-tracks-type-2.mid", "format 2 (independent sequences) is not supported"),
+    (
+        "jazz-soft-test-midi-files/jazzsoft__test-2-tracks-type-2.mid",
+        "format 2 (independent sequences) is not supported",
+    ),
     ("jazz-soft-test-midi-files/jazzsoft__test-all-gm-percussion.mid", "no notes: only drums"),
     ("jazz-soft-test-midi-files/jazzsoft__test-control-7c-omni-mode-off.mid", "no notes"),
     ("jazz-soft-test-midi-files/jazzsoft__test-control-7d-omni-mode-on.mid", "no notes"),
@@ -120,7 +123,9 @@ fn every_odd_file_is_read_or_rejected_as_the_table_says() {
                 assert!(reason.starts_with(start) && !reason.contains('\n'), "{name}: reason {reason:?}");
                 rejected_seen += 1;
             }
-            (Ok((_, notes)), Some(start)) => panic!("{name}: read {} notes, expected a rejection ({start})", notes.len()),
+            (Ok((_, notes)), Some(start)) => {
+                panic!("{name}: read {} notes, expected a rejection ({start})", notes.len())
+            }
             (Err(reason), None) => panic!("{name}: rejected ({reason}), expected it to be read"),
         }
     }
