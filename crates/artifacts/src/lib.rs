@@ -21,7 +21,7 @@ mod notes;
 
 pub use dataset::{DatasetArtifact, EncodedPiece, Encoding, Split, Vocabulary};
 pub use model::{AdamState, CheckpointArtifact, EpochRecord, Hyperparameters, ModelArtifact, NamedTensor};
-pub use notes::{ExtractedFile, Note, NotesArtifact, RejectedFile};
+pub use notes::{ExtractedFile, Note, NotesArtifact, RejectedFile, parse_pitch_name, pitch_name};
 
 use serde::{Serialize, de::DeserializeOwned};
 use std::fmt;
@@ -290,6 +290,19 @@ pub fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<WriteOutcome, Artif
         return Err(io_err(source));
     }
     Ok(WriteOutcome::Written)
+}
+
+/// The stage report that goes beside `artifact`: `notes.bin` → `notes.report.json`.
+pub fn report_path(artifact: &Path) -> PathBuf {
+    let stem = artifact.file_stem().map_or_else(|| "artifact".into(), |s| s.to_string_lossy().into_owned());
+    artifact.with_file_name(format!("{stem}.report.json"))
+}
+
+/// Writes a stage's machine-readable report as pretty JSON beside `artifact`, atomically.
+pub fn write_report<T: Serialize>(artifact: &Path, report: &T) -> Result<WriteOutcome, ArtifactError> {
+    let mut text = serde_json::to_string_pretty(report).expect("reports are plain data and always serialize");
+    text.push('\n');
+    write_if_changed(&report_path(artifact), text.as_bytes())
 }
 
 /// Encodes and writes an artifact atomically; see [`write_if_changed`].

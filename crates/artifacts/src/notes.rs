@@ -51,3 +51,38 @@ impl Artifact for NotesArtifact {
     const KIND: ArtifactKind = ArtifactKind::Notes;
     const FORMAT_VERSION: u32 = 1;
 }
+
+const PITCH_CLASS_NAMES: [&str; 12] = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"];
+
+/// The name of a MIDI pitch: `C4` for 60 (middle C), `F#3` for 54, `C-1` for 0.
+pub fn pitch_name(pitch: u8) -> String {
+    let octave = i32::from(pitch / 12) - 1;
+    format!("{}{}", PITCH_CLASS_NAMES[usize::from(pitch % 12)], octave)
+}
+
+/// The MIDI pitch of a name made by [`pitch_name`], or `None`.
+pub fn parse_pitch_name(name: &str) -> Option<u8> {
+    let split = name.find(|c: char| c == '-' || c.is_ascii_digit())?;
+    let (letter, octave) = name.split_at(split);
+    let class = PITCH_CLASS_NAMES.iter().position(|n| *n == letter)? as i32;
+    let octave: i32 = octave.parse().ok()?;
+    u8::try_from((octave + 1) * 12 + class).ok().filter(|p| *p <= 127)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pitch_names_round_trip() {
+        assert_eq!(pitch_name(60), "C4");
+        assert_eq!(pitch_name(54), "F#3");
+        assert_eq!(pitch_name(0), "C-1");
+        assert_eq!(pitch_name(127), "G9");
+        for pitch in 0..=127 {
+            assert_eq!(parse_pitch_name(&pitch_name(pitch)), Some(pitch));
+        }
+        assert_eq!(parse_pitch_name("H4"), None);
+        assert_eq!(parse_pitch_name("4.7"), None);
+    }
+}

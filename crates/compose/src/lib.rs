@@ -93,23 +93,81 @@ pub fn run(
     let settings = &config.compose;
     let bytes = midi_file::to_bytes(&composition.notes, settings.tempo_bpm);
     let outcome = artifacts::write_if_changed(output, &bytes).map_err(ComposeError::Artifact)?;
-    let seconds = composition.notes.iter().map(|n| n.onset_quarters + n.duration_quarters).fold(0.0, f64::max) * 60.0
-        / settings.tempo_bpm;
-    let lowest = composition.notes.iter().map(|n| n.pitch).min().unwrap_or(0);
-    let highest = composition.notes.iter().map(|n| n.pitch).max().unwrap_or(0);
-    let distinct: std::collections::BTreeSet<&String> = composition.tokens.iter().collect();
+    let report = ComposeReport::new(output, &composition, settings.tempo_bpm);
     tracing::info!(
-        "compose: {} elements ({} distinct), {} notes from {} to {}, {:.0} s at {} BPM",
-        composition.tokens.len(),
-        distinct.len(),
-        composition.notes.len(),
-        encode::seed::pitch_name(lowest),
-        encode::seed::pitch_name(highest),
-        seconds,
-        settings.tempo_bpm
+        "compose: {} elements ({} distinct), {} notes from {} to {}, {:.0} s at {} BPM, \
+         {:.1} notes/s, up to {} at once",
+        report.elements,
+        report.distinct_elements,
+        report.notes,
+        report.lowest_pitch,
+        report.highest_pitch,
+        report.seconds,
+        settings.tempo_bpm,
+        report.notes_per_second,
+        report.max_polyphony
     );
+    let seconds_per_quarter = 60.0 / settings.tempo_bpm;
+    let roll: Vec<pictures::RollNote> = composition
+        .notes
+        .iter()
+        .map(|n| pictures::RollNote {
+            pitch: n.pitch,
+            velocity: n.velocity,
+            onset_seconds: n.onset_quarters * seconds_per_quarter,
+            duration_seconds: n.duration_quarters * seconds_per_quarter,
+        })
+        .collect();
+    let title = format!("{} — bars of 4/4 at {} BPM", output.display(), settings.tempo_bpm);
+    let svg = pictures::piano_roll(&roll, Some(4.0 * seconds_per_quarter), &title);
+    artifacts::write_if_changed(&output.with_extension("svg"), svg.as_bytes()).map_err(ComposeError::Artifact)?;
+    artifacts::write_report(output, &report).map_err(ComposeError::Artifact)?;
     stage_cli::log_outcome(output, outcome);
     Ok(composition)
+}
+
+/// What one output holds: logged, and written as `<output>.report.json`.
+#[derive(Debug, serde::Serialize)]
+pub struct ComposeReport {
+    pub file: String,
+    pub elements: usize,
+    pub distinct_elements: usize,
+    pub notes: usize,
+    pub seconds: f64,
+    pub lowest_pitch: String,
+    pub highest_pitch: String,
+    pub notes_per_second: f64,
+    /// The most notes sounding at the same moment.
+    pub max_polyphony: usize,
+}
+
+impl ComposeReport {
+    fn new(output: &Path, composition: &Composition, tempo_bpm: f64) -> Self {
+        let notes = &composition.notes;
+        let seconds =
+            notes.iter().map(|n| n.onset_quarters + n.duration_quarters).fold(0.0, f64::max) * 60.0 / tempo_bpm;
+        // Sweep over note starts (+1) and ends (−1); ends sort first at equal times.
+        let mut changes: Vec<(f64, i32)> =
+            notes.iter().flat_map(|n| [(n.onset_quarters, 1), (n.onset_quarters + n.duration_quarters, -1)]).collect();
+        changes.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let (mut sounding, mut max_polyphony) = (0i32, 0i32);
+        for (_, change) in changes {
+            sounding += change;
+            max_polyphony = max_polyphony.max(sounding);
+        }
+        let distinct: std::collections::BTreeSet<&String> = composition.tokens.iter().collect();
+        ComposeReport {
+            file: output.display().to_string(),
+            elements: composition.tokens.len(),
+            distinct_elements: distinct.len(),
+            notes: notes.len(),
+            seconds,
+            lowest_pitch: artifacts::pitch_name(notes.iter().map(|n| n.pitch).min().unwrap_or(0)),
+            highest_pitch: artifacts::pitch_name(notes.iter().map(|n| n.pitch).max().unwrap_or(0)),
+            notes_per_second: notes.len() as f64 / seconds.max(1e-9),
+            max_polyphony: max_polyphony as usize,
+        }
+    }
 }
 
 /// Generates `config.compose.tokens` tokens after a seeded random seed window and decodes them.

@@ -52,31 +52,74 @@ pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<Datas
     let (notes, input_digest) = artifacts::read_input::<NotesArtifact>(input).map_err(EncodeError::Artifact)?;
     let dataset = encode(config, &notes)?;
 
-    let train_windows = dataset.windows(Split::Train).len();
-    let validation_windows = dataset.windows(Split::Validation).len();
-    let count = |split| dataset.pieces.iter().filter(|p| p.split == split).count();
-    let tokens: usize = dataset.pieces.iter().map(|p| p.tokens.len()).sum();
+    let report = EncodeReport::new(&dataset);
     tracing::info!(
         "encode: {} pieces ({} train, {} validation), {} tokens, vocabulary of {}, \
-         {} training and {} validation windows of {}",
-        dataset.pieces.len(),
-        count(Split::Train),
-        count(Split::Validation),
-        tokens,
-        dataset.vocabulary.len(),
-        train_windows,
-        validation_windows,
-        dataset.seq_len
+         {} training and {} validation windows of {}; most frequent: {}",
+        report.train_pieces + report.validation_pieces,
+        report.train_pieces,
+        report.validation_pieces,
+        report.train_tokens + report.validation_tokens,
+        report.vocabulary_size,
+        report.train_windows,
+        report.validation_windows,
+        dataset.seq_len,
+        report.most_frequent.iter().take(5).map(|(t, n)| format!("{t} ×{n}")).collect::<Vec<_>>().join(", ")
     );
-    if validation_windows == 0 {
+    if report.validation_windows == 0 {
         tracing::warn!("no validation window: training will report no validation loss");
     }
     let producer = concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"));
     let outcome =
         artifacts::write(output, &dataset, producer, config.section_digest(Section::Encode), vec![input_digest])
             .map_err(EncodeError::Artifact)?;
+    artifacts::write_report(output, &report).map_err(EncodeError::Artifact)?;
     stage_cli::log_outcome(output, outcome);
     Ok(dataset)
+}
+
+/// What one run made: logged as a summary and written as `dataset.report.json`.
+#[derive(Debug, serde::Serialize)]
+pub struct EncodeReport {
+    pub encoding: String,
+    pub vocabulary_size: usize,
+    pub seq_len: usize,
+    pub stride: usize,
+    pub train_pieces: usize,
+    pub validation_pieces: usize,
+    pub train_tokens: usize,
+    pub validation_tokens: usize,
+    pub train_windows: usize,
+    pub validation_windows: usize,
+    /// The ten most and least frequent tokens with their counts.
+    pub most_frequent: Vec<(String, usize)>,
+    pub least_frequent: Vec<(String, usize)>,
+}
+
+impl EncodeReport {
+    fn new(dataset: &DatasetArtifact) -> Self {
+        let side = |split| dataset.pieces.iter().filter(move |p| p.split == split);
+        let mut counts = vec![0usize; dataset.vocabulary.len()];
+        for id in dataset.pieces.iter().flat_map(|p| &p.tokens) {
+            counts[*id as usize] += 1;
+        }
+        let mut ranked: Vec<(String, usize)> = dataset.vocabulary.tokens.iter().cloned().zip(counts).collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        EncodeReport {
+            encoding: dataset.encoding.name().to_string(),
+            vocabulary_size: dataset.vocabulary.len(),
+            seq_len: dataset.seq_len,
+            stride: dataset.stride,
+            train_pieces: side(Split::Train).count(),
+            validation_pieces: side(Split::Validation).count(),
+            train_tokens: side(Split::Train).map(|p| p.tokens.len()).sum(),
+            validation_tokens: side(Split::Validation).map(|p| p.tokens.len()).sum(),
+            train_windows: dataset.windows(Split::Train).len(),
+            validation_windows: dataset.windows(Split::Validation).len(),
+            most_frequent: ranked.iter().take(10).cloned().collect(),
+            least_frequent: ranked.iter().rev().take(10).cloned().collect(),
+        }
+    }
 }
 
 /// Encodes every piece, builds the dictionary and draws the split.

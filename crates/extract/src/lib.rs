@@ -13,7 +13,7 @@
 //! Files are independent, so they are parsed in parallel with rayon; the output is sorted
 //! by path and does not depend on the thread count.
 
-use artifacts::{ExtractedFile, InputDigest, Note, NotesArtifact, RejectedFile, WriteOutcome};
+use artifacts::{ExtractedFile, InputDigest, Note, NotesArtifact, RejectedFile};
 use config::{ExtractConfig, PipelineConfig, Section};
 use midly::{MetaMessage, MidiMessage, Timing, TrackEventKind};
 use rayon::prelude::*;
@@ -58,27 +58,19 @@ impl fmt::Display for ExtractError {
 
 impl std::error::Error for ExtractError {}
 
-/// What one run did, for the summary line and for callers such as tests.
-#[derive(Debug)]
-pub struct ExtractSummary {
-    pub files_read: usize,
-    pub files_rejected: usize,
-    pub notes: usize,
-    pub seconds_of_music: f64,
-    pub outcome: WriteOutcome,
-}
-
 /// Runs the stage: finds the MIDI files under `input`, extracts them, writes `output`.
-pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<ExtractSummary, ExtractError> {
+pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<ExtractReport, ExtractError> {
     let paths = find_midi_files(input)?;
     tracing::info!("extract: {} MIDI files under {}", paths.len(), input.display());
     let progress = Mutex::new(Progress::new("extract", "files", paths.len() as u64));
-    let results: Vec<Result<ExtractedFile, RejectedFile>> = paths
+    let results: Vec<Result<(ExtractedFile, MidiFacts), RejectedFile>> = paths
         .par_iter()
         .map(|path| {
             let relative = relative_name(input, path);
             let result = extract_file(path, &config.extract)
-                .map(|(content_digest, notes)| ExtractedFile { path: relative.clone(), content_digest, notes })
+                .map(|(content_digest, notes, facts)| {
+                    (ExtractedFile { path: relative.clone(), content_digest, notes }, facts)
+                })
                 .map_err(|reason| RejectedFile { path: relative, reason });
             if let Ok(mut p) = progress.lock() {
                 p.advance(1, String::new);
@@ -88,9 +80,14 @@ pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<Extra
         .collect();
 
     let mut artifact = NotesArtifact { files: Vec::new(), rejected: Vec::new() };
+    let (mut files_with_pedal, mut tempo_changes) = (0, 0);
     for result in results {
         match result {
-            Ok(file) => artifact.files.push(file),
+            Ok((file, facts)) => {
+                artifact.files.push(file);
+                files_with_pedal += usize::from(facts.pedal_presses > 0);
+                tempo_changes += facts.tempo_changes;
+            }
             Err(rejected) => {
                 tracing::warn!("skipped {}: {}", rejected.path, rejected.reason);
                 artifact.rejected.push(rejected);
@@ -101,35 +98,75 @@ pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<Extra
         return Err(ExtractError::NothingReadable { folder: input.to_path_buf(), rejected: artifact.rejected.len() });
     }
 
-    let summary_notes: usize = artifact.files.iter().map(|f| f.notes.len()).sum();
-    let seconds: f64 = artifact
-        .files
-        .iter()
-        .map(|f| f.notes.iter().map(|n| n.onset_seconds + n.duration_seconds).fold(0.0, f64::max))
-        .sum();
     let inputs =
         artifact.files.iter().map(|f| InputDigest { name: f.path.clone(), digest: f.content_digest }).collect();
     let producer = concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"));
     let outcome = artifacts::write(output, &artifact, producer, config.section_digest(Section::Extract), inputs)
         .map_err(ExtractError::Artifact)?;
 
-    let summary = ExtractSummary {
-        files_read: artifact.files.len(),
-        files_rejected: artifact.rejected.len(),
-        notes: summary_notes,
-        seconds_of_music: seconds,
-        outcome,
-    };
+    let report = ExtractReport::new(&artifact, files_with_pedal, tempo_changes);
     tracing::info!(
-        "extract: read {} files, skipped {}{}; {} notes, {:.1} minutes of music",
-        summary.files_read,
-        summary.files_rejected,
+        "extract: read {} files, skipped {}{}; {} notes, {:.1} minutes of music, pitches {}–{}, \
+         {:.1} notes/s, {} files with pedal, {} tempo changes",
+        report.files_read,
+        report.files_skipped,
         grouped_reasons(&artifact.rejected),
-        summary.notes,
-        summary.seconds_of_music / 60.0
+        report.notes,
+        report.seconds_of_music / 60.0,
+        report.lowest_pitch,
+        report.highest_pitch,
+        report.notes_per_second,
+        report.files_with_pedal,
+        report.tempo_changes
     );
+    artifacts::write_report(output, &report).map_err(ExtractError::Artifact)?;
     stage_cli::log_outcome(output, outcome);
-    Ok(summary)
+    Ok(report)
+}
+
+/// What one run did: logged as a summary and written as `notes.report.json`.
+#[derive(Debug, serde::Serialize)]
+pub struct ExtractReport {
+    pub files_read: usize,
+    pub files_skipped: usize,
+    /// Skipped files grouped by reason: reason → file names.
+    pub skipped: BTreeMap<String, Vec<String>>,
+    pub notes: usize,
+    /// Summed over files, each from time 0 to its last note's end.
+    pub seconds_of_music: f64,
+    pub lowest_pitch: String,
+    pub highest_pitch: String,
+    pub notes_per_second: f64,
+    pub files_with_pedal: usize,
+    pub tempo_changes: usize,
+}
+
+impl ExtractReport {
+    fn new(artifact: &NotesArtifact, files_with_pedal: usize, tempo_changes: usize) -> Self {
+        let all_notes = || artifact.files.iter().flat_map(|f| &f.notes);
+        let seconds: f64 = artifact
+            .files
+            .iter()
+            .map(|f| f.notes.iter().map(|n| n.onset_seconds + n.duration_seconds).fold(0.0, f64::max))
+            .sum();
+        let notes = all_notes().count();
+        let mut skipped: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for r in &artifact.rejected {
+            skipped.entry(r.reason.clone()).or_default().push(r.path.clone());
+        }
+        ExtractReport {
+            files_read: artifact.files.len(),
+            files_skipped: artifact.rejected.len(),
+            skipped,
+            notes,
+            seconds_of_music: seconds,
+            lowest_pitch: artifacts::pitch_name(all_notes().map(|n| n.pitch).min().unwrap_or(0)),
+            highest_pitch: artifacts::pitch_name(all_notes().map(|n| n.pitch).max().unwrap_or(0)),
+            notes_per_second: notes as f64 / seconds.max(1e-9),
+            files_with_pedal,
+            tempo_changes,
+        }
+    }
 }
 
 /// `": 3 not a MIDI file, 1 truncated"`-style tally of rejection reasons, or "".
@@ -189,14 +226,14 @@ fn relative_name(root: &Path, path: &Path) -> String {
 }
 
 /// Reads and extracts one file: its content digest and notes, or a one-line reason.
-pub fn extract_file(path: &Path, limits: &ExtractConfig) -> Result<(artifacts::Digest, Vec<Note>), String> {
+pub fn extract_file(path: &Path, limits: &ExtractConfig) -> Result<(artifacts::Digest, Vec<Note>, MidiFacts), String> {
     let size = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?.len();
     if size > limits.max_file_bytes {
         return Err(format!("too large: {size} bytes, limit extract.max_file_bytes = {}", limits.max_file_bytes));
     }
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    let notes = notes_of_midi(&bytes, limits)?;
-    Ok((artifacts::digest(&bytes), notes))
+    let (notes, facts) = read_midi(&bytes, limits)?;
+    Ok((artifacts::digest(&bytes), notes, facts))
 }
 
 /// Converts MIDI ticks to seconds and quarter notes.
@@ -274,6 +311,20 @@ impl Clock {
 /// last track are ignored, and a damaged track is read up to its first unreadable event
 /// (midly's non-strict mode), so a truncated file keeps the notes before the damage.
 pub fn notes_of_midi(bytes: &[u8], limits: &ExtractConfig) -> Result<Vec<Note>, String> {
+    read_midi(bytes, limits).map(|(notes, _)| notes)
+}
+
+/// Facts about a file beyond its notes, for the stage report.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MidiFacts {
+    /// Tempo meta events, across all tracks.
+    pub tempo_changes: usize,
+    /// Sustain pedal presses (controller 64 going to 64 or more).
+    pub pedal_presses: usize,
+}
+
+/// [`notes_of_midi`], with the [`MidiFacts`] the report needs.
+pub fn read_midi(bytes: &[u8], limits: &ExtractConfig) -> Result<(Vec<Note>, MidiFacts), String> {
     // Parsed lazily, track by track, so the caps below bound memory: nothing is held but
     // the events we keep.
     let (header, tracks) = midly::parse(bytes).map_err(|e| format!("not a readable MIDI file: {e}"))?;
@@ -286,6 +337,7 @@ pub fn notes_of_midi(bytes: &[u8], limits: &ExtractConfig) -> Result<Vec<Note>, 
     let mut tempo_changes = Vec::new();
     let mut file_end = 0u64;
     let mut drum_notes = 0usize;
+    let mut facts = MidiFacts::default();
     let mut event_count = 0usize;
     for (track_index, track) in tracks.enumerate() {
         if track_index >= limits.max_tracks {
@@ -302,6 +354,11 @@ pub fn notes_of_midi(bytes: &[u8], limits: &ExtractConfig) -> Result<Vec<Note>, 
             tick += u64::from(event.delta.as_int());
             match event.kind {
                 TrackEventKind::Meta(MetaMessage::Tempo(micros)) => tempo_changes.push((tick, micros.as_int())),
+                TrackEventKind::Midi { message: MidiMessage::Controller { controller, value }, .. }
+                    if controller == 64 && value >= 64 =>
+                {
+                    facts.pedal_presses += 1;
+                }
                 TrackEventKind::Midi { channel, message } if channel.as_int() != DRUM_CHANNEL => {
                     events.push((tick, track_index, channel.as_int(), message));
                 }
@@ -312,6 +369,7 @@ pub fn notes_of_midi(bytes: &[u8], limits: &ExtractConfig) -> Result<Vec<Note>, 
         file_end = file_end.max(tick);
     }
     events.sort_by_key(|&(tick, track, _, _)| (tick, track));
+    facts.tempo_changes = tempo_changes.len();
     let clock = Clock::new(header.timing, tempo_changes)?;
 
     let mut programs = [0u8; 16];
@@ -364,7 +422,7 @@ pub fn notes_of_midi(bytes: &[u8], limits: &ExtractConfig) -> Result<Vec<Note>, 
         });
     }
     notes.sort_by(|a, b| a.onset_seconds.total_cmp(&b.onset_seconds).then(a.pitch.cmp(&b.pitch)));
-    Ok(notes)
+    Ok((notes, facts))
 }
 
 #[cfg(test)]

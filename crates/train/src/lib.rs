@@ -95,17 +95,67 @@ pub fn run(
             .map(drop)
             .map_err(TrainError::Artifact)
     };
-    let model =
-        train(config, &dataset, &device, resume, Checkpoints { save: &mut save, interrupt }).map_err(|e| match e {
-            TrainError::Interrupted { .. } => TrainError::Interrupted { checkpoint: checkpoint_path.clone() },
-            other => other,
-        })?;
+    let curve_path = output.with_file_name("training_curve.svg");
+    let mut draw_curve = |history: &[EpochRecord], steps: &[(f64, f32)]| {
+        let svg = pictures::training_curve(history, steps);
+        artifacts::write_if_changed(&curve_path, svg.as_bytes()).map(drop).map_err(TrainError::Artifact)
+    };
+    let started = Instant::now();
+    let hooks = Hooks { save: &mut save, interrupt, epoch_done: &mut draw_curve };
+    let model = train(config, &dataset, &device, resume, hooks).map_err(|e| match e {
+        TrainError::Interrupted { .. } => TrainError::Interrupted { checkpoint: checkpoint_path.clone() },
+        other => other,
+    })?;
 
     let outcome =
         artifacts::write(output, &model, producer, config_digest, vec![input_digest]).map_err(TrainError::Artifact)?;
     artifacts::remove_if_present(&checkpoint_path).map_err(TrainError::Artifact)?;
+    let report = TrainReport::new(&model, started.elapsed().as_secs_f64(), &device);
+    if let Some(best) = model.history.iter().find(|e| Some(e.epoch) == report.best_epoch) {
+        tracing::info!(
+            "train: best validation loss {:.3} in epoch {} of {}; {:.0} s in all; curve in {}",
+            best.validation_loss.unwrap_or(f32::NAN),
+            best.epoch,
+            model.history.len(),
+            report.seconds,
+            curve_path.display()
+        );
+    }
+    artifacts::write_report(output, &report).map_err(TrainError::Artifact)?;
     stage_cli::log_outcome(output, outcome);
     Ok(model)
+}
+
+/// What one run did: written as `model.report.json`.
+#[derive(Debug, serde::Serialize)]
+pub struct TrainReport {
+    pub parameters: usize,
+    pub device: String,
+    pub threads: usize,
+    /// Wall-clock seconds of this run (a resumed run counts from its restart).
+    pub seconds: f64,
+    /// The epoch with the lowest validation loss, if there is a validation set.
+    pub best_epoch: Option<usize>,
+    pub history: Vec<EpochRecord>,
+}
+
+impl TrainReport {
+    fn new(model: &ModelArtifact, seconds: f64, device: &Device) -> Self {
+        let best_epoch = model
+            .history
+            .iter()
+            .filter_map(|e| e.validation_loss.map(|v| (e.epoch, v)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(epoch, _)| epoch);
+        TrainReport {
+            parameters: model.weights.iter().map(|w| w.data.len()).sum(),
+            device: format!("{device:?}"),
+            threads: candle_core::utils::get_num_threads(),
+            seconds,
+            best_epoch,
+            history: model.history.clone(),
+        }
+    }
 }
 
 /// Where the checkpoint of a run writing `output` lives: beside it, `<output>.checkpoint`.
@@ -162,13 +212,16 @@ pub fn interrupt_on_signals() -> std::io::Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
-/// How a training run saves its progress and learns that it should stop.
-pub struct Checkpoints<'a> {
+/// How a training run reports and saves its progress and learns that it should stop.
+pub struct Hooks<'a> {
     /// Stores a checkpoint (atomically); called every `train.checkpoint_steps` steps,
     /// every `train.checkpoint_seconds`, and when `interrupt` is set.
     pub save: &'a mut dyn FnMut(&CheckpointArtifact) -> Result<(), TrainError>,
     /// Set from outside (a signal handler) to stop after the current step.
     pub interrupt: &'a AtomicBool,
+    /// Called after every epoch with the history so far and this run's per-step losses as
+    /// `(epoch position, loss)`, e.g. to redraw the training curve.
+    pub epoch_done: &'a mut dyn FnMut(&[EpochRecord], &[(f64, f32)]) -> Result<(), TrainError>,
 }
 
 /// Trains the model on `dataset` as `config.train` says, from scratch or from `resume`,
@@ -178,7 +231,7 @@ pub fn train(
     dataset: &DatasetArtifact,
     device: &Device,
     resume: Option<CheckpointArtifact>,
-    checkpoints: Checkpoints,
+    hooks: Hooks,
 ) -> Result<ModelArtifact, TrainError> {
     let settings = &config.train;
     let hyperparameters = Hyperparameters {
@@ -241,6 +294,7 @@ pub fn train(
     let started = Instant::now();
     let mut last_save = (Instant::now(), 0usize);
     let mut steps = 0usize;
+    let mut step_losses: Vec<(f64, f32)> = Vec::new();
     for epoch in start_epoch..=settings.epochs {
         let epoch_started = Instant::now();
         order_rng.shuffle(&mut train_windows);
@@ -279,14 +333,15 @@ pub fn train(
             loss_sum += loss_value * count as f64;
             targets += count;
             steps += 1;
+            step_losses.push(((epoch - 1) as f64 + (index + 1) as f64 / batches.len() as f64, loss_value as f32));
             progress.advance(1, || format!(", loss {:.3}", loss_sum / targets as f64));
 
-            let interrupted = checkpoints.interrupt.load(Ordering::Relaxed);
+            let interrupted = hooks.interrupt.load(Ordering::Relaxed);
             let due = (settings.checkpoint_steps > 0 && steps - last_save.1 >= settings.checkpoint_steps)
                 || (settings.checkpoint_seconds > 0.0
                     && last_save.0.elapsed().as_secs_f64() >= settings.checkpoint_seconds);
             if interrupted || due {
-                (checkpoints.save)(&CheckpointArtifact {
+                (hooks.save)(&CheckpointArtifact {
                     model: snapshot(&model, &optimizer, &history)?,
                     epoch,
                     batches_done: index + 1,
@@ -313,6 +368,7 @@ pub fn train(
         };
         log_epoch(&record, settings.epochs, started.elapsed().as_secs_f64());
         history.push(record);
+        (hooks.epoch_done)(&history, &step_losses)?;
     }
     snapshot(&model, &optimizer, &history)
 }
@@ -430,8 +486,8 @@ mod tests {
         config.train.batch_size = 8;
         config.train.learning_rate = 0.01;
         let stop = AtomicBool::new(false);
-        let checkpoints = Checkpoints { save: &mut |_: &CheckpointArtifact| Ok(()), interrupt: &stop };
-        let model = train(&config, &dataset, &Device::Cpu, None, checkpoints).unwrap();
+        let hooks = Hooks { save: &mut |_| Ok(()), interrupt: &stop, epoch_done: &mut |_, _| Ok(()) };
+        let model = train(&config, &dataset, &Device::Cpu, None, hooks).unwrap();
         let first = &model.history[0];
         let last = model.history.last().unwrap();
         assert!(last.train_loss < first.train_loss * 0.5, "{} → {}", first.train_loss, last.train_loss);
