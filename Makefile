@@ -25,7 +25,7 @@ MODEL    := $(ART)/model.bin
 MUSIC    := $(ART)/generated_music.mid
 
 .DEFAULT_GOAL := all
-.PHONY: all test corpus clean help
+.PHONY: all test corpus inspect clean help
 
 # ---------------------------------------------------------------------------------------
 # Stamps. Written while the Makefile is read, and rewritten only when their content
@@ -98,17 +98,27 @@ all: $(MUSIC)
 test:
 	cargo test --release --locked --workspace
 
+# What each artifact is and what made it.
+inspect: $(BIN)/inspect
+	@$(BIN)/inspect $(wildcard $(NOTES) $(DATASET) $(MODEL) $(MODEL).checkpoint)
+
+$(BIN)/inspect: $(call sources,inspect artifacts)
+	cargo build --release --locked $(CARGO_FLAGS) --bin inspect
+	@touch $@
+
 # Re-renders the bundled sample corpus from its text scores (data/scores/*.score).
 corpus:
 	cargo run --release --locked -p sample-corpus
 
 clean:
-	rm -rf $(STAMPS) $(NOTES) $(DATASET) $(MODEL) $(MODEL).checkpoint $(ART)/generated_music*.mid
+	rm -rf $(STAMPS) $(NOTES) $(DATASET) $(MODEL) $(MODEL).checkpoint $(ART)/*.report.json \
+	    $(ART)/training_curve.svg $(ART)/generated_music*.mid $(ART)/generated_music*.svg
 
 help:
 	@echo "make              run extract, encode, train, compose on DATA ($(DATA)); writes $(MUSIC)"
 	@echo "make DATA=dir     the same on another folder of .mid/.midi files (searched recursively)"
 	@echo "make test         the test suite (needs ../shared/data beside the checkout)"
+	@echo "make inspect      print what each artifact is and what made it"
 	@echo "make corpus       re-render data/*.mid from data/scores/*.score"
 	@echo "make clean        delete the artifacts"
 	@echo "variables: CONFIG=$(CONFIG) ART=$(ART) DATA=$(DATA) CARGO_FLAGS=$(CARGO_FLAGS)"

@@ -17,7 +17,7 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
 }
 
-/// `target/release`, with all four stage binaries built (once per process).
+/// `target/release`, with the four stage binaries and `inspect` built (once per process).
 pub fn release_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {

@@ -42,6 +42,25 @@ fn four_binaries_make_a_playable_midi_file_reproducibly() {
     assert!(tempo, "the tempo is set");
     assert_eq!(program, Some(0), "piano");
 
+    // Reports and pictures beside the artifacts; inspect names what made each artifact.
+    for report in ["notes", "dataset", "model", "music"] {
+        let text = std::fs::read_to_string(dir.join(format!("out/{report}.report.json"))).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(json.is_object() && !json.as_object().unwrap().is_empty(), "{report}: {text}");
+    }
+    let music = std::fs::read_to_string(dir.join("out/music.report.json")).unwrap();
+    assert!(music.contains(&format!("\"notes\": {notes}")), "{music}");
+    for picture in ["training_curve.svg", "music.svg"] {
+        let svg = std::fs::read_to_string(dir.join("out").join(picture)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("</svg>"), "{picture}");
+    }
+    let output = run_stage("inspect", dir, &["out/notes.bin", "out/dataset.bin", "out/model.bin"]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", describe(&output));
+    for needle in ["notes artifact", "producer: extract", "dataset artifact", "model artifact", "producer: train", "epochs"] {
+        assert!(text.contains(needle), "inspect output lacks {needle:?}: {text}");
+    }
+
     let (_, model) = artifacts::read::<artifacts::ModelArtifact>(&dir.join("out/model.bin")).unwrap();
     assert_eq!(model.history.len(), 2);
     assert!(model.history.iter().all(|e| e.train_loss.is_finite() && e.validation_loss.is_some()));

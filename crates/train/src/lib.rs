@@ -221,8 +221,11 @@ pub struct Hooks<'a> {
     pub interrupt: &'a AtomicBool,
     /// Called after every epoch with the history so far and this run's per-step losses as
     /// `(epoch position, loss)`, e.g. to redraw the training curve.
-    pub epoch_done: &'a mut dyn FnMut(&[EpochRecord], &[(f64, f32)]) -> Result<(), TrainError>,
+    pub epoch_done: &'a mut EpochDone<'a>,
 }
+
+/// The callback of [`Hooks::epoch_done`].
+pub type EpochDone<'a> = dyn FnMut(&[EpochRecord], &[(f64, f32)]) -> Result<(), TrainError> + 'a;
 
 /// Trains the model on `dataset` as `config.train` says, from scratch or from `resume`,
 /// and returns the artifact.
