@@ -3,12 +3,12 @@
 //! - [`ConfigArgs`]: the `--config` and `--set section.key=value` flags every stage takes,
 //!   flattened into each binary's clap struct, and [`ConfigArgs::load`].
 //! - [`init_logging`]: `tracing` to stderr, filtered by `RUST_LOG` (default `info`).
-//! - [`Progress`]: periodic log lines with count, rate and ETA for long loops.
+//! - [`Progress`]: a progress bar with rate and ETA on a terminal, periodic log lines elsewhere.
 //! - [`exit_with`]: turns a stage's `Result` into a one-line `error: …` and exit code 1.
 //!
-//! Key design decision: progress is reported as ordinary `tracing` lines at most every few
-//! seconds, not as a redrawn terminal bar, so the same output reads well in a terminal, in
-//! `make`'s interleaved output, in CI logs and in a batch job's log file.
+//! Key design decision: a redrawn progress bar only when stderr is a terminal; anywhere else
+//! (CI logs, `make … 2> log`, batch jobs) progress is ordinary `tracing` lines at most every
+//! few seconds, since a bar's carriage returns turn a log file into noise.
 
 use config::{ConfigError, PipelineConfig};
 use std::io::IsTerminal;
@@ -66,7 +66,8 @@ pub fn exit_with<E: std::fmt::Display>(result: Result<(), E>) -> ExitCode {
     }
 }
 
-/// Logs `done/total`, the rate and the ETA of a loop at most every `interval`.
+/// Shows how far a loop has come, with its rate and ETA: a progress bar when stderr is a
+/// terminal, else a log line at most every few seconds (CI, `make` output piped to a file).
 pub struct Progress {
     what: &'static str,
     unit: &'static str,
@@ -75,19 +76,39 @@ pub struct Progress {
     started: Instant,
     last_report: Instant,
     interval: Duration,
+    bar: Option<indicatif::ProgressBar>,
 }
 
 impl Progress {
-    /// A progress reporter for `total` `unit`s of `what` (e.g. "train epoch 3", "batches").
+    /// A progress reporter for `total` `unit`s of `what` (e.g. "train", "batches").
     pub fn new(what: &'static str, unit: &'static str, total: u64) -> Self {
         let now = Instant::now();
-        Progress { what, unit, total, done: 0, started: now, last_report: now, interval: Duration::from_secs(5) }
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let style = indicatif::ProgressStyle::with_template(&format!(
+                "{what:>8} [{{bar:30}}] {{pos}}/{{len}} {unit} ({{per_sec}}, ETA {{eta}}){{msg}}"
+            ))
+            .expect("the template is valid")
+            .progress_chars("=> ");
+            indicatif::ProgressBar::new(total).with_style(style)
+        });
+        Progress { what, unit, total, done: 0, started: now, last_report: now, interval: Duration::from_secs(5), bar }
     }
 
-    /// Records `n` more units done; logs a line if the interval has passed. `detail` is
-    /// appended to the line (e.g. the running loss) and only computed when a line is logged.
+    /// Records `n` more units done. `detail` is shown after the counts (e.g. the running
+    /// loss); it is only computed when something is shown.
     pub fn advance(&mut self, n: u64, detail: impl FnOnce() -> String) {
         self.done += n;
+        if let Some(bar) = &self.bar {
+            bar.inc(n);
+            if bar.is_hidden() || self.last_report.elapsed() >= Duration::from_millis(200) {
+                bar.set_message(detail());
+                self.last_report = Instant::now();
+            }
+            if self.done >= self.total {
+                bar.finish_and_clear();
+            }
+            return;
+        }
         if self.last_report.elapsed() < self.interval || self.done >= self.total {
             return;
         }
@@ -107,10 +128,13 @@ impl Progress {
             detail()
         );
     }
+}
 
-    /// Seconds since the reporter was made.
-    pub fn elapsed_seconds(&self) -> f64 {
-        self.started.elapsed().as_secs_f64()
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
     }
 }
 
