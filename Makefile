@@ -25,7 +25,7 @@ MODEL    := $(ART)/model.bin
 MUSIC    := $(ART)/generated_music.mid
 
 .DEFAULT_GOAL := all
-.PHONY: all test corpus inspect clean help
+.PHONY: all test test-deps listen corpus inspect clean help
 
 # ---------------------------------------------------------------------------------------
 # Stamps. Written while the Makefile is read, and rewritten only when their content
@@ -68,8 +68,8 @@ SHARED  := artifacts config stage-cli
 
 $(BIN)/extract: $(call sources,extract $(SHARED))
 $(BIN)/encode:  $(call sources,encode seeded-rng $(SHARED))
-$(BIN)/train:   $(call sources,train lstm seeded-rng $(SHARED))
-$(BIN)/compose: $(call sources,compose encode lstm seeded-rng $(SHARED))
+$(BIN)/train:   $(call sources,train lstm pictures seeded-rng $(SHARED))
+$(BIN)/compose: $(call sources,compose encode lstm pictures seeded-rng $(SHARED))
 $(BIN)/extract $(BIN)/encode $(BIN)/train $(BIN)/compose:
 	cargo build --release --locked $(CARGO_FLAGS) --bin $(notdir $@)
 	@touch $@
@@ -95,8 +95,24 @@ all: $(MUSIC)
 # ---------------------------------------------------------------------------------------
 # Everything else.
 # ---------------------------------------------------------------------------------------
-test:
+test: test-deps
 	cargo test --release --locked --workspace
+
+# The listening test needs a General MIDI SoundFont. Installed here when missing and the
+# machine has apt and the rights to use it; else the message says what to install.
+SOUNDFONT := /usr/share/sounds/sf2/FluidR3_GM.sf2
+test-deps:
+	@test -f $(SOUNDFONT) || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	    apt-get install -y -q fluid-soundfont-gm >/dev/null; } || \
+	    echo "note: no $(SOUNDFONT); install fluid-soundfont-gm (or set compose.soundfont) for the listening test"
+
+# Renders the generated music to WAV (artifacts/generated_music.wav) to listen to.
+listen: $(MUSIC) $(BIN)/listen
+	$(BIN)/listen --config $(CONFIG) $(MUSIC)
+
+$(BIN)/listen: $(call sources,compose encode lstm pictures seeded-rng $(SHARED))
+	cargo build --release --locked $(CARGO_FLAGS) --bin listen
+	@touch $@
 
 # What each artifact is and what made it.
 inspect: $(BIN)/inspect
@@ -112,12 +128,13 @@ corpus:
 
 clean:
 	rm -rf $(STAMPS) $(NOTES) $(DATASET) $(MODEL) $(MODEL).checkpoint $(ART)/*.report.json \
-	    $(ART)/training_curve.svg $(ART)/generated_music*.mid $(ART)/generated_music*.svg
+	    $(ART)/training_curve.svg $(ART)/generated_music*.mid $(ART)/generated_music*.svg $(ART)/generated_music*.wav
 
 help:
 	@echo "make              run extract, encode, train, compose on DATA ($(DATA)); writes $(MUSIC)"
 	@echo "make DATA=dir     the same on another folder of .mid/.midi files (searched recursively)"
 	@echo "make test         the test suite (needs ../shared/data beside the checkout)"
+	@echo "make listen       render the generated music to artifacts/generated_music.wav"
 	@echo "make inspect      print what each artifact is and what made it"
 	@echo "make corpus       re-render data/*.mid from data/scores/*.score"
 	@echo "make clean        delete the artifacts"

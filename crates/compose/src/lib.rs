@@ -14,6 +14,7 @@
 //! `dataset.bin` is rebuilt from other data; the data set only supplies the seed, and a
 //! data set with a different dictionary is refused.
 
+pub mod audio;
 pub mod midi_file;
 
 use artifacts::{DatasetArtifact, Encoding, ModelArtifact};

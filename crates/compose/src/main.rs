@@ -27,6 +27,10 @@ struct Args {
     /// Override the global `seed` for this run only (a different piece from the same model).
     #[arg(long)]
     seed: Option<u64>,
+    /// Also render the music to a WAV file beside the MIDI file, with the SoundFont of
+    /// `compose.soundfont` (or one installed in the usual places).
+    #[arg(long)]
+    wav: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -41,6 +45,12 @@ fn main() -> std::process::ExitCode {
         let config = args.config.load(flags.into_iter().flatten().collect())?;
         lstm::set_cpu_threads(config.runtime.threads);
         compose::run(&config, &args.input, &args.dataset, &args.output)?;
+        if args.wav {
+            let soundfont = compose::audio::find_soundfont(&config.compose.soundfont)?;
+            let wav = args.output.with_extension("wav");
+            let seconds = compose::audio::render_wav(&args.output, &soundfont, &wav)?;
+            tracing::info!("wrote {} ({seconds:.0} s)", wav.display());
+        }
         Ok(())
     })())
 }

@@ -115,6 +115,9 @@ pub struct ComposeConfig {
     /// design's fixed half-beat step).
     pub step_quarters: f64,
     pub velocity: u8,
+    /// A General MIDI SoundFont (.sf2) for `compose --wav` and `make listen`; empty means
+    /// the first one installed in the usual places.
+    pub soundfont: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,6 +198,7 @@ impl Default for ComposeConfig {
             tempo_bpm: 120.0,
             step_quarters: 0.5,
             velocity: 80,
+            soundfont: String::new(),
         }
     }
 }

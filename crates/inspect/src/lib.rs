@@ -9,8 +9,8 @@
 //! stage made it" is exactly what a user needs to know then.
 
 use artifacts::{
-    ArtifactKind, CheckpointArtifact, DatasetArtifact, Header, ModelArtifact, NotesArtifact, Split, from_bytes,
-    hex, read_file, read_header,
+    ArtifactKind, CheckpointArtifact, DatasetArtifact, Header, ModelArtifact, NotesArtifact, Split, from_bytes, hex,
+    read_file, read_header,
 };
 use std::fmt::Write;
 use std::path::Path;

@@ -48,29 +48,9 @@ pub fn run_stage(stage: &str, dir: &Path, args: &[&str]) -> Output {
     Command::new(release_bin().join(stage)).args(args).current_dir(dir).output().expect("stage binary runs")
 }
 
-/// A config that trains in about a second: small model, short windows, few tokens.
-pub const TINY_CONFIG: &str = r#"
-seed = 7
-
-[runtime]
-threads = 1
-
-[encode]
-seq_len = 8
-stride = 4
-validation_fraction = 0.3
-
-[train]
-epochs = 2
-batch_size = 8
-embedding = 8
-hidden = 16
-dropout = 0.1
-
-[compose]
-tokens = 24
-temperature = 1.0
-"#;
+/// A config that trains in about a second: small model, short windows, few tokens. The
+/// file is also what `.ci/run` uses for its check of the output with an independent reader.
+pub const TINY_CONFIG: &str = include_str!("../tiny-pipeline.toml");
 
 /// A temporary project folder with `pipeline.toml` = [`TINY_CONFIG`] and `midi/` holding
 /// the first `files` pieces of the bundled corpus.

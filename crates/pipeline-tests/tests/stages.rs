@@ -57,7 +57,9 @@ fn four_binaries_make_a_playable_midi_file_reproducibly() {
     let output = run_stage("inspect", dir, &["out/notes.bin", "out/dataset.bin", "out/model.bin"]);
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{}", describe(&output));
-    for needle in ["notes artifact", "producer: extract", "dataset artifact", "model artifact", "producer: train", "epochs"] {
+    for needle in
+        ["notes artifact", "producer: extract", "dataset artifact", "model artifact", "producer: train", "epochs"]
+    {
         assert!(text.contains(needle), "inspect output lacks {needle:?}: {text}");
     }
 

@@ -1,0 +1,43 @@
+//! `listen` renders generated music to a WAV file of the right length that is not silent.
+//! Needs a General MIDI SoundFont; `make test` installs Debian's fluid-soundfont-gm.
+
+use pipeline_tests::{describe, run_stage, tiny_project};
+
+#[test]
+fn generated_music_renders_to_an_audible_wav_of_the_right_length() {
+    let soundfont = compose::audio::find_soundfont("")
+        .unwrap_or_else(|e| panic!("the listening test needs a SoundFont ({e}); `make test` installs one"));
+    let project = tiny_project(2);
+    let dir = project.path();
+    let steps: [(&str, &[&str]); 4] = [
+        ("extract", &["--input", "midi", "--output", "notes.bin"]),
+        ("encode", &["--input", "notes.bin", "--output", "dataset.bin"]),
+        ("train", &["--input", "dataset.bin", "--output", "model.bin"]),
+        ("compose", &["--input", "model.bin", "--dataset", "dataset.bin", "--output", "music.mid", "--wav"]),
+    ];
+    for (stage, args) in steps {
+        let output = run_stage(stage, dir, args);
+        assert!(output.status.success(), "{stage}: {}", describe(&output));
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("music.report.json")).unwrap()).unwrap();
+    let music_seconds = report["seconds"].as_f64().unwrap();
+
+    let mut reader = hound::WavReader::open(dir.join("music.wav")).unwrap();
+    let spec = reader.spec();
+    assert_eq!((spec.channels, spec.sample_rate), (2, compose::audio::SAMPLE_RATE));
+    let seconds = reader.duration() as f64 / f64::from(spec.sample_rate);
+    assert!(
+        seconds >= music_seconds && seconds <= music_seconds + 3.0,
+        "{seconds} s of audio for {music_seconds} s of music"
+    );
+    let samples: Vec<i16> = reader.samples::<i16>().map(Result::unwrap).collect();
+    let rms = (samples.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / samples.len() as f64).sqrt();
+    assert!(rms > 100.0, "the audio is (nearly) silent: RMS {rms:.1}, SoundFont {}", soundfont.display());
+
+    // The same through the `listen` binary, onto a copy.
+    std::fs::copy(dir.join("music.mid"), dir.join("again.mid")).unwrap();
+    let output = run_stage("listen", dir, &["again.mid"]);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(std::fs::read(dir.join("again.wav")).unwrap(), std::fs::read(dir.join("music.wav")).unwrap());
+}
