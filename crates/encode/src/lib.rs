@@ -128,11 +128,15 @@ pub fn encode(config: &PipelineConfig, notes: &NotesArtifact) -> Result<DatasetA
     let encoding = match settings.encoding {
         EncodingName::Seed => Encoding::Seed { chord_window_quarters: settings.chord_window },
     };
+    let mut progress = stage_cli::Progress::new("encode", "pieces", notes.files.len() as u64);
     let token_texts: Vec<Vec<String>> = notes
         .files
         .iter()
-        .map(|file| match &encoding {
-            Encoding::Seed { chord_window_quarters } => seed::encode_piece(&file.notes, *chord_window_quarters),
+        .map(|file| {
+            progress.advance(1, String::new);
+            match &encoding {
+                Encoding::Seed { chord_window_quarters } => seed::encode_piece(&file.notes, *chord_window_quarters),
+            }
         })
         .collect();
     let vocabulary = Vocabulary::from_tokens(token_texts.iter().flatten().cloned());

@@ -378,7 +378,9 @@ pub fn train(
 
 fn log_epoch(record: &EpochRecord, epochs: usize, elapsed: f64) {
     let validation = match (record.validation_loss, record.validation_accuracy) {
-        (Some(loss), Some(accuracy)) => format!("validation loss {loss:.3}, accuracy {:.1} %", accuracy * 100.0),
+        (Some(loss), Some(accuracy)) => {
+            format!("validation loss {loss:.3} (perplexity {:.1}), accuracy {:.1} %", loss.exp(), accuracy * 100.0)
+        }
         _ => "no validation set".to_string(),
     };
     tracing::info!(
