@@ -12,6 +12,9 @@ pub enum Encoding {
         /// Notes whose onsets lie within this many quarter notes form one chord.
         chord_window_quarters: f64,
     },
+    /// Key presses, releases, time shifts and velocities (see `encode::performance`); the
+    /// dictionary is fixed by these parameters.
+    Performance { step_ms: u32, max_shift_steps: u32, velocity_bins: u32 },
 }
 
 impl Encoding {
@@ -19,6 +22,7 @@ impl Encoding {
     pub fn name(&self) -> &'static str {
         match self {
             Encoding::Seed { .. } => "seed",
+            Encoding::Performance { .. } => "performance",
         }
     }
 }

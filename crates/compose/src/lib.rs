@@ -19,7 +19,7 @@ pub mod midi_file;
 
 use artifacts::{DatasetArtifact, Encoding, ModelArtifact};
 use candle_core::{D, Device, Tensor};
-use config::{PipelineConfig, Sampling};
+use config::{ComposeConfig, PipelineConfig, Sampling};
 use lstm::LstmModel;
 use midi_file::MidiNote;
 use seeded_rng::SeededRng;
@@ -207,9 +207,7 @@ pub fn compose(
     }
 
     let tokens: Vec<String> = generated.iter().map(|&id| model.vocabulary.token(id).to_owned()).collect();
-    let notes = match model.encoding {
-        Encoding::Seed { .. } => decode_seed(&tokens, settings.step_quarters, settings.velocity),
-    };
+    let notes = decode(&model.encoding, &tokens, settings);
     Ok(Composition { tokens, notes })
 }
 
@@ -246,22 +244,29 @@ pub fn sample(scores: &[f32], temperature: f64, rng: &mut SeededRng) -> u32 {
     weights.iter().rposition(|w| *w > 0.0).unwrap_or(0) as u32
 }
 
-/// Decodes `seed` tokens: element `i` starts at `i × step` quarter notes and lasts one step.
-/// A token that is no valid `seed` token (impossible for tokens from the dictionary, which
-/// `encode` made) becomes a rest.
-pub fn decode_seed(tokens: &[String], step_quarters: f64, velocity: u8) -> Vec<MidiNote> {
-    let mut notes = Vec::new();
-    for (i, token) in tokens.iter().enumerate() {
-        for pitch in encode::seed::decode_token(token).unwrap_or_default() {
-            notes.push(MidiNote {
-                pitch,
-                velocity,
-                onset_quarters: i as f64 * step_quarters,
-                duration_quarters: step_quarters,
-            });
-        }
-    }
-    notes
+/// A generated note still sounding after this long is ended: a model that never releases a
+/// key must not leave a note hanging to the end of the piece.
+const MAX_NOTE_SECONDS: f64 = 10.0;
+
+/// Decodes generated tokens to notes in quarter notes at `settings.tempo_bpm`. `seed`
+/// elements follow each other every `step_quarters` at one velocity, as in the original
+/// design; `performance` tokens carry their own timing and velocities. Decoding is
+/// defensive: text that is no token is skipped, a release of a key that is not down is
+/// ignored, and hanging notes end after [`MAX_NOTE_SECONDS`].
+pub fn decode(encoding: &Encoding, tokens: &[String], settings: &ComposeConfig) -> Vec<MidiNote> {
+    let quarters_per_second = settings.tempo_bpm / 60.0;
+    let seed =
+        encode::SeedTiming { step_seconds: settings.step_quarters / quarters_per_second, velocity: settings.velocity };
+    encode::Codec::new(encoding)
+        .decode(tokens, seed, MAX_NOTE_SECONDS)
+        .into_iter()
+        .map(|n| MidiNote {
+            pitch: n.pitch,
+            velocity: n.velocity,
+            onset_quarters: n.onset_seconds * quarters_per_second,
+            duration_quarters: n.duration_seconds * quarters_per_second,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -283,9 +288,23 @@ mod tests {
     #[test]
     fn seed_decoding_places_elements_on_a_fixed_grid() {
         let tokens: Vec<String> = ["C4", "4.7.11", "G4"].iter().map(|s| s.to_string()).collect();
-        let notes = decode_seed(&tokens, 0.5, 70);
+        let settings = ComposeConfig { velocity: 70, tempo_bpm: 100.0, ..ComposeConfig::default() };
+        let notes = decode(&Encoding::Seed { chord_window_quarters: 0.0 }, &tokens, &settings);
         let summary: Vec<(u8, f64)> = notes.iter().map(|n| (n.pitch, n.onset_quarters)).collect();
         assert_eq!(summary, vec![(60, 0.0), (64, 0.5), (67, 0.5), (71, 0.5), (67, 1.0)]);
-        assert!(notes.iter().all(|n| n.duration_quarters == 0.5 && n.velocity == 70));
+        assert!(notes.iter().all(|n| (n.duration_quarters - 0.5).abs() < 1e-12 && n.velocity == 70));
+    }
+
+    #[test]
+    fn performance_decoding_keeps_timing_and_velocity_in_beats() {
+        let tokens: Vec<String> =
+            ["vel:20", "on:60", "shift:50", "off:60", "off:61", "on:64"].iter().map(|s| s.to_string()).collect();
+        let encoding = Encoding::Performance { step_ms: 10, max_shift_steps: 100, velocity_bins: 32 };
+        let settings = ComposeConfig { tempo_bpm: 120.0, ..ComposeConfig::default() };
+        let notes = decode(&encoding, &tokens, &settings);
+        // 0.5 s at 120 BPM is one quarter; the hanging E4 keeps one 10 ms step.
+        assert_eq!(notes.len(), 2);
+        assert_eq!((notes[0].pitch, notes[0].velocity), (60, 78));
+        assert!((notes[0].duration_quarters - 1.0).abs() < 1e-9 && (notes[1].onset_quarters - 1.0).abs() < 1e-9);
     }
 }

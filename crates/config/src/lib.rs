@@ -60,12 +60,28 @@ pub struct ExtractConfig {
     pub max_tracks: usize,
     pub max_events: usize,
     pub max_notes: usize,
+    /// Whether the sustain pedal lengthens notes.
+    pub sustain: Sustain,
+    /// Notes longer than this many seconds are cut to it (a stuck key, a missing note-off).
+    pub max_note_seconds: f64,
+}
+
+/// What the sustain pedal (controller 64) does to notes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sustain {
+    /// A key released while the pedal is down rings on until the pedal lifts or the key is
+    /// struck again, as on a piano.
+    Apply,
+    /// Notes end when their key is released.
+    Ignore,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EncodeConfig {
-    /// Token scheme; `"seed"` is the original design's note and chord names.
+    /// Token scheme: `"seed"` (the original design's note and chord names) or
+    /// `"performance"` (key presses, releases, time shifts and velocities).
     pub encoding: EncodingName,
     /// Notes starting within this many quarter notes of each other form one chord.
     pub chord_window: f64,
@@ -75,12 +91,19 @@ pub struct EncodeConfig {
     pub stride: usize,
     /// Share of pieces held out for validation (by piece, seeded).
     pub validation_fraction: f64,
+    /// `performance`: the time step in milliseconds…
+    pub step_ms: u32,
+    /// …the longest single time shift (longer gaps chain shifts)…
+    pub max_shift_ms: u32,
+    /// …and the number of velocity bins.
+    pub velocity_bins: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EncodingName {
     Seed,
+    Performance,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -156,6 +179,8 @@ impl Default for ExtractConfig {
             max_tracks: 1024,
             max_events: 4_000_000,
             max_notes: 1_000_000,
+            sustain: Sustain::Apply,
+            max_note_seconds: 30.0,
         }
     }
 }
@@ -168,6 +193,9 @@ impl Default for EncodeConfig {
             seq_len: 50,
             stride: 5,
             validation_fraction: 0.15,
+            step_ms: 10,
+            max_shift_ms: 1000,
+            velocity_bins: 32,
         }
     }
 }
@@ -283,8 +311,26 @@ impl PipelineConfig {
                 return invalid(key, "must be positive".into());
             }
         }
+        if !(self.extract.max_note_seconds > 0.0 && self.extract.max_note_seconds.is_finite()) {
+            return invalid(
+                "extract.max_note_seconds",
+                format!("must be positive, got {}", self.extract.max_note_seconds),
+            );
+        }
         if !(e.chord_window >= 0.0 && e.chord_window < 4.0) {
             return invalid("encode.chord_window", format!("must be in [0, 4) quarter notes, got {}", e.chord_window));
+        }
+        if !(1..=1000).contains(&e.step_ms) {
+            return invalid("encode.step_ms", format!("must be in 1..=1000, got {}", e.step_ms));
+        }
+        if e.max_shift_ms < e.step_ms || e.max_shift_ms > 60_000 {
+            return invalid(
+                "encode.max_shift_ms",
+                format!("must be between encode.step_ms and 60000, got {}", e.max_shift_ms),
+            );
+        }
+        if !(1..=128).contains(&e.velocity_bins) {
+            return invalid("encode.velocity_bins", format!("must be in 1..=128, got {}", e.velocity_bins));
         }
         if e.seq_len < 2 {
             return invalid("encode.seq_len", format!("must be at least 2, got {}", e.seq_len));

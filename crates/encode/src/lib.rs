@@ -1,20 +1,26 @@
 //! Stage 2, `encode`: `notes.bin` in, `dataset.bin` out.
 //!
 //! Turns every extracted piece into a sequence of token ids with the chosen encoding
-//! (see [`seed`]), builds the dictionary (token ↔ id), and splits the pieces into a
-//! training and a validation side. The training windows themselves are cut later, by
+//! ([`seed`] or [`performance`], both behind [`Codec`]), builds the dictionary (token ↔ id),
+//! splits the pieces into a training and a validation side, and measures what survives
+//! the encoding by decoding every piece again ([`fidelity`]). The training windows themselves are cut later, by
 //! [`artifacts::DatasetArtifact::windows`], so `dataset.bin` stays one sequence per piece.
 //!
 //! Key design decision: the split is by *piece*, never inside a piece, and is drawn from
 //! the seed. Windows cut from the same piece overlap heavily; a split by window would put
 //! near-copies of validation windows into training and make the validation loss a lie.
 //!
-//! `compose` uses this crate as a library to turn generated tokens back into pitches.
+//! `compose` uses this crate as a library ([`Codec::decode`]) to turn generated tokens
+//! back into notes.
 
+pub mod fidelity;
+pub mod performance;
 pub mod seed;
 
-use artifacts::{DatasetArtifact, EncodedPiece, Encoding, NotesArtifact, Split, Vocabulary};
+use artifacts::{DatasetArtifact, EncodedPiece, Encoding, Note, NotesArtifact, Split, Vocabulary};
 use config::{EncodingName, PipelineConfig, Section};
+use fidelity::{Fidelity, Tolerance};
+use performance::{Event, Performance, TimedNote};
 use seeded_rng::SeededRng;
 use std::fmt;
 use std::path::Path;
@@ -52,7 +58,9 @@ pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<Datas
     let (notes, input_digest) = artifacts::read_input::<NotesArtifact>(input).map_err(EncodeError::Artifact)?;
     let dataset = encode(config, &notes)?;
 
-    let report = EncodeReport::new(&dataset);
+    // Seed tokens carry no timing; decoded at the original design's half beat at 120 BPM.
+    let seed_timing = SeedTiming { step_seconds: 0.25, velocity: 80 };
+    let report = EncodeReport::new(&dataset, measure_fidelity(&dataset, &notes, seed_timing));
     tracing::info!(
         "encode: {} pieces ({} train, {} validation), {} tokens, vocabulary of {}, \
          {} training and {} validation windows of {}; most frequent: {}",
@@ -65,6 +73,20 @@ pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<Datas
         report.validation_windows,
         dataset.seq_len,
         report.most_frequent.iter().take(5).map(|(t, n)| format!("{t} ×{n}")).collect::<Vec<_>>().join(", ")
+    );
+    let total = &report.fidelity.total;
+    tracing::info!(
+        "encode: fidelity after decoding: precision {:.4}, recall {:.4}, F1 {:.4} ({} of {} notes; unmatched: \
+         {} pitch, {} onset, {} end, {} velocity)",
+        total.precision,
+        total.recall,
+        total.f1,
+        total.counts.matched,
+        total.counts.reference_notes,
+        total.counts.unmatched_pitch,
+        total.counts.unmatched_onset,
+        total.counts.unmatched_offset,
+        total.counts.unmatched_velocity
     );
     if report.validation_windows == 0 {
         tracing::warn!("no validation window: training will report no validation loss");
@@ -94,10 +116,12 @@ pub struct EncodeReport {
     /// The ten most and least frequent tokens with their counts.
     pub most_frequent: Vec<(String, usize)>,
     pub least_frequent: Vec<(String, usize)>,
+    /// What survives the encoding: every piece decoded and compared with its notes.
+    pub fidelity: FidelityReport,
 }
 
 impl EncodeReport {
-    fn new(dataset: &DatasetArtifact) -> Self {
+    fn new(dataset: &DatasetArtifact, fidelity: FidelityReport) -> Self {
         let side = |split| dataset.pieces.iter().filter(move |p| p.split == split);
         let mut counts = vec![0usize; dataset.vocabulary.len()];
         for id in dataset.pieces.iter().flat_map(|p| &p.tokens) {
@@ -118,6 +142,7 @@ impl EncodeReport {
             validation_windows: dataset.windows(Split::Validation).len(),
             most_frequent: ranked.iter().take(10).cloned().collect(),
             least_frequent: ranked.iter().rev().take(10).cloned().collect(),
+            fidelity,
         }
     }
 }
@@ -127,19 +152,24 @@ pub fn encode(config: &PipelineConfig, notes: &NotesArtifact) -> Result<DatasetA
     let settings = &config.encode;
     let encoding = match settings.encoding {
         EncodingName::Seed => Encoding::Seed { chord_window_quarters: settings.chord_window },
+        EncodingName::Performance => Encoding::Performance {
+            step_ms: settings.step_ms,
+            max_shift_steps: settings.max_shift_ms / settings.step_ms,
+            velocity_bins: settings.velocity_bins,
+        },
     };
+    let codec = Codec::new(&encoding);
     let mut progress = stage_cli::Progress::new("encode", "pieces", notes.files.len() as u64);
     let token_texts: Vec<Vec<String>> = notes
         .files
         .iter()
         .map(|file| {
             progress.advance(1, String::new);
-            match &encoding {
-                Encoding::Seed { chord_window_quarters } => seed::encode_piece(&file.notes, *chord_window_quarters),
-            }
+            codec.encode(&file.notes)
         })
         .collect();
-    let vocabulary = Vocabulary::from_tokens(token_texts.iter().flatten().cloned());
+    let vocabulary =
+        codec.fixed_vocabulary().unwrap_or_else(|| Vocabulary::from_tokens(token_texts.iter().flatten().cloned()));
     let splits = draw_split(notes.files.len(), settings.validation_fraction, config.seed);
     let pieces: Vec<EncodedPiece> = notes
         .files
@@ -162,6 +192,130 @@ pub fn encode(config: &PipelineConfig, notes: &NotesArtifact) -> Result<DatasetA
         });
     }
     Ok(dataset)
+}
+
+/// An encoding, ready to turn notes into tokens and tokens back into notes.
+pub enum Codec {
+    Seed { chord_window_quarters: f64 },
+    Performance(Performance),
+}
+
+/// How `seed` tokens become timed notes: each element lasts one step, at one loudness.
+#[derive(Clone, Copy, Debug)]
+pub struct SeedTiming {
+    pub step_seconds: f64,
+    pub velocity: u8,
+}
+
+impl Codec {
+    pub fn new(encoding: &Encoding) -> Codec {
+        match *encoding {
+            Encoding::Seed { chord_window_quarters } => Codec::Seed { chord_window_quarters },
+            Encoding::Performance { step_ms, max_shift_steps, velocity_bins } => Codec::Performance(Performance {
+                step_seconds: f64::from(step_ms) / 1000.0,
+                max_shift_steps: max_shift_steps.max(1),
+                velocity_bins: velocity_bins.max(1),
+            }),
+        }
+    }
+
+    /// A piece's notes as token strings.
+    pub fn encode(&self, notes: &[Note]) -> Vec<String> {
+        match self {
+            Codec::Seed { chord_window_quarters } => seed::encode_piece(notes, *chord_window_quarters),
+            Codec::Performance(codec) => codec.encode(notes).into_iter().map(Event::token).collect(),
+        }
+    }
+
+    /// The dictionary, when the encoding fixes it (`performance`); `None` when it comes
+    /// from the data (`seed`).
+    pub fn fixed_vocabulary(&self) -> Option<Vocabulary> {
+        match self {
+            Codec::Seed { .. } => None,
+            Codec::Performance(codec) => Some(codec.vocabulary()),
+        }
+    }
+
+    /// Token strings back to notes in seconds. Text that is no token of this encoding is
+    /// skipped; notes never last longer than `max_note_seconds`.
+    pub fn decode<S: AsRef<str>>(&self, tokens: &[S], seed: SeedTiming, max_note_seconds: f64) -> Vec<TimedNote> {
+        match self {
+            Codec::Seed { .. } => {
+                let mut notes = Vec::new();
+                for (i, token) in tokens.iter().enumerate() {
+                    for pitch in seed::decode_token(token.as_ref()).unwrap_or_default() {
+                        notes.push(TimedNote {
+                            pitch,
+                            velocity: seed.velocity,
+                            onset_seconds: i as f64 * seed.step_seconds,
+                            duration_seconds: seed.step_seconds.min(max_note_seconds),
+                        });
+                    }
+                }
+                notes
+            }
+            Codec::Performance(codec) => {
+                let events: Vec<Event> = tokens.iter().filter_map(|t| Event::parse(t.as_ref())).collect();
+                codec.decode(&events, max_note_seconds)
+            }
+        }
+    }
+
+    /// The tolerances of the fidelity check: one time step for onsets, one step or 50 ms
+    /// for ends, one velocity bin (the `seed` encoding is held to 10 ms and 32 bins).
+    pub fn tolerance(&self) -> Tolerance {
+        let (step, bins) = match self {
+            Codec::Seed { .. } => (0.01, 32),
+            Codec::Performance(codec) => (codec.step_seconds, codec.velocity_bins),
+        };
+        Tolerance { onset_seconds: step, offset_seconds: step.max(0.05), velocity: (128 / bins).max(1) as u8 }
+    }
+}
+
+/// Decodes every piece of `dataset` and compares it with the notes `extract` found.
+pub fn measure_fidelity(dataset: &DatasetArtifact, notes: &NotesArtifact, seed: SeedTiming) -> FidelityReport {
+    let codec = Codec::new(&dataset.encoding);
+    let tolerance = codec.tolerance();
+    let mut total = Fidelity::default();
+    let mut pieces = Vec::with_capacity(dataset.pieces.len());
+    for (piece, file) in dataset.pieces.iter().zip(&notes.files) {
+        let tokens: Vec<&str> = piece.tokens.iter().map(|&id| dataset.vocabulary.token(id)).collect();
+        let decoded = codec.decode(&tokens, seed, f64::INFINITY);
+        let fidelity = fidelity::compare(&file.notes, &decoded, tolerance);
+        total.add(&fidelity);
+        pieces.push(PieceFidelity::new(&piece.source, fidelity));
+    }
+    FidelityReport { total: PieceFidelity::new("all pieces", total), pieces }
+}
+
+/// The fidelity of the encoding, in `dataset.report.json`.
+#[derive(Debug, serde::Serialize)]
+pub struct FidelityReport {
+    pub total: PieceFidelity,
+    pub pieces: Vec<PieceFidelity>,
+}
+
+/// One piece's (or all pieces') fidelity with its scores.
+#[derive(Debug, serde::Serialize)]
+pub struct PieceFidelity {
+    pub source: String,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    #[serde(flatten)]
+    pub counts: Fidelity,
+}
+
+impl PieceFidelity {
+    fn new(source: &str, counts: Fidelity) -> Self {
+        PieceFidelity {
+            source: source.to_string(),
+            precision: counts.precision(),
+            recall: counts.recall(),
+            f1: counts.f1(),
+            counts,
+        }
+    }
 }
 
 /// Which pieces go to validation: `round(n × fraction)` of them, chosen by the seed, but

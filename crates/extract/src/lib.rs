@@ -14,7 +14,7 @@
 //! by path and does not depend on the thread count.
 
 use artifacts::{ExtractedFile, InputDigest, Note, NotesArtifact, RejectedFile};
-use config::{ExtractConfig, PipelineConfig, Section};
+use config::{ExtractConfig, PipelineConfig, Section, Sustain};
 use midly::{MetaMessage, MidiMessage, Timing, TrackEventKind};
 use rayon::prelude::*;
 use stage_cli::Progress;
@@ -25,6 +25,10 @@ use std::sync::Mutex;
 
 /// The channel General MIDI reserves for drums (channel 10, counted from 1).
 const DRUM_CHANNEL: u8 = 9;
+/// The 88 keys of a piano, A0 to C8.
+const PIANO_KEYS: std::ops::RangeInclusive<u8> = 21..=108;
+/// The controller number of the sustain (damper) pedal.
+const SUSTAIN_PEDAL: midly::num::u7 = midly::num::u7::new(64);
 /// Tempo when a file sets none: 120 beats per minute.
 const DEFAULT_MICROS_PER_QUARTER: f64 = 500_000.0;
 
@@ -80,13 +84,12 @@ pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<Extra
         .collect();
 
     let mut artifact = NotesArtifact { files: Vec::new(), rejected: Vec::new() };
-    let (mut files_with_pedal, mut tempo_changes) = (0, 0);
+    let mut totals = Totals::default();
     for result in results {
         match result {
             Ok((file, facts)) => {
                 artifact.files.push(file);
-                files_with_pedal += usize::from(facts.pedal_presses > 0);
-                tempo_changes += facts.tempo_changes;
+                totals.add(&facts);
             }
             Err(rejected) => {
                 tracing::warn!("skipped {}: {}", rejected.path, rejected.reason);
@@ -104,10 +107,11 @@ pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<Extra
     let outcome = artifacts::write(output, &artifact, producer, config.section_digest(Section::Extract), inputs)
         .map_err(ExtractError::Artifact)?;
 
-    let report = ExtractReport::new(&artifact, files_with_pedal, tempo_changes);
+    let report = ExtractReport::new(&artifact, totals);
     tracing::info!(
         "extract: read {} files, skipped {}{}; {} notes, {:.1} minutes of music, pitches {}–{}, \
-         {:.1} notes/s, {} files with pedal, {} tempo changes",
+         {:.1} notes/s, {} files with pedal, {} tempo changes; dropped {} notes off the keyboard \
+         and {} of zero length, shortened {} to extract.max_note_seconds",
         report.files_read,
         report.files_skipped,
         grouped_reasons(&artifact.rejected),
@@ -117,7 +121,10 @@ pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<Extra
         report.highest_pitch,
         report.notes_per_second,
         report.files_with_pedal,
-        report.tempo_changes
+        report.tempo_changes,
+        report.dropped_off_keyboard,
+        report.dropped_zero_length,
+        report.shortened
     );
     artifacts::write_report(output, &report).map_err(ExtractError::Artifact)?;
     stage_cli::log_outcome(output, outcome);
@@ -139,10 +146,34 @@ pub struct ExtractReport {
     pub notes_per_second: f64,
     pub files_with_pedal: usize,
     pub tempo_changes: usize,
+    /// Notes dropped by the hygiene rules of [`notes_of_midi`], and notes shortened.
+    pub dropped_off_keyboard: usize,
+    pub dropped_zero_length: usize,
+    pub shortened: usize,
+}
+
+/// [`MidiFacts`] summed over the files read.
+#[derive(Debug, Default)]
+struct Totals {
+    files_with_pedal: usize,
+    tempo_changes: usize,
+    off_keyboard: usize,
+    zero_length: usize,
+    shortened: usize,
+}
+
+impl Totals {
+    fn add(&mut self, facts: &MidiFacts) {
+        self.files_with_pedal += usize::from(facts.pedal_presses > 0);
+        self.tempo_changes += facts.tempo_changes;
+        self.off_keyboard += facts.off_keyboard;
+        self.zero_length += facts.zero_length;
+        self.shortened += facts.shortened;
+    }
 }
 
 impl ExtractReport {
-    fn new(artifact: &NotesArtifact, files_with_pedal: usize, tempo_changes: usize) -> Self {
+    fn new(artifact: &NotesArtifact, totals: Totals) -> Self {
         let all_notes = || artifact.files.iter().flat_map(|f| &f.notes);
         let seconds: f64 = artifact
             .files
@@ -163,8 +194,11 @@ impl ExtractReport {
             lowest_pitch: artifacts::pitch_name(all_notes().map(|n| n.pitch).min().unwrap_or(0)),
             highest_pitch: artifacts::pitch_name(all_notes().map(|n| n.pitch).max().unwrap_or(0)),
             notes_per_second: notes as f64 / seconds.max(1e-9),
-            files_with_pedal,
-            tempo_changes,
+            files_with_pedal: totals.files_with_pedal,
+            tempo_changes: totals.tempo_changes,
+            dropped_off_keyboard: totals.off_keyboard,
+            dropped_zero_length: totals.zero_length,
+            shortened: totals.shortened,
         }
     }
 }
@@ -305,6 +339,10 @@ impl Clock {
 /// - Notes still sounding when the file ends end at its last event (of any track, the
 ///   end-of-track marker included); zero-length notes are
 ///   dropped.
+/// - Sustain pedal (`extract.sustain = "apply"`): while controller 64 is at 64 or more on a
+///   channel, a released key rings on until the pedal lifts or the same pitch is struck again.
+/// - Notes outside the 88 piano keys (A0–C8) are dropped; notes longer than
+///   `extract.max_note_seconds` are cut to it. Both are counted in the stage summary.
 /// - A file with no notes left is rejected.
 ///
 /// Lenient by design, as players are: a RIFF (`.rmi`) wrapper is unwrapped, bytes after the
@@ -321,6 +359,12 @@ pub struct MidiFacts {
     pub tempo_changes: usize,
     /// Sustain pedal presses (controller 64 going to 64 or more).
     pub pedal_presses: usize,
+    /// Notes dropped because their pitch is not one of the 88 piano keys.
+    pub off_keyboard: usize,
+    /// Notes dropped because they end where they start.
+    pub zero_length: usize,
+    /// Notes cut to `extract.max_note_seconds`.
+    pub shortened: usize,
 }
 
 /// [`notes_of_midi`], with the [`MidiFacts`] the report needs.
@@ -354,12 +398,12 @@ pub fn read_midi(bytes: &[u8], limits: &ExtractConfig) -> Result<(Vec<Note>, Mid
             tick += u64::from(event.delta.as_int());
             match event.kind {
                 TrackEventKind::Meta(MetaMessage::Tempo(micros)) => tempo_changes.push((tick, micros.as_int())),
-                TrackEventKind::Midi { message: MidiMessage::Controller { controller, value }, .. }
-                    if controller == 64 && value >= 64 =>
-                {
-                    facts.pedal_presses += 1;
-                }
                 TrackEventKind::Midi { channel, message } if channel.as_int() != DRUM_CHANNEL => {
+                    if let MidiMessage::Controller { controller: SUSTAIN_PEDAL, value } = message
+                        && value >= 64
+                    {
+                        facts.pedal_presses += 1;
+                    }
                     events.push((tick, track_index, channel.as_int(), message));
                 }
                 TrackEventKind::Midi { message: MidiMessage::NoteOn { vel, .. }, .. } if vel > 0 => drum_notes += 1,
@@ -373,49 +417,86 @@ pub fn read_midi(bytes: &[u8], limits: &ExtractConfig) -> Result<(Vec<Note>, Mid
     let clock = Clock::new(header.timing, tempo_changes)?;
 
     let mut programs = [0u8; 16];
+    let mut pedal_down = [false; 16];
+    let sustain = limits.sustain == Sustain::Apply;
     // Sounding notes by (channel, pitch): (onset tick, velocity, program).
     let mut sounding: BTreeMap<(u8, u8), (u64, u8, u8)> = BTreeMap::new();
+    // Notes whose key was released while the sustain pedal was down: they ring on until the
+    // pedal lifts or the same pitch is struck again.
+    let mut held: BTreeMap<(u8, u8), (u64, u8, u8)> = BTreeMap::new();
     let mut notes = Vec::new();
     let mut finish = |channel: u8, pitch: u8, (onset, velocity, program): (u64, u8, u8), end: u64| {
-        if end > onset {
-            notes.push(Note {
-                pitch,
-                velocity,
-                channel,
-                program,
-                onset_seconds: clock.seconds(onset),
-                duration_seconds: clock.seconds(end) - clock.seconds(onset),
-                onset_quarters: clock.quarters(onset),
-                duration_quarters: clock.quarters(end) - clock.quarters(onset),
-            });
+        if !PIANO_KEYS.contains(&pitch) {
+            facts.off_keyboard += 1;
+            return;
         }
+        if end <= onset {
+            facts.zero_length += 1;
+            return;
+        }
+        let (start_seconds, mut end_seconds) = (clock.seconds(onset), clock.seconds(end));
+        let mut end_quarters = clock.quarters(end);
+        if end_seconds - start_seconds > limits.max_note_seconds {
+            facts.shortened += 1;
+            end_seconds = start_seconds + limits.max_note_seconds;
+            let quarters_per_second = (end_quarters - clock.quarters(onset)) / (clock.seconds(end) - start_seconds);
+            end_quarters = clock.quarters(onset) + limits.max_note_seconds * quarters_per_second;
+        }
+        notes.push(Note {
+            pitch,
+            velocity,
+            channel,
+            program,
+            onset_seconds: start_seconds,
+            duration_seconds: end_seconds - start_seconds,
+            onset_quarters: clock.quarters(onset),
+            duration_quarters: end_quarters - clock.quarters(onset),
+        });
     };
     for &(tick, _, channel, message) in &events {
+        let key_of = |pitch: u8| (channel, pitch);
         match message {
             MidiMessage::ProgramChange { program } => programs[usize::from(channel)] = program.as_int(),
+            MidiMessage::Controller { controller, value } if controller == SUSTAIN_PEDAL && sustain => {
+                let down = value >= 64;
+                if pedal_down[usize::from(channel)] && !down {
+                    let released: Vec<(u8, u8)> = held.keys().filter(|(c, _)| *c == channel).copied().collect();
+                    for key in released {
+                        let started = held.remove(&key).expect("the key was just listed");
+                        finish(channel, key.1, started, tick);
+                    }
+                }
+                pedal_down[usize::from(channel)] = down;
+            }
             MidiMessage::NoteOn { key, vel } if vel.as_int() > 0 => {
                 let pitch = key.as_int();
-                if let Some(previous) = sounding.remove(&(channel, pitch)) {
+                for previous in [sounding.remove(&key_of(pitch)), held.remove(&key_of(pitch))].into_iter().flatten() {
                     finish(channel, pitch, previous, tick);
                 }
-                sounding.insert((channel, pitch), (tick, vel.as_int(), programs[usize::from(channel)]));
+                sounding.insert(key_of(pitch), (tick, vel.as_int(), programs[usize::from(channel)]));
             }
             MidiMessage::NoteOn { key, .. } | MidiMessage::NoteOff { key, .. } => {
-                if let Some(started) = sounding.remove(&(channel, key.as_int())) {
-                    finish(channel, key.as_int(), started, tick);
+                if let Some(started) = sounding.remove(&key_of(key.as_int())) {
+                    if pedal_down[usize::from(channel)] {
+                        held.insert(key_of(key.as_int()), started);
+                    } else {
+                        finish(channel, key.as_int(), started, tick);
+                    }
                 }
             }
             _ => {}
         }
     }
-    for ((channel, pitch), started) in std::mem::take(&mut sounding) {
+    for ((channel, pitch), started) in std::mem::take(&mut sounding).into_iter().chain(std::mem::take(&mut held)) {
         finish(channel, pitch, started, file_end);
     }
     if notes.len() > limits.max_notes {
         return Err(format!("too many notes: {}, limit extract.max_notes = {}", notes.len(), limits.max_notes));
     }
     if notes.is_empty() {
-        return Err(if drum_notes > 0 {
+        return Err(if facts.off_keyboard > 0 {
+            format!("no notes on the 88 piano keys ({} outside A0–C8)", facts.off_keyboard)
+        } else if drum_notes > 0 {
             format!("no notes: only drums ({drum_notes} notes on channel 10)")
         } else {
             "no notes".into()
@@ -468,6 +549,40 @@ mod tests {
             notes.iter().map(|n| (n.pitch, n.onset_seconds, n.duration_seconds, n.velocity)).collect();
         assert_eq!(got, vec![(60, 0.0, 1.0, 90), (60, 1.0, 1.0, 80), (67, 2.0, 2.0, 70)]);
         assert_eq!(notes[2].onset_quarters, 2.0);
+    }
+
+    fn pedal(delta: u32, value: u8) -> TrackEvent<'static> {
+        let message = MidiMessage::Controller { controller: SUSTAIN_PEDAL, value: u7::new(value) };
+        event(delta, TrackEventKind::Midi { channel: u4::new(0), message })
+    }
+
+    #[test]
+    fn the_sustain_pedal_holds_released_keys() {
+        // 120 BPM: 480 ticks = 0.5 s.
+        let bytes = file(vec![vec![
+            pedal(0, 127),
+            note(0, 0, 60, 90),
+            note(0, 0, 64, 90),
+            note(240, 0, 60, 0), // released under the pedal: rings on
+            note(0, 0, 64, 0),
+            note(240, 0, 64, 80), // E4 struck again: the held one ends here
+            note(240, 0, 64, 0),
+            pedal(240, 0),      // pedal up: C4 and the second E4 end
+            note(0, 0, 10, 90), // below A0: dropped
+            note(0, 0, 67, 90),
+            note(48_000, 0, 67, 0), // 50 s: cut to 30
+        ]]);
+        let summary = |notes: &[Note]| -> Vec<(u8, f64, f64)> {
+            notes.iter().map(|n| (n.pitch, n.onset_seconds, (n.duration_seconds * 1000.0).round() / 1000.0)).collect()
+        };
+        let (notes, facts) = read_midi(&bytes, &ExtractConfig::default()).unwrap();
+        assert_eq!(summary(&notes), vec![(60, 0.0, 1.0), (64, 0.0, 0.5), (64, 0.5, 0.5), (67, 1.0, 30.0)]);
+        assert_eq!((facts.pedal_presses, facts.off_keyboard, facts.shortened), (1, 1, 1));
+        assert!((notes[3].duration_quarters - 60.0).abs() < 1e-9, "30 s at 120 BPM is 60 quarters");
+
+        let ignore = ExtractConfig { sustain: Sustain::Ignore, ..ExtractConfig::default() };
+        let notes = notes_of_midi(&bytes, &ignore).unwrap();
+        assert_eq!(summary(&notes)[..3], [(60, 0.0, 0.25), (64, 0.0, 0.25), (64, 0.5, 0.25)]);
     }
 
     #[test]
