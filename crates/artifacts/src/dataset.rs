@@ -71,13 +71,25 @@ pub enum Split {
     Validation,
 }
 
-/// One source file, encoded. Invariant: every id is `< vocabulary.len()`.
+/// One source file, encoded, as it is or transposed and stretched (augmented).
+/// Invariant: every id is `< vocabulary.len()`; only training pieces are augmented.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EncodedPiece {
     /// The file's path as recorded in `notes.bin`.
     pub source: String,
     pub split: Split,
+    /// `None` for the piece as extracted.
+    pub augmentation: Option<Augmentation>,
     pub tokens: Vec<u32>,
+}
+
+/// How an augmented copy differs from its source piece.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Augmentation {
+    /// Semitones every pitch moved.
+    pub transpose: i8,
+    /// Factor every time was multiplied by (1.05 = 5 % slower).
+    pub stretch: f64,
 }
 
 /// Payload of `dataset.bin`.
@@ -94,7 +106,7 @@ pub struct DatasetArtifact {
 
 impl Artifact for DatasetArtifact {
     const KIND: ArtifactKind = ArtifactKind::Dataset;
-    const FORMAT_VERSION: u32 = 1;
+    const FORMAT_VERSION: u32 = 2;
 }
 
 impl DatasetArtifact {
@@ -127,7 +139,7 @@ mod tests {
 
     #[test]
     fn windows_cover_each_piece_to_its_end() {
-        let piece = |len: usize, split| EncodedPiece { source: String::new(), split, tokens: vec![0; len] };
+        let piece = |len: usize, split| EncodedPiece { source: String::new(), split, augmentation: None, tokens: vec![0; len] };
         let dataset = DatasetArtifact {
             encoding: Encoding::Seed { chord_window_quarters: 0.0 },
             vocabulary: Vocabulary::default(),

@@ -19,7 +19,7 @@ mod dataset;
 mod model;
 mod notes;
 
-pub use dataset::{DatasetArtifact, EncodedPiece, Encoding, Split, Vocabulary};
+pub use dataset::{Augmentation, DatasetArtifact, EncodedPiece, Encoding, Split, Vocabulary};
 pub use model::{AdamState, CheckpointArtifact, EpochRecord, Hyperparameters, ModelArtifact, NamedTensor};
 pub use notes::{ExtractedFile, Note, NotesArtifact, RejectedFile, parse_pitch_name, pitch_name};
 

@@ -97,6 +97,12 @@ pub struct EncodeConfig {
     pub max_shift_ms: u32,
     /// …and the number of velocity bins.
     pub velocity_bins: u32,
+    /// Training pieces are also added transposed by each of these semitone shifts (0 = as
+    /// they are; a shift that pushes a note off the 88 keys is skipped for that piece)…
+    pub transpose: Vec<i8>,
+    /// …and with their times multiplied by each of these factors. Validation pieces are
+    /// never augmented.
+    pub stretch: Vec<f64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,6 +202,8 @@ impl Default for EncodeConfig {
             step_ms: 10,
             max_shift_ms: 1000,
             velocity_bins: 32,
+            transpose: vec![0],
+            stretch: vec![1.0],
         }
     }
 }
@@ -331,6 +339,12 @@ impl PipelineConfig {
         }
         if !(1..=128).contains(&e.velocity_bins) {
             return invalid("encode.velocity_bins", format!("must be in 1..=128, got {}", e.velocity_bins));
+        }
+        if e.transpose.is_empty() || e.transpose.iter().any(|t| t.abs() > 24) {
+            return invalid("encode.transpose", format!("must list shifts within ±24 semitones, got {:?}", e.transpose));
+        }
+        if e.stretch.is_empty() || e.stretch.iter().any(|f| !(0.5..=2.0).contains(f)) {
+            return invalid("encode.stretch", format!("must list factors within 0.5..=2.0, got {:?}", e.stretch));
         }
         if e.seq_len < 2 {
             return invalid("encode.seq_len", format!("must be at least 2, got {}", e.seq_len));

@@ -17,7 +17,7 @@ pub mod fidelity;
 pub mod performance;
 pub mod seed;
 
-use artifacts::{DatasetArtifact, EncodedPiece, Encoding, Note, NotesArtifact, Split, Vocabulary};
+use artifacts::{Augmentation, DatasetArtifact, EncodedPiece, Encoding, Note, NotesArtifact, Split, Vocabulary};
 use config::{EncodingName, PipelineConfig, Section};
 use fidelity::{Fidelity, Tolerance};
 use performance::{Event, Performance, TimedNote};
@@ -168,17 +168,26 @@ pub fn encode(config: &PipelineConfig, notes: &NotesArtifact) -> Result<DatasetA
             codec.encode(&file.notes)
         })
         .collect();
-    let vocabulary =
-        codec.fixed_vocabulary().unwrap_or_else(|| Vocabulary::from_tokens(token_texts.iter().flatten().cloned()));
     let splits = draw_split(notes.files.len(), settings.validation_fraction, config.seed);
-    let pieces: Vec<EncodedPiece> = notes
-        .files
-        .iter()
-        .zip(token_texts)
-        .zip(splits)
-        .map(|((file, texts), split)| EncodedPiece {
-            source: file.path.clone(),
+    // (source index, split, augmentation, token strings): the pieces as extracted, then the
+    // augmented copies of the training pieces.
+    let mut encoded: Vec<(usize, Split, Option<Augmentation>, Vec<String>)> =
+        token_texts.into_iter().enumerate().map(|(i, texts)| (i, splits[i], None, texts)).collect();
+    for (index, file) in notes.files.iter().enumerate().filter(|(i, _)| splits[*i] == Split::Train) {
+        for augmentation in augmentations(&file.notes, &settings.transpose, &settings.stretch) {
+            let notes = augment(&file.notes, augmentation);
+            encoded.push((index, Split::Train, Some(augmentation), codec.encode(&notes)));
+        }
+    }
+    let vocabulary = codec
+        .fixed_vocabulary()
+        .unwrap_or_else(|| Vocabulary::from_tokens(encoded.iter().flat_map(|e| e.3.iter().cloned())));
+    let pieces: Vec<EncodedPiece> = encoded
+        .into_iter()
+        .map(|(index, split, augmentation, texts)| EncodedPiece {
+            source: notes.files[index].path.clone(),
             split,
+            augmentation,
             tokens: texts.iter().map(|t| vocabulary.id(t).expect("every token is in the vocabulary")).collect(),
         })
         .collect();
@@ -192,6 +201,36 @@ pub fn encode(config: &PipelineConfig, notes: &NotesArtifact) -> Result<DatasetA
         });
     }
     Ok(dataset)
+}
+
+/// The augmentations of a piece: every (shift, factor) pair but the identity, except the
+/// shifts that would push one of its notes off the 88 piano keys.
+pub fn augmentations(notes: &[Note], transpose: &[i8], stretch: &[f64]) -> Vec<Augmentation> {
+    let lowest = notes.iter().map(|n| i16::from(n.pitch)).min().unwrap_or(60);
+    let highest = notes.iter().map(|n| i16::from(n.pitch)).max().unwrap_or(60);
+    let fits = |shift: i8| lowest + i16::from(shift) >= 21 && highest + i16::from(shift) <= 108;
+    let mut result = Vec::new();
+    for &shift in transpose.iter().filter(|s| fits(**s)) {
+        for &factor in stretch {
+            if shift != 0 || factor != 1.0 {
+                result.push(Augmentation { transpose: shift, stretch: factor });
+            }
+        }
+    }
+    result
+}
+
+/// A piece transposed and stretched. Expects an augmentation from [`augmentations`].
+pub fn augment(notes: &[Note], augmentation: Augmentation) -> Vec<Note> {
+    notes
+        .iter()
+        .map(|n| Note {
+            pitch: (i16::from(n.pitch) + i16::from(augmentation.transpose)) as u8,
+            onset_seconds: n.onset_seconds * augmentation.stretch,
+            duration_seconds: n.duration_seconds * augmentation.stretch,
+            ..n.clone()
+        })
+        .collect()
 }
 
 /// An encoding, ready to turn notes into tokens and tokens back into notes.
@@ -278,7 +317,8 @@ pub fn measure_fidelity(dataset: &DatasetArtifact, notes: &NotesArtifact, seed: 
     let tolerance = codec.tolerance();
     let mut total = Fidelity::default();
     let mut pieces = Vec::with_capacity(dataset.pieces.len());
-    for (piece, file) in dataset.pieces.iter().zip(&notes.files) {
+    let originals = dataset.pieces.iter().filter(|p| p.augmentation.is_none());
+    for (piece, file) in originals.zip(&notes.files) {
         let tokens: Vec<&str> = piece.tokens.iter().map(|&id| dataset.vocabulary.token(id)).collect();
         let decoded = codec.decode(&tokens, seed, f64::INFINITY);
         let fidelity = fidelity::compare(&file.notes, &decoded, tolerance);
@@ -386,6 +426,50 @@ mod tests {
         let a = dataset.pieces.iter().find(|p| p.source == "a").unwrap();
         let texts: Vec<&str> = a.tokens.iter().map(|&id| dataset.vocabulary.token(id)).collect();
         assert_eq!(texts, vec!["C4", "D4", "E4", "C4", "D4"]);
+    }
+
+    #[test]
+    fn augmentation_stays_on_the_keyboard_and_off_the_validation_side() {
+        let files: Vec<ExtractedFile> =
+            (0..6).map(|i| piece(&format!("p{i}"), &[22 + i as u8, 60, 103 + i as u8, 64])).collect();
+        let notes = NotesArtifact { files, rejected: vec![] };
+        let mut config = config(2);
+        config.encode.validation_fraction = 0.34;
+        config.encode.encoding = EncodingName::Performance;
+        config.encode.transpose = vec![-3, 0, 3];
+        config.encode.stretch = vec![0.95, 1.0, 1.05];
+        let dataset = encode(&config, &notes).unwrap();
+        let codec = Codec::new(&dataset.encoding);
+        let seed = SeedTiming { step_seconds: 0.25, velocity: 80 };
+        for piece in &dataset.pieces {
+            if let Some(augmentation) = piece.augmentation {
+                assert_eq!(piece.split, Split::Train, "{} was augmented on the validation side", piece.source);
+                assert_ne!((augmentation.transpose, augmentation.stretch), (0, 1.0));
+            }
+            let tokens: Vec<&str> = piece.tokens.iter().map(|&id| dataset.vocabulary.token(id)).collect();
+            let decoded = codec.decode(&tokens, seed, 60.0);
+            assert!(decoded.iter().all(|n| (21..=108).contains(&n.pitch)), "{} left the keyboard", piece.source);
+        }
+        // p0 spans 22–103: −3 would leave the keyboard, so it gets +3 (three stretches) and
+        // 0 (the two other stretches); p5 (27–108) likewise gets −3 and 0.
+        for source in ["p0", "p5"] {
+            if dataset.pieces.iter().any(|p| p.source == source && p.split == Split::Train) {
+                let copies = dataset.pieces.iter().filter(|p| p.source == source && p.augmentation.is_some());
+                assert_eq!(copies.count(), 5, "{source}");
+            }
+        }
+        let validation = dataset.pieces.iter().filter(|p| p.split == Split::Validation).count();
+        assert_eq!(validation, 2);
+    }
+
+    #[test]
+    fn the_performance_dictionary_does_not_depend_on_the_data() {
+        let mut config = config(2);
+        config.encode.encoding = EncodingName::Performance;
+        let a = encode(&config, &NotesArtifact { files: vec![piece("a", &[60, 62, 64, 65])], rejected: vec![] }).unwrap();
+        let b = encode(&config, &NotesArtifact { files: vec![piece("b", &[30, 90, 45, 70])], rejected: vec![] }).unwrap();
+        assert_eq!(a.vocabulary, b.vocabulary);
+        assert_eq!(a.vocabulary.len(), 388);
     }
 
     #[test]
