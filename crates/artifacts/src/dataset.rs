@@ -139,7 +139,8 @@ mod tests {
 
     #[test]
     fn windows_cover_each_piece_to_its_end() {
-        let piece = |len: usize, split| EncodedPiece { source: String::new(), split, augmentation: None, tokens: vec![0; len] };
+        let piece =
+            |len: usize, split| EncodedPiece { source: String::new(), split, augmentation: None, tokens: vec![0; len] };
         let dataset = DatasetArtifact {
             encoding: Encoding::Seed { chord_window_quarters: 0.0 },
             vocabulary: Vocabulary::default(),

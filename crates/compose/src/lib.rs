@@ -15,17 +15,19 @@
 //! data set with a different dictionary is refused.
 
 pub mod audio;
+pub mod grammar;
 pub mod midi_file;
 
 use artifacts::{DatasetArtifact, Encoding, ModelArtifact};
-use candle_core::{D, Device, Tensor};
+use candle_core::{Device, Tensor};
 use config::{ComposeConfig, PipelineConfig, Sampling};
+use encode::performance::Event;
 use lstm::LstmModel;
 use midi_file::MidiNote;
 use seeded_rng::SeededRng;
 use stage_cli::Progress;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug)]
 pub enum ComposeError {
@@ -39,6 +41,11 @@ pub enum ComposeError {
     /// No piece in the data set is long enough to give a seed window.
     NoSeedWindow {
         seq_len: usize,
+    },
+    /// The primer file cannot start a piece.
+    Primer {
+        path: String,
+        reason: String,
     },
 }
 
@@ -55,6 +62,7 @@ impl fmt::Display for ComposeError {
             ComposeError::NoSeedWindow { seq_len } => {
                 write!(f, "no piece in the data set has the {seq_len} tokens a seed window needs")
             }
+            ComposeError::Primer { path, reason } => write!(f, "primer {path}: {reason}"),
         }
     }
 }
@@ -73,30 +81,93 @@ pub struct Composition {
     pub notes: Vec<MidiNote>,
 }
 
-/// Runs the stage: reads `model_path` and `dataset_path`, writes the MIDI file `output`.
+/// Where a piece starts from: a random window of the data set, or the opening of a MIDI file.
+pub enum Start<'a> {
+    Dataset(&'a Path),
+    Primer(&'a Path),
+}
+
+/// Runs the stage: reads `model_path` (and the data set or primer named by `start`) and
+/// writes `compose.outputs` MIDI files: `output`, then `<stem>_2.mid`, … Each gets a piano
+/// roll (`.svg`) and a report (`.report.json`) beside it.
 pub fn run(
     config: &PipelineConfig,
     model_path: &Path,
-    dataset_path: &Path,
+    start: Start,
     output: &Path,
-) -> Result<Composition, ComposeError> {
+) -> Result<Vec<PathBuf>, ComposeError> {
     let (_, model) = artifacts::read::<ModelArtifact>(model_path).map_err(ComposeError::Artifact)?;
-    let (_, dataset) = artifacts::read::<DatasetArtifact>(dataset_path).map_err(ComposeError::Artifact)?;
-    if dataset.vocabulary != model.vocabulary || dataset.encoding != model.encoding {
-        return Err(ComposeError::VocabularyMismatch {
-            dataset: dataset_path.display().to_string(),
-            model: model_path.display().to_string(),
-        });
-    }
+    let dataset = match start {
+        Start::Dataset(path) => {
+            let (_, dataset) = artifacts::read::<DatasetArtifact>(path).map_err(ComposeError::Artifact)?;
+            if dataset.vocabulary != model.vocabulary || dataset.encoding != model.encoding {
+                return Err(ComposeError::VocabularyMismatch {
+                    dataset: path.display().to_string(),
+                    model: model_path.display().to_string(),
+                });
+            }
+            Some(dataset)
+        }
+        Start::Primer(_) => None,
+    };
+    let primer = match start {
+        Start::Primer(path) => Some(primer_tokens(path, &model, config.compose.primer_seconds)?),
+        Start::Dataset(_) => None,
+    };
     let device = lstm::select_device(config.runtime.device)?;
-    let composition = compose(config, &model, &dataset, &device)?;
-
     let settings = &config.compose;
+    let mut written = Vec::with_capacity(settings.outputs);
+    for number in 1..=settings.outputs {
+        let path = numbered(output, number);
+        let mut rng = SeededRng::new(config.seed, &format!("compose {number}"));
+        let seed_tokens = match (&primer, &dataset) {
+            (Some(tokens), _) => tokens.as_slice(),
+            (None, Some(dataset)) => pick_seed_window(dataset, model.hyperparameters.seq_len, &mut rng)?,
+            (None, None) => unreachable!("a start is either a data set or a primer"),
+        };
+        let composition = compose(config, &model, seed_tokens, &mut rng, &device)?;
+        write_outputs(&path, &composition, settings)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// `generated_music.mid` for the first output, `generated_music_2.mid` for the second, …
+pub fn numbered(output: &Path, number: usize) -> PathBuf {
+    if number == 1 {
+        return output.to_path_buf();
+    }
+    let stem = output.file_stem().map_or_else(|| "generated_music".into(), |s| s.to_string_lossy().into_owned());
+    let extension = output.extension().map_or_else(|| "mid".into(), |e| e.to_string_lossy().into_owned());
+    output.with_file_name(format!("{stem}_{number}.{extension}"))
+}
+
+/// The first `seconds` of a MIDI file as the model's token ids. Tokens the model's
+/// dictionary lacks (`seed` chords it never saw) are left out.
+fn primer_tokens(path: &Path, model: &ModelArtifact, seconds: f64) -> Result<Vec<u32>, ComposeError> {
+    let bad = |reason: String| ComposeError::Primer { path: path.display().to_string(), reason };
+    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let notes = extract::notes_of_midi(&bytes, &config::ExtractConfig::default()).map_err(bad)?;
+    let opening: Vec<artifacts::Note> = notes.into_iter().filter(|n| n.onset_seconds < seconds).collect();
+    let ids: Vec<u32> = encode::Codec::new(&model.encoding)
+        .encode(&opening)
+        .iter()
+        .filter_map(|token| model.vocabulary.id(token))
+        .collect();
+    if ids.is_empty() {
+        return Err(bad(format!("no notes the model knows in its first {seconds} s")));
+    }
+    tracing::info!("compose: primer {}: {} tokens from its first {seconds} s", path.display(), ids.len());
+    Ok(ids)
+}
+
+/// Writes a composition's MIDI file, piano roll and report, and logs its summary.
+fn write_outputs(output: &Path, composition: &Composition, settings: &ComposeConfig) -> Result<(), ComposeError> {
     let bytes = midi_file::to_bytes(&composition.notes, settings.tempo_bpm);
     let outcome = artifacts::write_if_changed(output, &bytes).map_err(ComposeError::Artifact)?;
-    let report = ComposeReport::new(output, &composition, settings.tempo_bpm);
+    let report = ComposeReport::new(output, composition, settings.tempo_bpm);
     tracing::info!(
-        "compose: {} elements ({} distinct), {} notes from {} to {}, {:.0} s at {} BPM, \
+        "compose: {} tokens ({} distinct), {} notes from {} to {}, {:.0} s at {} BPM, \
          {:.1} notes/s, up to {} at once",
         report.elements,
         report.distinct_elements,
@@ -124,7 +195,7 @@ pub fn run(
     artifacts::write_if_changed(&output.with_extension("svg"), svg.as_bytes()).map_err(ComposeError::Artifact)?;
     artifacts::write_report(output, &report).map_err(ComposeError::Artifact)?;
     stage_cli::log_outcome(output, outcome);
-    Ok(composition)
+    Ok(())
 }
 
 /// What one output holds: logged, and written as `<output>.report.json`.
@@ -171,37 +242,65 @@ impl ComposeReport {
     }
 }
 
-/// Generates `config.compose.tokens` tokens after a seeded random seed window and decodes them.
+/// Generates one piece after `seed_tokens` and decodes it.
+///
+/// It ends after `compose.seconds` of music when that is set, else after `compose.tokens`
+/// tokens (always at most that many). With the `performance` encoding the draws are
+/// grammar-constrained (see [`grammar`]).
 pub fn compose(
     config: &PipelineConfig,
     model: &ModelArtifact,
-    dataset: &DatasetArtifact,
+    seed_tokens: &[u32],
+    rng: &mut SeededRng,
     device: &Device,
 ) -> Result<Composition, ComposeError> {
     let settings = &config.compose;
     let network = LstmModel::from_named(model.hyperparameters.clone(), &model.weights, device)?;
-    let mut rng = SeededRng::new(config.seed, "compose");
-    let seed_window = pick_seed_window(dataset, model.hyperparameters.seq_len, &mut rng)?;
+    let mut grammar = match model.encoding {
+        Encoding::Performance { .. } => {
+            Some(grammar::Grammar::new(&model.vocabulary.tokens, settings.max_shift_run, settings.max_held))
+        }
+        Encoding::Seed { .. } => None,
+    };
+    // Seconds of music each token adds: time shifts (performance) or one step per element (seed).
+    let step_seconds = |id: u32| -> f64 {
+        match model.encoding {
+            Encoding::Performance { step_ms, .. } => match Event::parse(model.vocabulary.token(id)) {
+                Some(Event::Shift(n)) => f64::from(n) * f64::from(step_ms) / 1000.0,
+                _ => 0.0,
+            },
+            Encoding::Seed { .. } => settings.step_quarters * 60.0 / settings.tempo_bpm,
+        }
+    };
 
     // Warm the state up on the seed; the logits after its last token predict the first new one.
     let mut state = network.zero_state(1, device)?;
     let mut logits = None;
-    for &id in seed_window {
+    for &id in seed_tokens {
         logits = Some(network.step(&Tensor::new(&[id], device)?, &mut state)?);
+        if let Some(grammar) = grammar.as_mut() {
+            grammar.observe(id);
+        }
     }
-    let mut logits = logits.expect("a seed window has at least 2 tokens");
+    let mut logits = logits.ok_or(ComposeError::NoSeedWindow { seq_len: 1 })?;
 
     let mut generated = Vec::with_capacity(settings.tokens);
+    let mut elapsed = 0.0;
     let mut progress = Progress::new("compose", "tokens", settings.tokens as u64);
-    for _ in 0..settings.tokens {
+    while generated.len() < settings.tokens && (settings.seconds == 0.0 || elapsed < settings.seconds) {
+        let mut scores = logits.squeeze(0)?.to_vec1::<f32>()?;
+        if let Some(grammar) = &grammar {
+            grammar.mask(&mut scores);
+        }
         let next = match settings.sampling {
-            Sampling::Argmax => logits.argmax(D::Minus1)?.to_vec1::<u32>()?[0],
-            Sampling::Sample => {
-                let scores = logits.squeeze(0)?.to_vec1::<f32>()?;
-                sample(&scores, settings.temperature, &mut rng)
-            }
+            Sampling::Argmax => argmax(&scores),
+            Sampling::Sample => sample(&scores, settings.temperature, settings.top_k, settings.top_p, rng),
         };
+        if let Some(grammar) = grammar.as_mut() {
+            grammar.observe(next);
+        }
         generated.push(next);
+        elapsed += step_seconds(next);
         logits = network.step(&Tensor::new(&[next], device)?, &mut state)?;
         progress.advance(1, String::new);
     }
@@ -209,6 +308,10 @@ pub fn compose(
     let tokens: Vec<String> = generated.iter().map(|&id| model.vocabulary.token(id).to_owned()).collect();
     let notes = decode(&model.encoding, &tokens, settings);
     Ok(Composition { tokens, notes })
+}
+
+fn argmax(scores: &[f32]) -> u32 {
+    scores.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u32)
 }
 
 /// A random window of `seq_len` tokens from any piece long enough to hold one.
@@ -227,21 +330,46 @@ fn pick_seed_window<'a>(
     Ok(&tokens[start..start + seq_len])
 }
 
-/// Draws an index from softmax(scores / temperature). Computed in f64 after subtracting the
-/// maximum, so no temperature can overflow the exponentials.
-pub fn sample(scores: &[f32], temperature: f64, rng: &mut SeededRng) -> u32 {
+/// Draws an index from softmax(scores / temperature), restricted to the `top_k` best
+/// (0 = no limit) and to the smallest set of best tokens whose probability reaches `top_p`
+/// (1 = no limit). Computed in f64 after subtracting the maximum, so no temperature can
+/// overflow the exponentials; a −∞ score (a masked token) is never drawn.
+pub fn sample(scores: &[f32], temperature: f64, top_k: usize, top_p: f64, rng: &mut SeededRng) -> u32 {
     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let weights: Vec<f64> = scores.iter().map(|&s| ((f64::from(s) - f64::from(max)) / temperature).exp()).collect();
-    let total: f64 = weights.iter().sum();
+    let mut weights: Vec<(usize, f64)> = scores
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| (i, ((f64::from(s) - f64::from(max)) / temperature).exp()))
+        .filter(|(_, w)| *w > 0.0)
+        .collect();
+    if weights.is_empty() {
+        return argmax(scores);
+    }
+    if top_k > 0 || top_p < 1.0 {
+        weights.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        if top_k > 0 {
+            weights.truncate(top_k);
+        }
+        let total: f64 = weights.iter().map(|w| w.1).sum();
+        let mut kept = 0.0;
+        let cut = weights.iter().position(|w| {
+            kept += w.1;
+            kept >= top_p * total
+        });
+        if let Some(last) = cut {
+            weights.truncate(last + 1);
+        }
+    }
+    let total: f64 = weights.iter().map(|w| w.1).sum();
     let mut threshold = rng.unit_f64() * total;
-    for (index, weight) in weights.iter().enumerate() {
+    for &(index, weight) in &weights {
         threshold -= weight;
         if threshold < 0.0 {
             return index as u32;
         }
     }
-    // Rounding can leave a sliver past the last weight: the last non-zero entry takes it.
-    weights.iter().rposition(|w| *w > 0.0).unwrap_or(0) as u32
+    // Rounding can leave a sliver past the last weight: the last candidate takes it.
+    weights.last().map_or(0, |w| w.0 as u32)
 }
 
 /// A generated note still sounding after this long is ended: a model that never releases a
@@ -277,12 +405,34 @@ mod tests {
     fn sampling_follows_the_distribution_and_temperature() {
         let mut rng = SeededRng::new(1, "t");
         let scores = [0.0f32, (3.0f32).ln(), f32::NEG_INFINITY];
-        let draws: Vec<u32> = (0..20_000).map(|_| sample(&scores, 1.0, &mut rng)).collect();
+        let draws: Vec<u32> = (0..20_000).map(|_| sample(&scores, 1.0, 0, 1.0, &mut rng)).collect();
         let ones = draws.iter().filter(|&&d| d == 1).count() as f64 / draws.len() as f64;
         assert!((ones - 0.75).abs() < 0.02, "P(1) = {ones}");
         assert!(draws.iter().all(|&d| d != 2), "a -inf score is never drawn");
-        let cold: Vec<u32> = (0..1000).map(|_| sample(&scores, 0.01, &mut rng)).collect();
+        let cold: Vec<u32> = (0..1000).map(|_| sample(&scores, 0.01, 0, 1.0, &mut rng)).collect();
         assert!(cold.iter().all(|&d| d == 1), "a low temperature approaches argmax");
+    }
+
+    #[test]
+    fn top_k_and_top_p_cut_the_tail() {
+        let mut rng = SeededRng::new(2, "t");
+        // Probabilities 0.5, 0.3, 0.15, 0.05.
+        let scores: Vec<f32> = [0.5f32, 0.3, 0.15, 0.05].iter().map(|p| p.ln()).collect();
+        let drawn = |k, p, rng: &mut SeededRng| -> std::collections::BTreeSet<u32> {
+            (0..5000).map(|_| sample(&scores, 1.0, k, p, rng)).collect()
+        };
+        assert_eq!(drawn(2, 1.0, &mut rng), [0, 1].into());
+        assert_eq!(drawn(0, 0.8, &mut rng), [0, 1].into());
+        assert_eq!(drawn(0, 0.81, &mut rng), [0, 1, 2].into());
+        assert_eq!(drawn(1, 1.0, &mut rng), [0].into());
+        assert_eq!(drawn(0, 1.0, &mut rng), [0, 1, 2, 3].into());
+    }
+
+    #[test]
+    fn outputs_are_numbered_after_the_first() {
+        let first = Path::new("artifacts/generated_music.mid");
+        assert_eq!(numbered(first, 1), first);
+        assert_eq!(numbered(first, 3), Path::new("artifacts/generated_music_3.mid"));
     }
 
     #[test]

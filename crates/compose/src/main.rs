@@ -15,6 +15,22 @@ struct Args {
     /// The data set artifact the seed window is drawn from.
     #[arg(long, default_value = "artifacts/dataset.bin", value_name = "FILE")]
     dataset: PathBuf,
+    /// Start from the opening of this MIDI file (its first `compose.primer_seconds`)
+    /// instead of a random window of the data set.
+    #[arg(long, value_name = "FILE.mid")]
+    primer: Option<PathBuf>,
+    /// Override `compose.outputs`: how many pieces to write.
+    #[arg(long)]
+    outputs: Option<usize>,
+    /// Override `compose.seconds`: length of music in seconds (0 = use tokens).
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Override `compose.top_k`.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Override `compose.top_p`.
+    #[arg(long)]
+    top_p: Option<f64>,
     /// The MIDI file to write.
     #[arg(long, default_value = "artifacts/generated_music.mid", value_name = "FILE")]
     output: PathBuf,
@@ -40,16 +56,26 @@ fn main() -> std::process::ExitCode {
         stage_cli::flag_override("compose.temperature", args.temperature),
         stage_cli::flag_override("compose.tokens", args.tokens),
         stage_cli::flag_override("seed", args.seed),
+        stage_cli::flag_override("compose.outputs", args.outputs),
+        stage_cli::flag_override("compose.seconds", args.seconds),
+        stage_cli::flag_override("compose.top_k", args.top_k),
+        stage_cli::flag_override("compose.top_p", args.top_p),
     ];
     stage_cli::exit_with((|| -> Result<(), Box<dyn std::error::Error>> {
         let config = args.config.load(flags.into_iter().flatten().collect())?;
         lstm::set_cpu_threads(config.runtime.threads);
-        compose::run(&config, &args.input, &args.dataset, &args.output)?;
+        let start = match &args.primer {
+            Some(primer) => compose::Start::Primer(primer),
+            None => compose::Start::Dataset(&args.dataset),
+        };
+        let written = compose::run(&config, &args.input, start, &args.output)?;
         if args.wav {
             let soundfont = compose::audio::find_soundfont(&config.compose.soundfont)?;
-            let wav = args.output.with_extension("wav");
-            let seconds = compose::audio::render_wav(&args.output, &soundfont, &wav)?;
-            tracing::info!("wrote {} ({seconds:.0} s)", wav.display());
+            for midi in &written {
+                let wav = midi.with_extension("wav");
+                let seconds = compose::audio::render_wav(midi, &soundfont, &wav)?;
+                tracing::info!("wrote {} ({seconds:.0} s)", wav.display());
+            }
         }
         Ok(())
     })())

@@ -147,6 +147,20 @@ pub struct ComposeConfig {
     /// A General MIDI SoundFont (.sf2) for `compose --wav` and `make listen`; empty means
     /// the first one installed in the usual places.
     pub soundfont: String,
+    /// Sample only from the `top_k` most likely tokens (0 = all)…
+    pub top_k: usize,
+    /// …and from the smallest set whose probabilities add up to `top_p` (1 = all).
+    pub top_p: f64,
+    /// Pieces to write: `generated_music.mid`, then `generated_music_2.mid`, …
+    pub outputs: usize,
+    /// Length in seconds of music (0 = use `tokens`); `tokens` stays the upper bound.
+    pub seconds: f64,
+    /// With `--primer file.mid`: how many seconds of the file start the piece.
+    pub primer_seconds: f64,
+    /// `performance`: at most this many time shifts in a row…
+    pub max_shift_run: usize,
+    /// …and at most this many keys down at once.
+    pub max_held: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,6 +249,13 @@ impl Default for ComposeConfig {
             step_quarters: 0.5,
             velocity: 80,
             soundfont: String::new(),
+            top_k: 0,
+            top_p: 1.0,
+            outputs: 1,
+            seconds: 0.0,
+            primer_seconds: 10.0,
+            max_shift_run: 8,
+            max_held: 12,
         }
     }
 }
@@ -341,7 +362,10 @@ impl PipelineConfig {
             return invalid("encode.velocity_bins", format!("must be in 1..=128, got {}", e.velocity_bins));
         }
         if e.transpose.is_empty() || e.transpose.iter().any(|t| t.abs() > 24) {
-            return invalid("encode.transpose", format!("must list shifts within ±24 semitones, got {:?}", e.transpose));
+            return invalid(
+                "encode.transpose",
+                format!("must list shifts within ±24 semitones, got {:?}", e.transpose),
+            );
         }
         if e.stretch.is_empty() || e.stretch.iter().any(|f| !(0.5..=2.0).contains(f)) {
             return invalid("encode.stretch", format!("must list factors within 0.5..=2.0, got {:?}", e.stretch));
@@ -392,6 +416,27 @@ impl PipelineConfig {
         }
         if !(c.step_quarters > 0.0 && c.step_quarters <= 16.0) {
             return invalid("compose.step_quarters", format!("must be in (0, 16], got {}", c.step_quarters));
+        }
+        if !(c.top_p > 0.0 && c.top_p <= 1.0) {
+            return invalid("compose.top_p", format!("must be in (0, 1], got {}", c.top_p));
+        }
+        if !(1..=1000).contains(&c.outputs) {
+            return invalid("compose.outputs", format!("must be in 1..=1000, got {}", c.outputs));
+        }
+        if !(c.seconds >= 0.0 && c.seconds.is_finite()) {
+            return invalid(
+                "compose.seconds",
+                format!("must be 0 (use compose.tokens) or positive, got {}", c.seconds),
+            );
+        }
+        if !(c.primer_seconds > 0.0 && c.primer_seconds.is_finite()) {
+            return invalid("compose.primer_seconds", format!("must be positive, got {}", c.primer_seconds));
+        }
+        if c.max_shift_run == 0 || c.max_held == 0 {
+            return invalid(
+                "compose.max_shift_run",
+                "compose.max_shift_run and compose.max_held must be at least 1".into(),
+            );
         }
         if !(1..=127).contains(&c.velocity) {
             return invalid("compose.velocity", format!("must be in 1..=127, got {}", c.velocity));

@@ -466,8 +466,10 @@ mod tests {
     fn the_performance_dictionary_does_not_depend_on_the_data() {
         let mut config = config(2);
         config.encode.encoding = EncodingName::Performance;
-        let a = encode(&config, &NotesArtifact { files: vec![piece("a", &[60, 62, 64, 65])], rejected: vec![] }).unwrap();
-        let b = encode(&config, &NotesArtifact { files: vec![piece("b", &[30, 90, 45, 70])], rejected: vec![] }).unwrap();
+        let a =
+            encode(&config, &NotesArtifact { files: vec![piece("a", &[60, 62, 64, 65])], rejected: vec![] }).unwrap();
+        let b =
+            encode(&config, &NotesArtifact { files: vec![piece("b", &[30, 90, 45, 70])], rejected: vec![] }).unwrap();
         assert_eq!(a.vocabulary, b.vocabulary);
         assert_eq!(a.vocabulary.len(), 388);
     }

@@ -17,24 +17,12 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
 }
 
-/// `target/release`, with the four stage binaries and `inspect` built (once per process).
+/// `target/release`, with every binary of the workspace built (once per process).
 pub fn release_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--release",
-                "--locked",
-                "--bin",
-                "extract",
-                "--bin",
-                "encode",
-                "--bin",
-                "train",
-                "--bin",
-                "compose",
-            ])
+            .args(["build", "--release", "--locked", "--bins"])
             .current_dir(repo_root())
             .status()
             .expect("cargo runs");

@@ -476,7 +476,12 @@ mod tests {
     /// A pattern the model can learn: 0 1 2 3 4 5 0 1 2 … in every piece.
     #[test]
     fn loss_falls_on_a_learnable_sequence() {
-        let piece = |split| EncodedPiece { source: String::new(), split, augmentation: None, tokens: (0..120).map(|i| i % 6).collect() };
+        let piece = |split| EncodedPiece {
+            source: String::new(),
+            split,
+            augmentation: None,
+            tokens: (0..120).map(|i| i % 6).collect(),
+        };
         let dataset = DatasetArtifact {
             encoding: Encoding::Seed { chord_window_quarters: 0.0 },
             vocabulary: Vocabulary::from_tokens((0..6).map(|i| format!("C{i}"))),
