@@ -208,15 +208,15 @@ impl Default for ExtractConfig {
 impl Default for EncodeConfig {
     fn default() -> Self {
         EncodeConfig {
-            encoding: EncodingName::Seed,
+            encoding: EncodingName::Performance,
             chord_window: 0.0625,
-            seq_len: 50,
-            stride: 5,
+            seq_len: 100,
+            stride: 100,
             validation_fraction: 0.15,
             step_ms: 10,
             max_shift_ms: 1000,
             velocity_bins: 32,
-            transpose: vec![0],
+            transpose: vec![-3, -2, -1, 0, 1, 2, 3],
             stretch: vec![1.0],
         }
     }
@@ -225,7 +225,7 @@ impl Default for EncodeConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
-            epochs: 20,
+            epochs: 10,
             batch_size: 32,
             embedding: 64,
             hidden: 256,
@@ -242,7 +242,7 @@ impl Default for TrainConfig {
 impl Default for ComposeConfig {
     fn default() -> Self {
         ComposeConfig {
-            tokens: 500,
+            tokens: 5000,
             sampling: Sampling::Sample,
             temperature: 1.0,
             tempo_bpm: 120.0,
@@ -252,7 +252,7 @@ impl Default for ComposeConfig {
             top_k: 0,
             top_p: 1.0,
             outputs: 1,
-            seconds: 0.0,
+            seconds: 60.0,
             primer_seconds: 10.0,
             max_shift_run: 8,
             max_held: 12,

@@ -403,6 +403,8 @@ mod tests {
         let mut config = PipelineConfig::default();
         config.encode.seq_len = seq_len;
         config.encode.validation_fraction = 0.0;
+        config.encode.encoding = EncodingName::Seed;
+        config.encode.transpose = vec![0];
         config
     }
 

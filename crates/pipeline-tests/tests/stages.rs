@@ -143,3 +143,70 @@ fn bad_input_gives_one_clear_message() {
     assert!(output.status.success(), "{}", describe(&output));
     assert!(log.contains("skipped broken.mid") && log.contains("read 1 files, skipped 1"), "{log}");
 }
+
+#[test]
+fn the_performance_encoding_runs_end_to_end_with_a_short_primer() {
+    let project = tiny_project(3);
+    let dir = project.path();
+    let performance = ["--set", "encode.encoding=performance", "--set", "encode.transpose=[-1, 0, 1]"];
+    let steps: [(&str, Vec<&str>); 4] = [
+        ("extract", vec!["--input", "midi", "--output", "notes.bin"]),
+        (
+            "encode",
+            [&["--input", "notes.bin", "--output", "dataset.bin", "--seq-len", "16"][..], &performance].concat(),
+        ),
+        ("train", vec!["--input", "dataset.bin", "--output", "model.bin"]),
+        (
+            "compose",
+            vec![
+                "--input",
+                "model.bin",
+                "--dataset",
+                "dataset.bin",
+                "--output",
+                "music.mid",
+                "--seconds",
+                "4",
+                "--set",
+                "compose.tokens=3000",
+                "--outputs",
+                "2",
+            ],
+        ),
+    ];
+    for (stage, args) in steps {
+        let output = run_stage(stage, dir, &args);
+        assert!(output.status.success(), "{stage} failed: {}", describe(&output));
+    }
+    let (_, dataset) = artifacts::read::<artifacts::DatasetArtifact>(&dir.join("dataset.bin")).unwrap();
+    assert_eq!(dataset.vocabulary.len(), 388);
+    assert!(dataset.pieces.iter().any(|p| p.augmentation.is_some()));
+
+    for file in ["music.mid", "music_2.mid"] {
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(file).with_extension("report.json")).unwrap())
+                .unwrap();
+        let seconds = report["seconds"].as_f64().unwrap();
+        assert!(seconds > 0.0 && seconds <= 4.0 + 10.0, "{file}: {seconds} s of music for a 4 s request");
+        midly::Smf::parse(&std::fs::read(dir.join(file)).unwrap()).expect("valid MIDI");
+    }
+    assert_ne!(std::fs::read(dir.join("music.mid")).unwrap(), std::fs::read(dir.join("music_2.mid")).unwrap());
+
+    // A primer of half a second gives fewer tokens than a training window: still fine.
+    let primer = pipeline_tests::bundled_midi()[0].display().to_string();
+    let args = [
+        "--input",
+        "model.bin",
+        "--primer",
+        &primer,
+        "--set",
+        "compose.primer_seconds=0.5",
+        "--output",
+        "primed.mid",
+        "--seconds",
+        "2",
+    ];
+    let output = run_stage("compose", dir, &args);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("tokens from its first 0.5 s"), "{}", describe(&output));
+}
