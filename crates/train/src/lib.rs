@@ -337,7 +337,11 @@ pub fn train(
             targets += count;
             steps += 1;
             step_losses.push(((epoch - 1) as f64 + (index + 1) as f64 / batches.len() as f64, loss_value as f32));
-            progress.advance(1, || format!(", loss {:.3}", loss_sum / targets as f64));
+            progress.advance(1, || {
+                let rate = (targets - resumed.map_or(0, |c| c.epoch_targets)) as f64
+                    / epoch_started.elapsed().as_secs_f64().max(1e-9);
+                format!(", loss {:.3}, {rate:.0} targets/s", loss_sum / targets as f64)
+            });
 
             let interrupted = hooks.interrupt.load(Ordering::Relaxed);
             let due = (settings.checkpoint_steps > 0 && steps - last_save.1 >= settings.checkpoint_steps)
