@@ -25,7 +25,7 @@ MODEL    := $(ART)/model.bin
 MUSIC    := $(ART)/generated_music.mid
 
 .DEFAULT_GOAL := all
-.PHONY: all test test-deps listen corpus inspect clean help
+.PHONY: all test test-deps evaluate listen corpus inspect clean help
 
 # ---------------------------------------------------------------------------------------
 # Stamps. Written while the Makefile is read, and rewritten only when their content
@@ -59,6 +59,7 @@ $(call update_stamp,extract,$(call config_sections,extract))
 $(call update_stamp,encode,$(call config_sections,encode))
 $(call update_stamp,train,$(call config_sections,runtime train))
 $(call update_stamp,compose,$(call config_sections,runtime compose))
+$(call update_stamp,evaluate,$(call config_sections,runtime evaluate))
 
 # ---------------------------------------------------------------------------------------
 # Binaries: each depends on the sources of its own crate and of the crates it uses.
@@ -91,6 +92,18 @@ $(MUSIC): $(BIN)/compose $(MODEL) $(DATASET) $(STAMPS)/compose.stamp
 	@echo "generated music: $@"
 
 all: $(MUSIC)
+
+# Stage 5, on demand: how good are the model and the music (evaluation.json and .md).
+EVALUATION := $(ART)/evaluation.json
+evaluate: $(EVALUATION)
+
+$(EVALUATION): $(BIN)/evaluate $(MUSIC) $(MODEL) $(DATASET) $(NOTES) $(STAMPS)/evaluate.stamp
+	$(BIN)/evaluate --config $(CONFIG) --dataset $(DATASET) --model $(MODEL) --notes $(NOTES) --output $@ $(MUSIC)
+	@echo "evaluation: $(ART)/evaluation.md"
+
+$(BIN)/evaluate: $(call sources,evaluate train extract encode lstm pictures seeded-rng $(SHARED))
+	cargo build --release --locked $(CARGO_FLAGS) --bin evaluate
+	@touch $@
 
 # ---------------------------------------------------------------------------------------
 # Everything else.
@@ -128,12 +141,14 @@ corpus:
 
 clean:
 	rm -rf $(STAMPS) $(NOTES) $(DATASET) $(MODEL) $(MODEL).checkpoint $(ART)/*.report.json \
-	    $(ART)/training_curve.svg $(ART)/generated_music*.mid $(ART)/generated_music*.svg $(ART)/generated_music*.wav
+	    $(ART)/training_curve.svg $(ART)/generated_music*.mid $(ART)/generated_music*.svg $(ART)/generated_music*.wav \
+	    $(ART)/evaluation*
 
 help:
 	@echo "make              run extract, encode, train, compose on DATA ($(DATA)); writes $(MUSIC)"
 	@echo "make DATA=dir     the same on another folder of .mid/.midi files (searched recursively)"
 	@echo "make test         the test suite (needs ../shared/data beside the checkout)"
+	@echo "make evaluate     held-out loss, music statistics and memorisation: artifacts/evaluation.md"
 	@echo "make listen       render the generated music to artifacts/generated_music.wav"
 	@echo "make inspect      print what each artifact is and what made it"
 	@echo "make corpus       re-render data/*.mid from data/scores/*.score"

@@ -26,6 +26,24 @@ pub struct PipelineConfig {
     pub encode: EncodeConfig,
     pub train: TrainConfig,
     pub compose: ComposeConfig,
+    pub evaluate: EvaluateConfig,
+}
+
+/// How `evaluate` measures memorisation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvaluateConfig {
+    /// Length of the note patterns looked up in the training set.
+    pub ngram: usize,
+    /// A generated piece with a larger share of its patterns found in the training set is
+    /// flagged as a copy.
+    pub copy_threshold: f64,
+}
+
+impl Default for EvaluateConfig {
+    fn default() -> Self {
+        EvaluateConfig { ngram: 8, copy_threshold: 0.5 }
+    }
 }
 
 /// Where and how the neural-network stages (`train`, `compose`) compute.
@@ -181,6 +199,7 @@ impl Default for PipelineConfig {
             encode: EncodeConfig::default(),
             train: TrainConfig::default(),
             compose: ComposeConfig::default(),
+            evaluate: EvaluateConfig::default(),
         }
     }
 }
@@ -436,6 +455,15 @@ impl PipelineConfig {
             return invalid(
                 "compose.max_shift_run",
                 "compose.max_shift_run and compose.max_held must be at least 1".into(),
+            );
+        }
+        if self.evaluate.ngram < 2 {
+            return invalid("evaluate.ngram", format!("must be at least 2, got {}", self.evaluate.ngram));
+        }
+        if !(0.0..=1.0).contains(&self.evaluate.copy_threshold) {
+            return invalid(
+                "evaluate.copy_threshold",
+                format!("must be in [0, 1], got {}", self.evaluate.copy_threshold),
             );
         }
         if !(1..=127).contains(&c.velocity) {

@@ -229,6 +229,40 @@ pub fn piano_roll(notes: &[RollNote], bar_seconds: Option<f64>, title: &str) -> 
     svg
 }
 
+/// Two normalised histograms side by side, one bar pair per label (e.g. generated music
+/// against the validation pieces).
+pub fn histogram_pair(title: &str, labels: &[String], a: (&str, &[f64]), b: (&str, &[f64])) -> String {
+    let high = a.1.iter().chain(b.1).copied().fold(0.0f64, f64::max).max(1e-9) * 1.1;
+    let frame = Frame { x: (0.0, labels.len() as f64), y: (0.0, high) };
+    let mut svg = String::new();
+    open(&mut svg, title);
+    axes(&mut svg, &frame, "", "share", &[], &ticks(0.0, high, 5));
+    let slot = frame.px(1.0) - frame.px(0.0);
+    for (i, label) in labels.iter().enumerate() {
+        for (k, (values, colour)) in [(a.1, "#1f77b4"), (b.1, "#d62728")].iter().enumerate() {
+            let value = values.get(i).copied().unwrap_or(0.0);
+            let x = frame.px(i as f64) + slot * (0.1 + 0.4 * k as f64);
+            let (top, bottom) = (frame.py(value), frame.py(0.0));
+            let _ = writeln!(
+                svg,
+                r#"<rect x="{x:.1}" y="{top:.1}" width="{:.1}" height="{:.1}" fill="{colour}"/>"#,
+                slot * 0.4,
+                bottom - top
+            );
+        }
+        let _ = writeln!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">{}</text>"#,
+            frame.px(i as f64 + 0.5),
+            HEIGHT - MARGIN.3 + 16.0,
+            escape(label)
+        );
+    }
+    legend(&mut svg, &[("#1f77b4", a.0), ("#d62728", b.0)]);
+    svg.push_str("</svg>\n");
+    svg
+}
+
 /// Quiet notes light blue, loud ones dark red.
 fn velocity_colour(velocity: u8) -> String {
     let t = f64::from(velocity.min(127)) / 127.0;

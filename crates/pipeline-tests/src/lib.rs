@@ -36,6 +36,14 @@ pub fn run_stage(stage: &str, dir: &Path, args: &[&str]) -> Output {
     Command::new(release_bin().join(stage)).args(args).current_dir(dir).output().expect("stage binary runs")
 }
 
+/// Runs stages one after another in `dir`; panics with a stage's output if it fails.
+pub fn run_stages(dir: &Path, steps: &[(&str, &[&str])]) {
+    for (stage, args) in steps {
+        let output = run_stage(stage, dir, args);
+        assert!(output.status.success(), "{stage} failed: {}", describe(&output));
+    }
+}
+
 /// A config that trains in about a second: small model, short windows, few tokens. The
 /// file is also what `.ci/run` uses for its check of the output with an independent reader.
 pub const TINY_CONFIG: &str = include_str!("../tiny-pipeline.toml");

@@ -11,10 +11,7 @@ fn prepare(dir: &Path) {
         ("encode", &["--input", "notes.bin", "--output", "dataset.bin"]),
         ("train", &["--input", "dataset.bin", "--output", "model.bin"]),
     ];
-    for (stage, args) in steps {
-        let output = run_stage(stage, dir, args);
-        assert!(output.status.success(), "{}", describe(&output));
-    }
+    pipeline_tests::run_stages(dir, &steps);
 }
 
 /// Asserts a clean failure (exit 1, not a panic's 101) whose message has every `needle`.

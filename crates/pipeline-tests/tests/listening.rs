@@ -15,10 +15,7 @@ fn generated_music_renders_to_an_audible_wav_of_the_right_length() {
         ("train", &["--input", "dataset.bin", "--output", "model.bin"]),
         ("compose", &["--input", "model.bin", "--dataset", "dataset.bin", "--output", "music.mid", "--wav"]),
     ];
-    for (stage, args) in steps {
-        let output = run_stage(stage, dir, args);
-        assert!(output.status.success(), "{stage}: {}", describe(&output));
-    }
+    pipeline_tests::run_stages(dir, &steps);
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("music.report.json")).unwrap()).unwrap();
     let music_seconds = report["seconds"].as_f64().unwrap();

@@ -11,10 +11,7 @@ fn run_pipeline(dir: &Path) {
         ("train", &["--input", "out/dataset.bin", "--output", "out/model.bin"]),
         ("compose", &["--input", "out/model.bin", "--dataset", "out/dataset.bin", "--output", "out/music.mid"]),
     ];
-    for (stage, args) in steps {
-        let output = run_stage(stage, dir, args);
-        assert!(output.status.success(), "{stage} failed: {}", describe(&output));
-    }
+    pipeline_tests::run_stages(dir, &steps);
 }
 
 #[test]
@@ -174,10 +171,8 @@ fn the_performance_encoding_runs_end_to_end_with_a_short_primer() {
             ],
         ),
     ];
-    for (stage, args) in steps {
-        let output = run_stage(stage, dir, &args);
-        assert!(output.status.success(), "{stage} failed: {}", describe(&output));
-    }
+    let steps: Vec<(&str, &[&str])> = steps.iter().map(|(stage, args)| (*stage, args.as_slice())).collect();
+    pipeline_tests::run_stages(dir, &steps);
     let (_, dataset) = artifacts::read::<artifacts::DatasetArtifact>(&dir.join("dataset.bin")).unwrap();
     assert_eq!(dataset.vocabulary.len(), 388);
     assert!(dataset.pieces.iter().any(|p| p.augmentation.is_some()));

@@ -1,0 +1,404 @@
+//! Stage 5, `evaluate`: how good are the model and its music?
+//!
+//! Reads `dataset.bin`, `model.bin`, `notes.bin` and any number of generated MIDI files;
+//! writes `evaluation.json`, a readable `evaluation.md`, and two pictures comparing the
+//! generated music with the held-out pieces (`evaluation_pitch_classes.svg`,
+//! `evaluation_inter_onset.svg`). Three kinds of figures:
+//!
+//! - the model, on the validation pieces only (never augmented): cross-entropy in nats per
+//!   token, perplexity, top-1 and top-5 accuracy, the same loss per note and per second of
+//!   music (so encodings that spend different numbers of tokens on a note compare fairly),
+//!   and the loss by token type;
+//! - the music ([`music`]): pitch classes, range, density, polyphony, inter-onset
+//!   intervals, durations, velocities and repetition of the generated pieces against the
+//!   validation pieces, as histogram overlap and KL divergence;
+//! - memorisation ([`memorisation`]): the longest run of tokens and of notes copied from
+//!   the training set, from which piece and where, and the share of copied n-grams.
+//!
+//! Key design decision: the model figures are computed over exactly the windows `train`
+//! validates on, so the loss here equals the last validation loss in `model.bin` — a test
+//! checks it — and the per-note and per-second figures scale that one number by the
+//! validation pieces' tokens per note and per second.
+
+pub mod memorisation;
+pub mod music;
+
+use artifacts::{DatasetArtifact, ModelArtifact, NotesArtifact, Split};
+use candle_core::{D, Device};
+use config::PipelineConfig;
+use lstm::LstmModel;
+use music::{MusicStats, PlainNote};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Everything `evaluate` measured; `evaluation.json`.
+#[derive(Debug, Serialize)]
+pub struct Evaluation {
+    pub encoding: String,
+    pub model: Option<ModelFigures>,
+    pub validation_music: MusicStats,
+    pub generated: Vec<GeneratedFigures>,
+    /// All generated pieces pooled, against the validation pieces.
+    pub generated_total: Option<MusicComparison>,
+}
+
+/// The model's figures on the validation windows.
+#[derive(Debug, Serialize)]
+pub struct ModelFigures {
+    pub targets: usize,
+    pub nats_per_token: f64,
+    pub perplexity: f64,
+    pub top1_accuracy: f64,
+    pub top5_accuracy: f64,
+    pub nats_per_note: f64,
+    pub nats_per_second: f64,
+    /// Token type → (targets, nats per token).
+    pub by_token_type: BTreeMap<String, (usize, f64)>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MusicComparison {
+    pub stats: MusicStats,
+    pub against_validation: Vec<music::Comparison>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GeneratedFigures {
+    pub file: String,
+    pub music: MusicComparison,
+    pub longest_copied_tokens: memorisation::CopiedRun,
+    pub longest_copied_notes: memorisation::CopiedRun,
+    /// Share of the piece's n-note pitch patterns (n = `evaluate.ngram`) found in the training set.
+    pub copied_ngram_share: f64,
+    /// True when `copied_ngram_share` exceeds `evaluate.copy_threshold`.
+    pub flagged_as_copy: bool,
+}
+
+/// Why the stage failed.
+#[derive(Debug)]
+pub enum EvaluateError {
+    Artifact(artifacts::ArtifactError),
+    Candle(candle_core::Error),
+    Midi { path: PathBuf, reason: String },
+    Mismatch(String),
+}
+
+impl std::fmt::Display for EvaluateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EvaluateError::Artifact(e) => e.fmt(f),
+            EvaluateError::Candle(e) => write!(f, "tensor computation failed: {e}"),
+            EvaluateError::Midi { path, reason } => write!(f, "{}: {reason}", path.display()),
+            EvaluateError::Mismatch(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for EvaluateError {}
+
+impl From<candle_core::Error> for EvaluateError {
+    fn from(e: candle_core::Error) -> Self {
+        EvaluateError::Candle(e)
+    }
+}
+
+/// The inputs of one evaluation.
+pub struct Inputs<'a> {
+    pub dataset: &'a Path,
+    pub model: &'a Path,
+    pub notes: &'a Path,
+    pub generated: &'a [PathBuf],
+}
+
+/// Runs the stage and writes `output` (`evaluation.json`) and its companions beside it.
+pub fn run(config: &PipelineConfig, inputs: Inputs, output: &Path) -> Result<Evaluation, EvaluateError> {
+    let read_error = EvaluateError::Artifact;
+    let (_, dataset) = artifacts::read::<DatasetArtifact>(inputs.dataset).map_err(read_error)?;
+    let (_, model) = artifacts::read::<ModelArtifact>(inputs.model).map_err(read_error)?;
+    let (_, notes) = artifacts::read::<NotesArtifact>(inputs.notes).map_err(read_error)?;
+    if dataset.vocabulary != model.vocabulary || dataset.encoding != model.encoding {
+        return Err(EvaluateError::Mismatch(format!(
+            "{} and {} use different dictionaries; rerun `train` on this data set",
+            inputs.dataset.display(),
+            inputs.model.display()
+        )));
+    }
+    let device = lstm::select_device(config.runtime.device)?;
+    let evaluation = evaluate(config, &dataset, &model, &notes, inputs.generated, &device)?;
+
+    let json = serde_json::to_string_pretty(&evaluation).expect("plain data serializes") + "\n";
+    artifacts::write_if_changed(output, json.as_bytes()).map_err(read_error)?;
+    let pictures = write_pictures(&evaluation, output).map_err(read_error)?;
+    let markdown = markdown(&evaluation, &pictures);
+    artifacts::write_if_changed(&output.with_extension("md"), markdown.as_bytes()).map_err(read_error)?;
+    if let Some(m) = &evaluation.model {
+        tracing::info!(
+            "evaluate: validation {:.3} nats/token (perplexity {:.1}), top-1 {:.1} %, top-5 {:.1} %, \
+             {:.2} nats/note, {:.2} nats/s",
+            m.nats_per_token,
+            m.perplexity,
+            m.top1_accuracy * 100.0,
+            m.top5_accuracy * 100.0,
+            m.nats_per_note,
+            m.nats_per_second
+        );
+    }
+    for g in &evaluation.generated {
+        tracing::info!(
+            "evaluate: {}: pitch-class overlap {:.2}, longest copy {} tokens / {} notes ({}), {:.0} % of {}-note patterns copied{}",
+            g.file,
+            g.music.against_validation[0].overlap,
+            g.longest_copied_tokens.length,
+            g.longest_copied_notes.length,
+            g.longest_copied_notes.source,
+            g.copied_ngram_share * 100.0,
+            config.evaluate.ngram,
+            if g.flagged_as_copy { " — FLAGGED as a copy" } else { "" }
+        );
+    }
+    tracing::info!("wrote {} and {}", output.display(), output.with_extension("md").display());
+    Ok(evaluation)
+}
+
+fn plain(notes: &[artifacts::Note]) -> Vec<PlainNote> {
+    notes
+        .iter()
+        .map(|n| PlainNote {
+            pitch: n.pitch,
+            velocity: n.velocity,
+            onset: n.onset_seconds,
+            duration: n.duration_seconds,
+        })
+        .collect()
+}
+
+/// Computes every figure; see the crate documentation.
+pub fn evaluate(
+    config: &PipelineConfig,
+    dataset: &DatasetArtifact,
+    model: &ModelArtifact,
+    notes: &NotesArtifact,
+    generated: &[PathBuf],
+    device: &Device,
+) -> Result<Evaluation, EvaluateError> {
+    let by_path: BTreeMap<&str, &artifacts::ExtractedFile> = notes.files.iter().map(|f| (f.path.as_str(), f)).collect();
+    let originals = |split| dataset.pieces.iter().filter(move |p| p.split == split && p.augmentation.is_none());
+    let validation_notes: Vec<Vec<PlainNote>> =
+        originals(Split::Validation).filter_map(|p| by_path.get(p.source.as_str())).map(|f| plain(&f.notes)).collect();
+    let validation_music = MusicStats::of(&validation_notes);
+    let validation_tokens: usize = originals(Split::Validation).map(|p| p.tokens.len()).sum();
+
+    let model_figures = model_figures(dataset, model, device)?.map(|mut figures| {
+        figures.nats_per_note =
+            figures.nats_per_token * validation_tokens as f64 / validation_music.notes.max(1) as f64;
+        figures.nats_per_second =
+            figures.nats_per_token * validation_tokens as f64 / validation_music.seconds.max(1e-9);
+        figures
+    });
+
+    // The training set, as the model saw it (tokens, augmented copies included) and as notes.
+    let training_tokens: Vec<(String, Vec<u32>)> = dataset
+        .pieces
+        .iter()
+        .filter(|p| p.split == Split::Train)
+        .map(|p| (p.source.clone(), p.tokens.clone()))
+        .collect();
+    let training_pitches: Vec<(String, Vec<u8>)> = originals(Split::Train)
+        .filter_map(|p| by_path.get(p.source.as_str()))
+        .map(|f| (f.path.clone(), f.notes.iter().map(|n| n.pitch).collect()))
+        .collect();
+    let codec = encode::Codec::new(&dataset.encoding);
+
+    let mut figures = Vec::with_capacity(generated.len());
+    let mut all_generated = Vec::with_capacity(generated.len());
+    for path in generated {
+        let midi_error = |reason: String| EvaluateError::Midi { path: path.clone(), reason };
+        let bytes = std::fs::read(path).map_err(|e| midi_error(e.to_string()))?;
+        let piece = extract::notes_of_midi(&bytes, &config::ExtractConfig::default()).map_err(midi_error)?;
+        let tokens: Vec<u32> = codec.encode(&piece).iter().filter_map(|t| dataset.vocabulary.id(t)).collect();
+        let pitches: Vec<u8> = piece.iter().map(|n| n.pitch).collect();
+        let share = memorisation::copied_ngram_share(&pitches, &training_pitches, config.evaluate.ngram);
+        let stats = MusicStats::of(&[plain(&piece)]);
+        figures.push(GeneratedFigures {
+            file: path.display().to_string(),
+            music: MusicComparison { against_validation: music::compare(&stats, &validation_music), stats },
+            longest_copied_tokens: memorisation::longest_copied_run(&tokens, &training_tokens),
+            longest_copied_notes: memorisation::longest_copied_run(&pitches, &training_pitches),
+            copied_ngram_share: share,
+            flagged_as_copy: share > config.evaluate.copy_threshold,
+        });
+        all_generated.push(plain(&piece));
+    }
+    let generated_total = (!all_generated.is_empty()).then(|| {
+        let stats = MusicStats::of(&all_generated);
+        MusicComparison { against_validation: music::compare(&stats, &validation_music), stats }
+    });
+    Ok(Evaluation {
+        encoding: dataset.encoding.name().to_string(),
+        model: model_figures,
+        validation_music,
+        generated: figures,
+        generated_total,
+    })
+}
+
+/// The type of a token, for the loss by type: performance `on`/`off`/`shift`/`vel`, seed
+/// `note`/`chord`.
+fn token_type(token: &str) -> &'static str {
+    match token.split_once(':').map(|(kind, _)| kind) {
+        Some("on") => "press",
+        Some("off") => "release",
+        Some("shift") => "time shift",
+        Some("vel") => "velocity",
+        _ if artifacts::parse_pitch_name(token).is_some() => "note",
+        _ => "chord",
+    }
+}
+
+/// Loss, accuracy and loss by type over the validation windows (`None` without any).
+fn model_figures(
+    dataset: &DatasetArtifact,
+    model: &ModelArtifact,
+    device: &Device,
+) -> Result<Option<ModelFigures>, EvaluateError> {
+    let windows = dataset.windows(Split::Validation);
+    if windows.is_empty() {
+        return Ok(None);
+    }
+    let network = LstmModel::from_named(model.hyperparameters.clone(), &model.weights, device)?;
+    let (mut nats, mut top1, mut top5, mut targets) = (0.0f64, 0usize, 0usize, 0usize);
+    let mut by_type: BTreeMap<String, (usize, f64)> = BTreeMap::new();
+    for chunk in windows.chunks(32) {
+        let (inputs, expected) = train::batch(dataset, chunk, device)?;
+        let log_probs = candle_nn::ops::log_softmax(&network.forward(&inputs, None)?.flatten_to(1)?, D::Minus1)?;
+        let rows = log_probs.to_vec2::<f32>()?;
+        let expected = expected.flatten_all()?.to_vec1::<u32>()?;
+        for (row, &target) in rows.iter().zip(&expected) {
+            let score = row[target as usize];
+            let better = row.iter().filter(|&&s| s > score).count();
+            nats -= f64::from(score);
+            top1 += usize::from(better == 0);
+            top5 += usize::from(better < 5);
+            targets += 1;
+            let entry = by_type.entry(token_type(dataset.vocabulary.token(target)).to_string()).or_default();
+            entry.0 += 1;
+            entry.1 -= f64::from(score);
+        }
+    }
+    for entry in by_type.values_mut() {
+        entry.1 /= entry.0 as f64;
+    }
+    let nats_per_token = nats / targets as f64;
+    Ok(Some(ModelFigures {
+        targets,
+        nats_per_token,
+        perplexity: nats_per_token.exp(),
+        top1_accuracy: top1 as f64 / targets as f64,
+        top5_accuracy: top5 as f64 / targets as f64,
+        nats_per_note: 0.0,
+        nats_per_second: 0.0,
+        by_token_type: by_type,
+    }))
+}
+
+/// The two comparison pictures, as (file name, path) for the Markdown.
+fn write_pictures(evaluation: &Evaluation, output: &Path) -> Result<Vec<(String, PathBuf)>, artifacts::ArtifactError> {
+    let Some(total) = &evaluation.generated_total else { return Ok(Vec::new()) };
+    const CLASSES: [&str; 12] = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"];
+    let mut time_labels: Vec<String> = Vec::new();
+    let mut low = 0.0;
+    for edge in music::TIME_EDGES {
+        time_labels.push(format!("{low}–{edge}"));
+        low = edge;
+    }
+    time_labels.push(format!("≥{low}"));
+    let class_labels: Vec<String> = CLASSES.iter().map(|c| c.to_string()).collect();
+    let v = &evaluation.validation_music;
+    let pictures = [
+        ("pitch_classes", "Pitch classes", class_labels, &total.stats.pitch_classes, &v.pitch_classes),
+        ("inter_onset", "Inter-onset intervals (seconds)", time_labels, &total.stats.inter_onset, &v.inter_onset),
+    ];
+    let mut written = Vec::new();
+    for (name, title, labels, generated, validation) in pictures {
+        let svg = pictures::histogram_pair(title, &labels, ("generated", generated), ("validation pieces", validation));
+        let stem = output.file_stem().map_or_else(|| "evaluation".into(), |s| s.to_string_lossy().into_owned());
+        let path = output.with_file_name(format!("{stem}_{name}.svg"));
+        artifacts::write_if_changed(&path, svg.as_bytes())?;
+        written.push((title.to_string(), path));
+    }
+    Ok(written)
+}
+
+/// `evaluation.md`: the figures as tables, with the pictures.
+fn markdown(e: &Evaluation, pictures: &[(String, PathBuf)]) -> String {
+    let mut md = format!("# Evaluation\n\nEncoding: `{}`.\n\n## The model, on the validation pieces\n\n", e.encoding);
+    match &e.model {
+        None => md.push_str("No validation windows: no model figures.\n"),
+        Some(m) => {
+            let _ = writeln!(md, "| figure | value |\n|---|---|");
+            let _ = writeln!(md, "| targets | {} |", m.targets);
+            let _ = writeln!(md, "| cross-entropy | {:.3} nats per token |", m.nats_per_token);
+            let _ = writeln!(md, "| perplexity | {:.1} |", m.perplexity);
+            let _ = writeln!(
+                md,
+                "| top-1 / top-5 accuracy | {:.1} % / {:.1} % |",
+                m.top1_accuracy * 100.0,
+                m.top5_accuracy * 100.0
+            );
+            let _ = writeln!(md, "| per note | {:.2} nats |", m.nats_per_note);
+            let _ = writeln!(md, "| per second of music | {:.2} nats |", m.nats_per_second);
+            for (kind, (count, loss)) in &m.by_token_type {
+                let _ = writeln!(md, "| {kind} tokens ({count}) | {loss:.3} nats per token |");
+            }
+        }
+    }
+    md.push_str("\n## The music, against the validation pieces\n\n");
+    md.push_str("Overlap: area shared by the two normalised histograms (1 = identical). KL: divergence of the generated from the validation distribution, in nats (0 = identical).\n\n");
+    let mut rows = vec![("all generated pieces".to_string(), e.generated_total.as_ref())];
+    rows.extend(e.generated.iter().map(|g| (g.file.clone(), Some(&g.music))));
+    for (name, comparison) in rows {
+        let Some(c) = comparison else { continue };
+        let _ = writeln!(md, "### {name}\n\n| statistic | overlap | KL |\n|---|---|---|");
+        for row in &c.against_validation {
+            let _ = writeln!(md, "| {} | {:.3} | {:.3} |", row.statistic, row.overlap, row.kl_divergence);
+        }
+        let s = &c.stats;
+        let v = &e.validation_music;
+        let _ = writeln!(
+            md,
+            "\n{} notes, {:.1} notes/s (validation {:.1}), pitches {}–{} (validation {}–{}), mean pitch {:.1} (validation {:.1}), repetition {:.2} (validation {:.2}).\n",
+            s.notes,
+            s.notes_per_second,
+            v.notes_per_second,
+            s.lowest_pitch,
+            s.highest_pitch,
+            v.lowest_pitch,
+            v.highest_pitch,
+            s.mean_pitch,
+            v.mean_pitch,
+            s.repetition,
+            v.repetition
+        );
+    }
+    for (title, path) in pictures {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let _ = writeln!(md, "![{title}]({name})\n");
+    }
+    md.push_str("## Memorisation\n\n| piece | longest copied run (tokens) | longest copied run (notes) | from | copied patterns | flag |\n|---|---|---|---|---|---|\n");
+    for g in &e.generated {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} at note {} | {:.0} % | {} |",
+            g.file,
+            g.longest_copied_tokens.length,
+            g.longest_copied_notes.length,
+            g.longest_copied_notes.source,
+            g.longest_copied_notes.position,
+            g.copied_ngram_share * 100.0,
+            if g.flagged_as_copy { "copy" } else { "" }
+        );
+    }
+    md
+}
