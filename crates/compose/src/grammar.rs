@@ -1,6 +1,8 @@
 //! Grammar-constrained sampling for the `performance` encoding: before each draw, the
 //! tokens that would make the sequence ill-formed get zero probability.
 //!
+//! - `on:P` only for the 88 keys of a piano (A0–C8), since the dictionary covers all 128
+//!   MIDI pitches;
 //! - `off:P` only for a key that is down;
 //! - no more than `max_shift_run` time shifts in a row (no runaway silence);
 //! - no `on:P` while `max_held` keys are already down;
@@ -60,7 +62,7 @@ impl Grammar {
             None => false,
             Some(Event::Off(p)) => self.down.contains(&p),
             Some(Event::Shift(_)) => self.shift_run < self.max_shift_run,
-            Some(Event::On(_)) => self.down.len() < self.max_held,
+            Some(Event::On(p)) => (21..=108).contains(&p) && self.down.len() < self.max_held,
             Some(Event::Velocity(_)) => !self.last_was_velocity,
         }
     }
@@ -109,6 +111,7 @@ mod tests {
                 match event {
                     Event::Off(p) => assert!(down.remove(&p), "released key {p}, which was not down"),
                     Event::On(p) => {
+                        assert!((21..=108).contains(&p), "pressed key {p}, which no piano has");
                         down.insert(p);
                     }
                     _ => {}
