@@ -478,8 +478,7 @@ mod tests {
     }
 
     /// A pattern the model can learn: 0 1 2 3 4 5 0 1 2 … in every piece.
-    #[test]
-    fn loss_falls_on_a_learnable_sequence() {
+    fn learnable() -> (PipelineConfig, DatasetArtifact) {
         let piece = |split| EncodedPiece {
             source: String::new(),
             split,
@@ -499,6 +498,51 @@ mod tests {
         config.train.embedding = 8;
         config.train.batch_size = 8;
         config.train.learning_rate = 0.01;
+        (config, dataset)
+    }
+
+    #[test]
+    fn a_non_finite_loss_stops_training_before_anything_is_saved() {
+        let (config, dataset) = learnable();
+        // Resume from a checkpoint whose weights hold a NaN: the very first loss is NaN.
+        let hp = Hyperparameters { vocab_size: 6, embedding: 8, hidden: 16, layers: 2, dropout: 0.3, seq_len: 8 };
+        let mut weights = LstmModel::new(hp.clone(), 1, &Device::Cpu).unwrap().to_named().unwrap();
+        weights.last_mut().unwrap().data[0] = f32::NAN;
+        let adam = Adam::new(LstmModel::from_named(hp.clone(), &weights, &Device::Cpu).unwrap().vars(), 0.01).unwrap();
+        let names: Vec<String> = weights.iter().map(|w| w.name.clone()).collect();
+        let poisoned = CheckpointArtifact {
+            model: ModelArtifact {
+                hyperparameters: hp,
+                encoding: dataset.encoding.clone(),
+                vocabulary: dataset.vocabulary.clone(),
+                weights,
+                optimizer: adam.state(&names).unwrap(),
+                history: Vec::new(),
+            },
+            epoch: 1,
+            batches_done: 0,
+            epoch_loss_sum: 0.0,
+            epoch_targets: 0,
+            epoch_seconds: 0.0,
+            dropout_rng_position: 0,
+        };
+        let stop = AtomicBool::new(false);
+        let mut saves = 0;
+        let mut save = |_: &CheckpointArtifact| {
+            saves += 1;
+            Ok(())
+        };
+        let mut config = config;
+        config.train.checkpoint_steps = 1;
+        let hooks = Hooks { save: &mut save, interrupt: &stop, epoch_done: &mut |_, _| Ok(()) };
+        let result = train(&config, &dataset, &Device::Cpu, Some(poisoned), hooks);
+        assert!(matches!(result, Err(TrainError::Diverged { epoch: 1 })), "{:?}", result.err());
+        assert_eq!(saves, 0, "no checkpoint may be written from a diverged step");
+    }
+
+    #[test]
+    fn loss_falls_on_a_learnable_sequence() {
+        let (config, dataset) = learnable();
         let stop = AtomicBool::new(false);
         let hooks = Hooks { save: &mut |_| Ok(()), interrupt: &stop, epoch_done: &mut |_, _| Ok(()) };
         let model = train(&config, &dataset, &Device::Cpu, None, hooks).unwrap();
