@@ -76,3 +76,15 @@ pub fn render_wav(midi: &Path, soundfont: &Path, wav: &Path) -> Result<f64, Stri
     })?;
     Ok(seconds)
 }
+
+/// Renders each MIDI file to a WAV file beside it (`music.mid` → `music.wav`) with the
+/// SoundFont `configured`, or one from the usual places when that is empty.
+pub fn render_beside(midis: &[PathBuf], configured: &str) -> Result<(), String> {
+    let soundfont = find_soundfont(configured)?;
+    for midi in midis {
+        let wav = midi.with_extension("wav");
+        let seconds = render_wav(midi, &soundfont, &wav)?;
+        tracing::info!("wrote {} ({seconds:.0} s, SoundFont {})", wav.display(), soundfont.display());
+    }
+    Ok(())
+}

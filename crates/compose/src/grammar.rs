@@ -75,11 +75,6 @@ impl Grammar {
             }
         }
     }
-
-    /// Keys down now.
-    pub fn held(&self) -> usize {
-        self.down.len()
-    }
 }
 
 #[cfg(test)]

@@ -115,6 +115,7 @@ pub fn run(
         Start::Dataset(_) => None,
     };
     let device = lstm::select_device(config.runtime.device)?;
+    let network = LstmModel::from_named(model.hyperparameters.clone(), &model.weights, &device)?;
     let settings = &config.compose;
     let mut written = Vec::with_capacity(settings.outputs);
     for number in 1..=settings.outputs {
@@ -125,7 +126,7 @@ pub fn run(
             (None, Some(dataset)) => pick_seed_window(dataset, model.hyperparameters.seq_len, &mut rng)?,
             (None, None) => unreachable!("a start is either a data set or a primer"),
         };
-        let composition = compose(config, &model, seed_tokens, &mut rng, &device)?;
+        let composition = compose(config, &model, &network, seed_tokens, &mut rng, &device)?;
         write_outputs(&path, &composition, settings)?;
         written.push(path);
     }
@@ -250,12 +251,12 @@ impl ComposeReport {
 pub fn compose(
     config: &PipelineConfig,
     model: &ModelArtifact,
+    network: &LstmModel,
     seed_tokens: &[u32],
     rng: &mut SeededRng,
     device: &Device,
 ) -> Result<Composition, ComposeError> {
     let settings = &config.compose;
-    let network = LstmModel::from_named(model.hyperparameters.clone(), &model.weights, device)?;
     let mut grammar = match model.encoding {
         Encoding::Performance { .. } => {
             Some(grammar::Grammar::new(&model.vocabulary.tokens, settings.max_shift_run, settings.max_held))

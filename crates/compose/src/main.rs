@@ -70,12 +70,7 @@ fn main() -> std::process::ExitCode {
         };
         let written = compose::run(&config, &args.input, start, &args.output)?;
         if args.wav {
-            let soundfont = compose::audio::find_soundfont(&config.compose.soundfont)?;
-            for midi in &written {
-                let wav = midi.with_extension("wav");
-                let seconds = compose::audio::render_wav(midi, &soundfont, &wav)?;
-                tracing::info!("wrote {} ({seconds:.0} s)", wav.display());
-            }
+            compose::audio::render_beside(&written, &config.compose.soundfont)?;
         }
         Ok(())
     })())

@@ -22,17 +22,7 @@ fn main() -> std::process::ExitCode {
     stage_cli::exit_with((|| -> Result<(), Box<dyn std::error::Error>> {
         let config = args.config.load(Vec::new())?;
         let configured = args.soundfont.map_or(config.compose.soundfont.clone(), |p| p.display().to_string());
-        let soundfont = compose::audio::find_soundfont(&configured)?;
-        for midi in &args.files {
-            let wav = midi.with_extension("wav");
-            let seconds = compose::audio::render_wav(midi, &soundfont, &wav)?;
-            tracing::info!(
-                "listen: {} → {} ({seconds:.0} s, SoundFont {})",
-                midi.display(),
-                wav.display(),
-                soundfont.display()
-            );
-        }
+        compose::audio::render_beside(&args.files, &configured)?;
         Ok(())
     })())
 }
