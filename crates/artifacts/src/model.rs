@@ -15,7 +15,7 @@ pub struct Hyperparameters {
     pub seq_len: usize,
 }
 
-/// A tensor by name, stored row-major. Invariant: `data.len()` = product of `shape`.
+/// A tensor by name, stored row-major (a weight matrix as `[outputs, inputs]`). Invariant: `data.len()` = product of `shape`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NamedTensor {
     pub name: String,
@@ -58,7 +58,8 @@ pub struct ModelArtifact {
 
 impl Artifact for ModelArtifact {
     const KIND: ArtifactKind = ArtifactKind::Model;
-    const FORMAT_VERSION: u32 = 1;
+    // 2: LSTM and output weights stored output-major ([4H, in], [V, H]), as PyTorch and candle-nn store them.
+    const FORMAT_VERSION: u32 = 2;
 }
 
 /// `model.bin.checkpoint`: a training run stopped part-way, with everything needed to
@@ -81,5 +82,6 @@ pub struct CheckpointArtifact {
 
 impl Artifact for CheckpointArtifact {
     const KIND: ArtifactKind = ArtifactKind::Checkpoint;
-    const FORMAT_VERSION: u32 = 1;
+    // 2: holds a version-2 model.
+    const FORMAT_VERSION: u32 = 2;
 }

@@ -27,6 +27,12 @@ use seeded_rng::SeededRng;
 
 pub use candle_core;
 
+pub mod fused;
+mod generator;
+mod kernels;
+
+pub use generator::Generator;
+
 /// Candle's error type, re-exported so callers need not depend on candle-core for it.
 pub type Result<T> = candle_core::Result<T>;
 
@@ -36,6 +42,22 @@ pub struct LstmModel {
     pub hyperparameters: Hyperparameters,
     weights: Vec<Var>,
     names: Vec<String>,
+}
+
+/// Which implementation computes the LSTM layers. Both compute the same function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerPath {
+    /// [`fused`]: hand-written forward and backward passes; CPU only, and much faster there.
+    Fused,
+    /// Candle tensor ops, one per equation, differentiated by Candle's autograd; any device.
+    CandleOps,
+}
+
+impl LayerPath {
+    /// The fused path on the CPU, Candle ops elsewhere.
+    pub fn for_device(device: &Device) -> Self {
+        if device.is_cpu() { LayerPath::Fused } else { LayerPath::CandleOps }
+    }
 }
 
 /// Per layer, the hidden and cell state carried from one time step to the next.
@@ -51,11 +73,11 @@ fn layout(hp: &Hyperparameters) -> Vec<(String, Vec<usize>)> {
     let mut layout = vec![("embedding".to_string(), vec![v, e])];
     for layer in 0..hp.layers {
         let input = if layer == 0 { e } else { h };
-        layout.push((format!("lstm{layer}.w_ih"), vec![input, 4 * h]));
-        layout.push((format!("lstm{layer}.w_hh"), vec![h, 4 * h]));
+        layout.push((format!("lstm{layer}.w_ih"), vec![4 * h, input]));
+        layout.push((format!("lstm{layer}.w_hh"), vec![4 * h, h]));
         layout.push((format!("lstm{layer}.bias"), vec![4 * h]));
     }
-    layout.push(("head.weight".to_string(), vec![h, v]));
+    layout.push(("head.weight".to_string(), vec![v, h]));
     layout.push(("head.bias".to_string(), vec![v]));
     layout
 }
@@ -137,35 +159,81 @@ impl LstmModel {
     ///
     /// With `dropout = Some((rng, p))` each LSTM layer's output is dropped with
     /// probability `p` (inverted dropout: kept values are scaled by 1/(1−p)), as in training.
-    pub fn forward(&self, tokens: &Tensor, mut dropout: Option<(&mut SeededRng, f32)>) -> Result<Tensor> {
+    pub fn forward(&self, tokens: &Tensor, dropout: Option<(&mut SeededRng, f32)>) -> Result<Tensor> {
+        let (batch, steps) = tokens.dims2()?;
+        self.logits(tokens, dropout)?.reshape((steps, batch, self.hyperparameters.vocab_size))?.transpose(0, 1)?.contiguous()
+    }
+
+    /// Logits `[T·B, V]` for token ids `[B, T]`, one row per position in time-major order
+    /// (row t·B + b is time step t of sequence b); see [`time_major`] for the matching targets.
+    ///
+    /// On the CPU this runs the [`fused`] layer with its hand-written backward pass; on other
+    /// devices the same equations as Candle tensor ops (Candle's autograd derives their
+    /// backward pass). Both give the same numbers to rounding.
+    pub fn logits(&self, tokens: &Tensor, dropout: Option<(&mut SeededRng, f32)>) -> Result<Tensor> {
+        self.logits_on(tokens, dropout, LayerPath::for_device(tokens.device()))
+    }
+
+    /// [`LstmModel::logits`] on a chosen path; [`LayerPath::Fused`] needs the CPU.
+    pub fn logits_on(
+        &self,
+        tokens: &Tensor,
+        mut dropout: Option<(&mut SeededRng, f32)>,
+        path: LayerPath,
+    ) -> Result<Tensor> {
         let (batch, steps) = tokens.dims2()?;
         let hp = &self.hyperparameters;
-        // Each time step stays its own tensor from the embedding to the head. Slicing one
-        // [B, T, ·] tensor per step instead would cost O(T²): the backward pass of every
-        // slice allocates a zero-padded gradient the size of the whole tensor.
-        let mut sequence: Vec<Tensor> = (0..steps)
-            .map(|t| self.embedding().embedding(&tokens.narrow(1, t, 1)?.squeeze(1)?))
-            .collect::<Result<_>>()?;
-        for layer in 0..hp.layers {
+        let positions = batch * steps;
+        let mut masks = Vec::with_capacity(hp.layers);
+        for _ in 0..hp.layers {
+            masks.push(match dropout.as_mut() {
+                Some((rng, p)) if *p > 0.0 => Some(dropout_mask(&[positions, hp.hidden], *p, rng, tokens.device())?),
+                _ => None,
+            });
+        }
+        let ids = time_major(tokens)?;
+        match path {
+            LayerPath::Fused => self.logits_fused(&ids, batch, &masks),
+            LayerPath::CandleOps => self.logits_ops(&ids, batch, &masks),
+        }
+    }
+
+    /// The CPU path: activations stay feature-major `[features, T·B]` from the embedding to the head.
+    fn logits_fused(&self, ids: &Tensor, batch: usize, masks: &[Option<Tensor>]) -> Result<Tensor> {
+        let mut x = self.embedding().embedding(ids)?.t()?.contiguous()?;
+        for (layer, mask) in masks.iter().enumerate() {
             let (w_ih, w_hh, bias) = self.layer(layer);
-            let mut state = self.zero_layer_state(batch, tokens.device())?;
-            for x_t in sequence.iter_mut() {
-                state = cell(&x_t.matmul(w_ih)?.broadcast_add(bias)?, w_hh, &state)?;
-                *x_t = state.h.clone();
-                if let Some((rng, p)) = dropout.as_mut()
-                    && *p > 0.0
-                {
-                    *x_t = x_t.mul(&dropout_mask(x_t.dims(), *p, rng, x_t.device())?)?;
-                }
+            let projected = x.apply_op3(w_ih, bias, fused::Affine)?;
+            x = projected.apply_op2(w_hh, fused::Recurrence::new(batch))?;
+            if let Some(mask) = mask {
+                x = x.mul(&mask.t()?)?;
             }
         }
-        // One matmul for the output layer over all B·T positions.
         let (head_w, head_b) = self.head();
-        Tensor::stack(&sequence, 1)?
-            .reshape((batch * steps, hp.hidden))?
-            .matmul(head_w)?
-            .broadcast_add(head_b)?
-            .reshape((batch, steps, hp.vocab_size))
+        x.apply_op3(head_w, head_b, fused::Affine)?.t()?.contiguous()
+    }
+
+    /// The portable path: Candle tensor ops, one tensor per time step. (Slicing one
+    /// `[T·B, ·]` tensor per step instead would cost O(T²) in the backward pass: every
+    /// slice's gradient is a zero-padded copy of the whole tensor.)
+    fn logits_ops(&self, ids: &Tensor, batch: usize, masks: &[Option<Tensor>]) -> Result<Tensor> {
+        let steps = ids.dim(0)? / batch;
+        let mut sequence: Vec<Tensor> = (0..steps)
+            .map(|t| self.embedding().embedding(&ids.narrow(0, t * batch, batch)?))
+            .collect::<Result<_>>()?;
+        for (layer, mask) in masks.iter().enumerate() {
+            let (w_ih, w_hh, bias) = self.layer(layer);
+            let mut state = self.zero_layer_state(batch, ids.device())?;
+            for (t, x_t) in sequence.iter_mut().enumerate() {
+                state = cell(&x_t.matmul(&w_ih.t()?)?.broadcast_add(bias)?, w_hh, &state)?;
+                *x_t = match mask {
+                    Some(mask) => state.h.mul(&mask.narrow(0, t * batch, batch)?)?,
+                    None => state.h.clone(),
+                };
+            }
+        }
+        let (head_w, head_b) = self.head();
+        Tensor::cat(&sequence, 0)?.matmul(&head_w.t()?)?.broadcast_add(head_b)
     }
 
     fn zero_layer_state(&self, batch: usize, device: &Device) -> Result<LayerState> {
@@ -184,18 +252,24 @@ impl LstmModel {
         let mut x = self.embedding().embedding(tokens)?;
         for (layer, layer_state) in state.iter_mut().enumerate() {
             let (w_ih, w_hh, bias) = self.layer(layer);
-            let projected = x.matmul(w_ih)?.broadcast_add(bias)?;
+            let projected = x.matmul(&w_ih.t()?)?.broadcast_add(bias)?;
             *layer_state = cell(&projected, w_hh, layer_state)?;
             x = layer_state.h.clone();
         }
         let (head_w, head_b) = self.head();
-        x.matmul(head_w)?.broadcast_add(head_b)
+        x.matmul(&head_w.t()?)?.broadcast_add(head_b)
     }
+}
+
+/// Token ids `[B, T]` as one vector `[T·B]` in time-major order, the row order of
+/// [`LstmModel::logits`]: apply it to the targets too.
+pub fn time_major(tokens: &Tensor) -> Result<Tensor> {
+    tokens.t()?.flatten_all()
 }
 
 /// One LSTM time step for a batch: `projected` is x_t·W_ih + b, `[B, 4H]`.
 fn cell(projected: &Tensor, w_hh: &Tensor, previous: &LayerState) -> Result<LayerState> {
-    let gates = (projected + previous.h.matmul(w_hh)?)?;
+    let gates = (projected + previous.h.matmul(&w_hh.t()?)?)?;
     let gates = gates.chunk(4, D::Minus1)?;
     let input_gate = candle_nn::ops::sigmoid(&gates[0])?;
     let forget_gate = candle_nn::ops::sigmoid(&gates[1])?;
@@ -307,6 +381,24 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_generator_matches_the_sequence_forward_for_every_stream() {
+        let model = LstmModel::new(tiny(), 2, &Device::Cpu).unwrap();
+        let ids: Vec<u32> = vec![1, 4, 2, 6, 0, 3, 3, 5, 1, 2, 0, 0, 6, 6, 5];
+        let tokens = Tensor::from_vec(ids.clone(), (3, 5), &Device::Cpu).unwrap();
+        let full = model.forward(&tokens, None).unwrap().to_vec3::<f32>().unwrap();
+        let mut generator = Generator::new(&model, 3).unwrap();
+        for t in 0..5 {
+            let logits = generator.step(&[ids[t], ids[5 + t], ids[10 + t]]).unwrap().to_vec();
+            for (stream, row) in logits.chunks_exact(7).enumerate() {
+                for (got, expected) in row.iter().zip(&full[stream][t]) {
+                    assert!((got - expected).abs() < 1e-5, "stream {stream} step {t}: {got} vs {expected}");
+                }
+            }
+        }
+        assert!(generator.step(&[7, 0, 0]).is_err(), "an id outside the vocabulary is refused");
+    }
+
     /// The hand-written cell against a scalar evaluation of the LSTM equations.
     #[test]
     fn cell_matches_the_equations() {
@@ -322,11 +414,11 @@ mod tests {
         };
         let out = cell(
             &Tensor::from_slice(&projected, (1, 4 * h), &device).unwrap(),
-            &Tensor::from_slice(&w_hh, (h, 4 * h), &device).unwrap(),
+            &Tensor::from_slice(&w_hh, (4 * h, h), &device).unwrap(),
             &state,
         )
         .unwrap();
-        let gate = |k: usize| projected[k] + (0..h).map(|j| h0[j] * w_hh[j * 4 * h + k]).sum::<f32>();
+        let gate = |k: usize| projected[k] + (0..h).map(|j| h0[j] * w_hh[k * h + j]).sum::<f32>();
         let got_h = out.h.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let got_c = out.c.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         for u in 0..h {

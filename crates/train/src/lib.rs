@@ -310,8 +310,8 @@ pub fn train(
         for (index, windows) in batches.iter().enumerate().skip(skip) {
             let (inputs, expected) = batch(dataset, windows, device)?;
             // Forward.
-            let logits = model.forward(&inputs, Some((&mut dropout_rng, settings.dropout)))?;
-            let loss = candle_nn::loss::cross_entropy(&logits.flatten_to(1)?, &expected.flatten_all()?)?;
+            let logits = model.logits(&inputs, Some((&mut dropout_rng, settings.dropout)))?;
+            let loss = candle_nn::loss::cross_entropy(&logits, &lstm::time_major(&expected)?)?;
             let loss_value = f64::from(loss.to_scalar::<f32>()?);
             if !loss_value.is_finite() {
                 // Stop before this step touches the weights; the last checkpoint stays good.
@@ -431,8 +431,8 @@ pub fn evaluate(
     let (mut loss_sum, mut correct, mut targets) = (0.0f64, 0.0f64, 0usize);
     for chunk in windows.chunks(batch_size) {
         let (inputs, expected) = batch(dataset, chunk, device)?;
-        let logits = model.forward(&inputs, None)?.flatten_to(1)?;
-        let expected = expected.flatten_all()?;
+        let logits = model.logits(&inputs, None)?;
+        let expected = lstm::time_major(&expected)?;
         let count = expected.elem_count();
         let loss = candle_nn::loss::cross_entropy(&logits, &expected)?.to_scalar::<f32>()?;
         let hits = logits.argmax(D::Minus1)?.eq(&expected)?.to_dtype(candle_core::DType::F32)?.sum_all()?;

@@ -1,0 +1,89 @@
+use bench::{BenchReport, GenerationFigures, TrainingFigures};
+use clap::Parser;
+use std::path::PathBuf;
+
+/// Measures how fast every stage runs on this machine: extract (notes/s, files/s over a
+/// folder of MIDI files), encode (tokens/s), training (targets/s of this project's fused
+/// LSTM and of candle-nn's LSTM at the seed config, H = 256 and 512, against the roofline
+/// of the measured matmul rate) and generation (tokens/s, one stream and 16 at H = 512).
+/// Prints a table and writes the figures as JSON. Medians after a warm-up; a few minutes.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Args {
+    /// MIDI files to extract and encode.
+    #[arg(long, default_value = "../shared/data/piano", value_name = "FOLDER")]
+    corpus: PathBuf,
+    /// Where to write the figures.
+    #[arg(long, default_value = "artifacts/bench.json", value_name = "FILE")]
+    output: PathBuf,
+    /// Threads for the matrix products and extraction (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Timed training steps per configuration (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// Skip candle-nn's LSTM (its H = 512 steps take seconds each).
+    #[arg(long)]
+    no_candle_nn: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    stage_cli::init_logging();
+    let args = Args::parse();
+    lstm::set_cpu_threads(args.threads);
+    stage_cli::exit_with(run(&args))
+}
+
+fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let config = config::PipelineConfig::default();
+    let threads = candle_core::utils::get_num_threads();
+    tracing::info!("bench: {threads} threads; extracting {}", args.corpus.display());
+    let extracted = bench::extract(&args.corpus, &config.extract);
+    if extracted.is_none() {
+        tracing::warn!("no MIDI files under {}: extract and encode skipped", args.corpus.display());
+    }
+    let encode = extracted.as_ref().and_then(|(_, notes)| bench::encode(&config, notes));
+    let matmul_gflops = bench::matmul_rate()?;
+    let batch = 64;
+    let mut training = Vec::new();
+    for hidden in [256, 512] {
+        let hp = bench::seed_config(hidden);
+        let targets = (batch * hp.seq_len) as f64;
+        let roofline = matmul_gflops * 1e9 / (6.0 * bench::matmul_weights(&hp) as f64);
+        let mut trainers = vec![("fused", bench::train_fused(&hp, batch, args.steps)?)];
+        if !args.no_candle_nn {
+            tracing::info!("bench: candle-nn LSTM at H = {hidden}");
+            trainers.push(("candle-nn", bench::train_candle_nn(&hp, batch, args.steps.min(3))?));
+        }
+        for (trainer, seconds) in trainers {
+            training.push(TrainingFigures {
+                hidden,
+                trainer: trainer.to_string(),
+                seconds_per_step: seconds,
+                targets_per_second: targets / seconds,
+                roofline_targets_per_second: roofline,
+            });
+        }
+    }
+    let mut generation = Vec::new();
+    for streams in [1, 16] {
+        let hp = bench::seed_config(512);
+        let tokens_per_second = bench::generate(&hp, streams, 400)?;
+        generation.push(GenerationFigures { hidden: 512, streams, tokens_per_second });
+    }
+    let report = BenchReport {
+        threads,
+        extract: extracted.map(|(figures, _)| figures),
+        encode,
+        matmul_gflops,
+        training,
+        generation,
+    };
+    print!("{}", bench::table(&report));
+    if let Some(parent) = args.output.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    artifacts::write_if_changed(&args.output, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    tracing::info!("bench: figures written to {}", args.output.display());
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! Token-by-token generation for one or many streams at once, carrying each layer's state.
+//!
+//! Generation is matrix-vector work: every new token streams all the weights through the
+//! processor once. On the CPU the weights are laid out for that once, when the generator is
+//! built: the first layer's input projection becomes a lookup table (embedding row ·
+//! W_ihᵀ + bias for every token, so the first layer costs one product, not two), and the
+//! state of all S streams is feature-major `[H, S]`, the layout the training kernels use,
+//! so S streams cost barely more than one as long as the weights dominate.
+//! On other devices the generator steps the model's Candle ops.
+
+use crate::kernels::{Mat, StepLayout, cell_forward, matmul, threads};
+use crate::{LayerState, LstmModel, Result};
+use candle_core::{Device, Tensor};
+
+/// Feeds one token per stream and returns the next-token logits of every stream.
+pub struct Generator<'m> {
+    streams: usize,
+    engine: Engine<'m>,
+    /// `[S, V]`, stream-major: row s is stream s's logits.
+    logits: Vec<f32>,
+}
+
+enum Engine<'m> {
+    Cpu(CpuEngine),
+    Candle { model: &'m LstmModel, state: Vec<LayerState>, device: Device },
+}
+
+/// The CPU engine's weights and buffers. All matrices row-major, weights `[outputs, inputs]`.
+struct CpuEngine {
+    hidden: usize,
+    vocab: usize,
+    /// `[V, 4H]`: row v is embedding(v) · W_ih₀ᵀ + b₀.
+    first_input: Vec<f32>,
+    /// Per layer: W_ih (`[4H, H]`, unused for layer 0), W_hh (`[4H, H]`), bias (`[4H]`).
+    layers: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)>,
+    head_weight: Vec<f32>,
+    head_bias: Vec<f32>,
+    /// Per layer: c and h, `[H, S]`.
+    cells: Vec<Vec<f32>>,
+    hidden_states: Vec<Vec<f32>>,
+    /// `[4H, S]` and `[V, S]` scratch.
+    gates: Vec<f32>,
+    logits_t: Vec<f32>,
+}
+
+impl<'m> Generator<'m> {
+    /// A generator for `streams` parallel sequences, all starting from the zero state.
+    pub fn new(model: &'m LstmModel, streams: usize) -> Result<Self> {
+        let device = model.vars()[0].device().clone();
+        let vocab = model.hyperparameters.vocab_size;
+        let engine = if device.is_cpu() {
+            Engine::Cpu(CpuEngine::new(model, streams)?)
+        } else {
+            Engine::Candle { model, state: model.zero_state(streams, &device)?, device }
+        };
+        Ok(Generator { streams, engine, logits: vec![0.0; streams * vocab] })
+    }
+
+    /// Feeds `tokens[s]` to stream s and returns the logits `[S, V]` (stream-major) for each
+    /// stream's next token. Token ids must be below the vocabulary size.
+    pub fn step(&mut self, tokens: &[u32]) -> Result<&[f32]> {
+        if tokens.len() != self.streams {
+            candle_core::bail!("{} tokens for {} streams", tokens.len(), self.streams);
+        }
+        match &mut self.engine {
+            Engine::Cpu(engine) => engine.step(tokens, &mut self.logits)?,
+            Engine::Candle { model, state, device } => {
+                let logits = model.step(&Tensor::new(tokens, device)?, state)?;
+                self.logits = logits.flatten_all()?.to_vec1()?;
+            }
+        }
+        Ok(&self.logits)
+    }
+}
+
+impl CpuEngine {
+    fn new(model: &LstmModel, streams: usize) -> Result<Self> {
+        let hp = &model.hyperparameters;
+        let (hidden, vocab) = (hp.hidden, hp.vocab_size);
+        let data = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+        let mut layers = Vec::with_capacity(hp.layers);
+        for layer in 0..hp.layers {
+            let (w_ih, w_hh, bias) = model.layer(layer);
+            layers.push((if layer == 0 { Vec::new() } else { data(w_ih)? }, data(w_hh)?, data(bias)?));
+        }
+        // The first layer's input projection for every token: [V, E] · W_ih₀ᵀ [E, 4H] + b₀.
+        let (w_ih0, _, bias0) = model.layer(0);
+        let first_input = data(&model.embedding().matmul(&w_ih0.t()?)?.broadcast_add(bias0)?)?;
+        let (head_w, head_b) = model.head();
+        Ok(CpuEngine {
+            hidden,
+            vocab,
+            first_input,
+            layers,
+            head_weight: data(head_w)?,
+            head_bias: data(head_b)?,
+            cells: vec![vec![0.0; hidden * streams]; hp.layers],
+            hidden_states: vec![vec![0.0; hidden * streams]; hp.layers],
+            gates: vec![0.0; 4 * hidden * streams],
+            logits_t: vec![0.0; vocab * streams],
+        })
+    }
+
+    fn step(&mut self, tokens: &[u32], logits: &mut [f32]) -> Result<()> {
+        let (h, s, threads) = (self.hidden, tokens.len(), threads());
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.vocab) {
+            candle_core::bail!("token id {bad} is outside the vocabulary of {}", self.vocab);
+        }
+        for layer in 0..self.layers.len() {
+            let (w_ih, w_hh, bias) = &self.layers[layer];
+            // gates = (layer 0: table row of the token; else b + W_ih·x) + W_hh·h_{t−1}
+            for (row, gate_row) in self.gates.chunks_exact_mut(s).enumerate() {
+                for (stream, value) in gate_row.iter_mut().enumerate() {
+                    *value = if layer == 0 { self.first_input[tokens[stream] as usize * 4 * h + row] } else { bias[row] };
+                }
+            }
+            if layer > 0 {
+                let below = Mat::dense(&self.hidden_states[layer - 1], h, s);
+                matmul(&mut self.gates, 0, s, Mat::dense(w_ih, 4 * h, h), below, true, threads);
+            }
+            // h_{t−1} is read by the product before the gate math overwrites it with h_t.
+            let state = &mut self.hidden_states[layer];
+            matmul(&mut self.gates, 0, s, Mat::dense(w_hh, 4 * h, h), Mat::dense(state, h, s), true, threads);
+            let at = StepLayout { hidden: h, batch: s, columns: s, step: 0 };
+            cell_forward(&at, &mut self.gates, &mut self.cells[layer], state);
+        }
+        // logitsᵀ [V, S] = W_head · h_top + b, then transposed to stream-major.
+        for (row, bias) in self.logits_t.chunks_exact_mut(s).zip(&self.head_bias) {
+            row.fill(*bias);
+        }
+        let top = Mat::dense(self.hidden_states.last().expect("at least one layer"), h, s);
+        matmul(&mut self.logits_t, 0, s, Mat::dense(&self.head_weight, self.vocab, h), top, true, threads);
+        for (v, row) in self.logits_t.chunks_exact(s).enumerate() {
+            for (stream, &value) in row.iter().enumerate() {
+                logits[stream * self.vocab + v] = value;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,290 @@
+//! The CPU arithmetic under the fused LSTM: strided matrix products and the gate math of
+//! one time step, with a fast sigmoid and tanh.
+//!
+//! Matrix products go to the `gemm` crate directly, not through Candle's matmul: `gemm`
+//! takes any row and column strides, so a transposed weight or one time step's columns of
+//! a `[features, T·B]` activation matrix are read in place, never copied.
+//!
+//! The gate math is plain Rust over contiguous rows, written so the compiler vectorises it;
+//! on x86-64 it is compiled twice, once for AVX2 and once for the baseline, and the AVX2
+//! copy is picked at run time when the processor has it. It uses no fused multiply-add, so
+//! both copies round identically and a model trains to the same bits on any x86-64.
+
+use gemm::Parallelism;
+
+/// The thread count for matrix products: `runtime.threads`, via [`crate::set_cpu_threads`].
+pub(crate) fn threads() -> usize {
+    candle_core::utils::get_num_threads()
+}
+
+/// A read-only view of a matrix inside a slice: element `(r, c)` is
+/// `data[offset + r * row_stride + c * col_stride]`. Invariant: every element is in `data`.
+#[derive(Clone, Copy)]
+pub struct Mat<'a> {
+    data: &'a [f32],
+    offset: usize,
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// The `rows × cols` block at `offset` of a row-major matrix whose rows are `row_stride` apart.
+    pub fn block(data: &'a [f32], offset: usize, rows: usize, cols: usize, row_stride: usize) -> Self {
+        let view = Mat { data, offset, rows, cols, row_stride, col_stride: 1 };
+        assert!(view.fits(data.len()), "matrix view out of bounds");
+        view
+    }
+
+    /// A dense row-major `rows × cols` matrix.
+    pub fn dense(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self::block(data, 0, rows, cols, cols)
+    }
+
+    /// The transpose, as a view of the same memory.
+    pub fn t(self) -> Self {
+        Mat { rows: self.cols, cols: self.rows, row_stride: self.col_stride, col_stride: self.row_stride, ..self }
+    }
+
+    fn fits(&self, len: usize) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || self.offset + (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride < len
+    }
+}
+
+/// `dst = a · b` (or `dst += a · b` when `accumulate`), where `dst` is the `a.rows × b.cols`
+/// block at `offset` of a row-major matrix with rows `row_stride` apart.
+///
+/// `threads > 1` splits the product over rayon's pool; the pool's workers sleep when idle,
+/// so a busy machine is not made busier by threads spinning between small products.
+pub fn matmul(dst: &mut [f32], offset: usize, row_stride: usize, a: Mat, b: Mat, accumulate: bool, threads: usize) {
+    assert_eq!(a.cols, b.rows, "inner dimensions differ");
+    let view = Mat { data: dst, offset, rows: a.rows, cols: b.cols, row_stride, col_stride: 1 };
+    assert!(view.fits(dst.len()), "destination out of bounds");
+    if a.rows == 0 || b.cols == 0 {
+        return;
+    }
+    if a.cols == 0 {
+        if !accumulate {
+            for r in 0..a.rows {
+                dst[offset + r * row_stride..][..b.cols].fill(0.0);
+            }
+        }
+        return;
+    }
+    let parallelism = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+    // SAFETY: the three views were checked to lie inside their slices, and `dst` is borrowed
+    // mutably, so it cannot overlap `a` or `b`.
+    unsafe {
+        gemm::gemm(
+            a.rows,
+            b.cols,
+            a.cols,
+            dst.as_mut_ptr().add(offset),
+            1,
+            row_stride as isize,
+            accumulate,
+            a.data.as_ptr().add(a.offset),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr().add(b.offset),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// e^x with a relative error below 2e-7 for x in [−87, 88] (clamped outside): x = n·ln 2 + r
+/// with |r| ≤ ln 2 / 2, e^r from Cephes' degree-6 polynomial, 2^n built in the exponent bits.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    // Adding and subtracting 1.5·2²³ rounds to the nearest integer without a branch.
+    let n = (x * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
+    // ln 2 split in two so n·ln 2 is subtracted without losing r's low bits (Cody–Waite).
+    let r = (x - n * 0.693_359_4) + n * 2.121_944_4e-4;
+    let mut p = 1.987_569_1e-4;
+    p = p * r + 1.398_2e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 0.166_666_65;
+    p = p * r + 0.5;
+    let e_r = p * r * r + r + 1.0;
+    e_r * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+#[inline(always)]
+pub(crate) fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
+/// tanh: near zero a polynomial (Cephes), since 1 − 2/(e^{2x}+1) would lose the low bits there.
+#[inline(always)]
+pub(crate) fn tanh(x: f32) -> f32 {
+    let z = x * x;
+    let small = ((((-5.704_988_7e-3 * z + 2.063_908_9e-2) * z - 5.373_971_6e-2) * z + 0.133_314_42) * z
+        - 0.333_332_82)
+        * z
+        * x
+        + x;
+    let large = (1.0 - 2.0 / (exp(2.0 * x.abs()) + 1.0)).copysign(x);
+    if x.abs() < 0.625 { small } else { large }
+}
+
+/// Where one time step's numbers live: every buffer is `[rows, N]` row-major with
+/// N = T·B columns ordered time-major (column t·B + b is time step t of sequence b).
+pub struct StepLayout {
+    pub hidden: usize,
+    pub batch: usize,
+    /// T·B.
+    pub columns: usize,
+    pub step: usize,
+}
+
+impl StepLayout {
+    /// The offset of row `row` at this time step.
+    fn at(&self, row: usize) -> usize {
+        row * self.columns + self.step * self.batch
+    }
+}
+
+/// The forward gate math of one time step, in place. On entry `gates` (`[4H, N]`) holds the
+/// pre-activations `[i f g o]` of this step; on return their activations σ(i), σ(f),
+/// tanh(g), σ(o). Writes c_t into `cells` and h_t into `hidden` (both `[H, N]`). c_{t−1} is
+/// read from the previous step's columns of `cells`, or, at step 0, from step 0's own
+/// columns: zero for a fresh sequence, the carried state when generating step by step.
+pub fn cell_forward(at: &StepLayout, gates: &mut [f32], cells: &mut [f32], hidden: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the processor has AVX2, checked just above.
+        return unsafe { cell_forward_avx2(at, gates, cells, hidden) };
+    }
+    cell_forward_body(at, gates, cells, hidden)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn cell_forward_avx2(at: &StepLayout, gates: &mut [f32], cells: &mut [f32], hidden: &mut [f32]) {
+    cell_forward_body(at, gates, cells, hidden)
+}
+
+#[inline(always)]
+fn cell_forward_body(at: &StepLayout, gates: &mut [f32], cells: &mut [f32], hidden: &mut [f32]) {
+    let (h, b) = (at.hidden, at.batch);
+    let (input, rest) = gates.split_at_mut(h * at.columns);
+    let (forget, rest) = rest.split_at_mut(h * at.columns);
+    let (candidate, output) = rest.split_at_mut(h * at.columns);
+    for u in 0..h {
+        let o = at.at(u);
+        if at.step > 0 {
+            cells.copy_within(o - b..o, o);
+        }
+        let (i, f, g, og) = (&mut input[o..o + b], &mut forget[o..o + b], &mut candidate[o..o + b], &mut output[o..o + b]);
+        let (c, h_out) = (&mut cells[o..o + b], &mut hidden[o..o + b]);
+        for k in 0..b {
+            let (ik, fk, gk, ok) = (sigmoid(i[k]), sigmoid(f[k]), tanh(g[k]), sigmoid(og[k]));
+            (i[k], f[k], g[k], og[k]) = (ik, fk, gk, ok);
+            c[k] = fk * c[k] + ik * gk;
+            h_out[k] = ok * tanh(c[k]);
+        }
+    }
+}
+
+/// The backward gate math of one time step. Reads the activations saved by
+/// [`cell_forward`] (`gates`, `cells`), `dh` = ∂loss/∂h_t (`[H, B]`, everything that
+/// reaches h_t) and `dc` = ∂loss/∂c_t through c_{t+1} (`[H, B]`). Writes ∂loss/∂(pre-activation
+/// gates) of this step into `d_gates` (`[4H, N]`) and replaces `dc` with ∂loss/∂c_{t−1}:
+///
+/// ```text
+/// dc  += dh ⊙ o ⊙ (1 − tanh²c_t)          d_o = dh ⊙ tanh c_t ⊙ o(1−o)
+/// d_i  = dc ⊙ g ⊙ i(1−i)                   d_f = dc ⊙ c_{t−1} ⊙ f(1−f)
+/// d_g  = dc ⊙ i ⊙ (1−g²)                   dc  ← dc ⊙ f
+/// ```
+pub fn cell_backward(at: &StepLayout, gates: &[f32], cells: &[f32], dh: &[f32], dc: &mut [f32], d_gates: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the processor has AVX2, checked just above.
+        return unsafe { cell_backward_avx2(at, gates, cells, dh, dc, d_gates) };
+    }
+    cell_backward_body(at, gates, cells, dh, dc, d_gates)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn cell_backward_avx2(at: &StepLayout, gates: &[f32], cells: &[f32], dh: &[f32], dc: &mut [f32], d_gates: &mut [f32]) {
+    cell_backward_body(at, gates, cells, dh, dc, d_gates)
+}
+
+#[inline(always)]
+fn cell_backward_body(at: &StepLayout, gates: &[f32], cells: &[f32], dh: &[f32], dc: &mut [f32], d_gates: &mut [f32]) {
+    let (h, b) = (at.hidden, at.batch);
+    let block = h * at.columns;
+    let (d_input, rest) = d_gates.split_at_mut(block);
+    let (d_forget, rest) = rest.split_at_mut(block);
+    let (d_candidate, d_output) = rest.split_at_mut(block);
+    for u in 0..h {
+        let o = at.at(u);
+        let (i, f, g, og) = (&gates[o..o + b], &gates[block + o..][..b], &gates[2 * block + o..][..b], &gates[3 * block + o..][..b]);
+        let c = &cells[o..o + b];
+        let previous = if at.step == 0 { None } else { Some(&cells[o - b..o]) };
+        let (dh, dc) = (&dh[u * b..(u + 1) * b], &mut dc[u * b..(u + 1) * b]);
+        let (di, df, dg, d_o) =
+            (&mut d_input[o..o + b], &mut d_forget[o..o + b], &mut d_candidate[o..o + b], &mut d_output[o..o + b]);
+        for k in 0..b {
+            let tanh_c = tanh(c[k]);
+            let dck = dc[k] + dh[k] * og[k] * (1.0 - tanh_c * tanh_c);
+            d_o[k] = dh[k] * tanh_c * og[k] * (1.0 - og[k]);
+            di[k] = dck * g[k] * i[k] * (1.0 - i[k]);
+            df[k] = dck * previous.map_or(0.0, |p| p[k]) * f[k] * (1.0 - f[k]);
+            dg[k] = dck * i[k] * (1.0 - g[k] * g[k]);
+            dc[k] = dck * f[k];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_functions_match_the_standard_library() {
+        let mut worst = (0.0f32, 0.0f32, 0.0f32);
+        for step in -40_000..=40_000 {
+            let x = step as f32 * 5e-4; // −20 … 20
+            let e = (exp(x) - x.exp()).abs() / x.exp();
+            let s = (sigmoid(x) - 1.0 / (1.0 + (-x).exp())).abs();
+            let t = (tanh(x) - x.tanh()).abs() / x.tanh().abs().max(1e-30);
+            worst = (worst.0.max(e), worst.1.max(s), if x == 0.0 { worst.2 } else { worst.2.max(t) });
+        }
+        assert!(worst.0 < 5e-7 && worst.1 < 2e-7 && worst.2 < 5e-7, "relative errors {worst:?}");
+        assert_eq!(tanh(0.0), 0.0);
+        assert_eq!((sigmoid(-200.0) < 1e-30, sigmoid(200.0)), (true, 1.0));
+        assert_eq!((tanh(-50.0), tanh(50.0)), (-1.0, 1.0));
+    }
+
+    #[test]
+    fn strided_products_match_a_plain_loop() {
+        // a: 3×4 read transposed from a 4×3 buffer; b: a 4×2 block of a 4×5 buffer.
+        let a_data: Vec<f32> = (0..12).map(|v| v as f32 * 0.5 - 2.0).collect();
+        let b_data: Vec<f32> = (0..20).map(|v| (v as f32).sin()).collect();
+        let a = Mat::dense(&a_data, 4, 3).t();
+        let b = Mat::block(&b_data, 1, 4, 2, 5);
+        let mut dst = vec![1.0f32; 3 * 7];
+        matmul(&mut dst, 2, 7, a, b, true, 1);
+        for r in 0..3 {
+            for c in 0..2 {
+                let expected: f32 = 1.0 + (0..4).map(|k| a_data[k * 3 + r] * b_data[1 + k * 5 + c]).sum::<f32>();
+                assert!((dst[2 + r * 7 + c] - expected).abs() < 1e-5);
+            }
+        }
+        assert_eq!(dst[0], 1.0, "outside the block nothing changes");
+    }
+}
