@@ -190,8 +190,7 @@ fn median_seconds_of(
 
 /// One training step: the loss's gradients for `vars`, then Adam.
 fn step(loss: Tensor, vars: &[Var], adam: &mut Adam) -> candle_core::Result<()> {
-    let grads = loss.backward()?;
-    let grads: Vec<Tensor> = vars.iter().map(|v| grads.get(v).cloned().unwrap_or_else(|| v.zeros_like().unwrap())).collect();
+    let grads = train::adam::host_gradients(vars, &loss.backward()?)?;
     adam.update(vars, &grads)
 }
 
@@ -200,10 +199,8 @@ pub fn train_fused(hp: &Hyperparameters, batch: usize, repeats: usize) -> candle
     let model = LstmModel::new(hp.clone(), 1, &Device::Cpu)?;
     let mut adam = Adam::new(model.vars(), 1e-3)?;
     let (inputs, targets) = token_batch(hp, batch)?;
-    let targets = lstm::time_major(&targets)?;
     median_seconds_of(1, repeats, || {
-        let loss = candle_nn::loss::cross_entropy(&model.logits(&inputs, None)?, &targets)?;
-        step(loss, model.vars(), &mut adam)
+        step(model.loss(&inputs, &targets, None)?, model.vars(), &mut adam)
     })
 }
 

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Args {
-    /// MIDI files to extract and encode.
+    /// MIDI files to extract and encode (`extract` part).
     #[arg(long, default_value = "../shared/data/piano", value_name = "FOLDER")]
     corpus: PathBuf,
     /// Where to write the figures.
@@ -25,6 +25,22 @@ struct Args {
     /// Skip candle-nn's LSTM (its H = 512 steps take seconds each).
     #[arg(long)]
     no_candle_nn: bool,
+    /// Run only these parts (repeatable); all by default.
+    #[arg(long, value_enum)]
+    only: Vec<Part>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+enum Part {
+    Extract,
+    Training,
+    Generation,
+}
+
+impl Args {
+    fn runs(&self, part: Part) -> bool {
+        self.only.is_empty() || self.only.contains(&part)
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -38,15 +54,15 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let config = config::PipelineConfig::default();
     let threads = candle_core::utils::get_num_threads();
     tracing::info!("bench: {threads} threads; extracting {}", args.corpus.display());
-    let extracted = bench::extract(&args.corpus, &config.extract);
-    if extracted.is_none() {
+    let extracted = if args.runs(Part::Extract) { bench::extract(&args.corpus, &config.extract) } else { None };
+    if extracted.is_none() && args.runs(Part::Extract) {
         tracing::warn!("no MIDI files under {}: extract and encode skipped", args.corpus.display());
     }
     let encode = extracted.as_ref().and_then(|(_, notes)| bench::encode(&config, notes));
     let matmul_gflops = bench::matmul_rate()?;
     let batch = 64;
     let mut training = Vec::new();
-    for hidden in [256, 512] {
+    for hidden in [256, 512].into_iter().filter(|_| args.runs(Part::Training)) {
         let hp = bench::seed_config(hidden);
         let targets = (batch * hp.seq_len) as f64;
         let roofline = matmul_gflops * 1e9 / (6.0 * bench::matmul_weights(&hp) as f64);
@@ -66,7 +82,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let mut generation = Vec::new();
-    for streams in [1, 16] {
+    for streams in [1, 16].into_iter().filter(|_| args.runs(Part::Generation)) {
         let hp = bench::seed_config(512);
         let tokens_per_second = bench::generate(&hp, streams, 400)?;
         generation.push(GenerationFigures { hidden: 512, streams, tokens_per_second });

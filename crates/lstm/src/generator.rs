@@ -8,7 +8,7 @@
 //! so S streams cost barely more than one as long as the weights dominate.
 //! On other devices the generator steps the model's Candle ops.
 
-use crate::kernels::{Mat, StepLayout, cell_forward, matmul, threads};
+use crate::kernels::{Mat, cell_forward, matmul, threads};
 use crate::{LayerState, LstmModel, Result};
 use candle_core::{Device, Tensor};
 
@@ -121,8 +121,7 @@ impl CpuEngine {
             // h_{t−1} is read by the product before the gate math overwrites it with h_t.
             let state = &mut self.hidden_states[layer];
             matmul(&mut self.gates, 0, s, Mat::dense(w_hh, 4 * h, h), Mat::dense(state, h, s), true, threads);
-            let at = StepLayout { hidden: h, batch: s, columns: s, step: 0 };
-            cell_forward(&at, &mut self.gates, &mut self.cells[layer], state);
+            cell_forward(s, &mut self.gates, &mut self.cells[layer], state);
         }
         // logitsᵀ [V, S] = W_head · h_top + b, then transposed to stream-major.
         for (row, bias) in self.logits_t.chunks_exact_mut(s).zip(&self.head_bias) {

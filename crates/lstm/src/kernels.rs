@@ -139,114 +139,128 @@ pub(crate) fn tanh(x: f32) -> f32 {
     if x.abs() < 0.625 { small } else { large }
 }
 
-/// Where one time step's numbers live: every buffer is `[rows, N]` row-major with
-/// N = T·B columns ordered time-major (column t·B + b is time step t of sequence b).
-pub struct StepLayout {
-    pub hidden: usize,
-    pub batch: usize,
-    /// T·B.
-    pub columns: usize,
-    pub step: usize,
-}
-
-impl StepLayout {
-    /// The offset of row `row` at this time step.
-    fn at(&self, row: usize) -> usize {
-        row * self.columns + self.step * self.batch
-    }
-}
-
-/// The forward gate math of one time step, in place. On entry `gates` (`[4H, N]`) holds the
-/// pre-activations `[i f g o]` of this step; on return their activations σ(i), σ(f),
-/// tanh(g), σ(o). Writes c_t into `cells` and h_t into `hidden` (both `[H, N]`). c_{t−1} is
-/// read from the previous step's columns of `cells`, or, at step 0, from step 0's own
-/// columns: zero for a fresh sequence, the carried state when generating step by step.
-pub fn cell_forward(at: &StepLayout, gates: &mut [f32], cells: &mut [f32], hidden: &mut [f32]) {
+/// `out[k] = e^(row[k] − shift[k])`, vectorised like the gate math.
+pub fn exp_shifted(row: &[f32], shift: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the processor has AVX2, checked just above.
-        return unsafe { cell_forward_avx2(at, gates, cells, hidden) };
+        return unsafe { exp_shifted_avx2(row, shift, out) };
     }
-    cell_forward_body(at, gates, cells, hidden)
+    exp_shifted_body(row, shift, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn cell_forward_avx2(at: &StepLayout, gates: &mut [f32], cells: &mut [f32], hidden: &mut [f32]) {
-    cell_forward_body(at, gates, cells, hidden)
+unsafe fn exp_shifted_avx2(row: &[f32], shift: &[f32], out: &mut [f32]) {
+    exp_shifted_body(row, shift, out)
 }
 
 #[inline(always)]
-fn cell_forward_body(at: &StepLayout, gates: &mut [f32], cells: &mut [f32], hidden: &mut [f32]) {
-    let (h, b) = (at.hidden, at.batch);
-    let (input, rest) = gates.split_at_mut(h * at.columns);
-    let (forget, rest) = rest.split_at_mut(h * at.columns);
-    let (candidate, output) = rest.split_at_mut(h * at.columns);
-    for u in 0..h {
-        let o = at.at(u);
-        if at.step > 0 {
-            cells.copy_within(o - b..o, o);
-        }
-        let (i, f, g, og) = (&mut input[o..o + b], &mut forget[o..o + b], &mut candidate[o..o + b], &mut output[o..o + b]);
-        let (c, h_out) = (&mut cells[o..o + b], &mut hidden[o..o + b]);
-        for k in 0..b {
-            let (ik, fk, gk, ok) = (sigmoid(i[k]), sigmoid(f[k]), tanh(g[k]), sigmoid(og[k]));
-            (i[k], f[k], g[k], og[k]) = (ik, fk, gk, ok);
-            c[k] = fk * c[k] + ik * gk;
-            h_out[k] = ok * tanh(c[k]);
-        }
+fn exp_shifted_body(row: &[f32], shift: &[f32], out: &mut [f32]) {
+    for ((o, &v), &s) in out.iter_mut().zip(row).zip(shift) {
+        *o = exp(v - s);
     }
 }
 
-/// The backward gate math of one time step. Reads the activations saved by
-/// [`cell_forward`] (`gates`, `cells`), `dh` = ∂loss/∂h_t (`[H, B]`, everything that
-/// reaches h_t) and `dc` = ∂loss/∂c_t through c_{t+1} (`[H, B]`). Writes ∂loss/∂(pre-activation
-/// gates) of this step into `d_gates` (`[4H, N]`) and replaces `dc` with ∂loss/∂c_{t−1}:
+/// The forward gate math of one time step for B sequences, in place. Every buffer is
+/// row-major with B columns (one per sequence). On entry `gates` (`[4H, B]`) holds the
+/// pre-activations `[i f g o]` and `cells` (`[H, B]`) holds c_{t−1}; on return `gates` holds
+/// σ(i), σ(f), tanh(g), σ(o), `cells` holds c_t and `hidden` (`[H, B]`) holds h_t.
+pub fn cell_forward(batch: usize, gates: &mut [f32], cells: &mut [f32], hidden: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the processor has AVX2, checked just above.
+        return unsafe { cell_forward_avx2(batch, gates, cells, hidden) };
+    }
+    cell_forward_body(batch, gates, cells, hidden)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn cell_forward_avx2(batch: usize, gates: &mut [f32], cells: &mut [f32], hidden: &mut [f32]) {
+    cell_forward_body(batch, gates, cells, hidden)
+}
+
+#[inline(always)]
+fn cell_forward_body(batch: usize, gates: &mut [f32], cells: &mut [f32], hidden: &mut [f32]) {
+    let block = cells.len();
+    assert!(gates.len() == 4 * block && hidden.len() == block && block % batch.max(1) == 0);
+    let (input, rest) = gates.split_at_mut(block);
+    let (forget, rest) = rest.split_at_mut(block);
+    let (candidate, output) = rest.split_at_mut(block);
+    for k in 0..block {
+        let (i, f, g, o) = (sigmoid(input[k]), sigmoid(forget[k]), tanh(candidate[k]), sigmoid(output[k]));
+        (input[k], forget[k], candidate[k], output[k]) = (i, f, g, o);
+        cells[k] = f * cells[k] + i * g;
+        hidden[k] = o * tanh(cells[k]);
+    }
+}
+
+/// The backward gate math of one time step, buffers laid out as in [`cell_forward`].
+/// Reads the activations `gates` and cell states `cells` (c_t) and `previous_cells`
+/// (c_{t−1}, `None` at the first step) that the forward pass left, `dh` = ∂loss/∂h_t
+/// (everything that reaches h_t) and `dc` = ∂loss/∂c_t through c_{t+1}. Writes
+/// ∂loss/∂(pre-activation gates) into `d_gates` and replaces `dc` with ∂loss/∂c_{t−1}:
 ///
 /// ```text
 /// dc  += dh ⊙ o ⊙ (1 − tanh²c_t)          d_o = dh ⊙ tanh c_t ⊙ o(1−o)
 /// d_i  = dc ⊙ g ⊙ i(1−i)                   d_f = dc ⊙ c_{t−1} ⊙ f(1−f)
 /// d_g  = dc ⊙ i ⊙ (1−g²)                   dc  ← dc ⊙ f
 /// ```
-pub fn cell_backward(at: &StepLayout, gates: &[f32], cells: &[f32], dh: &[f32], dc: &mut [f32], d_gates: &mut [f32]) {
+pub fn cell_backward(
+    gates: &[f32],
+    cells: &[f32],
+    previous_cells: Option<&[f32]>,
+    dh: &[f32],
+    dc: &mut [f32],
+    d_gates: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the processor has AVX2, checked just above.
-        return unsafe { cell_backward_avx2(at, gates, cells, dh, dc, d_gates) };
+        return unsafe { cell_backward_avx2(gates, cells, previous_cells, dh, dc, d_gates) };
     }
-    cell_backward_body(at, gates, cells, dh, dc, d_gates)
+    cell_backward_body(gates, cells, previous_cells, dh, dc, d_gates)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn cell_backward_avx2(at: &StepLayout, gates: &[f32], cells: &[f32], dh: &[f32], dc: &mut [f32], d_gates: &mut [f32]) {
-    cell_backward_body(at, gates, cells, dh, dc, d_gates)
+unsafe fn cell_backward_avx2(
+    gates: &[f32],
+    cells: &[f32],
+    previous_cells: Option<&[f32]>,
+    dh: &[f32],
+    dc: &mut [f32],
+    d_gates: &mut [f32],
+) {
+    cell_backward_body(gates, cells, previous_cells, dh, dc, d_gates)
 }
 
 #[inline(always)]
-fn cell_backward_body(at: &StepLayout, gates: &[f32], cells: &[f32], dh: &[f32], dc: &mut [f32], d_gates: &mut [f32]) {
-    let (h, b) = (at.hidden, at.batch);
-    let block = h * at.columns;
-    let (d_input, rest) = d_gates.split_at_mut(block);
-    let (d_forget, rest) = rest.split_at_mut(block);
-    let (d_candidate, d_output) = rest.split_at_mut(block);
-    for u in 0..h {
-        let o = at.at(u);
-        let (i, f, g, og) = (&gates[o..o + b], &gates[block + o..][..b], &gates[2 * block + o..][..b], &gates[3 * block + o..][..b]);
-        let c = &cells[o..o + b];
-        let previous = if at.step == 0 { None } else { Some(&cells[o - b..o]) };
-        let (dh, dc) = (&dh[u * b..(u + 1) * b], &mut dc[u * b..(u + 1) * b]);
-        let (di, df, dg, d_o) =
-            (&mut d_input[o..o + b], &mut d_forget[o..o + b], &mut d_candidate[o..o + b], &mut d_output[o..o + b]);
-        for k in 0..b {
-            let tanh_c = tanh(c[k]);
-            let dck = dc[k] + dh[k] * og[k] * (1.0 - tanh_c * tanh_c);
-            d_o[k] = dh[k] * tanh_c * og[k] * (1.0 - og[k]);
-            di[k] = dck * g[k] * i[k] * (1.0 - i[k]);
-            df[k] = dck * previous.map_or(0.0, |p| p[k]) * f[k] * (1.0 - f[k]);
-            dg[k] = dck * i[k] * (1.0 - g[k] * g[k]);
-            dc[k] = dck * f[k];
-        }
+fn cell_backward_body(
+    gates: &[f32],
+    cells: &[f32],
+    previous_cells: Option<&[f32]>,
+    dh: &[f32],
+    dc: &mut [f32],
+    d_gates: &mut [f32],
+) {
+    let block = cells.len();
+    assert!(gates.len() == 4 * block && d_gates.len() == 4 * block && dh.len() == block && dc.len() == block);
+    let (i, rest) = gates.split_at(block);
+    let (f, rest) = rest.split_at(block);
+    let (g, o) = rest.split_at(block);
+    let (d_i, rest) = d_gates.split_at_mut(block);
+    let (d_f, rest) = rest.split_at_mut(block);
+    let (d_g, d_o) = rest.split_at_mut(block);
+    for k in 0..block {
+        let tanh_c = tanh(cells[k]);
+        let dck = dc[k] + dh[k] * o[k] * (1.0 - tanh_c * tanh_c);
+        d_o[k] = dh[k] * tanh_c * o[k] * (1.0 - o[k]);
+        d_i[k] = dck * g[k] * i[k] * (1.0 - i[k]);
+        d_f[k] = dck * previous_cells.map_or(0.0, |p| p[k]) * f[k] * (1.0 - f[k]);
+        d_g[k] = dck * i[k] * (1.0 - g[k] * g[k]);
+        dc[k] = dck * f[k];
     }
 }
 

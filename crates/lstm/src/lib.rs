@@ -175,15 +175,29 @@ impl LstmModel {
     }
 
     /// [`LstmModel::logits`] on a chosen path; [`LayerPath::Fused`] needs the CPU.
-    pub fn logits_on(
-        &self,
-        tokens: &Tensor,
-        mut dropout: Option<(&mut SeededRng, f32)>,
-        path: LayerPath,
-    ) -> Result<Tensor> {
-        let (batch, steps) = tokens.dims2()?;
+    pub fn logits_on(&self, tokens: &Tensor, dropout: Option<(&mut SeededRng, f32)>, path: LayerPath) -> Result<Tensor> {
+        match path {
+            LayerPath::Fused => self.logits_fused(tokens, dropout)?.t()?.contiguous(),
+            LayerPath::CandleOps => self.logits_ops(tokens, dropout),
+        }
+    }
+
+    /// Mean cross-entropy (nats per target) of predicting `targets` `[B, T]` from `tokens`
+    /// `[B, T]`, as a scalar to differentiate; dropout as in [`LstmModel::forward`].
+    pub fn loss(&self, tokens: &Tensor, targets: &Tensor, dropout: Option<(&mut SeededRng, f32)>) -> Result<Tensor> {
+        let targets = time_major(targets)?;
+        match LayerPath::for_device(tokens.device()) {
+            // Straight from the feature-major logits, without transposing them.
+            LayerPath::Fused => self.logits_fused(tokens, dropout)?.apply_op2(&targets, fused::CrossEntropy::new()),
+            LayerPath::CandleOps => candle_nn::loss::cross_entropy(&self.logits_ops(tokens, dropout)?, &targets),
+        }
+    }
+
+    /// Per layer, the dropout mask for every position `[T·B, H]` (time-major rows), or
+    /// `None` without dropout. Drawn in this order on both paths, so they drop the same units.
+    fn dropout_masks(&self, tokens: &Tensor, mut dropout: Option<(&mut SeededRng, f32)>) -> Result<Vec<Option<Tensor>>> {
         let hp = &self.hyperparameters;
-        let positions = batch * steps;
+        let positions = tokens.elem_count();
         let mut masks = Vec::with_capacity(hp.layers);
         for _ in 0..hp.layers {
             masks.push(match dropout.as_mut() {
@@ -191,16 +205,15 @@ impl LstmModel {
                 _ => None,
             });
         }
-        let ids = time_major(tokens)?;
-        match path {
-            LayerPath::Fused => self.logits_fused(&ids, batch, &masks),
-            LayerPath::CandleOps => self.logits_ops(&ids, batch, &masks),
-        }
+        Ok(masks)
     }
 
-    /// The CPU path: activations stay feature-major `[features, T·B]` from the embedding to the head.
-    fn logits_fused(&self, ids: &Tensor, batch: usize, masks: &[Option<Tensor>]) -> Result<Tensor> {
-        let mut x = self.embedding().embedding(ids)?.t()?.contiguous()?;
+    /// The CPU path: activations stay feature-major `[features, T·B]` from the embedding to
+    /// the head, whose logits come out as `[V, T·B]`.
+    fn logits_fused(&self, tokens: &Tensor, dropout: Option<(&mut SeededRng, f32)>) -> Result<Tensor> {
+        let batch = tokens.dim(0)?;
+        let masks = self.dropout_masks(tokens, dropout)?;
+        let mut x = self.embedding().embedding(&time_major(tokens)?)?.t()?.contiguous()?;
         for (layer, mask) in masks.iter().enumerate() {
             let (w_ih, w_hh, bias) = self.layer(layer);
             let projected = x.apply_op3(w_ih, bias, fused::Affine)?;
@@ -210,14 +223,16 @@ impl LstmModel {
             }
         }
         let (head_w, head_b) = self.head();
-        x.apply_op3(head_w, head_b, fused::Affine)?.t()?.contiguous()
+        x.apply_op3(head_w, head_b, fused::Affine)
     }
 
     /// The portable path: Candle tensor ops, one tensor per time step. (Slicing one
     /// `[T·B, ·]` tensor per step instead would cost O(T²) in the backward pass: every
     /// slice's gradient is a zero-padded copy of the whole tensor.)
-    fn logits_ops(&self, ids: &Tensor, batch: usize, masks: &[Option<Tensor>]) -> Result<Tensor> {
-        let steps = ids.dim(0)? / batch;
+    fn logits_ops(&self, tokens: &Tensor, dropout: Option<(&mut SeededRng, f32)>) -> Result<Tensor> {
+        let (batch, steps) = tokens.dims2()?;
+        let masks = self.dropout_masks(tokens, dropout)?;
+        let ids = time_major(tokens)?;
         let mut sequence: Vec<Tensor> = (0..steps)
             .map(|t| self.embedding().embedding(&ids.narrow(0, t * batch, batch)?))
             .collect::<Result<_>>()?;

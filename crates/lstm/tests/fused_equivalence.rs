@@ -140,3 +140,22 @@ fn fused_and_ops_paths_of_the_model_agree() {
         assert!(difference < 1e-4, "gradient of {name} differs by {difference:e}");
     }
 }
+
+#[test]
+fn fused_cross_entropy_matches_candle_nn() {
+    let (vocab, positions) = (37, 53);
+    let mut rng = SeededRng::new(9, "cross entropy");
+    let logits = Var::from_tensor(&(random(&mut rng, &[vocab, positions], 1.0) * 6.0).unwrap()).unwrap();
+    let targets: Vec<u32> = (0..positions).map(|_| rng.below(vocab) as u32).collect();
+    let targets = Tensor::from_vec(targets, positions, &Device::Cpu).unwrap();
+    let fused = logits.as_tensor().apply_op2(&targets, lstm::fused::CrossEntropy::new()).unwrap();
+    let reference = candle_nn::loss::cross_entropy(&logits.as_tensor().t().unwrap(), &targets).unwrap();
+    let (a, b) = (fused.to_scalar::<f32>().unwrap(), reference.to_scalar::<f32>().unwrap());
+    assert!((a - b).abs() < 1e-5 * b.abs(), "loss {a} vs {b}");
+    let got = (fused * 3.0).unwrap().backward().unwrap();
+    let expected = (reference * 3.0).unwrap().backward().unwrap();
+    let difference = relative_difference(got.get(&logits).unwrap(), expected.get(&logits).unwrap());
+    assert!(difference < 1e-5, "gradients differ by {difference:e}");
+    let wrong = Tensor::from_vec(vec![vocab as u32; positions], positions, &Device::Cpu).unwrap();
+    assert!(logits.as_tensor().apply_op2(&wrong, lstm::fused::CrossEntropy::new()).is_err());
+}

@@ -1,6 +1,11 @@
 //! Adam (Kingma & Ba, 2015), written out so every line of the update is visible.
+//!
+//! The update runs on the host over plain `f32` slices: one pass per weight, no temporary
+//! tensors. On the CPU that is the fastest way; on a GPU it costs one copy of the weights
+//! and gradients each way per step, small next to the step itself at this model's size.
 
-use artifacts::AdamState;
+use artifacts::{AdamState, NamedTensor};
+use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, Var};
 
 /// Adam's hyperparameters and its two running moments per weight.
@@ -10,41 +15,43 @@ pub struct Adam {
     beta2: f64,
     epsilon: f64,
     step: u64,
-    /// Running mean of the gradients (m), one per weight.
-    first_moment: Vec<Tensor>,
-    /// Running mean of the squared gradients (v), one per weight.
-    second_moment: Vec<Tensor>,
+    /// Running mean of the gradients (m), one per weight, flattened.
+    first_moment: Vec<Vec<f32>>,
+    /// Running mean of the squared gradients (v), one per weight, flattened.
+    second_moment: Vec<Vec<f32>>,
+    /// Each weight's shape, for storing the moments.
+    shapes: Vec<Vec<usize>>,
 }
 
 impl Adam {
     /// A fresh optimizer for `vars`, with the usual β₁ = 0.9, β₂ = 0.999, ε = 1e-8.
     pub fn new(vars: &[Var], learning_rate: f64) -> Result<Self> {
-        let zeros = |v: &Var| v.as_tensor().zeros_like();
+        let zeros = || vars.iter().map(|v| vec![0.0f32; v.elem_count()]).collect();
         Ok(Adam {
             learning_rate,
             beta1: 0.9,
             beta2: 0.999,
             epsilon: 1e-8,
             step: 0,
-            first_moment: vars.iter().map(zeros).collect::<Result<_>>()?,
-            second_moment: vars.iter().map(zeros).collect::<Result<_>>()?,
+            first_moment: zeros(),
+            second_moment: zeros(),
+            shapes: vars.iter().map(|v| v.dims().to_vec()).collect(),
         })
     }
 
     /// An optimizer continuing from stored moments (a checkpoint's), in the weights' order.
-    pub fn from_state(state: &AdamState, learning_rate: f64, device: &candle_core::Device) -> Result<Self> {
-        let load = |tensors: &[artifacts::NamedTensor]| -> Result<Vec<Tensor>> {
-            tensors.iter().map(|t| Tensor::from_slice(&t.data, t.shape.as_slice(), device)).collect()
-        };
-        Ok(Adam {
+    pub fn from_state(state: &AdamState, learning_rate: f64) -> Self {
+        let data = |tensors: &[NamedTensor]| tensors.iter().map(|t| t.data.clone()).collect();
+        Adam {
             learning_rate,
             beta1: 0.9,
             beta2: 0.999,
             epsilon: 1e-8,
             step: state.step,
-            first_moment: load(&state.first_moment)?,
-            second_moment: load(&state.second_moment)?,
-        })
+            first_moment: data(&state.first_moment),
+            second_moment: data(&state.second_moment),
+            shapes: state.first_moment.iter().map(|t| t.shape.clone()).collect(),
+        }
     }
 
     /// One update of every weight from its gradient (same order as `vars`):
@@ -53,51 +60,63 @@ impl Adam {
     /// m ← β₁·m + (1−β₁)·g          v ← β₂·v + (1−β₂)·g²
     /// w ← w − lr · m̂ / (√v̂ + ε)    where m̂ = m/(1−β₁ᵗ), v̂ = v/(1−β₂ᵗ)
     /// ```
-    pub fn update(&mut self, vars: &[Var], grads: &[Tensor]) -> Result<()> {
+    pub fn update(&mut self, vars: &[Var], grads: &[Vec<f32>]) -> Result<()> {
         self.step += 1;
         let t = self.step as i32;
-        let m_correction = 1.0 - self.beta1.powi(t);
-        let v_correction = 1.0 - self.beta2.powi(t);
+        let (beta1, beta2) = (self.beta1 as f32, self.beta2 as f32);
+        let m_correction = (1.0 - self.beta1.powi(t)) as f32;
+        let v_correction = (1.0 - self.beta2.powi(t)) as f32;
+        let (learning_rate, epsilon) = (self.learning_rate as f32, self.epsilon as f32);
         for (i, (var, g)) in vars.iter().zip(grads).enumerate() {
-            // Candle's gradients still carry the autograd graph they were computed through,
-            // which holds the whole batch's activations. Detached, the moments keep only
-            // their values; otherwise every step would keep every earlier batch alive.
-            let g = g.detach();
-            let m = ((&self.first_moment[i] * self.beta1)? + (&g * (1.0 - self.beta1))?)?;
-            let v = ((&self.second_moment[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
-            let m_hat = (&m / m_correction)?;
-            let v_hat = (&v / v_correction)?;
-            let delta = (m_hat / (v_hat.sqrt()? + self.epsilon)?)?;
-            var.set(&(var.as_tensor() - (delta * self.learning_rate)?)?)?;
-            self.first_moment[i] = m;
-            self.second_moment[i] = v;
+            let mut w = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+            if w.len() != g.len() || w.len() != self.first_moment[i].len() {
+                candle_core::bail!("Adam: weight {i} has {} values, its gradient {}", w.len(), g.len());
+            }
+            let (m, v) = (&mut self.first_moment[i], &mut self.second_moment[i]);
+            for k in 0..w.len() {
+                m[k] = beta1 * m[k] + (1.0 - beta1) * g[k];
+                v[k] = beta2 * v[k] + (1.0 - beta2) * g[k] * g[k];
+                let (m_hat, v_hat) = (m[k] / m_correction, v[k] / v_correction);
+                w[k] -= learning_rate * m_hat / (v_hat.sqrt() + epsilon);
+            }
+            var.set(&Tensor::from_vec(w, var.shape(), var.device())?)?;
         }
         Ok(())
     }
 
     /// The moments, for storage in `model.bin`.
-    pub fn state(&self, names: &[String]) -> Result<AdamState> {
-        Ok(AdamState {
-            step: self.step,
-            first_moment: lstm::named_tensors(names, self.first_moment.iter())?,
-            second_moment: lstm::named_tensors(names, self.second_moment.iter())?,
-        })
+    pub fn state(&self, names: &[String]) -> AdamState {
+        let named = |moments: &[Vec<f32>]| {
+            names
+                .iter()
+                .zip(moments)
+                .zip(&self.shapes)
+                .map(|((name, data), shape)| NamedTensor { name: name.clone(), shape: shape.clone(), data: data.clone() })
+                .collect()
+        };
+        AdamState { step: self.step, first_moment: named(&self.first_moment), second_moment: named(&self.second_moment) }
     }
+}
+
+/// Every weight's gradient copied to the host, flattened, in the order of `vars`. A weight
+/// the loss does not reach has no entry in `grads`: its gradient is zero.
+pub fn host_gradients(vars: &[Var], grads: &GradStore) -> Result<Vec<Vec<f32>>> {
+    vars.iter()
+        .map(|var| match grads.get(var) {
+            Some(g) => g.flatten_all()?.to_vec1::<f32>(),
+            None => Ok(vec![0.0; var.elem_count()]),
+        })
+        .collect()
 }
 
 /// Scales `grads` so their global L2 norm is at most `max_norm` (0 = no clipping).
 /// Returns the norm before clipping, which is worth logging when training diverges.
-pub fn clip_global_norm(grads: &mut [Tensor], max_norm: f64) -> Result<f64> {
-    let mut squared = 0.0f64;
-    for g in grads.iter() {
-        squared += f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?);
-    }
+pub fn clip_global_norm(grads: &mut [Vec<f32>], max_norm: f64) -> f64 {
+    let squared: f64 = grads.iter().flatten().map(|&g| f64::from(g) * f64::from(g)).sum();
     let norm = squared.sqrt();
     if max_norm > 0.0 && norm > max_norm {
-        let scale = max_norm / (norm + 1e-6);
-        for g in grads.iter_mut() {
-            *g = (&*g * scale)?;
-        }
+        let scale = (max_norm / (norm + 1e-6)) as f32;
+        grads.iter_mut().flatten().for_each(|g| *g *= scale);
     }
-    Ok(norm)
+    norm
 }
