@@ -14,7 +14,7 @@
 //! (2 forward, 4 backward), which no LSTM trainer can beat.
 
 use artifacts::{Hyperparameters, NotesArtifact};
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::rnn::{LSTMConfig, RNN};
 use candle_nn::{Module, VarBuilder, VarMap};
 use lstm::{Generator, LstmModel};
@@ -188,11 +188,6 @@ fn median_seconds_of(
     failure.map_or(Ok(seconds), Err)
 }
 
-/// One training step: the loss's gradients for `vars`, then Adam.
-fn step(loss: Tensor, vars: &[Var], adam: &mut Adam) -> candle_core::Result<()> {
-    let grads = train::adam::host_gradients(vars, &loss.backward()?)?;
-    adam.update(vars, &grads)
-}
 
 /// Seconds per training step (forward, loss, backward, Adam) of this project's model.
 pub fn train_fused(hp: &Hyperparameters, batch: usize, repeats: usize) -> candle_core::Result<f64> {
@@ -200,7 +195,8 @@ pub fn train_fused(hp: &Hyperparameters, batch: usize, repeats: usize) -> candle
     let mut adam = Adam::new(model.vars(), 1e-3)?;
     let (inputs, targets) = token_batch(hp, batch)?;
     median_seconds_of(1, repeats, || {
-        step(model.loss(&inputs, &targets, None)?, model.vars(), &mut adam)
+        let (_, grads) = model.loss_and_gradients(&inputs, &targets, None)?;
+        adam.update(model.vars(), &grads)
     })
 }
 
@@ -227,7 +223,10 @@ pub fn train_candle_nn(hp: &Hyperparameters, batch: usize, repeats: usize) -> ca
         }
         let logits = head.forward(&x)?;
         let loss = candle_nn::loss::cross_entropy(&logits.flatten_to(1)?, &targets.flatten_all()?)?;
-        step(loss, &vars, &mut adam)
+        let grads = loss.backward()?;
+        let grads: Vec<Vec<f32>> =
+            vars.iter().map(|v| grads.get(v).expect("every weight is used").flatten_all()?.to_vec1()).collect::<candle_core::Result<_>>()?;
+        adam.update(&vars, &grads)
     })
 }
 

@@ -30,6 +30,8 @@ pub use candle_core;
 pub mod fused;
 mod generator;
 mod kernels;
+mod layers;
+mod network;
 
 pub use generator::Generator;
 
@@ -193,19 +195,61 @@ impl LstmModel {
         }
     }
 
-    /// Per layer, the dropout mask for every position `[T·B, H]` (time-major rows), or
-    /// `None` without dropout. Drawn in this order on both paths, so they drop the same units.
-    fn dropout_masks(&self, tokens: &Tensor, mut dropout: Option<(&mut SeededRng, f32)>) -> Result<Vec<Option<Tensor>>> {
-        let hp = &self.hyperparameters;
-        let positions = tokens.elem_count();
-        let mut masks = Vec::with_capacity(hp.layers);
-        for _ in 0..hp.layers {
-            masks.push(match dropout.as_mut() {
-                Some((rng, p)) if *p > 0.0 => Some(dropout_mask(&[positions, hp.hidden], *p, rng, tokens.device())?),
-                _ => None,
-            });
+    /// The mean loss of predicting `targets` `[B, T]` from `tokens` `[B, T]` and every
+    /// weight's gradient, flattened, in the order of [`LstmModel::vars`]: one training step's
+    /// forward and backward pass, dropout as in [`LstmModel::forward`].
+    ///
+    /// On the CPU this is [`network`]'s hand-written pass over the fused layers; elsewhere
+    /// Candle's autograd differentiates the tensor-op path.
+    pub fn loss_and_gradients(
+        &self,
+        tokens: &Tensor,
+        targets: &Tensor,
+        dropout: Option<(&mut SeededRng, f32)>,
+    ) -> Result<(f32, Vec<Vec<f32>>)> {
+        if LayerPath::for_device(tokens.device()) == LayerPath::Fused {
+            let masks = self.dropout_values(tokens.elem_count(), dropout);
+            let ids = time_major(tokens)?.to_vec1::<u32>()?;
+            let targets = time_major(targets)?.to_vec1::<u32>()?;
+            return network::loss_and_gradients(self, &ids, &targets, tokens.dim(0)?, &masks);
         }
-        Ok(masks)
+        let loss = self.loss(tokens, targets, dropout)?;
+        let grads = loss.backward()?;
+        let grads = self
+            .vars()
+            .iter()
+            .map(|var| match grads.get(var) {
+                Some(g) => g.flatten_all()?.to_vec1::<f32>(),
+                // A weight the loss does not reach has no entry: its gradient is zero.
+                None => Ok(vec![0.0; var.elem_count()]),
+            })
+            .collect::<Result<_>>()?;
+        Ok((loss.to_scalar::<f32>()?, grads))
+    }
+
+    /// Per layer, the dropout mask for `positions` positions `[positions, H]` (position-major),
+    /// or `None` without dropout. Drawn in this order on every path, so all drop the same
+    /// units: each kept value is scaled by 1/(1−p) (inverted dropout).
+    fn dropout_values(&self, positions: usize, mut dropout: Option<(&mut SeededRng, f32)>) -> Vec<Option<Vec<f32>>> {
+        let hp = &self.hyperparameters;
+        (0..hp.layers)
+            .map(|_| match dropout.as_mut() {
+                Some((rng, p)) if *p > 0.0 => {
+                    let keep = 1.0 / (1.0 - *p);
+                    Some((0..positions * hp.hidden).map(|_| if rng.unit_f32() < *p { 0.0 } else { keep }).collect())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// [`LstmModel::dropout_values`] as tensors `[T·B, H]` on the tokens' device.
+    fn dropout_masks(&self, tokens: &Tensor, dropout: Option<(&mut SeededRng, f32)>) -> Result<Vec<Option<Tensor>>> {
+        let shape = (tokens.elem_count(), self.hyperparameters.hidden);
+        self.dropout_values(tokens.elem_count(), dropout)
+            .into_iter()
+            .map(|mask| mask.map(|m| Tensor::from_vec(m, shape, tokens.device())).transpose())
+            .collect()
     }
 
     /// The CPU path: activations stay feature-major `[features, T·B]` from the embedding to
@@ -293,14 +337,6 @@ fn cell(projected: &Tensor, w_hh: &Tensor, previous: &LayerState) -> Result<Laye
     let c = ((forget_gate * &previous.c)? + (input_gate * candidate)?)?;
     let h = (output_gate * c.tanh()?)?;
     Ok(LayerState { h, c })
-}
-
-/// An inverted-dropout mask: each entry 0 with probability `p`, else 1/(1−p).
-fn dropout_mask(dims: &[usize], p: f32, rng: &mut SeededRng, device: &Device) -> Result<Tensor> {
-    let count: usize = dims.iter().product();
-    let keep = 1.0 / (1.0 - p);
-    let mask: Vec<f32> = (0..count).map(|_| if rng.unit_f32() < p { 0.0 } else { keep }).collect();
-    Tensor::from_vec(mask, dims, device)
 }
 
 /// A draw from N(0, 1) by the Box–Muller transform.

@@ -5,7 +5,6 @@
 //! and gradients each way per step, small next to the step itself at this model's size.
 
 use artifacts::{AdamState, NamedTensor};
-use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, Var};
 
 /// Adam's hyperparameters and its two running moments per weight.
@@ -96,17 +95,6 @@ impl Adam {
         };
         AdamState { step: self.step, first_moment: named(&self.first_moment), second_moment: named(&self.second_moment) }
     }
-}
-
-/// Every weight's gradient copied to the host, flattened, in the order of `vars`. A weight
-/// the loss does not reach has no entry in `grads`: its gradient is zero.
-pub fn host_gradients(vars: &[Var], grads: &GradStore) -> Result<Vec<Vec<f32>>> {
-    vars.iter()
-        .map(|var| match grads.get(var) {
-            Some(g) => g.flatten_all()?.to_vec1::<f32>(),
-            None => Ok(vec![0.0; var.elem_count()]),
-        })
-        .collect()
 }
 
 /// Scales `grads` so their global L2 norm is at most `max_norm` (0 = no clipping).

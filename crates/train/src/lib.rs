@@ -309,17 +309,15 @@ pub fn train(
         let mut progress = Progress::new("train", "batches", (batches.len() - skip.min(batches.len())) as u64);
         for (index, windows) in batches.iter().enumerate().skip(skip) {
             let (inputs, expected) = batch(dataset, windows, device)?;
-            // Forward.
-            let loss = model.loss(&inputs, &expected, Some((&mut dropout_rng, settings.dropout)))?;
-            let loss_value = f64::from(loss.to_scalar::<f32>()?);
+            // Forward and backward.
+            let (loss, mut grads) =
+                model.loss_and_gradients(&inputs, &expected, Some((&mut dropout_rng, settings.dropout)))?;
+            let loss_value = f64::from(loss);
             if !loss_value.is_finite() {
                 // Stop before this step touches the weights; the last checkpoint stays good.
                 return Err(TrainError::Diverged { epoch });
             }
-            // Backward.
-            let mut grads = adam::host_gradients(model.vars(), &loss.backward()?)?;
             adam::clip_global_norm(&mut grads, settings.grad_clip);
-            // Update.
             optimizer.update(model.vars(), &grads)?;
 
             let count = expected.elem_count();

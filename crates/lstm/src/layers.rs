@@ -1,0 +1,242 @@
+//! The model's layers on the CPU, each as a forward and a backward function side by side,
+//! over plain `f32` slices.
+//!
+//! Activations are feature-major, `[features, N]` with N = T·B columns ordered time-major
+//! (column t·B + b is time step t of sequence b), because then everything the LSTM does is
+//! a handful of large matrix products plus one small one per time step:
+//!
+//! ```text
+//! affine      y = W·x + b         forward: one product for all T·B columns
+//!                                  backward: dx = Wᵀ·dy, dW = dy·xᵀ, db = Σ_columns dy
+//! recurrence  gates_t = P_t + W_hh·h_{t−1};  c_t, h_t from the gates (kernels::cell_forward)
+//!                                  backward through time, t = T−1 … 0:
+//!                                    dh_t = dy_t + W_hhᵀ·dgates_{t+1}
+//!                                    dgates_t, dc_{t−1} from dh_t, dc_t (kernels::cell_backward)
+//!                                  then dW_hh = Σ_t dgates_t·h_{t−1}ᵀ as one product, dP = dgates
+//! cross-entropy  loss = mean_n [log Σ_v e^{z_vn} − z_{target(n),n}]
+//!                                  backward: dz = (softmax(z) − onehot(target)) / N
+//! ```
+//!
+//! An LSTM layer is `recurrence(affine(x, W_ih, b), W_hh)`; the output layer is one more
+//! `affine`. Weights are `[outputs, inputs]` row-major, as PyTorch and candle-nn store them.
+
+use crate::kernels::{Mat, cell_backward, cell_forward, exp_shifted, matmul, threads};
+use rayon::prelude::*;
+
+/// `y[M, N] = W[M, K] · x[K, N] + b[M]`.
+pub fn affine_forward(w: &[f32], b: &[f32], x: &[f32], (m, k, n): (usize, usize, usize)) -> Vec<f32> {
+    let mut y = vec![0.0f32; m * n];
+    for (row, bias) in y.chunks_exact_mut(n.max(1)).zip(b) {
+        row.fill(*bias);
+    }
+    matmul(&mut y, 0, n, Mat::dense(w, m, k), Mat::dense(x, k, n), true, threads());
+    y
+}
+
+/// The gradients of [`affine_forward`] from `dy` `[M, N]`: `(dx, dW, db)`.
+pub fn affine_backward(
+    w: &[f32],
+    x: &[f32],
+    dy: &[f32],
+    (m, k, n): (usize, usize, usize),
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut dx = vec![0.0f32; k * n];
+    let mut dw = vec![0.0f32; m * k];
+    let dy_mat = Mat::dense(dy, m, n);
+    matmul(&mut dx, 0, n, Mat::dense(w, m, k).t(), dy_mat, false, threads());
+    matmul(&mut dw, 0, k, dy_mat, Mat::dense(x, k, n).t(), false, threads());
+    let db = dy.chunks_exact(n.max(1)).map(|row| row.iter().sum()).collect();
+    (dx, dw, db)
+}
+
+/// Sizes of one recurrence: H, T, B and N = T·B.
+#[derive(Clone, Copy, Debug)]
+pub struct Dims {
+    pub hidden: usize,
+    pub steps: usize,
+    pub batch: usize,
+}
+
+impl Dims {
+    fn columns(&self) -> usize {
+        self.steps * self.batch
+    }
+
+    /// Copies the `rows × size` block of time step `step` of sequences `first..first + size`
+    /// from the `[rows, N]` matrix `wide` into the step-major buffer `compact` (T blocks of
+    /// `[rows, size]`).
+    fn gather(&self, rows: usize, (first, size): (usize, usize), step: usize, wide: &[f32], compact: &mut [f32]) {
+        let block = &mut compact[step * rows * size..][..rows * size];
+        for (r, row) in block.chunks_exact_mut(size).enumerate() {
+            row.copy_from_slice(&wide[r * self.columns() + step * self.batch + first..][..size]);
+        }
+    }
+
+    /// The inverse of [`Dims::gather`].
+    fn scatter(&self, rows: usize, (first, size): (usize, usize), step: usize, compact: &[f32], wide: &mut [f32]) {
+        let block = &compact[step * rows * size..][..rows * size];
+        for (r, row) in block.chunks_exact(size).enumerate() {
+            wide[r * self.columns() + step * self.batch + first..][..size].copy_from_slice(row);
+        }
+    }
+
+    /// The batch split into one group of consecutive sequences per thread.
+    fn groups(&self) -> Vec<(usize, usize)> {
+        let count = threads().clamp(1, self.batch.max(1));
+        (0..count).map(|g| (g * self.batch / count, (g + 1) * self.batch / count - g * self.batch / count)).collect()
+    }
+}
+
+/// What [`recurrence_forward`] keeps for [`recurrence_backward`]: per group of sequences,
+/// the gate activations (T blocks of `[4H, b]`) and cell states (T blocks of `[H, b]`).
+pub struct RecurrenceSaved {
+    groups: Vec<Group>,
+}
+
+/// One thread's share of the batch: sequences `first .. first + size`, and its buffers.
+struct Group {
+    first: usize,
+    size: usize,
+    gates: Vec<f32>,
+    cells: Vec<f32>,
+}
+
+/// The LSTM recurrence from zero state: input projections `P[4H, N]` (x·W_ih + b for every
+/// step, gate order i f g o) and `W_hh[4H, H]` in; hidden states `h[H, N]` out.
+///
+/// The sequences are independent, so the batch is split into one group per thread and each
+/// thread runs its group through all T steps alone: no thread waits for another between
+/// steps. Inside a group every step's numbers are one dense block (`[4H, b]` gates, `[H, b]`
+/// states), so the per-step products read compact memory, not columns strewn across `[·, N]`.
+pub fn recurrence_forward(p: &[f32], w_hh: &[f32], dims: Dims) -> (Vec<f32>, RecurrenceSaved) {
+    let Dims { hidden, steps, .. } = dims;
+    let w_hh = Mat::dense(w_hh, 4 * hidden, hidden);
+    let groups: Vec<(Group, Vec<f32>)> = dims
+        .groups()
+        .into_par_iter()
+        .map(|(first, size)| {
+            let (gate_block, state_block) = (4 * hidden * size, hidden * size);
+            let mut gates = vec![0.0f32; steps * gate_block];
+            let mut cells = vec![0.0f32; steps * state_block];
+            let mut h = vec![0.0f32; steps * state_block];
+            for step in 0..steps {
+                dims.gather(4 * hidden, (first, size), step, p, &mut gates);
+                let gates_t = &mut gates[step * gate_block..][..gate_block];
+                let (h_before, h_now) = h.split_at_mut(step * state_block);
+                let (c_before, c_now) = cells.split_at_mut(step * state_block);
+                let (h_t, c_t) = (&mut h_now[..state_block], &mut c_now[..state_block]);
+                if step > 0 {
+                    // gates_t += W_hh · h_{t−1}; the cell starts from c_{t−1}.
+                    let h_previous = Mat::dense(&h_before[(step - 1) * state_block..], hidden, size);
+                    matmul(gates_t, 0, size, w_hh, h_previous, true, 1);
+                    c_t.copy_from_slice(&c_before[(step - 1) * state_block..]);
+                }
+                cell_forward(size, gates_t, c_t, h_t);
+            }
+            (Group { first, size, gates, cells }, h)
+        })
+        .collect();
+    let mut h = vec![0.0f32; hidden * dims.columns()];
+    let mut saved = Vec::with_capacity(groups.len());
+    for (group, h_group) in groups {
+        for step in 0..steps {
+            dims.scatter(hidden, (group.first, group.size), step, &h_group, &mut h);
+        }
+        saved.push(group);
+    }
+    (h, RecurrenceSaved { groups: saved })
+}
+
+/// The gradients of [`recurrence_forward`] from `dh` = ∂loss/∂h `[H, N]`, given its output
+/// `h`: `(dP [4H, N], dW_hh [4H, H])`.
+pub fn recurrence_backward(
+    saved: &RecurrenceSaved,
+    w_hh: &[f32],
+    h: &[f32],
+    dh: &[f32],
+    dims: Dims,
+) -> (Vec<f32>, Vec<f32>) {
+    let Dims { hidden, steps, batch } = dims;
+    let columns = dims.columns();
+    // W_hhᵀ laid out densely once, so every per-step product reads it row by row.
+    let w_hh_t: Vec<f32> = (0..hidden).flat_map(|u| (0..4 * hidden).map(move |j| w_hh[j * hidden + u])).collect();
+    let w_hh_t = Mat::dense(&w_hh_t, hidden, 4 * hidden);
+    let d_groups: Vec<Vec<f32>> = saved
+        .groups
+        .par_iter()
+        .map(|group| {
+            let (gate_block, state_block) = (4 * hidden * group.size, hidden * group.size);
+            let mut d_gates = vec![0.0f32; steps * gate_block];
+            let mut dh_total = vec![0.0f32; steps * state_block];
+            let mut dc = vec![0.0f32; state_block];
+            for step in (0..steps).rev() {
+                // dh_t = (gradient from above at step t) + W_hhᵀ · dgates_{t+1}.
+                dims.gather(hidden, (group.first, group.size), step, dh, &mut dh_total);
+                let dh_t = &mut dh_total[step * state_block..][..state_block];
+                let (d_now, d_later) = d_gates.split_at_mut((step + 1) * gate_block);
+                if step + 1 < steps {
+                    let d_next = Mat::dense(&d_later[..gate_block], 4 * hidden, group.size);
+                    matmul(dh_t, 0, group.size, w_hh_t, d_next, true, 1);
+                }
+                let cells_t = &group.cells[step * state_block..][..state_block];
+                let previous = (step > 0).then(|| &group.cells[(step - 1) * state_block..][..state_block]);
+                let gates_t = &group.gates[step * gate_block..][..gate_block];
+                cell_backward(gates_t, cells_t, previous, dh_t, &mut dc, &mut d_now[step * gate_block..]);
+            }
+            d_gates
+        })
+        .collect();
+    let mut d_p = vec![0.0f32; 4 * hidden * columns];
+    for (group, d_gates) in saved.groups.iter().zip(&d_groups) {
+        for step in 0..steps {
+            dims.scatter(4 * hidden, (group.first, group.size), step, d_gates, &mut d_p);
+        }
+    }
+    // dW_hh = Σ_{t≥1} dgates_t · h_{t−1}ᵀ: columns B.. of dP against columns ..N−B of h.
+    let mut dw_hh = vec![0.0f32; 4 * hidden * hidden];
+    let d_later = Mat::block(&d_p, batch, 4 * hidden, columns - batch, columns);
+    let h_earlier = Mat::block(h, 0, hidden, columns - batch, columns).t();
+    matmul(&mut dw_hh, 0, hidden, d_later, h_earlier, false, threads());
+    (d_p, dw_hh)
+}
+
+/// Mean cross-entropy of logits `z[V, N]` (column n scores position n) against `targets`
+/// (N ids below V): `(loss, softmax(z))`, the softmax taken down each column and kept for
+/// [`cross_entropy_backward`].
+pub fn cross_entropy_forward(z: &[f32], targets: &[u32], vocab: usize) -> (f32, Vec<f32>) {
+    let columns = targets.len();
+    // Column maxima and sums, accumulated a whole row at a time so the loops vectorise.
+    let mut max = vec![f32::NEG_INFINITY; columns];
+    for row in z.chunks_exact(columns) {
+        for (m, &v) in max.iter_mut().zip(row) {
+            *m = m.max(v);
+        }
+    }
+    let mut probabilities = vec![0.0f32; vocab * columns];
+    let mut sum = vec![0.0f32; columns];
+    for (row, out) in z.chunks_exact(columns).zip(probabilities.chunks_exact_mut(columns)) {
+        exp_shifted(row, &max, out);
+        for (s, &e) in sum.iter_mut().zip(out.iter()) {
+            *s += e;
+        }
+    }
+    for row in probabilities.chunks_exact_mut(columns) {
+        for (p, &s) in row.iter_mut().zip(&sum) {
+            *p /= s;
+        }
+    }
+    let total: f64 = (0..columns).map(|n| f64::from(sum[n].ln() + max[n] - z[targets[n] as usize * columns + n])).sum();
+    ((total / columns.max(1) as f64) as f32, probabilities)
+}
+
+/// The gradient of [`cross_entropy_forward`] times `scale` (∂final/∂loss), computed in
+/// place of the probabilities it kept: `(softmax − onehot) · scale / N`.
+pub fn cross_entropy_backward(mut probabilities: Vec<f32>, targets: &[u32], scale: f32) -> Vec<f32> {
+    let columns = targets.len();
+    for (n, &target) in targets.iter().enumerate() {
+        probabilities[target as usize * columns + n] -= 1.0;
+    }
+    let scale = scale / columns.max(1) as f32;
+    probabilities.iter_mut().for_each(|g| *g *= scale);
+    probabilities
+}
