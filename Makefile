@@ -25,7 +25,7 @@ MODEL    := $(ART)/model.bin
 MUSIC    := $(ART)/generated_music.mid
 
 .DEFAULT_GOAL := all
-.PHONY: all test test-deps evaluate listen corpus inspect clean help
+.PHONY: all test test-deps evaluate listen corpus inspect bench clean help
 
 # ---------------------------------------------------------------------------------------
 # Stamps. Written while the Makefile is read, and rewritten only when their content
@@ -135,6 +135,13 @@ $(BIN)/inspect: $(call sources,inspect artifacts)
 	cargo build --release --locked $(CARGO_FLAGS) --bin inspect
 	@touch $@
 
+# How fast each stage runs on this machine: prints a table and writes $(ART)/bench.json.
+# A few minutes; BENCH_CORPUS is the MIDI folder that extract and encode are timed on.
+BENCH_CORPUS ?= ../shared/data/piano
+bench:
+	cargo build --release --locked $(CARGO_FLAGS) --bin bench
+	$(BIN)/bench --corpus "$(BENCH_CORPUS)" --output $(ART)/bench.json
+
 # Re-renders the bundled sample corpus from its text scores (data/scores/*.score).
 corpus:
 	cargo run --release --locked -p sample-corpus
@@ -142,7 +149,7 @@ corpus:
 clean:
 	rm -rf $(STAMPS) $(NOTES) $(DATASET) $(MODEL) $(MODEL).checkpoint $(ART)/*.report.json \
 	    $(ART)/training_curve.svg $(ART)/generated_music*.mid $(ART)/generated_music*.svg $(ART)/generated_music*.wav \
-	    $(ART)/evaluation*
+	    $(ART)/evaluation* $(ART)/bench.json
 
 help:
 	@echo "make              run extract, encode, train, compose on DATA ($(DATA)); writes $(MUSIC)"
@@ -151,6 +158,7 @@ help:
 	@echo "make evaluate     held-out loss, music statistics and memorisation: artifacts/evaluation.md"
 	@echo "make listen       render the generated music to artifacts/generated_music.wav"
 	@echo "make inspect      print what each artifact is and what made it"
+	@echo "make bench        speed of every stage on this machine: a table and artifacts/bench.json"
 	@echo "make corpus       re-render data/*.mid from data/scores/*.score"
 	@echo "make clean        delete the artifacts"
 	@echo "variables: CONFIG=$(CONFIG) ART=$(ART) DATA=$(DATA) CARGO_FLAGS=$(CARGO_FLAGS)"

@@ -30,7 +30,7 @@ pub struct BenchReport {
     pub threads: usize,
     pub extract: Option<ExtractFigures>,
     pub encode: Option<EncodeFigures>,
-    /// Large matrix product `[3200, 512] × [512, 2048]` through Candle, GFLOP/s.
+    /// Large matrix product `[3200, 512] × [512, 2048]` through Candle, GFLOP/s, at the start.
     pub matmul_gflops: f64,
     pub training: Vec<TrainingFigures>,
     pub generation: Vec<GenerationFigures>,
@@ -57,7 +57,10 @@ pub struct TrainingFigures {
     pub trainer: String,
     pub seconds_per_step: f64,
     pub targets_per_second: f64,
-    /// Targets per second if only the matrix products ran, at `matmul_gflops`.
+    /// The large-matmul rate measured just before this row, GFLOP/s (the machine's speed
+    /// drifts by ±15 % over minutes, so each row gets its own).
+    pub matmul_gflops: f64,
+    /// Targets per second if only the matrix products ran, at that rate.
     pub roofline_targets_per_second: f64,
 }
 
@@ -142,7 +145,7 @@ pub fn matmul_rate() -> candle_core::Result<f64> {
     let mut rng = SeededRng::new(1, "bench");
     let a = random(&mut rng, &[m, k])?;
     let b = random(&mut rng, &[k, n])?;
-    let seconds = median_seconds(2, 9, || {
+    let seconds = median_seconds(3, 41, || {
         std::hint::black_box(a.matmul(&b).expect("shapes fit"));
     });
     Ok(2.0 * (m * k * n) as f64 / seconds / 1e9)
@@ -262,14 +265,15 @@ pub fn table(report: &BenchReport) -> String {
     }
     out += &format!("matmul    {:>12.1} GFLOP/s  ([3200,512]×[512,2048] through Candle)\n\n", report.matmul_gflops);
     out += "training (vocabulary 400, embedding 128, 2 layers, batch 64, sequence 50)\n";
-    out += "  H    trainer     ms/step   targets/s   roofline   of roofline\n";
+    out += "  H    trainer     ms/step   targets/s   matmul GFLOP/s   roofline   of roofline\n";
     for t in &report.training {
         out += &format!(
-            "  {:<4} {:<10} {:>8.1} {:>11.0} {:>10.0} {:>12.0} %\n",
+            "  {:<4} {:<10} {:>8.1} {:>11.0} {:>16.0} {:>10.0} {:>12.0} %\n",
             t.hidden,
             t.trainer,
             t.seconds_per_step * 1e3,
             t.targets_per_second,
+            t.matmul_gflops,
             t.roofline_targets_per_second,
             100.0 * t.targets_per_second / t.roofline_targets_per_second
         );

@@ -65,19 +65,24 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     for hidden in [256, 512].into_iter().filter(|_| args.runs(Part::Training)) {
         let hp = bench::seed_config(hidden);
         let targets = (batch * hp.seq_len) as f64;
-        let roofline = matmul_gflops * 1e9 / (6.0 * bench::matmul_weights(&hp) as f64);
-        let mut trainers = vec![("fused", bench::train_fused(&hp, batch, args.steps)?)];
+        let mut trainers = vec!["fused"];
         if !args.no_candle_nn {
-            tracing::info!("bench: candle-nn LSTM at H = {hidden}");
-            trainers.push(("candle-nn", bench::train_candle_nn(&hp, batch, args.steps.min(3))?));
+            trainers.push("candle-nn");
         }
-        for (trainer, seconds) in trainers {
+        for trainer in trainers {
+            tracing::info!("bench: training with {trainer} at H = {hidden}");
+            let rate = bench::matmul_rate()?;
+            let seconds = match trainer {
+                "fused" => bench::train_fused(&hp, batch, args.steps)?,
+                _ => bench::train_candle_nn(&hp, batch, args.steps.min(3))?,
+            };
             training.push(TrainingFigures {
                 hidden,
                 trainer: trainer.to_string(),
                 seconds_per_step: seconds,
                 targets_per_second: targets / seconds,
-                roofline_targets_per_second: roofline,
+                matmul_gflops: rate,
+                roofline_targets_per_second: rate * 1e9 / (6.0 * bench::matmul_weights(&hp) as f64),
             });
         }
     }

@@ -7,9 +7,10 @@
 //! middle C's octave, as the original design does — and written as a standard MIDI file for
 //! piano (program 0) with the tempo set.
 //!
-//! Key design decision: the LSTM state is *carried* from step to step ([`LstmModel::step`]),
+//! Key design decision: the LSTM state is *carried* from step to step ([`lstm::Generator`]),
 //! so each new token costs one step of the network, not a rerun over the whole window, and
-//! the model's memory reaches back past the seed window. The network, the dictionary and
+//! the model's memory reaches back past the seed window. All `compose.outputs` pieces are
+//! generated together as one batch. The network, the dictionary and
 //! the decoding rules all come from `model.bin`, so a model keeps composing correctly after
 //! `dataset.bin` is rebuilt from other data; the data set only supplies the seed, and a
 //! data set with a different dictionary is refused.
@@ -19,7 +20,6 @@ pub mod grammar;
 pub mod midi_file;
 
 use artifacts::{DatasetArtifact, Encoding, ModelArtifact};
-use candle_core::{Device, Tensor};
 use config::{ComposeConfig, PipelineConfig, Sampling};
 use encode::performance::Event;
 use lstm::LstmModel;
@@ -116,18 +116,21 @@ pub fn run(
     };
     let device = lstm::select_device(config.runtime.device)?;
     let network = LstmModel::from_named(model.hyperparameters.clone(), &model.weights, &device)?;
-    let settings = &config.compose;
-    let mut written = Vec::with_capacity(settings.outputs);
-    for number in 1..=settings.outputs {
-        let path = numbered(output, number);
+    // Each output draws from its own random stream, so adding outputs never changes the earlier ones' seeds.
+    let mut streams = Vec::with_capacity(config.compose.outputs);
+    for number in 1..=config.compose.outputs {
         let mut rng = SeededRng::new(config.seed, &format!("compose {number}"));
         let seed_tokens = match (&primer, &dataset) {
             (Some(tokens), _) => tokens.as_slice(),
             (None, Some(dataset)) => pick_seed_window(dataset, model.hyperparameters.seq_len, &mut rng)?,
             (None, None) => unreachable!("a start is either a data set or a primer"),
         };
-        let composition = compose(config, &model, &network, seed_tokens, &mut rng, &device)?;
-        write_outputs(&path, &composition, settings)?;
+        streams.push((seed_tokens, rng));
+    }
+    let mut written = Vec::with_capacity(streams.len());
+    for (number, composition) in compose(config, &model, &network, streams)?.iter().enumerate() {
+        let path = numbered(output, number + 1);
+        write_outputs(&path, composition, &config.compose)?;
         written.push(path);
     }
     Ok(written)
@@ -243,26 +246,20 @@ impl ComposeReport {
     }
 }
 
-/// Generates one piece after `seed_tokens` and decodes it.
+/// Generates one piece per `(seed tokens, random stream)` and decodes them.
 ///
-/// It ends after `compose.seconds` of music when that is set, else after `compose.tokens`
-/// tokens (always at most that many). With the `performance` encoding the draws are
-/// grammar-constrained (see [`grammar`]).
+/// All pieces are generated together, one token of each per network step: a step costs
+/// about as much for sixteen streams as for one, since reading the weights dominates.
+/// Each piece ends after `compose.seconds` of music when that is set, else after
+/// `compose.tokens` tokens (always at most that many). With the `performance` encoding the
+/// draws are grammar-constrained (see [`grammar`]). Every seed must have the same length.
 pub fn compose(
     config: &PipelineConfig,
     model: &ModelArtifact,
     network: &LstmModel,
-    seed_tokens: &[u32],
-    rng: &mut SeededRng,
-    device: &Device,
-) -> Result<Composition, ComposeError> {
+    streams: Vec<(&[u32], SeededRng)>,
+) -> Result<Vec<Composition>, ComposeError> {
     let settings = &config.compose;
-    let mut grammar = match model.encoding {
-        Encoding::Performance { .. } => {
-            Some(grammar::Grammar::new(&model.vocabulary.tokens, settings.max_shift_run, settings.max_held))
-        }
-        Encoding::Seed { .. } => None,
-    };
     // Seconds of music each token adds: time shifts (performance) or one step per element (seed).
     let step_seconds = |id: u32| -> f64 {
         match model.encoding {
@@ -273,42 +270,88 @@ pub fn compose(
             Encoding::Seed { .. } => settings.step_quarters * 60.0 / settings.tempo_bpm,
         }
     };
+    let seed_length = streams.first().map_or(0, |(seed, _)| seed.len());
+    if seed_length == 0 || streams.iter().any(|(seed, _)| seed.len() != seed_length) {
+        return Err(ComposeError::NoSeedWindow { seq_len: seed_length.max(1) });
+    }
+    let mut pieces: Vec<Piece> = streams
+        .into_iter()
+        .map(|(seed, rng)| Piece {
+            seed,
+            rng,
+            grammar: match model.encoding {
+                Encoding::Performance { .. } => {
+                    Some(grammar::Grammar::new(&model.vocabulary.tokens, settings.max_shift_run, settings.max_held))
+                }
+                Encoding::Seed { .. } => None,
+            },
+            generated: Vec::with_capacity(settings.tokens),
+            elapsed: 0.0,
+        })
+        .collect();
+    let vocab = model.vocabulary.len();
+    let mut generator = lstm::Generator::new(network, pieces.len())?;
 
-    // Warm the state up on the seed; the logits after its last token predict the first new one.
-    let mut state = network.zero_state(1, device)?;
-    let mut logits = None;
-    for &id in seed_tokens {
-        logits = Some(network.step(&Tensor::new(&[id], device)?, &mut state)?);
-        if let Some(grammar) = grammar.as_mut() {
-            grammar.observe(id);
+    // Warm the state up on the seeds; the logits after their last tokens predict the first new ones.
+    let mut next: Vec<u32> = vec![0; pieces.len()];
+    for position in 0..seed_length {
+        for (piece, token) in pieces.iter_mut().zip(next.iter_mut()) {
+            *token = piece.seed[position];
+            if let Some(grammar) = piece.grammar.as_mut() {
+                grammar.observe(*token);
+            }
+        }
+        if position + 1 < seed_length {
+            generator.step(&next)?;
         }
     }
-    let mut logits = logits.ok_or(ComposeError::NoSeedWindow { seq_len: 1 })?;
-
-    let mut generated = Vec::with_capacity(settings.tokens);
-    let mut elapsed = 0.0;
-    let mut progress = Progress::new("compose", "tokens", settings.tokens as u64);
-    while generated.len() < settings.tokens && (settings.seconds == 0.0 || elapsed < settings.seconds) {
-        let mut scores = logits.squeeze(0)?.to_vec1::<f32>()?;
-        if let Some(grammar) = &grammar {
-            grammar.mask(&mut scores);
+    let done = |piece: &Piece| {
+        piece.generated.len() >= settings.tokens || (settings.seconds > 0.0 && piece.elapsed >= settings.seconds)
+    };
+    let mut progress = Progress::new("compose", "tokens", (settings.tokens * pieces.len()) as u64);
+    while !pieces.iter().all(done) {
+        let logits = generator.step(&next)?;
+        let mut drawn = 0;
+        for ((piece, scores), token) in pieces.iter_mut().zip(logits.chunks_exact(vocab)).zip(next.iter_mut()) {
+            if done(piece) {
+                continue; // finished pieces ride along; their outputs are ignored
+            }
+            let mut scores = scores.to_vec();
+            if let Some(grammar) = &piece.grammar {
+                grammar.mask(&mut scores);
+            }
+            *token = match settings.sampling {
+                Sampling::Argmax => argmax(&scores),
+                Sampling::Sample => sample(&scores, settings.temperature, settings.top_k, settings.top_p, &mut piece.rng),
+            };
+            if let Some(grammar) = piece.grammar.as_mut() {
+                grammar.observe(*token);
+            }
+            piece.generated.push(*token);
+            piece.elapsed += step_seconds(*token);
+            drawn += 1;
         }
-        let next = match settings.sampling {
-            Sampling::Argmax => argmax(&scores),
-            Sampling::Sample => sample(&scores, settings.temperature, settings.top_k, settings.top_p, rng),
-        };
-        if let Some(grammar) = grammar.as_mut() {
-            grammar.observe(next);
-        }
-        generated.push(next);
-        elapsed += step_seconds(next);
-        logits = network.step(&Tensor::new(&[next], device)?, &mut state)?;
-        progress.advance(1, String::new);
+        progress.advance(drawn, String::new);
     }
 
-    let tokens: Vec<String> = generated.iter().map(|&id| model.vocabulary.token(id).to_owned()).collect();
-    let notes = decode(&model.encoding, &tokens, settings);
-    Ok(Composition { tokens, notes })
+    Ok(pieces
+        .iter()
+        .map(|piece| {
+            let tokens: Vec<String> = piece.generated.iter().map(|&id| model.vocabulary.token(id).to_owned()).collect();
+            let notes = decode(&model.encoding, &tokens, settings);
+            Composition { tokens, notes }
+        })
+        .collect())
+}
+
+/// One piece being generated.
+struct Piece<'a> {
+    seed: &'a [u32],
+    rng: SeededRng,
+    grammar: Option<grammar::Grammar>,
+    generated: Vec<u32>,
+    /// Seconds of music generated so far.
+    elapsed: f64,
 }
 
 fn argmax(scores: &[f32]) -> u32 {

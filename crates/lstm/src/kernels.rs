@@ -6,9 +6,9 @@
 //! a `[features, T·B]` activation matrix are read in place, never copied.
 //!
 //! The gate math is plain Rust over contiguous rows, written so the compiler vectorises it;
-//! on x86-64 it is compiled twice, once for AVX2 and once for the baseline, and the AVX2
-//! copy is picked at run time when the processor has it. It uses no fused multiply-add, so
-//! both copies round identically and a model trains to the same bits on any x86-64.
+//! on x86-64 it is compiled three times, for AVX-512, AVX2 and the baseline, and the widest
+//! copy the processor runs is picked at run time. It uses no fused multiply-add, so
+//! all copies round identically.
 
 use gemm::Parallelism;
 
@@ -142,10 +142,19 @@ pub(crate) fn tanh(x: f32) -> f32 {
 /// `out[k] = e^(row[k] − shift[k])`, vectorised like the gate math.
 pub fn exp_shifted(row: &[f32], shift: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the processor has AVX-512F, checked just above.
+        return unsafe { exp_shifted_avx512(row, shift, out) };
+    } else if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the processor has AVX2, checked just above.
         return unsafe { exp_shifted_avx2(row, shift, out) };
     }
+    exp_shifted_body(row, shift, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn exp_shifted_avx512(row: &[f32], shift: &[f32], out: &mut [f32]) {
     exp_shifted_body(row, shift, out)
 }
 
@@ -168,10 +177,19 @@ fn exp_shifted_body(row: &[f32], shift: &[f32], out: &mut [f32]) {
 /// σ(i), σ(f), tanh(g), σ(o), `cells` holds c_t and `hidden` (`[H, B]`) holds h_t.
 pub fn cell_forward(batch: usize, gates: &mut [f32], cells: &mut [f32], hidden: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the processor has AVX-512F, checked just above.
+        return unsafe { cell_forward_avx512(batch, gates, cells, hidden) };
+    } else if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the processor has AVX2, checked just above.
         return unsafe { cell_forward_avx2(batch, gates, cells, hidden) };
     }
+    cell_forward_body(batch, gates, cells, hidden)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn cell_forward_avx512(batch: usize, gates: &mut [f32], cells: &mut [f32], hidden: &mut [f32]) {
     cell_forward_body(batch, gates, cells, hidden)
 }
 
@@ -216,10 +234,26 @@ pub fn cell_backward(
     d_gates: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the processor has AVX-512F, checked just above.
+        return unsafe { cell_backward_avx512(gates, cells, previous_cells, dh, dc, d_gates) };
+    } else if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the processor has AVX2, checked just above.
         return unsafe { cell_backward_avx2(gates, cells, previous_cells, dh, dc, d_gates) };
     }
+    cell_backward_body(gates, cells, previous_cells, dh, dc, d_gates)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn cell_backward_avx512(
+    gates: &[f32],
+    cells: &[f32],
+    previous_cells: Option<&[f32]>,
+    dh: &[f32],
+    dc: &mut [f32],
+    d_gates: &mut [f32],
+) {
     cell_backward_body(gates, cells, previous_cells, dh, dc, d_gates)
 }
 
