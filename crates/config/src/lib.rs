@@ -206,7 +206,7 @@ impl Default for PipelineConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { device: Device::Cpu, threads: 1 }
+        RuntimeConfig { device: Device::Cpu, threads: 0 }
     }
 }
 

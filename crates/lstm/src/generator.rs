@@ -31,13 +31,18 @@ struct CpuEngine {
     vocab: usize,
     /// `[V, 4H]`: row v is embedding(v) · W_ih₀ᵀ + b₀.
     first_input: Vec<f32>,
-    /// Per layer: W_ih (`[4H, H]`, unused for layer 0), W_hh (`[4H, H]`), bias (`[4H]`).
-    layers: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)>,
+    /// Per layer, the weights that multiply its `inputs`: W_hh₀ (`[4H, H]`) for layer 0,
+    /// `[W_ih | W_hh]` (`[4H, 2H]`) above it, so each layer is one product per step.
+    weights: Vec<Vec<f32>>,
+    /// Per layer, `[4H]`: b above layer 0 (layer 0's bias is in `first_input`).
+    biases: Vec<Vec<f32>>,
     head_weight: Vec<f32>,
     head_bias: Vec<f32>,
-    /// Per layer: c and h, `[H, S]`.
+    /// Per layer, what its weights multiply, `[K, S]`: h_{t−1} for layer 0, and
+    /// `[x; h_{t−1}]` (x = the layer below's h_t) above it. h_t is written in place.
+    inputs: Vec<Vec<f32>>,
+    /// Per layer, c, `[H, S]`.
     cells: Vec<Vec<f32>>,
-    hidden_states: Vec<Vec<f32>>,
     /// `[4H, S]` and `[V, S]` scratch.
     gates: Vec<f32>,
     logits_t: Vec<f32>,
@@ -78,10 +83,11 @@ impl CpuEngine {
         let hp = &model.hyperparameters;
         let (hidden, vocab) = (hp.hidden, hp.vocab_size);
         let data = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
-        let mut layers = Vec::with_capacity(hp.layers);
+        let (mut weights, mut biases) = (Vec::new(), Vec::new());
         for layer in 0..hp.layers {
             let (w_ih, w_hh, bias) = model.layer(layer);
-            layers.push((if layer == 0 { Vec::new() } else { data(w_ih)? }, data(w_hh)?, data(bias)?));
+            weights.push(if layer == 0 { data(w_hh)? } else { data(&Tensor::cat(&[w_ih, w_hh], 1)?)? });
+            biases.push(data(bias)?);
         }
         // The first layer's input projection for every token: [V, E] · W_ih₀ᵀ [E, 4H] + b₀.
         let (w_ih0, _, bias0) = model.layer(0);
@@ -91,11 +97,12 @@ impl CpuEngine {
             hidden,
             vocab,
             first_input,
-            layers,
+            weights,
+            biases,
             head_weight: data(head_w)?,
             head_bias: data(head_b)?,
+            inputs: (0..hp.layers).map(|l| vec![0.0; if l == 0 { 1 } else { 2 } * hidden * streams]).collect(),
             cells: vec![vec![0.0; hidden * streams]; hp.layers],
-            hidden_states: vec![vec![0.0; hidden * streams]; hp.layers],
             gates: vec![0.0; 4 * hidden * streams],
             logits_t: vec![0.0; vocab * streams],
         })
@@ -106,28 +113,33 @@ impl CpuEngine {
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.vocab) {
             candle_core::bail!("token id {bad} is outside the vocabulary of {}", self.vocab);
         }
-        for layer in 0..self.layers.len() {
-            let (w_ih, w_hh, bias) = &self.layers[layer];
-            // gates = (layer 0: table row of the token; else b + W_ih·x) + W_hh·h_{t−1}
+        for layer in 0..self.weights.len() {
+            // gates = (layer 0: the token's table row; above: b) + weights · inputs
             for (row, gate_row) in self.gates.chunks_exact_mut(s).enumerate() {
                 for (stream, value) in gate_row.iter_mut().enumerate() {
-                    *value = if layer == 0 { self.first_input[tokens[stream] as usize * 4 * h + row] } else { bias[row] };
+                    *value = match layer {
+                        0 => self.first_input[tokens[stream] as usize * 4 * h + row],
+                        _ => self.biases[layer][row],
+                    };
                 }
             }
             if layer > 0 {
-                let below = Mat::dense(&self.hidden_states[layer - 1], h, s);
-                matmul(&mut self.gates, 0, s, Mat::dense(w_ih, 4 * h, h), below, true, threads);
+                let (below, this) = self.inputs.split_at_mut(layer);
+                this[0][..h * s].copy_from_slice(&below[layer - 1][below[layer - 1].len() - h * s..]);
             }
+            let inputs = &mut self.inputs[layer];
+            let k = inputs.len() / s;
             // h_{t−1} is read by the product before the gate math overwrites it with h_t.
-            let state = &mut self.hidden_states[layer];
-            matmul(&mut self.gates, 0, s, Mat::dense(w_hh, 4 * h, h), Mat::dense(state, h, s), true, threads);
-            cell_forward(s, &mut self.gates, &mut self.cells[layer], state);
+            matmul(&mut self.gates, 0, s, Mat::dense(&self.weights[layer], 4 * h, k), Mat::dense(inputs, k, s), true, threads);
+            let h_state = &mut inputs[(k - h) * s..];
+            cell_forward(s, &mut self.gates, &mut self.cells[layer], h_state);
         }
         // logitsᵀ [V, S] = W_head · h_top + b, then transposed to stream-major.
         for (row, bias) in self.logits_t.chunks_exact_mut(s).zip(&self.head_bias) {
             row.fill(*bias);
         }
-        let top = Mat::dense(self.hidden_states.last().expect("at least one layer"), h, s);
+        let top = self.inputs.last().expect("at least one layer");
+        let top = Mat::block(top, top.len() - h * s, h, s, s);
         matmul(&mut self.logits_t, 0, s, Mat::dense(&self.head_weight, self.vocab, h), top, true, threads);
         for (v, row) in self.logits_t.chunks_exact(s).enumerate() {
             for (stream, &value) in row.iter().enumerate() {
