@@ -57,8 +57,9 @@ pub struct TrainingFigures {
     pub trainer: String,
     pub seconds_per_step: f64,
     pub targets_per_second: f64,
-    /// The large-matmul rate measured just before this row, GFLOP/s (the machine's speed
-    /// drifts by ±15 % over minutes, so each row gets its own).
+    /// The large-matmul rate around this row, GFLOP/s: the higher of the medians measured
+    /// just before and just after it (this machine's speed drifts by ±15 % over minutes,
+    /// so each row gets its own, and a slow moment cannot make the ratio look better).
     pub matmul_gflops: f64,
     /// Targets per second if only the matrix products ran, at that rate.
     pub roofline_targets_per_second: f64,

@@ -71,11 +71,13 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         }
         for trainer in trainers {
             tracing::info!("bench: training with {trainer} at H = {hidden}");
-            let rate = bench::matmul_rate()?;
+            let rate_before = bench::matmul_rate()?;
             let seconds = match trainer {
                 "fused" => bench::train_fused(&hp, batch, args.steps)?,
                 _ => bench::train_candle_nn(&hp, batch, args.steps.min(3))?,
             };
+            // The higher of the rates around the run: a slow moment must not flatter the ratio.
+            let rate = rate_before.max(bench::matmul_rate()?);
             training.push(TrainingFigures {
                 hidden,
                 trainer: trainer.to_string(),

@@ -64,7 +64,7 @@ impl Dims {
 
     /// Copies the `rows × size` block of time step `step` of sequences `first..first + size`
     /// from the `[rows, N]` matrix `wide` into the step-major buffer `compact` (T blocks of
-    /// `[rows, size]`).
+    /// `[rows, size]`), whose steps are each one dense block.
     fn gather(&self, rows: usize, (first, size): (usize, usize), step: usize, wide: &[f32], compact: &mut [f32]) {
         let block = &mut compact[step * rows * size..][..rows * size];
         for (r, row) in block.chunks_exact_mut(size).enumerate() {
@@ -72,12 +72,18 @@ impl Dims {
         }
     }
 
-    /// The inverse of [`Dims::gather`].
-    fn scatter(&self, rows: usize, (first, size): (usize, usize), step: usize, compact: &[f32], wide: &mut [f32]) {
-        let block = &compact[step * rows * size..][..rows * size];
-        for (r, row) in block.chunks_exact(size).enumerate() {
-            wide[r * self.columns() + step * self.batch + first..][..size].copy_from_slice(row);
-        }
+    /// The inverse of [`Dims::gather`] for every group and step at once: assembles the
+    /// `[rows, N]` matrix from the groups' step-major buffers, a row per task.
+    fn scatter_all(&self, rows: usize, groups: &[(usize, usize)], compact: &[&[f32]]) -> Vec<f32> {
+        let mut wide = vec![0.0f32; rows * self.columns()];
+        wide.par_chunks_mut(self.columns()).enumerate().for_each(|(r, row)| {
+            for (&(first, size), buffer) in groups.iter().zip(compact) {
+                for step in 0..self.steps {
+                    row[step * self.batch + first..][..size].copy_from_slice(&buffer[(step * rows + r) * size..][..size]);
+                }
+            }
+        });
+        wide
     }
 
     /// The batch split into one group of consecutive sequences per thread.
@@ -136,15 +142,9 @@ pub fn recurrence_forward(p: &[f32], w_hh: &[f32], dims: Dims) -> (Vec<f32>, Rec
             (Group { first, size, gates, cells }, h)
         })
         .collect();
-    let mut h = vec![0.0f32; hidden * dims.columns()];
-    let mut saved = Vec::with_capacity(groups.len());
-    for (group, h_group) in groups {
-        for step in 0..steps {
-            dims.scatter(hidden, (group.first, group.size), step, &h_group, &mut h);
-        }
-        saved.push(group);
-    }
-    (h, RecurrenceSaved { groups: saved })
+    let ranges: Vec<(usize, usize)> = groups.iter().map(|(g, _)| (g.first, g.size)).collect();
+    let h = dims.scatter_all(hidden, &ranges, &groups.iter().map(|(_, h)| h.as_slice()).collect::<Vec<_>>());
+    (h, RecurrenceSaved { groups: groups.into_iter().map(|(group, _)| group).collect() })
 }
 
 /// The gradients of [`recurrence_forward`] from `dh` = ∂loss/∂h `[H, N]`, given its output
@@ -159,7 +159,12 @@ pub fn recurrence_backward(
     let Dims { hidden, steps, batch } = dims;
     let columns = dims.columns();
     // W_hhᵀ laid out densely once, so every per-step product reads it row by row.
-    let w_hh_t: Vec<f32> = (0..hidden).flat_map(|u| (0..4 * hidden).map(move |j| w_hh[j * hidden + u])).collect();
+    let mut w_hh_t = vec![0.0f32; 4 * hidden * hidden];
+    w_hh_t.par_chunks_mut(4 * hidden).enumerate().for_each(|(u, row)| {
+        for (j, value) in row.iter_mut().enumerate() {
+            *value = w_hh[j * hidden + u];
+        }
+    });
     let w_hh_t = Mat::dense(&w_hh_t, hidden, 4 * hidden);
     let d_groups: Vec<Vec<f32>> = saved
         .groups
@@ -186,12 +191,8 @@ pub fn recurrence_backward(
             d_gates
         })
         .collect();
-    let mut d_p = vec![0.0f32; 4 * hidden * columns];
-    for (group, d_gates) in saved.groups.iter().zip(&d_groups) {
-        for step in 0..steps {
-            dims.scatter(4 * hidden, (group.first, group.size), step, d_gates, &mut d_p);
-        }
-    }
+    let ranges: Vec<(usize, usize)> = saved.groups.iter().map(|g| (g.first, g.size)).collect();
+    let d_p = dims.scatter_all(4 * hidden, &ranges, &d_groups.iter().map(Vec::as_slice).collect::<Vec<_>>());
     // dW_hh = Σ_{t≥1} dgates_t · h_{t−1}ᵀ: columns B.. of dP against columns ..N−B of h.
     let mut dw_hh = vec![0.0f32; 4 * hidden * hidden];
     let d_later = Mat::block(&d_p, batch, 4 * hidden, columns - batch, columns);

@@ -1,25 +1,34 @@
 //! The network both `train` and `compose` use: embedding → stacked LSTM → linear layer.
 //!
 //! ```text
-//! token ids [B,T] ─ embedding [V,E] ─▶ [B,T,E] ─ LSTM 1 ─▶ [B,T,H] ─ … ─ LSTM n ─▶ [B,T,H]
-//!                                        (dropout between layers while training)
-//!                                          ─ linear [H,V] + bias ─▶ logits [B,T,V]
+//! token ids [B,T] ─ embedding [V,E] ─▶ x ─ LSTM 1 ─▶ h ─ … ─ LSTM n ─▶ h ─ linear [V,H] + b ─▶ logits
+//!                                  (dropout after each LSTM layer while training)
 //! ```
 //!
 //! Each LSTM layer computes, for every time step t (σ is the logistic sigmoid, ⊙ is the
-//! element-wise product, the gates are the four H-wide column blocks of one matmul):
+//! element-wise product, the gates are the four H-row blocks of the weight matrices):
 //!
 //! ```text
-//! [i f g o] = x_t·W_ih + h_{t-1}·W_hh + b
+//! [i f g o] = W_ih·x_t + W_hh·h_{t-1} + b
 //! c_t = σ(f) ⊙ c_{t-1} + σ(i) ⊙ tanh(g)
 //! h_t = σ(o) ⊙ tanh(c_t)
 //! ```
 //!
-//! Key design decision: the cell is written out in Candle tensor ops, right here, instead of
-//! calling a framework layer, so the forward math is in plain sight and Candle's autograd
-//! derives the backward pass from exactly this code. Weights are stored input-major (`W_ih` is `[in, 4H]`) so every matmul reads its right-hand side
-//! without a transpose. Weights are created from [`SeededRng`], never from Candle's
-//! unseeded generator, so the same seed gives the same model on every machine.
+//! Weights are stored `[outputs, inputs]` (`W_ih` is `[4H, in]`), as PyTorch and candle-nn
+//! store them, and are created from [`SeededRng`], never from Candle's unseeded generator,
+//! so the same seed gives the same model on every machine.
+//!
+//! Key design decision: two implementations of the same equations, chosen by device.
+//! On the CPU, where almost every user trains, the layers are written by hand with their
+//! backward passes beside them ([`layers`], over [`kernels`]): a few large matrix products
+//! per layer plus one small one per time step, the gate math fused into one vectorised pass,
+//! the batch split across threads so no thread waits for another between time steps. A
+//! training step ([`network`]) chains them without an autograd graph; [`fused`] wraps them
+//! as Candle custom ops for code that wants Candle tensors. On CUDA and Metal the same
+//! equations run as Candle tensor ops ([`LstmModel::logits_on`] with
+//! [`LayerPath::CandleOps`]) and Candle's autograd derives the backward pass. Tests hold
+//! the two paths, candle-nn's LSTM and finite differences to the same numbers.
+//! Generation ([`Generator`]) carries the state and steps many streams at once.
 
 use artifacts::{Hyperparameters, NamedTensor};
 use candle_core::{D, DType, Device, Tensor, Var};
@@ -29,9 +38,9 @@ pub use candle_core;
 
 pub mod fused;
 mod generator;
-mod kernels;
-mod layers;
-mod network;
+pub mod kernels;
+pub mod layers;
+pub mod network;
 
 pub use generator::Generator;
 
