@@ -32,7 +32,9 @@ struct Args {
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
 enum Part {
+    /// Extract (and, for encode, the notes it needs).
     Extract,
+    Encode,
     Training,
     Generation,
 }
@@ -54,12 +56,13 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let config = config::PipelineConfig::default();
     let threads = candle_core::utils::get_num_threads();
     tracing::info!("bench: {threads} threads; extracting {}", args.corpus.display());
-    let extracted = if args.runs(Part::Extract) { bench::extract(&args.corpus, &config.extract) } else { None };
-    if extracted.is_none() && args.runs(Part::Extract) {
+    let wants_notes = args.runs(Part::Extract) || args.runs(Part::Encode);
+    let extracted = if wants_notes { bench::extract(&args.corpus, &config.extract) } else { None };
+    if extracted.is_none() && wants_notes {
         tracing::warn!("no MIDI files under {}: extract and encode skipped", args.corpus.display());
     }
-    let encode = extracted.as_ref().and_then(|(_, notes)| bench::encode(&config, notes));
-    let matmul_gflops = bench::matmul_rate()?;
+    let encode = extracted.as_ref().filter(|_| args.runs(Part::Encode)).and_then(|(_, notes)| bench::encode(&config, notes));
+    let matmul_gflops = if args.runs(Part::Training) { bench::matmul_rate()? } else { 0.0 };
     let batch = 64;
     let mut training = Vec::new();
     for hidden in [256, 512].into_iter().filter(|_| args.runs(Part::Training)) {
