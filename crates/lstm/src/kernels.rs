@@ -107,8 +107,11 @@ pub fn matmul(dst: &mut [f32], offset: usize, row_stride: usize, a: Mat, b: Mat,
 #[inline(always)]
 fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
-    // Adding and subtracting 1.5·2²³ rounds to the nearest integer without a branch.
-    let n = (x * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
+    // Adding 1.5·2²³ rounds x/ln 2 to the nearest integer n without a branch, and leaves n
+    // in the low bits of the sum, from where it goes straight into 2^n's exponent field
+    // below (a float-to-int cast would not vectorise: Rust's casts saturate).
+    let shifted = x * std::f32::consts::LOG2_E + 12_582_912.0;
+    let n = shifted - 12_582_912.0;
     // ln 2 split in two so n·ln 2 is subtracted without losing r's low bits (Cody–Waite).
     let r = (x - n * 0.693_359_4) + n * 2.121_944_4e-4;
     let mut p = 1.987_569_1e-4;
@@ -118,7 +121,7 @@ fn exp(x: f32) -> f32 {
     p = p * r + 0.166_666_65;
     p = p * r + 0.5;
     let e_r = p * r * r + r + 1.0;
-    e_r * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    e_r * f32::from_bits(shifted.to_bits().wrapping_sub(0x4B40_0000 - 127) << 23)
 }
 
 #[inline(always)]
