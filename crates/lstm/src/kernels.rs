@@ -283,11 +283,18 @@ fn cell_backward_body(
     d_gates: &mut [f32],
 ) {
     let block = cells.len();
-    assert!(gates.len() == 4 * block && d_gates.len() == 4 * block && dh.len() == block && dc.len() == block);
-    let (i, rest) = gates.split_at(block);
-    let (f, rest) = rest.split_at(block);
-    let (g, o) = rest.split_at(block);
-    let (d_i, rest) = d_gates.split_at_mut(block);
+    let zeros;
+    let previous = match previous_cells {
+        Some(previous) => previous,
+        None => {
+            zeros = vec![0.0f32; block];
+            &zeros
+        }
+    };
+    // Every slice cut to exactly `block`, so the loop below runs without bounds checks and vectorises.
+    let (i, f, g, o) = (&gates[..block], &gates[block..2 * block], &gates[2 * block..3 * block], &gates[3 * block..4 * block]);
+    let (previous, dh, dc) = (&previous[..block], &dh[..block], &mut dc[..block]);
+    let (d_i, rest) = d_gates[..4 * block].split_at_mut(block);
     let (d_f, rest) = rest.split_at_mut(block);
     let (d_g, d_o) = rest.split_at_mut(block);
     for k in 0..block {
@@ -295,7 +302,7 @@ fn cell_backward_body(
         let dck = dc[k] + dh[k] * o[k] * (1.0 - tanh_c * tanh_c);
         d_o[k] = dh[k] * tanh_c * o[k] * (1.0 - o[k]);
         d_i[k] = dck * g[k] * i[k] * (1.0 - i[k]);
-        d_f[k] = dck * previous_cells.map_or(0.0, |p| p[k]) * f[k] * (1.0 - f[k]);
+        d_f[k] = dck * previous[k] * f[k] * (1.0 - f[k]);
         d_g[k] = dck * i[k] * (1.0 - g[k] * g[k]);
         dc[k] = dck * f[k];
     }
