@@ -11,6 +11,7 @@
 //! all copies round identically.
 
 use gemm::Parallelism;
+use rayon::prelude::*;
 
 /// The thread count for matrix products: `runtime.threads`, via [`crate::set_cpu_threads`].
 pub(crate) fn threads() -> usize {
@@ -100,6 +101,20 @@ pub fn matmul(dst: &mut [f32], offset: usize, row_stride: usize, a: Mat, b: Mat,
             parallelism,
         );
     }
+}
+
+/// `dst += a · b` for a dense row-major `dst`, its rows split into one band per thread,
+/// each band a single-threaded product. For the skinny products of generation (a few
+/// columns), where `gemm`'s own splitting does not help: each thread streams only its
+/// band of `a`, so the threads share the memory traffic that bounds these products.
+pub fn matmul_banded(dst: &mut [f32], a: Mat, b: Mat, threads: usize) {
+    let columns = b.cols;
+    let band = a.rows.div_ceil(threads.max(1)).max(1);
+    dst[..a.rows * columns].par_chunks_mut(band * columns).enumerate().for_each(|(index, dst_band)| {
+        let rows = dst_band.len() / columns.max(1);
+        let a_band = Mat { offset: a.offset + index * band * a.row_stride, rows, ..a };
+        matmul(dst_band, 0, columns, a_band, b, true, 1);
+    });
 }
 
 /// e^x with a relative error below 2e-7 for x in [−87, 88] (clamped outside): x = n·ln 2 + r
