@@ -125,7 +125,7 @@ impl DatasetArtifact {
             }
             let last = piece.tokens.len() - span;
             windows.extend((0..=last).step_by(self.stride.max(1)).map(|start| (index, start)));
-            if last % self.stride.max(1) != 0 {
+            if !last.is_multiple_of(self.stride.max(1)) {
                 windows.push((index, last));
             }
         }

@@ -92,10 +92,8 @@ pub fn median_seconds(warmup: usize, repeats: usize, mut work: impl FnMut()) -> 
 /// does; `None` if the folder has no MIDI files.
 pub fn extract(folder: &Path, limits: &config::ExtractConfig) -> Option<(ExtractFigures, NotesArtifact)> {
     let paths = extract::find_midi_files(folder).ok()?;
-    let files: Vec<(String, Vec<u8>)> = paths
-        .iter()
-        .filter_map(|p| std::fs::read(p).ok().map(|bytes| (p.display().to_string(), bytes)))
-        .collect();
+    let files: Vec<(String, Vec<u8>)> =
+        paths.iter().filter_map(|p| std::fs::read(p).ok().map(|bytes| (p.display().to_string(), bytes))).collect();
     if files.is_empty() {
         return None;
     }
@@ -192,7 +190,6 @@ fn median_seconds_of(
     failure.map_or(Ok(seconds), Err)
 }
 
-
 /// Seconds per training step (forward, loss, backward, Adam) of this project's model.
 pub fn train_fused(hp: &Hyperparameters, batch: usize, repeats: usize) -> candle_core::Result<f64> {
     let model = LstmModel::new(hp.clone(), 1, &Device::Cpu)?;
@@ -228,8 +225,10 @@ pub fn train_candle_nn(hp: &Hyperparameters, batch: usize, repeats: usize) -> ca
         let logits = head.forward(&x)?;
         let loss = candle_nn::loss::cross_entropy(&logits.flatten_to(1)?, &targets.flatten_all()?)?;
         let grads = loss.backward()?;
-        let grads: Vec<Vec<f32>> =
-            vars.iter().map(|v| grads.get(v).expect("every weight is used").flatten_all()?.to_vec1()).collect::<candle_core::Result<_>>()?;
+        let grads: Vec<Vec<f32>> = vars
+            .iter()
+            .map(|v| grads.get(v).expect("every weight is used").flatten_all()?.to_vec1())
+            .collect::<candle_core::Result<_>>()?;
         adam.update(&vars, &grads)
     })
 }

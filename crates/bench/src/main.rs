@@ -61,7 +61,8 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     if extracted.is_none() && wants_notes {
         tracing::warn!("no MIDI files under {}: extract and encode skipped", args.corpus.display());
     }
-    let encode = extracted.as_ref().filter(|_| args.runs(Part::Encode)).and_then(|(_, notes)| bench::encode(&config, notes));
+    let encode =
+        extracted.as_ref().filter(|_| args.runs(Part::Encode)).and_then(|(_, notes)| bench::encode(&config, notes));
     let matmul_gflops = if args.runs(Part::Training) { bench::matmul_rate()? } else { 0.0 };
     let batch = 64;
     let mut training = Vec::new();

@@ -322,7 +322,9 @@ pub fn compose(
             }
             *token = match settings.sampling {
                 Sampling::Argmax => argmax(&scores),
-                Sampling::Sample => sample(&scores, settings.temperature, settings.top_k, settings.top_p, &mut piece.rng),
+                Sampling::Sample => {
+                    sample(&scores, settings.temperature, settings.top_k, settings.top_p, &mut piece.rng)
+                }
             };
             if let Some(grammar) = piece.grammar.as_mut() {
                 grammar.observe(*token);

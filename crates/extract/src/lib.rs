@@ -412,18 +412,23 @@ pub fn read_midi(bytes: &[u8], limits: &ExtractConfig) -> Result<(Vec<Note>, Mid
         }
         file_end = file_end.max(tick);
     }
-    events.sort_by_key(|&(tick, track, _, _)| (tick, track));
+    // Each track's events are in tick order and the tracks were appended in order, so a
+    // stable sort by tick alone gives (tick, track, position); one-track files need none.
+    if !events.is_sorted_by_key(|&(tick, _, _, _)| tick) {
+        events.sort_by_key(|&(tick, _, _, _)| tick);
+    }
     facts.tempo_changes = tempo_changes.len();
     let clock = Clock::new(header.timing, tempo_changes)?;
 
     let mut programs = [0u8; 16];
     let mut pedal_down = [false; 16];
     let sustain = limits.sustain == Sustain::Apply;
-    // Sounding notes by (channel, pitch): (onset tick, velocity, program).
-    let mut sounding: BTreeMap<(u8, u8), (u64, u8, u8)> = BTreeMap::new();
+    // Sounding notes, one slot per (channel, pitch) at channel·128 + pitch: (onset tick,
+    // velocity, program). A flat table, not a map: it is touched at every note event.
+    let mut sounding: Vec<Option<(u64, u8, u8)>> = vec![None; 16 * 128];
     // Notes whose key was released while the sustain pedal was down: they ring on until the
     // pedal lifts or the same pitch is struck again.
-    let mut held: BTreeMap<(u8, u8), (u64, u8, u8)> = BTreeMap::new();
+    let mut held: Vec<Option<(u64, u8, u8)>> = vec![None; 16 * 128];
     let mut notes = Vec::new();
     let mut finish = |channel: u8, pitch: u8, (onset, velocity, program): (u64, u8, u8), end: u64| {
         if !PIANO_KEYS.contains(&pitch) {
@@ -454,31 +459,31 @@ pub fn read_midi(bytes: &[u8], limits: &ExtractConfig) -> Result<(Vec<Note>, Mid
         });
     };
     for &(tick, _, channel, message) in &events {
-        let key_of = |pitch: u8| (channel, pitch);
+        let slot = |pitch: u8| usize::from(channel) * 128 + usize::from(pitch);
         match message {
             MidiMessage::ProgramChange { program } => programs[usize::from(channel)] = program.as_int(),
             MidiMessage::Controller { controller, value } if controller == SUSTAIN_PEDAL && sustain => {
                 let down = value >= 64;
                 if pedal_down[usize::from(channel)] && !down {
-                    let released: Vec<(u8, u8)> = held.keys().filter(|(c, _)| *c == channel).copied().collect();
-                    for key in released {
-                        let started = held.remove(&key).expect("the key was just listed");
-                        finish(channel, key.1, started, tick);
+                    for pitch in 0..128 {
+                        if let Some(started) = held[slot(pitch)].take() {
+                            finish(channel, pitch, started, tick);
+                        }
                     }
                 }
                 pedal_down[usize::from(channel)] = down;
             }
             MidiMessage::NoteOn { key, vel } if vel.as_int() > 0 => {
                 let pitch = key.as_int();
-                for previous in [sounding.remove(&key_of(pitch)), held.remove(&key_of(pitch))].into_iter().flatten() {
+                for previous in [sounding[slot(pitch)].take(), held[slot(pitch)].take()].into_iter().flatten() {
                     finish(channel, pitch, previous, tick);
                 }
-                sounding.insert(key_of(pitch), (tick, vel.as_int(), programs[usize::from(channel)]));
+                sounding[slot(pitch)] = Some((tick, vel.as_int(), programs[usize::from(channel)]));
             }
             MidiMessage::NoteOn { key, .. } | MidiMessage::NoteOff { key, .. } => {
-                if let Some(started) = sounding.remove(&key_of(key.as_int())) {
+                if let Some(started) = sounding[slot(key.as_int())].take() {
                     if pedal_down[usize::from(channel)] {
-                        held.insert(key_of(key.as_int()), started);
+                        held[slot(key.as_int())] = Some(started);
                     } else {
                         finish(channel, key.as_int(), started, tick);
                     }
@@ -487,8 +492,13 @@ pub fn read_midi(bytes: &[u8], limits: &ExtractConfig) -> Result<(Vec<Note>, Mid
             _ => {}
         }
     }
-    for ((channel, pitch), started) in std::mem::take(&mut sounding).into_iter().chain(std::mem::take(&mut held)) {
-        finish(channel, pitch, started, file_end);
+    // Whatever still sounds ends with the file, in (channel, pitch) order.
+    for table in [&sounding, &held] {
+        for (index, started) in table.iter().enumerate() {
+            if let Some(started) = *started {
+                finish((index / 128) as u8, (index % 128) as u8, started, file_end);
+            }
+        }
     }
     if notes.len() > limits.max_notes {
         return Err(format!("too many notes: {}, limit extract.max_notes = {}", notes.len(), limits.max_notes));

@@ -89,7 +89,9 @@ impl Recurrence {
 
     fn dims(&self, p: &[usize], w_hh: &[usize]) -> Result<Dims> {
         let (hidden, columns) = match (p, w_hh) {
-            (&[four_h, columns], &[four_h_w, hidden]) if four_h == 4 * hidden && four_h_w == four_h => (hidden, columns),
+            (&[four_h, columns], &[four_h_w, hidden]) if four_h == 4 * hidden && four_h_w == four_h => {
+                (hidden, columns)
+            }
             _ => bail!("fused recurrence: P {p:?} and W_hh {w_hh:?} do not fit"),
         };
         if self.batch == 0 || columns % self.batch != 0 {
@@ -104,7 +106,13 @@ impl CustomOp2 for Recurrence {
         "fused-lstm-recurrence"
     }
 
-    fn cpu_fwd(&self, p: &CpuStorage, p_layout: &Layout, w: &CpuStorage, w_layout: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        p: &CpuStorage,
+        p_layout: &Layout,
+        w: &CpuStorage,
+        w_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let dims = self.dims(p_layout.dims(), w_layout.dims())?;
         let (p, w_hh) = (contiguous(p, p_layout, "P")?, contiguous(w, w_layout, "W_hh")?);
         let (h, saved) = layers::recurrence_forward(p, w_hh, dims);
@@ -151,7 +159,13 @@ impl CustomOp2 for CrossEntropy {
         "fused-cross-entropy"
     }
 
-    fn cpu_fwd(&self, z: &CpuStorage, z_layout: &Layout, t: &CpuStorage, t_layout: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        z: &CpuStorage,
+        z_layout: &Layout,
+        t: &CpuStorage,
+        t_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (vocab, columns) = z_layout.shape().dims2()?;
         let z = contiguous(z, z_layout, "logits")?;
         let (CpuStorage::U32(targets), Some((start, end))) = (t, t_layout.contiguous_offsets()) else {
@@ -164,7 +178,13 @@ impl CustomOp2 for CrossEntropy {
         Ok((CpuStorage::F32(vec![loss]), Shape::from(())))
     }
 
-    fn bwd(&self, z: &Tensor, targets: &Tensor, _loss: &Tensor, d_loss: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        z: &Tensor,
+        targets: &Tensor,
+        _loss: &Tensor,
+        d_loss: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let probabilities = std::mem::take(&mut *self.probabilities.lock().expect("no panics while the lock is held"));
         if probabilities.len() != z.elem_count() {
             bail!("fused cross-entropy: backward ran twice or before forward");

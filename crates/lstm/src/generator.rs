@@ -130,7 +130,12 @@ impl CpuEngine {
             let inputs = &mut self.inputs[layer];
             let k = inputs.len() / s;
             // h_{t−1} is read by the product before the gate math overwrites it with h_t.
-            matmul_banded(&mut self.gates, Mat::dense(&self.weights[layer], 4 * h, k), Mat::dense(inputs, k, s), threads);
+            matmul_banded(
+                &mut self.gates,
+                Mat::dense(&self.weights[layer], 4 * h, k),
+                Mat::dense(inputs, k, s),
+                threads,
+            );
             let h_state = &mut inputs[(k - h) * s..];
             cell_forward(s, &mut self.gates, &mut self.cells[layer], h_state);
         }

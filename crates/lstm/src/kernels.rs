@@ -148,178 +148,120 @@ pub(crate) fn sigmoid(x: f32) -> f32 {
 #[inline(always)]
 pub(crate) fn tanh(x: f32) -> f32 {
     let z = x * x;
-    let small = ((((-5.704_988_7e-3 * z + 2.063_908_9e-2) * z - 5.373_971_6e-2) * z + 0.133_314_42) * z
-        - 0.333_332_82)
-        * z
-        * x
-        + x;
+    let small =
+        ((((-5.704_988_7e-3 * z + 2.063_909e-2) * z - 5.373_971_6e-2) * z + 0.133_314_42) * z - 0.333_332_8) * z * x
+            + x;
     let large = (1.0 - 2.0 / (exp(2.0 * x.abs()) + 1.0)).copysign(x);
     if x.abs() < 0.625 { small } else { large }
 }
 
-/// `out[k] = e^(row[k] − shift[k])`, vectorised like the gate math.
-pub fn exp_shifted(row: &[f32], shift: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the processor has AVX-512F, checked just above.
-        return unsafe { exp_shifted_avx512(row, shift, out) };
-    } else if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the processor has AVX2, checked just above.
-        return unsafe { exp_shifted_avx2(row, shift, out) };
-    }
-    exp_shifted_body(row, shift, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn exp_shifted_avx512(row: &[f32], shift: &[f32], out: &mut [f32]) {
-    exp_shifted_body(row, shift, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn exp_shifted_avx2(row: &[f32], shift: &[f32], out: &mut [f32]) {
-    exp_shifted_body(row, shift, out)
-}
-
-#[inline(always)]
-fn exp_shifted_body(row: &[f32], shift: &[f32], out: &mut [f32]) {
-    for ((o, &v), &s) in out.iter_mut().zip(row).zip(shift) {
-        *o = exp(v - s);
-    }
-}
-
-/// The forward gate math of one time step for B sequences, in place. Every buffer is
-/// row-major with B columns (one per sequence). On entry `gates` (`[4H, B]`) holds the
-/// pre-activations `[i f g o]` and `cells` (`[H, B]`) holds c_{t−1}; on return `gates` holds
-/// σ(i), σ(f), tanh(g), σ(o), `cells` holds c_t and `hidden` (`[H, B]`) holds h_t.
-pub fn cell_forward(batch: usize, gates: &mut [f32], cells: &mut [f32], hidden: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the processor has AVX-512F, checked just above.
-        return unsafe { cell_forward_avx512(batch, gates, cells, hidden) };
-    } else if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the processor has AVX2, checked just above.
-        return unsafe { cell_forward_avx2(batch, gates, cells, hidden) };
-    }
-    cell_forward_body(batch, gates, cells, hidden)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn cell_forward_avx512(batch: usize, gates: &mut [f32], cells: &mut [f32], hidden: &mut [f32]) {
-    cell_forward_body(batch, gates, cells, hidden)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn cell_forward_avx2(batch: usize, gates: &mut [f32], cells: &mut [f32], hidden: &mut [f32]) {
-    cell_forward_body(batch, gates, cells, hidden)
-}
-
-#[inline(always)]
-fn cell_forward_body(batch: usize, gates: &mut [f32], cells: &mut [f32], hidden: &mut [f32]) {
-    let block = cells.len();
-    assert!(gates.len() == 4 * block && hidden.len() == block && block % batch.max(1) == 0);
-    let (input, rest) = gates.split_at_mut(block);
-    let (forget, rest) = rest.split_at_mut(block);
-    let (candidate, output) = rest.split_at_mut(block);
-    for k in 0..block {
-        let (i, f, g, o) = (sigmoid(input[k]), sigmoid(forget[k]), tanh(candidate[k]), sigmoid(output[k]));
-        (input[k], forget[k], candidate[k], output[k]) = (i, f, g, o);
-        cells[k] = f * cells[k] + i * g;
-        hidden[k] = o * tanh(cells[k]);
-    }
-}
-
-/// The backward gate math of one time step, buffers laid out as in [`cell_forward`].
-/// Reads the activations `gates` and cell states `cells` (c_t) and `previous_cells`
-/// (c_{t−1}, `None` at the first step) that the forward pass left, `dh` = ∂loss/∂h_t
-/// (everything that reaches h_t) and `dc` = ∂loss/∂c_t through c_{t+1}. Writes
-/// ∂loss/∂(pre-activation gates) into `d_gates` and replaces `dc` with ∂loss/∂c_{t−1}:
-///
-/// ```text
-/// dc  += dh ⊙ o ⊙ (1 − tanh²c_t)          d_o = dh ⊙ tanh c_t ⊙ o(1−o)
-/// d_i  = dc ⊙ g ⊙ i(1−i)                   d_f = dc ⊙ c_{t−1} ⊙ f(1−f)
-/// d_g  = dc ⊙ i ⊙ (1−g²)                   dc  ← dc ⊙ f
-/// ```
-pub fn cell_backward(
-    gates: &[f32],
-    cells: &[f32],
-    previous_cells: Option<&[f32]>,
-    dh: &[f32],
-    dc: &mut [f32],
-    d_gates: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the processor has AVX-512F, checked just above.
-        return unsafe { cell_backward_avx512(gates, cells, previous_cells, dh, dc, d_gates) };
-    } else if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the processor has AVX2, checked just above.
-        return unsafe { cell_backward_avx2(gates, cells, previous_cells, dh, dc, d_gates) };
-    }
-    cell_backward_body(gates, cells, previous_cells, dh, dc, d_gates)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn cell_backward_avx512(
-    gates: &[f32],
-    cells: &[f32],
-    previous_cells: Option<&[f32]>,
-    dh: &[f32],
-    dc: &mut [f32],
-    d_gates: &mut [f32],
-) {
-    cell_backward_body(gates, cells, previous_cells, dh, dc, d_gates)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn cell_backward_avx2(
-    gates: &[f32],
-    cells: &[f32],
-    previous_cells: Option<&[f32]>,
-    dh: &[f32],
-    dc: &mut [f32],
-    d_gates: &mut [f32],
-) {
-    cell_backward_body(gates, cells, previous_cells, dh, dc, d_gates)
-}
-
-#[inline(always)]
-fn cell_backward_body(
-    gates: &[f32],
-    cells: &[f32],
-    previous_cells: Option<&[f32]>,
-    dh: &[f32],
-    dc: &mut [f32],
-    d_gates: &mut [f32],
-) {
-    let block = cells.len();
-    let zeros;
-    let previous = match previous_cells {
-        Some(previous) => previous,
-        None => {
-            zeros = vec![0.0f32; block];
-            &zeros
+/// Defines `pub fn $name(…) { … }` compiled three times on x86-64, for AVX-512, for AVX2
+/// and for the baseline, and calling the widest copy the processor runs. The body is plain
+/// Rust over slices; the compiler vectorises each copy for its instruction set.
+macro_rules! vectorised {
+    ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$doc])*
+        pub fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512($($arg: $ty),*) {
+                    body($($arg),*)
+                }
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2($($arg: $ty),*) {
+                    body($($arg),*)
+                }
+                if std::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the processor has AVX-512F, checked just above.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the processor has AVX2, checked just above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
         }
     };
-    // Every slice cut to exactly `block`, so the loop below runs without bounds checks and vectorises.
-    let (i, f, g, o) = (&gates[..block], &gates[block..2 * block], &gates[2 * block..3 * block], &gates[3 * block..4 * block]);
-    let (previous, dh, dc) = (&previous[..block], &dh[..block], &mut dc[..block]);
-    let (d_i, rest) = d_gates[..4 * block].split_at_mut(block);
-    let (d_f, rest) = rest.split_at_mut(block);
-    let (d_g, d_o) = rest.split_at_mut(block);
-    for k in 0..block {
-        let tanh_c = tanh(cells[k]);
-        let dck = dc[k] + dh[k] * o[k] * (1.0 - tanh_c * tanh_c);
-        d_o[k] = dh[k] * tanh_c * o[k] * (1.0 - o[k]);
-        d_i[k] = dck * g[k] * i[k] * (1.0 - i[k]);
-        d_f[k] = dck * previous[k] * f[k] * (1.0 - f[k]);
-        d_g[k] = dck * i[k] * (1.0 - g[k] * g[k]);
-        dc[k] = dck * f[k];
+}
+
+vectorised! {
+    /// `out[k] = e^(row[k] − shift[k])`, vectorised like the gate math.
+    pub fn exp_shifted(row: &[f32], shift: &[f32], out: &mut [f32]) {
+        for ((o, &v), &s) in out.iter_mut().zip(row).zip(shift) {
+            *o = exp(v - s);
+        }
+    }
+}
+
+vectorised! {
+    /// The forward gate math of one time step for B sequences, in place. Every buffer is
+    /// row-major with B columns (one per sequence). On entry `gates` (`[4H, B]`) holds the
+    /// pre-activations `[i f g o]` and `cells` (`[H, B]`) holds c_{t−1}; on return `gates` holds
+    /// σ(i), σ(f), tanh(g), σ(o), `cells` holds c_t and `hidden` (`[H, B]`) holds h_t.
+    pub fn cell_forward(batch: usize, gates: &mut [f32], cells: &mut [f32], hidden: &mut [f32]) {
+        let block = cells.len();
+        assert!(gates.len() == 4 * block && hidden.len() == block && block.is_multiple_of(batch.max(1)));
+        let (input, rest) = gates.split_at_mut(block);
+        let (forget, rest) = rest.split_at_mut(block);
+        let (candidate, output) = rest.split_at_mut(block);
+        for k in 0..block {
+            let (i, f, g, o) = (sigmoid(input[k]), sigmoid(forget[k]), tanh(candidate[k]), sigmoid(output[k]));
+            (input[k], forget[k], candidate[k], output[k]) = (i, f, g, o);
+            cells[k] = f * cells[k] + i * g;
+            hidden[k] = o * tanh(cells[k]);
+        }
+    }
+}
+
+vectorised! {
+    /// The backward gate math of one time step, buffers laid out as in [`cell_forward`].
+    /// Reads the activations `gates` and cell states `cells` (c_t) and `previous_cells`
+    /// (c_{t−1}, `None` at the first step) that the forward pass left, `dh` = ∂loss/∂h_t
+    /// (everything that reaches h_t) and `dc` = ∂loss/∂c_t through c_{t+1}. Writes
+    /// ∂loss/∂(pre-activation gates) into `d_gates` and replaces `dc` with ∂loss/∂c_{t−1}:
+    ///
+    /// ```text
+    /// dc  += dh ⊙ o ⊙ (1 − tanh²c_t)          d_o = dh ⊙ tanh c_t ⊙ o(1−o)
+    /// d_i  = dc ⊙ g ⊙ i(1−i)                   d_f = dc ⊙ c_{t−1} ⊙ f(1−f)
+    /// d_g  = dc ⊙ i ⊙ (1−g²)                   dc  ← dc ⊙ f
+    /// ```
+    pub fn cell_backward(
+        gates: &[f32],
+        cells: &[f32],
+        previous_cells: Option<&[f32]>,
+        dh: &[f32],
+        dc: &mut [f32],
+        d_gates: &mut [f32],
+    ) {
+        let block = cells.len();
+        let zeros;
+        let previous = match previous_cells {
+            Some(previous) => previous,
+            None => {
+                zeros = vec![0.0f32; block];
+                &zeros
+            }
+        };
+        // Every slice cut to exactly `block`, so the loop runs without bounds checks and vectorises.
+        let (i, f, g, o) =
+            (&gates[..block], &gates[block..2 * block], &gates[2 * block..3 * block], &gates[3 * block..4 * block]);
+        let (previous, dh, dc) = (&previous[..block], &dh[..block], &mut dc[..block]);
+        let (d_i, rest) = d_gates[..4 * block].split_at_mut(block);
+        let (d_f, rest) = rest.split_at_mut(block);
+        let (d_g, d_o) = rest.split_at_mut(block);
+        for k in 0..block {
+            let tanh_c = tanh(cells[k]);
+            let dck = dc[k] + dh[k] * o[k] * (1.0 - tanh_c * tanh_c);
+            d_o[k] = dh[k] * tanh_c * o[k] * (1.0 - o[k]);
+            d_i[k] = dck * g[k] * i[k] * (1.0 - i[k]);
+            d_f[k] = dck * previous[k] * f[k] * (1.0 - f[k]);
+            d_g[k] = dck * i[k] * (1.0 - g[k] * g[k]);
+            dc[k] = dck * f[k];
+        }
     }
 }
 

@@ -79,7 +79,8 @@ impl Dims {
         wide.par_chunks_mut(self.columns()).enumerate().for_each(|(r, row)| {
             for (&(first, size), buffer) in groups.iter().zip(compact) {
                 for step in 0..self.steps {
-                    row[step * self.batch + first..][..size].copy_from_slice(&buffer[(step * rows + r) * size..][..size]);
+                    row[step * self.batch + first..][..size]
+                        .copy_from_slice(&buffer[(step * rows + r) * size..][..size]);
                 }
             }
         });

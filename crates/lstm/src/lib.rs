@@ -172,7 +172,10 @@ impl LstmModel {
     /// probability `p` (inverted dropout: kept values are scaled by 1/(1−p)), as in training.
     pub fn forward(&self, tokens: &Tensor, dropout: Option<(&mut SeededRng, f32)>) -> Result<Tensor> {
         let (batch, steps) = tokens.dims2()?;
-        self.logits(tokens, dropout)?.reshape((steps, batch, self.hyperparameters.vocab_size))?.transpose(0, 1)?.contiguous()
+        self.logits(tokens, dropout)?
+            .reshape((steps, batch, self.hyperparameters.vocab_size))?
+            .transpose(0, 1)?
+            .contiguous()
     }
 
     /// Logits `[T·B, V]` for token ids `[B, T]`, one row per position in time-major order
@@ -186,7 +189,12 @@ impl LstmModel {
     }
 
     /// [`LstmModel::logits`] on a chosen path; [`LayerPath::Fused`] needs the CPU.
-    pub fn logits_on(&self, tokens: &Tensor, dropout: Option<(&mut SeededRng, f32)>, path: LayerPath) -> Result<Tensor> {
+    pub fn logits_on(
+        &self,
+        tokens: &Tensor,
+        dropout: Option<(&mut SeededRng, f32)>,
+        path: LayerPath,
+    ) -> Result<Tensor> {
         match path {
             LayerPath::Fused => self.logits_fused(tokens, dropout)?.t()?.contiguous(),
             LayerPath::CandleOps => self.logits_ops(tokens, dropout),
@@ -286,9 +294,8 @@ impl LstmModel {
         let (batch, steps) = tokens.dims2()?;
         let masks = self.dropout_masks(tokens, dropout)?;
         let ids = time_major(tokens)?;
-        let mut sequence: Vec<Tensor> = (0..steps)
-            .map(|t| self.embedding().embedding(&ids.narrow(0, t * batch, batch)?))
-            .collect::<Result<_>>()?;
+        let mut sequence: Vec<Tensor> =
+            (0..steps).map(|t| self.embedding().embedding(&ids.narrow(0, t * batch, batch)?)).collect::<Result<_>>()?;
         for (layer, mask) in masks.iter().enumerate() {
             let (w_ih, w_hh, bias) = self.layer(layer);
             let mut state = self.zero_layer_state(batch, ids.device())?;

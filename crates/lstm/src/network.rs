@@ -90,7 +90,8 @@ pub(crate) fn loss_and_gradients(
             None => dx,
         };
         let (d_p, dw_hh) = layers::recurrence_backward(saved, w_hh, h, &dh, dims);
-        let (d_input, dw_ih, db) = layers::affine_backward(w_ih, layer_input(l), &d_p, (4 * hidden, input_size(l), columns));
+        let (d_input, dw_ih, db) =
+            layers::affine_backward(w_ih, layer_input(l), &d_p, (4 * hidden, input_size(l), columns));
         (grads[1 + 3 * l], grads[2 + 3 * l], grads[3 + 3 * l]) = (dw_ih, dw_hh, db);
         dx = d_input;
     }

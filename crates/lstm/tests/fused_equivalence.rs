@@ -3,8 +3,8 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::rnn::{LSTMConfig, RNN};
-use lstm::{LayerPath, LstmModel};
 use lstm::fused::{Affine, Recurrence};
+use lstm::{LayerPath, LstmModel};
 use seeded_rng::SeededRng;
 
 fn random(rng: &mut SeededRng, shape: &[usize], scale: f32) -> Tensor {
@@ -24,7 +24,8 @@ fn relative_difference(a: &Tensor, b: &Tensor) -> f32 {
 fn fused_layer(x: &Tensor, w_ih: &Tensor, w_hh: &Tensor, bias: &Tensor) -> Tensor {
     let (batch, steps, input) = x.dims3().unwrap();
     let hidden = w_hh.dim(1).unwrap();
-    let feature_major = x.transpose(0, 1).unwrap().reshape((steps * batch, input)).unwrap().t().unwrap().contiguous().unwrap();
+    let feature_major =
+        x.transpose(0, 1).unwrap().reshape((steps * batch, input)).unwrap().t().unwrap().contiguous().unwrap();
     let projected = feature_major.apply_op3(w_ih, bias, Affine).unwrap();
     let h = projected.apply_op2(w_hh, Recurrence::new(batch)).unwrap();
     h.t().unwrap().reshape((steps, batch, hidden)).unwrap().transpose(0, 1).unwrap()
@@ -121,7 +122,8 @@ fn fused_layer_gradients_match_finite_differences() {
 /// logits and on every weight's gradient, dropout included.
 #[test]
 fn fused_and_ops_paths_of_the_model_agree() {
-    let hp = artifacts::Hyperparameters { vocab_size: 13, embedding: 6, hidden: 8, layers: 2, dropout: 0.3, seq_len: 9 };
+    let hp =
+        artifacts::Hyperparameters { vocab_size: 13, embedding: 6, hidden: 8, layers: 2, dropout: 0.3, seq_len: 9 };
     let model = LstmModel::new(hp, 5, &Device::Cpu).unwrap();
     let ids: Vec<u32> = (0..4 * 9).map(|i| (i * 7 % 13) as u32).collect();
     let tokens = Tensor::from_vec(ids, (4, 9), &Device::Cpu).unwrap();
@@ -164,7 +166,8 @@ fn fused_cross_entropy_matches_candle_nn() {
 /// tensor-op path: the same loss and the same gradient for every weight, dropout included.
 #[test]
 fn the_cpu_training_step_matches_autograd() {
-    let hp = artifacts::Hyperparameters { vocab_size: 11, embedding: 5, hidden: 7, layers: 2, dropout: 0.25, seq_len: 6 };
+    let hp =
+        artifacts::Hyperparameters { vocab_size: 11, embedding: 5, hidden: 7, layers: 2, dropout: 0.25, seq_len: 6 };
     let model = LstmModel::new(hp, 8, &Device::Cpu).unwrap();
     let ids: Vec<u32> = (0..3 * 7).map(|i| (i * 5 % 11) as u32).collect();
     let all = Tensor::from_vec(ids, (3, 7), &Device::Cpu).unwrap();

@@ -8,7 +8,8 @@ use seeded_rng::SeededRng;
 
 #[test]
 fn one_thread_and_four_threads_give_identical_gradients() {
-    let hp = artifacts::Hyperparameters { vocab_size: 50, embedding: 16, hidden: 48, layers: 2, dropout: 0.2, seq_len: 20 };
+    let hp =
+        artifacts::Hyperparameters { vocab_size: 50, embedding: 16, hidden: 48, layers: 2, dropout: 0.2, seq_len: 20 };
     let model = LstmModel::new(hp, 3, &Device::Cpu).unwrap();
     let ids: Vec<u32> = (0..12 * 21).map(|i| (i * 17 % 50) as u32).collect();
     let all = Tensor::from_vec(ids, (12, 21), &Device::Cpu).unwrap();

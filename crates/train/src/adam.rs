@@ -90,10 +90,18 @@ impl Adam {
                 .iter()
                 .zip(moments)
                 .zip(&self.shapes)
-                .map(|((name, data), shape)| NamedTensor { name: name.clone(), shape: shape.clone(), data: data.clone() })
+                .map(|((name, data), shape)| NamedTensor {
+                    name: name.clone(),
+                    shape: shape.clone(),
+                    data: data.clone(),
+                })
                 .collect()
         };
-        AdamState { step: self.step, first_moment: named(&self.first_moment), second_moment: named(&self.second_moment) }
+        AdamState {
+            step: self.step,
+            first_moment: named(&self.first_moment),
+            second_moment: named(&self.second_moment),
+        }
     }
 }
 
