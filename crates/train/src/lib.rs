@@ -539,3 +539,50 @@ mod tests {
         assert!(last.validation_accuracy.unwrap() > 0.9, "accuracy {:?}", last.validation_accuracy);
     }
 }
+
+#[cfg(test)]
+mod paths {
+    use super::*;
+    use lstm::LayerPath;
+
+    /// A few training steps from the same seed: the CPU's hand-written path and the Candle-ops
+    /// path (what GPUs run, differentiated by Candle's autograd) give the same loss curve.
+    #[test]
+    fn the_fused_and_candle_ops_paths_train_alike() {
+        let hp = Hyperparameters { vocab_size: 30, embedding: 12, hidden: 24, layers: 2, dropout: 0.2, seq_len: 16 };
+        let ids: Vec<u32> = (0..8 * 17).map(|i| ((i * 7 + i / 5) % 30) as u32).collect();
+        let all = Tensor::from_vec(ids, (8, 17), &Device::Cpu).unwrap();
+        let (inputs, targets) = (all.narrow(1, 0, 16).unwrap(), all.narrow(1, 1, 16).unwrap());
+        let curve = |path: LayerPath| -> Vec<f32> {
+            let model = LstmModel::new(hp.clone(), 5, &Device::Cpu).unwrap();
+            let mut adam = Adam::new(model.vars(), 0.01).unwrap();
+            let mut rng = SeededRng::new(5, "dropout");
+            (0..6)
+                .map(|_| {
+                    let (loss, grads) = match path {
+                        LayerPath::Fused => model.loss_and_gradients(&inputs, &targets, Some((&mut rng, 0.2))).unwrap(),
+                        LayerPath::CandleOps => {
+                            let logits = model.logits_on(&inputs, Some((&mut rng, 0.2)), path).unwrap();
+                            let loss =
+                                candle_nn::loss::cross_entropy(&logits, &lstm::time_major(&targets).unwrap()).unwrap();
+                            let store = loss.backward().unwrap();
+                            let grads = model
+                                .vars()
+                                .iter()
+                                .map(|v| store.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap())
+                                .collect();
+                            (loss.to_scalar::<f32>().unwrap(), grads)
+                        }
+                    };
+                    adam.update(model.vars(), &grads).unwrap();
+                    loss
+                })
+                .collect()
+        };
+        let (fused, ops) = (curve(LayerPath::Fused), curve(LayerPath::CandleOps));
+        assert!(fused.last() < fused.first(), "the loss falls: {fused:?}");
+        for (step, (a, b)) in fused.iter().zip(&ops).enumerate() {
+            assert!((a - b).abs() < 5e-4, "step {step}: {a} vs {b} ({fused:?} vs {ops:?})");
+        }
+    }
+}
