@@ -62,13 +62,12 @@ impl Dims {
         self.steps * self.batch
     }
 
-    /// Copies the `rows × size` block of time step `step` of sequences `first..first + size`
-    /// from the `[rows, N]` matrix `wide` into the step-major buffer `compact` (T blocks of
-    /// `[rows, size]`), whose steps are each one dense block.
-    fn gather(&self, rows: usize, (first, size): (usize, usize), step: usize, wide: &[f32], compact: &mut [f32]) {
-        let block = &mut compact[step * rows * size..][..rows * size];
-        for (r, row) in block.chunks_exact_mut(size).enumerate() {
-            row.copy_from_slice(&wide[r * self.columns() + step * self.batch + first..][..size]);
+    /// Appends to `compact` the `rows × size` block of time step `step` of sequences
+    /// `first..first + size` of the `[rows, N]` matrix `wide`, as one dense block. Appending
+    /// (into reserved capacity) writes each value once; no buffer is zero-filled first.
+    fn gather(&self, rows: usize, (first, size): (usize, usize), step: usize, wide: &[f32], compact: &mut Vec<f32>) {
+        for r in 0..rows {
+            compact.extend_from_slice(&wide[r * self.columns() + step * self.batch + first..][..size]);
         }
     }
 
@@ -123,22 +122,25 @@ pub fn recurrence_forward(p: &[f32], w_hh: &[f32], dims: Dims) -> (Vec<f32>, Rec
         .into_par_iter()
         .map(|(first, size)| {
             let (gate_block, state_block) = (4 * hidden * size, hidden * size);
-            let mut gates = vec![0.0f32; steps * gate_block];
-            let mut cells = vec![0.0f32; steps * state_block];
-            let mut h = vec![0.0f32; steps * state_block];
+            let mut gates = Vec::with_capacity(steps * gate_block);
+            let mut cells = Vec::with_capacity(steps * state_block);
+            let mut h = Vec::with_capacity(steps * state_block);
             for step in 0..steps {
                 dims.gather(4 * hidden, (first, size), step, p, &mut gates);
-                let gates_t = &mut gates[step * gate_block..][..gate_block];
-                let (h_before, h_now) = h.split_at_mut(step * state_block);
-                let (c_before, c_now) = cells.split_at_mut(step * state_block);
-                let (h_t, c_t) = (&mut h_now[..state_block], &mut c_now[..state_block]);
+                // The cell starts from c_{t−1} (zero at the first step).
+                match step {
+                    0 => cells.resize(state_block, 0.0),
+                    _ => cells.extend_from_within((step - 1) * state_block..step * state_block),
+                }
+                h.resize((step + 1) * state_block, 0.0);
+                let gates_t = &mut gates[step * gate_block..];
+                let (h_before, h_t) = h.split_at_mut(step * state_block);
                 if step > 0 {
-                    // gates_t += W_hh · h_{t−1}; the cell starts from c_{t−1}.
+                    // gates_t += W_hh · h_{t−1}.
                     let h_previous = Mat::dense(&h_before[(step - 1) * state_block..], hidden, size);
                     matmul(gates_t, 0, size, w_hh, h_previous, true, 1);
-                    c_t.copy_from_slice(&c_before[(step - 1) * state_block..]);
                 }
-                cell_forward(size, gates_t, c_t, h_t);
+                cell_forward(size, gates_t, &mut cells[step * state_block..], h_t);
             }
             (Group { first, size, gates, cells }, h)
         })
@@ -173,21 +175,21 @@ pub fn recurrence_backward(
         .map(|group| {
             let (gate_block, state_block) = (4 * hidden * group.size, hidden * group.size);
             let mut d_gates = vec![0.0f32; steps * gate_block];
-            let mut dh_total = vec![0.0f32; steps * state_block];
+            let mut dh_t = Vec::with_capacity(state_block);
             let mut dc = vec![0.0f32; state_block];
             for step in (0..steps).rev() {
                 // dh_t = (gradient from above at step t) + W_hhᵀ · dgates_{t+1}.
-                dims.gather(hidden, (group.first, group.size), step, dh, &mut dh_total);
-                let dh_t = &mut dh_total[step * state_block..][..state_block];
+                dh_t.clear();
+                dims.gather(hidden, (group.first, group.size), step, dh, &mut dh_t);
                 let (d_now, d_later) = d_gates.split_at_mut((step + 1) * gate_block);
                 if step + 1 < steps {
                     let d_next = Mat::dense(&d_later[..gate_block], 4 * hidden, group.size);
-                    matmul(dh_t, 0, group.size, w_hh_t, d_next, true, 1);
+                    matmul(&mut dh_t, 0, group.size, w_hh_t, d_next, true, 1);
                 }
                 let cells_t = &group.cells[step * state_block..][..state_block];
                 let previous = (step > 0).then(|| &group.cells[(step - 1) * state_block..][..state_block]);
                 let gates_t = &group.gates[step * gate_block..][..gate_block];
-                cell_backward(gates_t, cells_t, previous, dh_t, &mut dc, &mut d_now[step * gate_block..]);
+                cell_backward(gates_t, cells_t, previous, &dh_t, &mut dc, &mut d_now[step * gate_block..]);
             }
             d_gates
         })
