@@ -75,15 +75,43 @@ pub fn matmul(dst: &mut [f32], offset: usize, row_stride: usize, a: Mat, b: Mat,
         }
         return;
     }
-    let parallelism = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
     // SAFETY: the three views were checked to lie inside their slices, and `dst` is borrowed
     // mutably, so it cannot overlap `a` or `b`.
+    unsafe { gemm_into(dst.as_mut_ptr().add(offset), row_stride, a, b, accumulate, threads) }
+}
+
+/// `a · b` as a new dense row-major `a.rows × b.cols` matrix. The product writes every
+/// element itself, so the buffer is not zero-filled first.
+pub fn product(a: Mat, b: Mat, threads: usize) -> Vec<f32> {
+    assert_eq!(a.cols, b.rows, "inner dimensions differ");
+    let len = a.rows * b.cols;
+    if a.cols == 0 || len == 0 {
+        return vec![0.0; len];
+    }
+    let mut out = Vec::with_capacity(len);
+    // SAFETY: `out` has room for `len` values; `gemm` not reading its destination writes all
+    // `len` of them (dst := a·b), so they are initialised before the length is set.
+    unsafe {
+        gemm_into(out.as_mut_ptr(), b.cols, a, b, false, threads);
+        out.set_len(len);
+    }
+    out
+}
+
+/// `dst = a · b` (or `dst += a · b`) into the `a.rows × b.cols` row-major block at `dst`.
+///
+/// # Safety
+/// `dst` must be valid for writes (and, with `accumulate`, reads) of that block with rows
+/// `row_stride` apart, and must not overlap `a` or `b`; `a.cols` must be at least 1.
+unsafe fn gemm_into(dst: *mut f32, row_stride: usize, a: Mat, b: Mat, accumulate: bool, threads: usize) {
+    let parallelism = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+    // SAFETY: the caller's contract for `dst`; `a` and `b` are views checked to lie inside their slices.
     unsafe {
         gemm::gemm(
             a.rows,
             b.cols,
             a.cols,
-            dst.as_mut_ptr().add(offset),
+            dst,
             1,
             row_stride as isize,
             accumulate,

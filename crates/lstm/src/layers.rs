@@ -20,7 +20,7 @@
 //! An LSTM layer is `recurrence(affine(x, W_ih, b), W_hh)`; the output layer is one more
 //! `affine`. Weights are `[outputs, inputs]` row-major, as PyTorch and candle-nn store them.
 
-use crate::kernels::{Mat, cell_backward, cell_forward, exp_shifted, matmul, threads};
+use crate::kernels::{Mat, cell_backward, cell_forward, exp_shifted, matmul, product, threads};
 use rayon::prelude::*;
 
 /// `y[M, N] = W[M, K] · x[K, N] + b[M]`.
@@ -40,11 +40,9 @@ pub fn affine_backward(
     dy: &[f32],
     (m, k, n): (usize, usize, usize),
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let mut dx = vec![0.0f32; k * n];
-    let mut dw = vec![0.0f32; m * k];
     let dy_mat = Mat::dense(dy, m, n);
-    matmul(&mut dx, 0, n, Mat::dense(w, m, k).t(), dy_mat, false, threads());
-    matmul(&mut dw, 0, k, dy_mat, Mat::dense(x, k, n).t(), false, threads());
+    let dx = product(Mat::dense(w, m, k).t(), dy_mat, threads());
+    let dw = product(dy_mat, Mat::dense(x, k, n).t(), threads());
     let db = dy.chunks_exact(n.max(1)).map(|row| row.iter().sum()).collect();
     (dx, dw, db)
 }
@@ -73,16 +71,26 @@ impl Dims {
 
     /// The inverse of [`Dims::gather`] for every group and step at once: assembles the
     /// `[rows, N]` matrix from the groups' step-major buffers, a row per task.
-    fn scatter_all(&self, rows: usize, groups: &[(usize, usize)], compact: &[&[f32]]) -> Vec<f32> {
-        let mut wide = vec![0.0f32; rows * self.columns()];
-        wide.par_chunks_mut(self.columns()).enumerate().for_each(|(r, row)| {
+    fn scatter_all(&self, rows: usize, groups: &[(usize, usize)], compact: &[&[f32]], order: StepOrder) -> Vec<f32> {
+        let len = rows * self.columns();
+        let mut wide = Vec::with_capacity(len);
+        wide.spare_capacity_mut()[..len].par_chunks_mut(self.columns()).enumerate().for_each(|(r, row)| {
             for (&(first, size), buffer) in groups.iter().zip(compact) {
                 for step in 0..self.steps {
-                    row[step * self.batch + first..][..size]
-                        .copy_from_slice(&buffer[(step * rows + r) * size..][..size]);
+                    let block = match order {
+                        StepOrder::Forward => step,
+                        StepOrder::Backward => self.steps - 1 - step,
+                    };
+                    let source = &buffer[(block * rows + r) * size..][..size];
+                    for (slot, &value) in row[step * self.batch + first..][..size].iter_mut().zip(source) {
+                        slot.write(value);
+                    }
                 }
             }
         });
+        // SAFETY: the groups partition the batch, so the loops above wrote every column of
+        // every row: all `len` values are initialised.
+        unsafe { wide.set_len(len) };
         wide
     }
 
@@ -91,6 +99,14 @@ impl Dims {
         let count = threads().clamp(1, self.batch.max(1));
         (0..count).map(|g| (g * self.batch / count, (g + 1) * self.batch / count - g * self.batch / count)).collect()
     }
+}
+
+/// The order of the step blocks in a group's buffer: the forward pass appends them from the
+/// first step, the backward pass from the last.
+#[derive(Clone, Copy)]
+enum StepOrder {
+    Forward,
+    Backward,
 }
 
 /// What [`recurrence_forward`] keeps for [`recurrence_backward`]: per group of sequences,
@@ -146,7 +162,8 @@ pub fn recurrence_forward(p: &[f32], w_hh: &[f32], dims: Dims) -> (Vec<f32>, Rec
         })
         .collect();
     let ranges: Vec<(usize, usize)> = groups.iter().map(|(g, _)| (g.first, g.size)).collect();
-    let h = dims.scatter_all(hidden, &ranges, &groups.iter().map(|(_, h)| h.as_slice()).collect::<Vec<_>>());
+    let h_groups: Vec<&[f32]> = groups.iter().map(|(_, h)| h.as_slice()).collect();
+    let h = dims.scatter_all(hidden, &ranges, &h_groups, StepOrder::Forward);
     (h, RecurrenceSaved { groups: groups.into_iter().map(|(group, _)| group).collect() })
 }
 
@@ -174,33 +191,35 @@ pub fn recurrence_backward(
         .par_iter()
         .map(|group| {
             let (gate_block, state_block) = (4 * hidden * group.size, hidden * group.size);
-            let mut d_gates = vec![0.0f32; steps * gate_block];
+            // Appended from the last step back: block k holds step T−1−k.
+            let mut d_gates: Vec<f32> = Vec::with_capacity(steps * gate_block);
             let mut dh_t = Vec::with_capacity(state_block);
             let mut dc = vec![0.0f32; state_block];
             for step in (0..steps).rev() {
                 // dh_t = (gradient from above at step t) + W_hhᵀ · dgates_{t+1}.
                 dh_t.clear();
                 dims.gather(hidden, (group.first, group.size), step, dh, &mut dh_t);
-                let (d_now, d_later) = d_gates.split_at_mut((step + 1) * gate_block);
                 if step + 1 < steps {
-                    let d_next = Mat::dense(&d_later[..gate_block], 4 * hidden, group.size);
+                    let d_next = Mat::dense(&d_gates[d_gates.len() - gate_block..], 4 * hidden, group.size);
                     matmul(&mut dh_t, 0, group.size, w_hh_t, d_next, true, 1);
                 }
+                let d_now = d_gates.len();
+                d_gates.resize(d_now + gate_block, 0.0);
                 let cells_t = &group.cells[step * state_block..][..state_block];
                 let previous = (step > 0).then(|| &group.cells[(step - 1) * state_block..][..state_block]);
                 let gates_t = &group.gates[step * gate_block..][..gate_block];
-                cell_backward(gates_t, cells_t, previous, &dh_t, &mut dc, &mut d_now[step * gate_block..]);
+                cell_backward(gates_t, cells_t, previous, &dh_t, &mut dc, &mut d_gates[d_now..]);
             }
             d_gates
         })
         .collect();
     let ranges: Vec<(usize, usize)> = saved.groups.iter().map(|g| (g.first, g.size)).collect();
-    let d_p = dims.scatter_all(4 * hidden, &ranges, &d_groups.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    let d_groups: Vec<&[f32]> = d_groups.iter().map(Vec::as_slice).collect();
+    let d_p = dims.scatter_all(4 * hidden, &ranges, &d_groups, StepOrder::Backward);
     // dW_hh = Σ_{t≥1} dgates_t · h_{t−1}ᵀ: columns B.. of dP against columns ..N−B of h.
-    let mut dw_hh = vec![0.0f32; 4 * hidden * hidden];
     let d_later = Mat::block(&d_p, batch, 4 * hidden, columns - batch, columns);
     let h_earlier = Mat::block(h, 0, hidden, columns - batch, columns).t();
-    matmul(&mut dw_hh, 0, hidden, d_later, h_earlier, false, threads());
+    let dw_hh = product(d_later, h_earlier, threads());
     (d_p, dw_hh)
 }
 
