@@ -61,11 +61,24 @@ impl Dims {
     }
 
     /// Appends to `compact` the `rows × size` block of time step `step` of sequences
-    /// `first..first + size` of the `[rows, N]` matrix `wide`, as one dense block. Appending
-    /// (into reserved capacity) writes each value once; no buffer is zero-filled first.
-    fn gather(&self, rows: usize, (first, size): (usize, usize), step: usize, wide: &[f32], compact: &mut Vec<f32>) {
+    /// `first..first + size` of the `[rows, N]` matrix `wide`, as one dense block, plus
+    /// `row_bias[r]` on row r if given. Appending (into reserved capacity) writes each value
+    /// once; no buffer is zero-filled first.
+    fn gather(
+        &self,
+        rows: usize,
+        (first, size): (usize, usize),
+        step: usize,
+        wide: &[f32],
+        row_bias: Option<&[f32]>,
+        compact: &mut Vec<f32>,
+    ) {
         for r in 0..rows {
-            compact.extend_from_slice(&wide[r * self.columns() + step * self.batch + first..][..size]);
+            let source = &wide[r * self.columns() + step * self.batch + first..][..size];
+            match row_bias {
+                Some(bias) => compact.extend(source.iter().map(|&v| v + bias[r])),
+                None => compact.extend_from_slice(source),
+            }
         }
     }
 
@@ -130,7 +143,10 @@ struct Group {
 /// thread runs its group through all T steps alone: no thread waits for another between
 /// steps. Inside a group every step's numbers are one dense block (`[4H, b]` gates, `[H, b]`
 /// states), so the per-step products read compact memory, not columns strewn across `[·, N]`.
-pub fn recurrence_forward(p: &[f32], w_hh: &[f32], dims: Dims) -> (Vec<f32>, RecurrenceSaved) {
+///
+/// `bias`, if given, is added to P on the way in (one pass fewer over P than adding it
+/// beforehand); its gradient is then the row sums of dP, as for a bias inside P.
+pub fn recurrence_forward(p: &[f32], bias: Option<&[f32]>, w_hh: &[f32], dims: Dims) -> (Vec<f32>, RecurrenceSaved) {
     let Dims { hidden, steps, .. } = dims;
     let w_hh = Mat::dense(w_hh, 4 * hidden, hidden);
     let groups: Vec<(Group, Vec<f32>)> = dims
@@ -142,7 +158,7 @@ pub fn recurrence_forward(p: &[f32], w_hh: &[f32], dims: Dims) -> (Vec<f32>, Rec
             let mut cells = Vec::with_capacity(steps * state_block);
             let mut h = Vec::with_capacity(steps * state_block);
             for step in 0..steps {
-                dims.gather(4 * hidden, (first, size), step, p, &mut gates);
+                dims.gather(4 * hidden, (first, size), step, p, bias, &mut gates);
                 // The cell starts from c_{t−1} (zero at the first step).
                 match step {
                     0 => cells.resize(state_block, 0.0),
@@ -198,7 +214,7 @@ pub fn recurrence_backward(
             for step in (0..steps).rev() {
                 // dh_t = (gradient from above at step t) + W_hhᵀ · dgates_{t+1}.
                 dh_t.clear();
-                dims.gather(hidden, (group.first, group.size), step, dh, &mut dh_t);
+                dims.gather(hidden, (group.first, group.size), step, dh, None, &mut dh_t);
                 if step + 1 < steps {
                     let d_next = Mat::dense(&d_gates[d_gates.len() - gate_block..], 4 * hidden, group.size);
                     matmul(&mut dh_t, 0, group.size, w_hh_t, d_next, true, 1);

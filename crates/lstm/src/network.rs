@@ -5,7 +5,7 @@
 //! ```text
 //! forward                                   backward (in reverse)
 //! x₀ = embedding rows of the tokens         dE[token] += dx₀ (per position)
-//! P_l = W_ih_l·x_l + b_l                     dx_l, dW_ih_l, db_l  from dP_l
+//! P_l = W_ih_l·x_l (+ b_l, added as read)     dx_l, dW_ih_l, db_l  from dP_l
 //! h_l = recurrence(P_l, W_hh_l)              dP_l, dW_hh_l        from dh_l
 //! x_{l+1} = h_l ⊙ dropout mask_l             dh_l = dx_{l+1} ⊙ mask_l
 //! z = W_head·x_L + b_head                    dx_L, dW_head, db_head from dz
@@ -13,6 +13,7 @@
 //! ```
 
 use crate::fused::{check_targets, contiguous};
+use crate::kernels::{self, Mat, threads};
 use crate::layers::{self, Dims};
 use crate::{LstmModel, Result};
 use candle_core::{Storage, bail};
@@ -58,8 +59,13 @@ pub(crate) fn loss_and_gradients(
     for (l, mask) in masks.iter().enumerate() {
         let (w_ih, w_hh, bias) = layer(l);
         let x = outputs.last().map_or(&x0, |(h, _, dropped)| dropped.as_ref().unwrap_or(h));
-        let p = layers::affine_forward(w_ih, bias, x, (4 * hidden, input_size(l), columns));
-        let (h, saved) = layers::recurrence_forward(&p, w_hh, dims);
+        // P = W_ih·x; the recurrence adds b as it reads P.
+        let p = kernels::product(
+            Mat::dense(w_ih, 4 * hidden, input_size(l)),
+            Mat::dense(x, input_size(l), columns),
+            threads(),
+        );
+        let (h, saved) = layers::recurrence_forward(&p, Some(bias), w_hh, dims);
         let dropped = mask.as_ref().map(|mask| apply_mask(&h, mask, hidden, columns));
         outputs.push((h, saved, dropped));
     }
