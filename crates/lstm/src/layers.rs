@@ -25,11 +25,10 @@ use rayon::prelude::*;
 
 /// `y[M, N] = W[M, K] · x[K, N] + b[M]`.
 pub fn affine_forward(w: &[f32], b: &[f32], x: &[f32], (m, k, n): (usize, usize, usize)) -> Vec<f32> {
-    let mut y = vec![0.0f32; m * n];
+    let mut y = product(Mat::dense(w, m, k), Mat::dense(x, k, n), threads());
     for (row, bias) in y.chunks_exact_mut(n.max(1)).zip(b) {
-        row.fill(*bias);
+        row.iter_mut().for_each(|v| *v += bias);
     }
-    matmul(&mut y, 0, n, Mat::dense(w, m, k), Mat::dense(x, k, n), true, threads());
     y
 }
 
