@@ -21,9 +21,12 @@ use artifacts::{Augmentation, DatasetArtifact, EncodedPiece, Encoding, Note, Not
 use config::{EncodingName, PipelineConfig, Section};
 use fidelity::{Fidelity, Tolerance};
 use performance::{Event, Performance, TimedNote};
+use rayon::prelude::*;
 use seeded_rng::SeededRng;
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
+use std::sync::Mutex;
 
 #[derive(Debug)]
 pub enum EncodeError {
@@ -159,36 +162,43 @@ pub fn encode(config: &PipelineConfig, notes: &NotesArtifact) -> Result<DatasetA
         },
     };
     let codec = Codec::new(&encoding);
-    let mut progress = stage_cli::Progress::new("encode", "pieces", notes.files.len() as u64);
-    let token_texts: Vec<Vec<String>> = notes
-        .files
-        .iter()
-        .map(|file| {
-            progress.advance(1, String::new);
-            codec.encode(&file.notes)
-        })
-        .collect();
     let splits = draw_split(notes.files.len(), settings.validation_fraction, config.seed);
-    // (source index, split, augmentation, token strings): the pieces as extracted, then the
-    // augmented copies of the training pieces.
-    let mut encoded: Vec<(usize, Split, Option<Augmentation>, Vec<String>)> =
-        token_texts.into_iter().enumerate().map(|(i, texts)| (i, splits[i], None, texts)).collect();
+    // (source index, split, augmentation): the pieces as extracted, then the augmented
+    // copies of the training pieces. Each is encoded on its own, so all run in parallel;
+    // the order, and so the data set, stays the same.
+    let mut jobs: Vec<(usize, Split, Option<Augmentation>)> =
+        (0..notes.files.len()).map(|i| (i, splits[i], None)).collect();
     for (index, file) in notes.files.iter().enumerate().filter(|(i, _)| splits[*i] == Split::Train) {
         for augmentation in augmentations(&file.notes, &settings.transpose, &settings.stretch) {
-            let notes = augment(&file.notes, augmentation);
-            encoded.push((index, Split::Train, Some(augmentation), codec.encode(&notes)));
+            jobs.push((index, Split::Train, Some(augmentation)));
         }
     }
-    let vocabulary = codec
-        .fixed_vocabulary()
-        .unwrap_or_else(|| Vocabulary::from_tokens(encoded.iter().flat_map(|e| e.3.iter().cloned())));
-    let pieces: Vec<EncodedPiece> = encoded
+    let progress = Mutex::new(stage_cli::Progress::new("encode", "pieces", jobs.len() as u64));
+    let texts: Vec<Vec<String>> = jobs
+        .par_iter()
+        .map(|&(index, _, augmentation)| {
+            let notes = &notes.files[index].notes;
+            let texts = match augmentation {
+                None => codec.encode(notes),
+                Some(augmentation) => codec.encode(&augment(notes, augmentation)),
+            };
+            if let Ok(mut progress) = progress.lock() {
+                progress.advance(1, String::new);
+            }
+            texts
+        })
+        .collect();
+    let vocabulary =
+        codec.fixed_vocabulary().unwrap_or_else(|| Vocabulary::from_tokens(texts.iter().flatten().cloned()));
+    let ids: HashMap<&str, u32> = vocabulary.tokens.iter().enumerate().map(|(id, t)| (t.as_str(), id as u32)).collect();
+    let pieces: Vec<EncodedPiece> = jobs
         .into_iter()
-        .map(|(index, split, augmentation, texts)| EncodedPiece {
+        .zip(&texts)
+        .map(|((index, split, augmentation), texts)| EncodedPiece {
             source: notes.files[index].path.clone(),
             split,
             augmentation,
-            tokens: texts.iter().map(|t| vocabulary.id(t).expect("every token is in the vocabulary")).collect(),
+            tokens: texts.iter().map(|t| ids[t.as_str()]).collect(),
         })
         .collect();
     let dataset = DatasetArtifact { encoding, vocabulary, seq_len: settings.seq_len, stride: settings.stride, pieces };
