@@ -426,7 +426,7 @@ const MAX_NOTE_SECONDS: f64 = 10.0;
 /// elements follow each other every `step_quarters` at one velocity, as in the original
 /// design; `performance` tokens carry their own timing and velocities. Decoding is
 /// defensive: text that is no token is skipped, a release of a key that is not down is
-/// ignored, and hanging notes end after [`MAX_NOTE_SECONDS`].
+/// ignored, and hanging notes end after 10 seconds (`MAX_NOTE_SECONDS`).
 pub fn decode(encoding: &Encoding, tokens: &[String], settings: &ComposeConfig) -> Vec<MidiNote> {
     let quarters_per_second = settings.tempo_bpm / 60.0;
     let seed =
