@@ -1,6 +1,6 @@
-//! The CPU layers of [`crate::layers`] as Candle custom ops, so a model built from Candle
-//! tensors (evaluation, tests against candle-nn) runs them with Candle's autograd calling
-//! their hand-written backward passes.
+//! The CPU layers of [`crate::layers`] as Candle custom ops (the affine map and the
+//! recurrence), so a model built from Candle tensors (evaluation, tests against candle-nn)
+//! runs them with Candle's autograd calling their hand-written backward passes.
 //!
 //! Training on the CPU does not go through these: [`crate::network`] chains the same layer
 //! functions itself, which spares Candle's per-gradient bookkeeping (a zero tensor and an
@@ -129,68 +129,5 @@ impl CustomOp2 for Recurrence {
             with_data(h, "h", |h| with_data(dh, "dh", |dh| Ok(layers::recurrence_backward(&saved, w_hh, h, dh, dims))))
         })?;
         Ok((on_cpu(d_p, p.dims())?, on_cpu(dw_hh, w_hh.dims())?))
-    }
-}
-
-/// [`layers::cross_entropy_forward`]: feature-major logits `[V, N]` and target ids `[N]`
-/// (u32) in, the mean loss (a scalar) out. Apply as `z.apply_op2(targets, CrossEntropy::new())`.
-#[derive(Default)]
-pub struct CrossEntropy {
-    /// softmax(z), kept from the forward pass for the backward pass.
-    probabilities: Mutex<Vec<f32>>,
-}
-
-impl CrossEntropy {
-    pub fn new() -> Self {
-        Self::default()
-    }
-}
-
-/// Checks target ids against the vocabulary; the layers index with them unchecked.
-pub(crate) fn check_targets(targets: &[u32], vocab: usize, columns: usize) -> Result<()> {
-    if targets.len() != columns || targets.iter().any(|&t| t as usize >= vocab) {
-        bail!("cross-entropy: {} targets for {columns} positions of {vocab} classes", targets.len());
-    }
-    Ok(())
-}
-
-impl CustomOp2 for CrossEntropy {
-    fn name(&self) -> &'static str {
-        "fused-cross-entropy"
-    }
-
-    fn cpu_fwd(
-        &self,
-        z: &CpuStorage,
-        z_layout: &Layout,
-        t: &CpuStorage,
-        t_layout: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (vocab, columns) = z_layout.shape().dims2()?;
-        let z = contiguous(z, z_layout, "logits")?;
-        let (CpuStorage::U32(targets), Some((start, end))) = (t, t_layout.contiguous_offsets()) else {
-            bail!("fused cross-entropy: targets must be contiguous u32");
-        };
-        let targets = &targets[start..end];
-        check_targets(targets, vocab, columns)?;
-        let (loss, probabilities) = layers::cross_entropy_forward(z, targets, vocab);
-        *self.probabilities.lock().expect("no panics while the lock is held") = probabilities;
-        Ok((CpuStorage::F32(vec![loss]), Shape::from(())))
-    }
-
-    fn bwd(
-        &self,
-        z: &Tensor,
-        targets: &Tensor,
-        _loss: &Tensor,
-        d_loss: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let probabilities = std::mem::take(&mut *self.probabilities.lock().expect("no panics while the lock is held"));
-        if probabilities.len() != z.elem_count() {
-            bail!("fused cross-entropy: backward ran twice or before forward");
-        }
-        let targets = targets.to_vec1::<u32>()?;
-        let gradient = layers::cross_entropy_backward(probabilities, &targets, d_loss.to_scalar::<f32>()?);
-        Ok((on_cpu(gradient, z.dims())?, None))
     }
 }

@@ -78,6 +78,16 @@ pub struct LayerState {
     pub c: Tensor,
 }
 
+/// Where layer `layer`'s `(W_ih, W_hh, bias)` sit in the storage order of [`layout`].
+fn layer_slots(layer: usize) -> [usize; 3] {
+    [1 + 3 * layer, 2 + 3 * layer, 3 + 3 * layer]
+}
+
+/// Where the output layer's `(weight, bias)` sit among `count` weights in storage order.
+fn head_slots(count: usize) -> [usize; 2] {
+    [count - 2, count - 1]
+}
+
 /// Weight names and shapes for the given hyperparameters, in storage order.
 fn layout(hp: &Hyperparameters) -> Vec<(String, Vec<usize>)> {
     let (v, e, h) = (hp.vocab_size, hp.embedding, hp.hidden);
@@ -157,13 +167,14 @@ impl LstmModel {
 
     /// `(W_ih, W_hh, bias)` of one layer.
     fn layer(&self, layer: usize) -> (&Tensor, &Tensor, &Tensor) {
-        let base = 1 + 3 * layer;
-        (self.weights[base].as_tensor(), self.weights[base + 1].as_tensor(), self.weights[base + 2].as_tensor())
+        let [w_ih, w_hh, bias] = layer_slots(layer).map(|i| self.weights[i].as_tensor());
+        (w_ih, w_hh, bias)
     }
 
+    /// `(weight, bias)` of the output layer.
     fn head(&self) -> (&Tensor, &Tensor) {
-        let n = self.weights.len();
-        (self.weights[n - 2].as_tensor(), self.weights[n - 1].as_tensor())
+        let [weight, bias] = head_slots(self.weights.len()).map(|i| self.weights[i].as_tensor());
+        (weight, bias)
     }
 
     /// Logits `[B, T, V]` for token ids `[B, T]` (u32), every layer starting from zero state.
@@ -201,17 +212,6 @@ impl LstmModel {
         }
     }
 
-    /// Mean cross-entropy (nats per target) of predicting `targets` `[B, T]` from `tokens`
-    /// `[B, T]`, as a scalar to differentiate; dropout as in [`LstmModel::forward`].
-    pub fn loss(&self, tokens: &Tensor, targets: &Tensor, dropout: Option<(&mut SeededRng, f32)>) -> Result<Tensor> {
-        let targets = time_major(targets)?;
-        match LayerPath::for_device(tokens.device()) {
-            // Straight from the feature-major logits, without transposing them.
-            LayerPath::Fused => self.logits_fused(tokens, dropout)?.apply_op2(&targets, fused::CrossEntropy::new()),
-            LayerPath::CandleOps => candle_nn::loss::cross_entropy(&self.logits_ops(tokens, dropout)?, &targets),
-        }
-    }
-
     /// The mean loss of predicting `targets` `[B, T]` from `tokens` `[B, T]` and every
     /// weight's gradient, flattened, in the order of [`LstmModel::vars`]: one training step's
     /// forward and backward pass, dropout as in [`LstmModel::forward`].
@@ -230,7 +230,7 @@ impl LstmModel {
             let targets = time_major(targets)?.to_vec1::<u32>()?;
             return network::loss_and_gradients(self, &ids, &targets, tokens.dim(0)?, &masks);
         }
-        let loss = self.loss(tokens, targets, dropout)?;
+        let loss = candle_nn::loss::cross_entropy(&self.logits_ops(tokens, dropout)?, &time_major(targets)?)?;
         let grads = loss.backward()?;
         let grads = self
             .vars()

@@ -12,10 +12,10 @@
 //! loss = cross-entropy(z, targets)           dz = (softmax(z) − onehot) / N
 //! ```
 
-use crate::fused::{check_targets, contiguous};
+use crate::fused::contiguous;
 use crate::kernels::{self, Mat, threads};
 use crate::layers::{self, Dims};
-use crate::{LstmModel, Result};
+use crate::{LstmModel, Result, head_slots, layer_slots};
 use candle_core::{Storage, bail};
 
 /// The mean loss over every position and each weight's gradient, flattened, in the order of
@@ -30,8 +30,8 @@ pub(crate) fn loss_and_gradients(
 ) -> Result<(f32, Vec<Vec<f32>>)> {
     let hp = &model.hyperparameters;
     let (vocab, embedding, hidden, columns) = (hp.vocab_size, hp.embedding, hp.hidden, tokens.len());
-    check_targets(tokens, vocab, columns)?;
-    check_targets(targets, vocab, columns)?;
+    check_ids(tokens, vocab, columns)?;
+    check_ids(targets, vocab, columns)?;
     let dims = Dims { hidden, steps: columns / batch.max(1), batch };
     // The weights, read in place.
     let guards: Vec<_> = model.vars().iter().map(|v| v.as_tensor().storage_and_layout()).collect();
@@ -42,8 +42,9 @@ pub(crate) fn loss_and_gradients(
             _ => bail!("the CPU training step needs the weights on the CPU"),
         })
         .collect::<Result<_>>()?;
-    let (embedding_table, head_w, head_b) = (weights[0], weights[weights.len() - 2], weights[weights.len() - 1]);
-    let layer = |l: usize| (weights[1 + 3 * l], weights[2 + 3 * l], weights[3 + 3 * l]);
+    let embedding_table = weights[0];
+    let [head_w, head_b] = head_slots(weights.len()).map(|i| weights[i]);
+    let layer = |l: usize| layer_slots(l).map(|i| weights[i]);
     let input_size = |l: usize| if l == 0 { embedding } else { hidden };
 
     // Forward.
@@ -53,12 +54,10 @@ pub(crate) fn loss_and_gradients(
             x0[e * columns + n] = value;
         }
     }
-    // Per layer: its output h_l, the recurrence's saved state, and x_{l+1} when dropout
-    // made it differ from h_l.
-    let mut outputs: Vec<(Vec<f32>, layers::RecurrenceSaved, Option<Vec<f32>>)> = Vec::with_capacity(hp.layers);
+    let mut outputs: Vec<LayerOutput> = Vec::with_capacity(hp.layers);
     for (l, mask) in masks.iter().enumerate() {
-        let (w_ih, w_hh, bias) = layer(l);
-        let x = outputs.last().map_or(&x0, |(h, _, dropped)| dropped.as_ref().unwrap_or(h));
+        let [w_ih, w_hh, bias] = layer(l);
+        let x = layer_input(&x0, &outputs, l);
         // P = W_ih·x; the recurrence adds b as it reads P.
         let p = kernels::product(
             Mat::dense(w_ih, 4 * hidden, input_size(l)),
@@ -67,17 +66,9 @@ pub(crate) fn loss_and_gradients(
         );
         let (h, saved) = layers::recurrence_forward(&p, Some(bias), w_hh, dims);
         let dropped = mask.as_ref().map(|mask| apply_mask(&h, mask, hidden, columns));
-        outputs.push((h, saved, dropped));
+        outputs.push(LayerOutput { h, saved, dropped });
     }
-    let layer_input = |l: usize| -> &[f32] {
-        if l == 0 {
-            &x0
-        } else {
-            let (h, _, dropped) = &outputs[l - 1];
-            dropped.as_ref().unwrap_or(h)
-        }
-    };
-    let top = layer_input(hp.layers);
+    let top = layer_input(&x0, &outputs, hp.layers);
     let z = layers::affine_forward(head_w, head_b, top, (vocab, hidden, columns));
     let (loss, probabilities) = layers::cross_entropy_forward(&z, targets, vocab);
     drop(z);
@@ -87,18 +78,20 @@ pub(crate) fn loss_and_gradients(
     let dz = layers::cross_entropy_backward(probabilities, targets, 1.0);
     let (mut dx, dw_head, db_head) = layers::affine_backward(head_w, top, &dz, (vocab, hidden, columns));
     drop(dz);
-    (grads[weights.len() - 2], grads[weights.len() - 1]) = (dw_head, db_head);
+    let [w_slot, b_slot] = head_slots(weights.len());
+    (grads[w_slot], grads[b_slot]) = (dw_head, db_head);
     for l in (0..hp.layers).rev() {
-        let (w_ih, w_hh, _) = layer(l);
-        let (h, saved, _) = &outputs[l];
+        let [w_ih, w_hh, _] = layer(l);
+        let LayerOutput { h, saved, .. } = &outputs[l];
         let dh = match &masks[l] {
             Some(mask) => apply_mask(&dx, mask, hidden, columns),
             None => dx,
         };
         let (d_p, dw_hh) = layers::recurrence_backward(saved, w_hh, h, &dh, dims);
         let (d_input, dw_ih, db) =
-            layers::affine_backward(w_ih, layer_input(l), &d_p, (4 * hidden, input_size(l), columns));
-        (grads[1 + 3 * l], grads[2 + 3 * l], grads[3 + 3 * l]) = (dw_ih, dw_hh, db);
+            layers::affine_backward(w_ih, layer_input(&x0, &outputs, l), &d_p, (4 * hidden, input_size(l), columns));
+        let [ih_slot, hh_slot, bias_slot] = layer_slots(l);
+        (grads[ih_slot], grads[hh_slot], grads[bias_slot]) = (dw_ih, dw_hh, db);
         dx = d_input;
     }
     let mut d_embedding = vec![0.0f32; vocab * embedding];
@@ -109,6 +102,35 @@ pub(crate) fn loss_and_gradients(
     }
     grads[0] = d_embedding;
     Ok((loss, grads))
+}
+
+/// What one LSTM layer's forward pass leaves for the backward pass.
+struct LayerOutput {
+    /// h_l, `[H, N]`.
+    h: Vec<f32>,
+    saved: layers::RecurrenceSaved,
+    /// x_{l+1} = h_l ⊙ mask, when dropout makes it differ from h_l.
+    dropped: Option<Vec<f32>>,
+}
+
+/// The input of layer `l`: the embedded tokens for the first, the (dropped-out) output of
+/// the layer below otherwise; `l` = the layer count gives the output layer's input.
+fn layer_input<'a>(x0: &'a [f32], outputs: &'a [LayerOutput], l: usize) -> &'a [f32] {
+    match l {
+        0 => x0,
+        _ => {
+            let below = &outputs[l - 1];
+            below.dropped.as_deref().unwrap_or(&below.h)
+        }
+    }
+}
+
+/// Checks token ids against the vocabulary; the layers index with them unchecked.
+fn check_ids(ids: &[u32], vocab: usize, columns: usize) -> Result<()> {
+    if ids.len() != columns || ids.iter().any(|&t| t as usize >= vocab) {
+        bail!("{} token ids for {columns} positions, or one outside the vocabulary of {vocab}", ids.len());
+    }
+    Ok(())
 }
 
 /// `x ⊙ mask` for feature-major `x` `[H, N]` and a position-major mask `[N, H]`.
