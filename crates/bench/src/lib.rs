@@ -193,7 +193,7 @@ fn median_seconds_of(
 /// Seconds per training step (forward, loss, backward, Adam) of this project's model.
 pub fn train_fused(hp: &Hyperparameters, batch: usize, repeats: usize) -> candle_core::Result<f64> {
     let model = LstmModel::new(hp.clone(), 1, &Device::Cpu)?;
-    let mut adam = Adam::new(model.vars(), 1e-3)?;
+    let mut adam = Adam::new(model.vars(), 1e-3);
     let (inputs, targets) = token_batch(hp, batch)?;
     median_seconds_of(1, repeats, || {
         let (_, grads) = model.loss_and_gradients(&inputs, &targets, None)?;
@@ -215,7 +215,7 @@ pub fn train_candle_nn(hp: &Hyperparameters, batch: usize, repeats: usize) -> ca
         .collect::<candle_core::Result<_>>()?;
     let head = candle_nn::linear(hp.hidden, hp.vocab_size, vb.pp("head"))?;
     let vars = varmap.all_vars();
-    let mut adam = Adam::new(&vars, 1e-3)?;
+    let mut adam = Adam::new(&vars, 1e-3);
     let (inputs, targets) = token_batch(hp, batch)?;
     median_seconds_of(1, repeats, || {
         let mut x = embedding.forward(&inputs)?;

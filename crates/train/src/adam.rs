@@ -24,9 +24,9 @@ pub struct Adam {
 
 impl Adam {
     /// A fresh optimizer for `vars`, with the usual β₁ = 0.9, β₂ = 0.999, ε = 1e-8.
-    pub fn new(vars: &[Var], learning_rate: f64) -> Result<Self> {
+    pub fn new(vars: &[Var], learning_rate: f64) -> Self {
         let zeros = || vars.iter().map(|v| vec![0.0f32; v.elem_count()]).collect();
-        Ok(Adam {
+        Adam {
             learning_rate,
             beta1: 0.9,
             beta2: 0.999,
@@ -35,7 +35,7 @@ impl Adam {
             first_moment: zeros(),
             second_moment: zeros(),
             shapes: vars.iter().map(|v| v.dims().to_vec()).collect(),
-        })
+        }
     }
 
     /// An optimizer continuing from stored moments (a checkpoint's), in the weights' order.

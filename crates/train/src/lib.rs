@@ -252,7 +252,7 @@ pub fn train(
     let (model, mut optimizer, mut history) = match &resume {
         None => {
             let model = LstmModel::new(hyperparameters.clone(), config.seed, device)?;
-            let optimizer = Adam::new(model.vars(), settings.learning_rate)?;
+            let optimizer = Adam::new(model.vars(), settings.learning_rate);
             (model, optimizer, Vec::with_capacity(settings.epochs))
         }
         Some(checkpoint) => {
@@ -441,7 +441,7 @@ mod tests {
     fn adam_takes_learning_rate_sized_steps_and_converges() {
         // Minimise (w − 3)²: the gradient is 2(w − 3).
         let w = Var::new(&[0.0f32], &Device::Cpu).unwrap();
-        let mut adam = Adam::new(std::slice::from_ref(&w), 0.1).unwrap();
+        let mut adam = Adam::new(std::slice::from_ref(&w), 0.1);
         let value = |w: &Var| w.as_tensor().to_vec1::<f32>().unwrap()[0];
         for step in 0..500 {
             let grad = 2.0 * (value(&w) - 3.0);
@@ -495,7 +495,7 @@ mod tests {
         let hp = Hyperparameters { vocab_size: 6, embedding: 8, hidden: 16, layers: 2, dropout: 0.3, seq_len: 8 };
         let mut weights = LstmModel::new(hp.clone(), 1, &Device::Cpu).unwrap().to_named().unwrap();
         weights.last_mut().unwrap().data[0] = f32::NAN;
-        let adam = Adam::new(LstmModel::from_named(hp.clone(), &weights, &Device::Cpu).unwrap().vars(), 0.01).unwrap();
+        let adam = Adam::new(LstmModel::from_named(hp.clone(), &weights, &Device::Cpu).unwrap().vars(), 0.01);
         let names: Vec<String> = weights.iter().map(|w| w.name.clone()).collect();
         let poisoned = CheckpointArtifact {
             model: ModelArtifact {
@@ -555,7 +555,7 @@ mod paths {
         let (inputs, targets) = (all.narrow(1, 0, 16).unwrap(), all.narrow(1, 1, 16).unwrap());
         let curve = |path: LayerPath| -> Vec<f32> {
             let model = LstmModel::new(hp.clone(), 5, &Device::Cpu).unwrap();
-            let mut adam = Adam::new(model.vars(), 0.01).unwrap();
+            let mut adam = Adam::new(model.vars(), 0.01);
             let mut rng = SeededRng::new(5, "dropout");
             (0..6)
                 .map(|_| {
