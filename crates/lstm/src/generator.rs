@@ -8,7 +8,7 @@
 //! so S streams cost barely more than one as long as the weights dominate.
 //! On other devices the generator steps the model's Candle ops.
 
-use crate::kernels::{Mat, cell_forward, matmul_banded, threads};
+use crate::kernels::{cell_forward, skinny_product, threads};
 use crate::{LayerState, LstmModel, Result};
 use candle_core::{Device, Tensor};
 
@@ -130,12 +130,7 @@ impl CpuEngine {
             let inputs = &mut self.inputs[layer];
             let k = inputs.len() / s;
             // h_{t−1} is read by the product before the gate math overwrites it with h_t.
-            matmul_banded(
-                &mut self.gates,
-                Mat::dense(&self.weights[layer], 4 * h, k),
-                Mat::dense(inputs, k, s),
-                threads,
-            );
+            skinny_product(&mut self.gates, &self.weights[layer], inputs, (4 * h, k, s), threads);
             let h_state = &mut inputs[(k - h) * s..];
             cell_forward(s, &mut self.gates, &mut self.cells[layer], h_state);
         }
@@ -144,8 +139,8 @@ impl CpuEngine {
             row.fill(*bias);
         }
         let top = self.inputs.last().expect("at least one layer");
-        let top = Mat::block(top, top.len() - h * s, h, s, s);
-        matmul_banded(&mut self.logits_t, Mat::dense(&self.head_weight, self.vocab, h), top, threads);
+        let top = &top[top.len() - h * s..];
+        skinny_product(&mut self.logits_t, &self.head_weight, top, (self.vocab, h, s), threads);
         for (v, row) in self.logits_t.chunks_exact(s).enumerate() {
             for (stream, &value) in row.iter().enumerate() {
                 logits[stream * self.vocab + v] = value;

@@ -1,9 +1,9 @@
 //! The thread count changes how the work is split, never the numbers: one training step's
-//! loss and gradients are bit-for-bit the same with one thread and with several.
-//! (Its own test binary, because it changes the process-wide thread setting.)
+//! loss and gradients, and generated logits, are bit-for-bit the same with one thread and
+//! with several. (Its own test binary, because it changes the process-wide thread setting.)
 
 use candle_core::{Device, Tensor};
-use lstm::LstmModel;
+use lstm::{Generator, LstmModel};
 use seeded_rng::SeededRng;
 
 #[test]
@@ -25,5 +25,21 @@ fn one_thread_and_four_threads_give_identical_gradients() {
     assert_eq!(one_loss.to_bits(), four_loss.to_bits());
     for (name, (a, b)) in model.names().iter().zip(one_grads.iter().zip(&four_grads)) {
         assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()), "gradient of {name} differs");
+    }
+
+    // Generation, with one stream (its own kernel) and with 17 (more than one register's worth).
+    for streams in [1, 17] {
+        let generate = |threads: &str| {
+            // SAFETY: as above.
+            unsafe { std::env::set_var("RAYON_NUM_THREADS", threads) };
+            let mut generator = Generator::new(&model, streams).unwrap();
+            let mut logits = Vec::new();
+            for step in 0..5u32 {
+                let tokens: Vec<u32> = (0..streams as u32).map(|s| (s * 7 + step * 3) % 50).collect();
+                logits.extend(generator.step(&tokens).unwrap().iter().map(|v| v.to_bits()));
+            }
+            logits
+        };
+        assert_eq!(generate("1"), generate("4"), "{streams} stream(s): logits differ");
     }
 }
