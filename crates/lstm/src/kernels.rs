@@ -12,6 +12,7 @@
 
 use gemm::Parallelism;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// The thread count for matrix products: `runtime.threads`, via [`crate::set_cpu_threads`].
 pub(crate) fn threads() -> usize {
@@ -129,6 +130,52 @@ unsafe fn gemm_into(dst: *mut f32, row_stride: usize, a: Mat, b: Mat, accumulate
             parallelism,
         );
     }
+}
+
+/// The sum of each row of a dense row-major matrix with `columns` columns (a bias gradient).
+///
+/// Summed in 16 interleaved partial sums, added at the end: a plain left-to-right float sum
+/// is one long chain of dependent additions that the compiler may not reorder, and ran ~10×
+/// slower. The order is fixed, so the result is the same on every run and thread count.
+pub fn row_sums(matrix: &[f32], columns: usize) -> Vec<f32> {
+    const LANES: usize = 16;
+    matrix
+        .par_chunks_exact(columns.max(1))
+        .map(|row| {
+            let mut partial = [0.0f32; LANES];
+            let chunks = row.chunks_exact(LANES);
+            let rest: f32 = chunks.remainder().iter().sum();
+            for chunk in chunks {
+                for (p, &v) in partial.iter_mut().zip(chunk) {
+                    *p += v;
+                }
+            }
+            partial.iter().sum::<f32>() + rest
+        })
+        .collect()
+}
+
+/// The transpose of the dense row-major `rows × cols` matrix `src`, as a new dense matrix.
+/// Copied in 32 × 32 tiles, so each cache line of `src` is read once, not once per column.
+pub fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const TILE: usize = 32;
+    assert!(src.len() >= rows * cols, "transpose out of bounds");
+    let mut out = Vec::with_capacity(rows * cols);
+    // Each task writes TILE rows of the result (TILE columns of `src`).
+    out.spare_capacity_mut()[..rows * cols].par_chunks_mut(TILE * rows.max(1)).enumerate().for_each(|(block, band)| {
+        let first_col = block * TILE;
+        let width = band.len() / rows.max(1);
+        for row_start in (0..rows).step_by(TILE) {
+            for r in row_start..(row_start + TILE).min(rows) {
+                for c in 0..width {
+                    band[c * rows + r].write(src[r * cols + first_col + c]);
+                }
+            }
+        }
+    });
+    // SAFETY: the bands cover every row of the result, and each band's loops write all of it.
+    unsafe { out.set_len(rows * cols) };
+    out
 }
 
 /// `dst += weights · inputs` for the skinny products of generation: `weights` dense
@@ -405,7 +452,8 @@ vectorised! {
     /// Reads the activations `gates` and cell states `cells` (c_t) and `previous_cells`
     /// (c_{t−1}, `None` at the first step) that the forward pass left, `dh` = ∂loss/∂h_t
     /// (everything that reaches h_t) and `dc` = ∂loss/∂c_t through c_{t+1}. Writes
-    /// ∂loss/∂(pre-activation gates) into `d_gates` and replaces `dc` with ∂loss/∂c_{t−1}:
+    /// ∂loss/∂(pre-activation gates) into `d_gates` (every value, so it may start
+    /// uninitialised) and replaces `dc` with ∂loss/∂c_{t−1}:
     ///
     /// ```text
     /// dc  += dh ⊙ o ⊙ (1 − tanh²c_t)          d_o = dh ⊙ tanh c_t ⊙ o(1−o)
@@ -418,7 +466,7 @@ vectorised! {
         previous_cells: Option<&[f32]>,
         dh: &[f32],
         dc: &mut [f32],
-        d_gates: &mut [f32],
+        d_gates: &mut [MaybeUninit<f32>],
     ) {
         let block = cells.len();
         let zeros;
@@ -439,10 +487,10 @@ vectorised! {
         for k in 0..block {
             let tanh_c = tanh(cells[k]);
             let dck = dc[k] + dh[k] * o[k] * (1.0 - tanh_c * tanh_c);
-            d_o[k] = dh[k] * tanh_c * o[k] * (1.0 - o[k]);
-            d_i[k] = dck * g[k] * i[k] * (1.0 - i[k]);
-            d_f[k] = dck * previous[k] * f[k] * (1.0 - f[k]);
-            d_g[k] = dck * i[k] * (1.0 - g[k] * g[k]);
+            d_o[k].write(dh[k] * tanh_c * o[k] * (1.0 - o[k]));
+            d_i[k].write(dck * g[k] * i[k] * (1.0 - i[k]));
+            d_f[k].write(dck * previous[k] * f[k] * (1.0 - f[k]));
+            d_g[k].write(dck * i[k] * (1.0 - g[k] * g[k]));
             dc[k] = dck * f[k];
         }
     }
@@ -466,6 +514,20 @@ mod tests {
         assert_eq!(tanh(0.0), 0.0);
         assert_eq!((sigmoid(-200.0) < 1e-30, sigmoid(200.0)), (true, 1.0));
         assert_eq!((tanh(-50.0), tanh(50.0)), (-1.0, 1.0));
+    }
+
+    #[test]
+    fn transposes_and_row_sums_match_plain_loops() {
+        for (rows, cols) in [(1, 1), (3, 70), (37, 45), (64, 32)] {
+            let src: Vec<f32> = (0..rows * cols).map(|v| v as f32).collect();
+            let t = transpose(&src, rows, cols);
+            assert!((0..rows * cols).all(|i| t[(i % cols) * rows + i / cols] == src[i]), "{rows}×{cols}");
+            let sums = row_sums(&src, cols);
+            for (r, &sum) in sums.iter().enumerate() {
+                let expected: f32 = src[r * cols..][..cols].iter().sum();
+                assert!((sum - expected).abs() <= 1e-6 * expected.abs(), "row {r} of {rows}×{cols}");
+            }
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@
 //! An LSTM layer is `recurrence(affine(x, W_ih, b), W_hh)`; the output layer is one more
 //! `affine`. Weights are `[outputs, inputs]` row-major, as PyTorch and candle-nn store them.
 
-use crate::kernels::{Mat, cell_backward, cell_forward, exp_shifted, matmul, product, threads};
+use crate::kernels::{Mat, cell_backward, cell_forward, exp_shifted, matmul, product, row_sums, threads, transpose};
 use rayon::prelude::*;
 
 /// `y[M, N] = W[M, K] · x[K, N] + b[M]`.
@@ -42,8 +42,90 @@ pub fn affine_backward(
     let dy_mat = Mat::dense(dy, m, n);
     let dx = product(Mat::dense(w, m, k).t(), dy_mat, threads());
     let dw = product(dy_mat, Mat::dense(x, k, n).t(), threads());
-    let db = dy.chunks_exact(n.max(1)).map(|row| row.iter().sum()).collect();
+    let db = row_sums(dy, n);
     (dx, dw, db)
+}
+
+/// The embedding and the first layer's input projection together: `P[M, N] = W[M, K] · x`
+/// where column n of x is row `tokens[n]` of the embedding table `E[V, K]`.
+///
+/// A batch holds at most N distinct tokens, and usually far fewer (a vocabulary of 400
+/// against 3,200 positions), so the projection is computed once per distinct token, `Q = W ·
+/// E_usedᵀ`, and P's columns are copied out of Q: the same numbers as `W · x` for a fraction
+/// of the product, and x is never built. The backward pass sums each column of dP into its
+/// token's column first (`D`), then works on those few columns: dW = D·E_used, dE_used = Dᵀ·W.
+pub struct EmbeddedProjection {
+    /// The distinct token ids of the batch, in order of first appearance.
+    used: Vec<u32>,
+    /// Per position, its token's index in `used`.
+    slot: Vec<u32>,
+    /// `E_used`, `[U, K]`: the embedding rows of `used`.
+    rows: Vec<f32>,
+}
+
+impl EmbeddedProjection {
+    /// Ids must be below the table's row count (checked by the caller, who knows V).
+    pub fn new(table: &[f32], tokens: &[u32], width: usize, vocab: usize) -> Self {
+        let mut index_of = vec![u32::MAX; vocab];
+        let mut used = Vec::new();
+        let slot = tokens
+            .iter()
+            .map(|&id| {
+                let index = &mut index_of[id as usize];
+                if *index == u32::MAX {
+                    *index = used.len() as u32;
+                    used.push(id);
+                }
+                *index
+            })
+            .collect();
+        let rows = used.iter().flat_map(|&id| &table[id as usize * width..][..width]).copied().collect();
+        EmbeddedProjection { used, slot, rows }
+    }
+
+    /// `P = W · x`, `[M, N]`, for `W` `[M, K]`.
+    pub fn forward(&self, w: &[f32], (m, k): (usize, usize)) -> Vec<f32> {
+        let used = self.used.len();
+        let q = product(Mat::dense(w, m, k), Mat::dense(&self.rows, used, k).t(), threads());
+        let columns = self.slot.len();
+        let mut p = Vec::with_capacity(m * columns);
+        p.spare_capacity_mut()[..m * columns].par_chunks_mut(columns.max(1)).zip(q.par_chunks(used.max(1))).for_each(
+            |(row, q_row)| {
+                for (value, &slot) in row.iter_mut().zip(&self.slot) {
+                    value.write(q_row[slot as usize]);
+                }
+            },
+        );
+        // SAFETY: every row of `p` was written in full just above.
+        unsafe { p.set_len(m * columns) };
+        p
+    }
+
+    /// The gradients from `dP` `[M, N]`: `(dE [V, K], dW [M, K], db [M])`, where db is the
+    /// row sums of dP, for a bias added to P.
+    pub fn backward(
+        &self,
+        w: &[f32],
+        d_p: &[f32],
+        (m, k, vocab): (usize, usize, usize),
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (used, columns) = (self.used.len(), self.slot.len());
+        let mut d_used = vec![0.0f32; m * used];
+        d_used.par_chunks_mut(used.max(1)).zip(d_p.par_chunks(columns.max(1))).for_each(|(sums, row)| {
+            for (&value, &slot) in row.iter().zip(&self.slot) {
+                sums[slot as usize] += value;
+            }
+        });
+        let db = row_sums(&d_used, used);
+        let d_used_mat = Mat::dense(&d_used, m, used);
+        let dw = product(d_used_mat, Mat::dense(&self.rows, used, k), threads());
+        let d_rows = product(d_used_mat.t(), Mat::dense(w, m, k), threads());
+        let mut d_table = vec![0.0f32; vocab * k];
+        for (&id, d_row) in self.used.iter().zip(d_rows.chunks_exact(k.max(1))) {
+            d_table[id as usize * k..][..k].copy_from_slice(d_row);
+        }
+        (d_table, dw, db)
+    }
 }
 
 /// Sizes of one recurrence: H, T, B and N = T·B.
@@ -194,12 +276,7 @@ pub fn recurrence_backward(
     let Dims { hidden, steps, batch } = dims;
     let columns = dims.columns();
     // W_hhᵀ laid out densely once, so every per-step product reads it row by row.
-    let mut w_hh_t = vec![0.0f32; 4 * hidden * hidden];
-    w_hh_t.par_chunks_mut(4 * hidden).enumerate().for_each(|(u, row)| {
-        for (j, value) in row.iter_mut().enumerate() {
-            *value = w_hh[j * hidden + u];
-        }
-    });
+    let w_hh_t = transpose(w_hh, 4 * hidden, hidden);
     let w_hh_t = Mat::dense(&w_hh_t, hidden, 4 * hidden);
     let d_groups: Vec<Vec<f32>> = saved
         .groups
@@ -218,12 +295,20 @@ pub fn recurrence_backward(
                     let d_next = Mat::dense(&d_gates[d_gates.len() - gate_block..], 4 * hidden, group.size);
                     matmul(&mut dh_t, 0, group.size, w_hh_t, d_next, true, 1);
                 }
-                let d_now = d_gates.len();
-                d_gates.resize(d_now + gate_block, 0.0);
                 let cells_t = &group.cells[step * state_block..][..state_block];
                 let previous = (step > 0).then(|| &group.cells[(step - 1) * state_block..][..state_block]);
                 let gates_t = &group.gates[step * gate_block..][..gate_block];
-                cell_backward(gates_t, cells_t, previous, &dh_t, &mut dc, &mut d_gates[d_now..]);
+                let d_now = d_gates.len();
+                cell_backward(
+                    gates_t,
+                    cells_t,
+                    previous,
+                    &dh_t,
+                    &mut dc,
+                    &mut d_gates.spare_capacity_mut()[..gate_block],
+                );
+                // SAFETY: cell_backward wrote all `gate_block` values after the first `d_now`.
+                unsafe { d_gates.set_len(d_now + gate_block) };
             }
             d_gates
         })

@@ -4,8 +4,9 @@
 //!
 //! ```text
 //! forward                                   backward (in reverse)
-//! x₀ = embedding rows of the tokens         dE[token] += dx₀ (per position)
+//! x₀ = embedding rows of the tokens         dE[token] = Σ its positions' dx₀
 //! P_l = W_ih_l·x_l (+ b_l, added as read)     dx_l, dW_ih_l, db_l  from dP_l
+//!   (for l = 0 via EmbeddedProjection: once per distinct token, x₀ never built)
 //! h_l = recurrence(P_l, W_hh_l)              dP_l, dW_hh_l        from dh_l
 //! x_{l+1} = h_l ⊙ dropout mask_l             dh_l = dx_{l+1} ⊙ mask_l
 //! z = W_head·x_L + b_head                    dx_L, dW_head, db_head from dz
@@ -45,30 +46,26 @@ pub(crate) fn loss_and_gradients(
     let embedding_table = weights[0];
     let [head_w, head_b] = head_slots(weights.len()).map(|i| weights[i]);
     let layer = |l: usize| layer_slots(l).map(|i| weights[i]);
-    let input_size = |l: usize| if l == 0 { embedding } else { hidden };
 
     // Forward.
-    let mut x0 = vec![0.0f32; embedding * columns];
-    for (n, &id) in tokens.iter().enumerate() {
-        for (e, &value) in embedding_table[id as usize * embedding..][..embedding].iter().enumerate() {
-            x0[e * columns + n] = value;
-        }
-    }
+    let embedded = layers::EmbeddedProjection::new(embedding_table, tokens, embedding, vocab);
     let mut outputs: Vec<LayerOutput> = Vec::with_capacity(hp.layers);
     for (l, mask) in masks.iter().enumerate() {
         let [w_ih, w_hh, bias] = layer(l);
-        let x = layer_input(&x0, &outputs, l);
         // P = W_ih·x; the recurrence adds b as it reads P.
-        let p = kernels::product(
-            Mat::dense(w_ih, 4 * hidden, input_size(l)),
-            Mat::dense(x, input_size(l), columns),
-            threads(),
-        );
+        let p = match l {
+            0 => embedded.forward(w_ih, (4 * hidden, embedding)),
+            _ => kernels::product(
+                Mat::dense(w_ih, 4 * hidden, hidden),
+                Mat::dense(layer_input(&outputs, l), hidden, columns),
+                threads(),
+            ),
+        };
         let (h, saved) = layers::recurrence_forward(&p, Some(bias), w_hh, dims);
         let dropped = mask.as_ref().map(|mask| apply_mask(&h, mask, hidden, columns));
         outputs.push(LayerOutput { h, saved, dropped });
     }
-    let top = layer_input(&x0, &outputs, hp.layers);
+    let top = layer_input(&outputs, hp.layers);
     let z = layers::affine_forward(head_w, head_b, top, (vocab, hidden, columns));
     let (loss, probabilities) = layers::cross_entropy_forward(&z, targets, vocab);
     drop(z);
@@ -88,19 +85,18 @@ pub(crate) fn loss_and_gradients(
             None => dx,
         };
         let (d_p, dw_hh) = layers::recurrence_backward(saved, w_hh, h, &dh, dims);
-        let (d_input, dw_ih, db) =
-            layers::affine_backward(w_ih, layer_input(&x0, &outputs, l), &d_p, (4 * hidden, input_size(l), columns));
         let [ih_slot, hh_slot, bias_slot] = layer_slots(l);
-        (grads[ih_slot], grads[hh_slot], grads[bias_slot]) = (dw_ih, dw_hh, db);
+        grads[hh_slot] = dw_hh;
+        if l == 0 {
+            (grads[0], grads[ih_slot], grads[bias_slot]) =
+                embedded.backward(w_ih, &d_p, (4 * hidden, embedding, vocab));
+            break;
+        }
+        let (d_input, dw_ih, db) =
+            layers::affine_backward(w_ih, layer_input(&outputs, l), &d_p, (4 * hidden, hidden, columns));
+        (grads[ih_slot], grads[bias_slot]) = (dw_ih, db);
         dx = d_input;
     }
-    let mut d_embedding = vec![0.0f32; vocab * embedding];
-    for (n, &id) in tokens.iter().enumerate() {
-        for (e, d) in d_embedding[id as usize * embedding..][..embedding].iter_mut().enumerate() {
-            *d += dx[e * columns + n];
-        }
-    }
-    grads[0] = d_embedding;
     Ok((loss, grads))
 }
 
@@ -113,16 +109,12 @@ struct LayerOutput {
     dropped: Option<Vec<f32>>,
 }
 
-/// The input of layer `l`: the embedded tokens for the first, the (dropped-out) output of
-/// the layer below otherwise; `l` = the layer count gives the output layer's input.
-fn layer_input<'a>(x0: &'a [f32], outputs: &'a [LayerOutput], l: usize) -> &'a [f32] {
-    match l {
-        0 => x0,
-        _ => {
-            let below = &outputs[l - 1];
-            below.dropped.as_deref().unwrap_or(&below.h)
-        }
-    }
+/// The input of layer `l` ≥ 1: the (dropped-out) output of the layer below; `l` = the layer
+/// count gives the output layer's input. (Layer 0's input is the embedding, which
+/// [`layers::EmbeddedProjection`] reads in place.)
+fn layer_input(outputs: &[LayerOutput], l: usize) -> &[f32] {
+    let below = &outputs[l - 1];
+    below.dropped.as_deref().unwrap_or(&below.h)
 }
 
 /// Checks token ids against the vocabulary; the layers index with them unchecked.
