@@ -3,12 +3,13 @@
 //! Generation is matrix-vector work: every new token streams all the weights through the
 //! processor once. On the CPU the weights are laid out for that once, when the generator is
 //! built: the first layer's input projection becomes a lookup table (embedding row ·
-//! W_ihᵀ + bias for every token, so the first layer costs one product, not two), and the
-//! state of all S streams is feature-major `[H, S]`, the layout the training kernels use,
-//! so S streams cost barely more than one as long as the weights dominate.
+//! W_ihᵀ + bias for every token, so the first layer costs one product, not two), every
+//! other weight matrix in [`StepWeights`] panels that each thread streams its band of, and
+//! the state of all S streams is feature-major `[H, S]`, the layout the training kernels
+//! use, so S streams cost barely more than one as long as the weights dominate.
 //! On other devices the generator steps the model's Candle ops.
 
-use crate::kernels::{cell_forward, skinny_product, threads};
+use crate::kernels::{Mat, StepWeights, cell_forward, threads};
 use crate::{LayerState, LstmModel, Result};
 use candle_core::{Device, Tensor};
 
@@ -21,7 +22,7 @@ pub struct Generator<'m> {
 }
 
 enum Engine<'m> {
-    Cpu(CpuEngine),
+    Cpu(Box<CpuEngine>),
     Candle { model: &'m LstmModel, state: Vec<LayerState>, device: Device },
 }
 
@@ -33,10 +34,10 @@ struct CpuEngine {
     first_input: Vec<f32>,
     /// Per layer, the weights that multiply its `inputs`: W_hh₀ (`[4H, H]`) for layer 0,
     /// `[W_ih | W_hh]` (`[4H, 2H]`) above it, so each layer is one product per step.
-    weights: Vec<Vec<f32>>,
+    weights: Vec<StepWeights>,
     /// Per layer, `[4H]`: b above layer 0 (layer 0's bias is in `first_input`).
     biases: Vec<Vec<f32>>,
-    head_weight: Vec<f32>,
+    head_weight: StepWeights,
     head_bias: Vec<f32>,
     /// Per layer, what its weights multiply, `[K, S]`: h_{t−1} for layer 0, and
     /// `[x; h_{t−1}]` (x = the layer below's h_t) above it. h_t is written in place.
@@ -54,7 +55,7 @@ impl<'m> Generator<'m> {
         let device = model.vars()[0].device().clone();
         let vocab = model.hyperparameters.vocab_size;
         let engine = if device.is_cpu() {
-            Engine::Cpu(CpuEngine::new(model, streams)?)
+            Engine::Cpu(Box::new(CpuEngine::new(model, streams)?))
         } else {
             Engine::Candle { model, state: model.zero_state(streams, &device)?, device }
         };
@@ -86,7 +87,9 @@ impl CpuEngine {
         let (mut weights, mut biases) = (Vec::new(), Vec::new());
         for layer in 0..hp.layers {
             let (w_ih, w_hh, bias) = model.layer(layer);
-            weights.push(if layer == 0 { data(w_hh)? } else { data(&Tensor::cat(&[w_ih, w_hh], 1)?)? });
+            let joined = if layer == 0 { w_hh.clone() } else { Tensor::cat(&[w_ih, w_hh], 1)? };
+            let (rows, inputs) = joined.dims2()?;
+            weights.push(StepWeights::new(Mat::dense(&data(&joined)?, rows, inputs)));
             biases.push(data(bias)?);
         }
         // The first layer's input projection for every token: [V, E] · W_ih₀ᵀ [E, 4H] + b₀.
@@ -99,7 +102,7 @@ impl CpuEngine {
             first_input,
             weights,
             biases,
-            head_weight: data(head_w)?,
+            head_weight: StepWeights::new(Mat::dense(&data(head_w)?, vocab, hidden)),
             head_bias: data(head_b)?,
             inputs: (0..hp.layers).map(|l| vec![0.0; if l == 0 { 1 } else { 2 } * hidden * streams]).collect(),
             cells: vec![vec![0.0; hidden * streams]; hp.layers],
@@ -130,7 +133,7 @@ impl CpuEngine {
             let inputs = &mut self.inputs[layer];
             let k = inputs.len() / s;
             // h_{t−1} is read by the product before the gate math overwrites it with h_t.
-            skinny_product(&mut self.gates, &self.weights[layer], inputs, (4 * h, k, s), threads);
+            self.weights[layer].multiply_add_banded(&mut self.gates, inputs, s, threads);
             let h_state = &mut inputs[(k - h) * s..];
             cell_forward(s, &mut self.gates, &mut self.cells[layer], h_state);
         }
@@ -140,7 +143,7 @@ impl CpuEngine {
         }
         let top = self.inputs.last().expect("at least one layer");
         let top = &top[top.len() - h * s..];
-        skinny_product(&mut self.logits_t, &self.head_weight, top, (self.vocab, h, s), threads);
+        self.head_weight.multiply_add_banded(&mut self.logits_t, top, s, threads);
         for (v, row) in self.logits_t.chunks_exact(s).enumerate() {
             for (stream, &value) in row.iter().enumerate() {
                 logits[stream * self.vocab + v] = value;

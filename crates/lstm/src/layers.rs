@@ -20,7 +20,7 @@
 //! An LSTM layer is `recurrence(affine(x, W_ih, b), W_hh)`; the output layer is one more
 //! `affine`. Weights are `[outputs, inputs]` row-major, as PyTorch and candle-nn store them.
 
-use crate::kernels::{Mat, cell_backward, cell_forward, exp_shifted, matmul, product, row_sums, threads, transpose};
+use crate::kernels::{Mat, StepWeights, cell_backward, cell_forward, exp_shifted, product, row_sums, threads};
 use rayon::prelude::*;
 
 /// `y[M, N] = W[M, K] · x[K, N] + b[M]`.
@@ -229,7 +229,7 @@ struct Group {
 /// beforehand); its gradient is then the row sums of dP, as for a bias inside P.
 pub fn recurrence_forward(p: &[f32], bias: Option<&[f32]>, w_hh: &[f32], dims: Dims) -> (Vec<f32>, RecurrenceSaved) {
     let Dims { hidden, steps, .. } = dims;
-    let w_hh = Mat::dense(w_hh, 4 * hidden, hidden);
+    let w_hh = StepWeights::new(Mat::dense(w_hh, 4 * hidden, hidden));
     let groups: Vec<(Group, Vec<f32>)> = dims
         .groups()
         .into_par_iter()
@@ -250,8 +250,7 @@ pub fn recurrence_forward(p: &[f32], bias: Option<&[f32]>, w_hh: &[f32], dims: D
                 let (h_before, h_t) = h.split_at_mut(step * state_block);
                 if step > 0 {
                     // gates_t += W_hh · h_{t−1}.
-                    let h_previous = Mat::dense(&h_before[(step - 1) * state_block..], hidden, size);
-                    matmul(gates_t, 0, size, w_hh, h_previous, true, 1);
+                    w_hh.multiply_add(gates_t, &h_before[(step - 1) * state_block..], size);
                 }
                 cell_forward(size, gates_t, &mut cells[step * state_block..], h_t);
             }
@@ -275,9 +274,7 @@ pub fn recurrence_backward(
 ) -> (Vec<f32>, Vec<f32>) {
     let Dims { hidden, steps, batch } = dims;
     let columns = dims.columns();
-    // W_hhᵀ laid out densely once, so every per-step product reads it row by row.
-    let w_hh_t = transpose(w_hh, 4 * hidden, hidden);
-    let w_hh_t = Mat::dense(&w_hh_t, hidden, 4 * hidden);
+    let w_hh_t = StepWeights::new(Mat::dense(w_hh, 4 * hidden, hidden).t());
     let d_groups: Vec<Vec<f32>> = saved
         .groups
         .par_iter()
@@ -292,8 +289,7 @@ pub fn recurrence_backward(
                 dh_t.clear();
                 dims.gather(hidden, (group.first, group.size), step, dh, None, &mut dh_t);
                 if step + 1 < steps {
-                    let d_next = Mat::dense(&d_gates[d_gates.len() - gate_block..], 4 * hidden, group.size);
-                    matmul(&mut dh_t, 0, group.size, w_hh_t, d_next, true, 1);
+                    w_hh_t.multiply_add(&mut dh_t, &d_gates[d_gates.len() - gate_block..], group.size);
                 }
                 let cells_t = &group.cells[step * state_block..][..state_block];
                 let previous = (step > 0).then(|| &group.cells[(step - 1) * state_block..][..state_block]);
