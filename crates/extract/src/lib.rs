@@ -270,12 +270,63 @@ pub fn extract_file(path: &Path, limits: &ExtractConfig) -> Result<(artifacts::D
     Ok((artifacts::digest(&bytes), notes, facts))
 }
 
+/// How a note started.
+struct Onset {
+    tick: u64,
+    seconds: f64,
+    quarters: f64,
+    pitch: u8,
+    velocity: u8,
+    program: u8,
+}
+
+/// No note: an empty entry in the tables of note places.
+const SILENT: u32 = u32::MAX;
+
+/// The note that started at `onset` on `channel` and ended at `end_tick` (`end` in
+/// seconds and quarter notes), or `None` if it is dropped, as counted in `facts`.
+fn finish(
+    onset: &Onset,
+    channel: u8,
+    (end_tick, end): (u64, (f64, f64)),
+    limits: &ExtractConfig,
+    facts: &mut MidiFacts,
+) -> Option<Note> {
+    let (mut end_seconds, mut end_quarters) = end;
+    if !PIANO_KEYS.contains(&onset.pitch) {
+        facts.off_keyboard += 1;
+        return None;
+    }
+    if end_tick <= onset.tick {
+        facts.zero_length += 1;
+        return None;
+    }
+    if end_seconds - onset.seconds > limits.max_note_seconds {
+        facts.shortened += 1;
+        let quarters_per_second = (end_quarters - onset.quarters) / (end_seconds - onset.seconds);
+        end_seconds = onset.seconds + limits.max_note_seconds;
+        end_quarters = onset.quarters + limits.max_note_seconds * quarters_per_second;
+    }
+    Some(Note {
+        pitch: onset.pitch,
+        velocity: onset.velocity,
+        channel,
+        program: onset.program,
+        onset_seconds: onset.seconds,
+        duration_seconds: end_seconds - onset.seconds,
+        onset_quarters: onset.quarters,
+        duration_quarters: end_quarters - onset.quarters,
+    })
+}
+
 /// Converts MIDI ticks to seconds and quarter notes.
 struct Clock {
     /// Quarter notes per tick (metrical files) or `None` for SMPTE time code.
     quarters_per_tick: Option<f64>,
     /// Tempo segments `(start tick, seconds at start, seconds per tick)`, sorted by tick.
     segments: Vec<(u64, f64, f64)>,
+    /// The segment of the last tick asked for.
+    current: usize,
 }
 
 impl Clock {
@@ -300,34 +351,34 @@ impl Clock {
                         segments.push(new);
                     }
                 }
-                Ok(Clock { quarters_per_tick: Some(1.0 / ticks_per_quarter), segments })
+                Ok(Clock { quarters_per_tick: Some(1.0 / ticks_per_quarter), segments, current: 0 })
             }
             Timing::Timecode(fps, subframes) => {
                 let ticks_per_second = f64::from(fps.as_f32()) * f64::from(subframes);
                 if ticks_per_second <= 0.0 {
                     return Err("invalid header: 0 SMPTE subframes per frame".into());
                 }
-                Ok(Clock { quarters_per_tick: None, segments: vec![(0, 0.0, 1.0 / ticks_per_second)] })
+                Ok(Clock { quarters_per_tick: None, segments: vec![(0, 0.0, 1.0 / ticks_per_second)], current: 0 })
             }
         }
     }
 
-    fn seconds(&self, tick: u64) -> f64 {
-        let index = self.segments.partition_point(|&(start, _, _)| start <= tick) - 1;
-        let (start, seconds, rate) = self.segments[index];
-        seconds + (tick - start) as f64 * rate
-    }
-
-    /// Time code files have no beat; they are read as if at 120 BPM (2 quarters a second).
-    fn quarters(&self, tick: u64) -> f64 {
-        match self.quarters_per_tick {
-            Some(q) => tick as f64 * q,
-            None => self.seconds(tick) * 2.0,
+    /// `(seconds, quarter notes)` at `tick`, which must not be earlier than at the previous
+    /// call: the events are read in tick order, so the tempo segment is found by stepping
+    /// forward from the last one (files with hundreds of tempo changes are common).
+    fn at(&mut self, tick: u64) -> (f64, f64) {
+        while self.segments.get(self.current + 1).is_some_and(|&(start, _, _)| start <= tick) {
+            self.current += 1;
         }
+        let (start, seconds, rate) = self.segments[self.current];
+        let seconds = seconds + (tick - start) as f64 * rate;
+        // Time code files have no beat; they are read as if at 120 BPM (2 quarters a second).
+        (seconds, self.quarters_per_tick.map_or(seconds * 2.0, |q| tick as f64 * q))
     }
 }
 
-/// Extracts the notes of a standard MIDI file's bytes, sorted by (onset, pitch).
+/// Extracts the notes of a standard MIDI file's bytes, sorted by (onset, pitch); notes with the
+/// same onset and pitch (on different channels) in the order they were struck.
 ///
 /// Rules, applied identically to every file:
 /// - Format 0 and 1 are read; format 2 (independent sequences) is rejected.
@@ -377,7 +428,8 @@ pub fn read_midi(bytes: &[u8], limits: &ExtractConfig) -> Result<(Vec<Note>, Mid
     }
 
     // Merge the tracks into one stream ordered by (tick, track, position in track).
-    let mut events = Vec::new();
+    // Three bytes is the smallest event (running status), so this holds most files' events.
+    let mut events = Vec::with_capacity(bytes.len() / 3);
     let mut tempo_changes = Vec::new();
     let mut file_end = 0u64;
     let mut drum_notes = 0usize;
@@ -404,7 +456,7 @@ pub fn read_midi(bytes: &[u8], limits: &ExtractConfig) -> Result<(Vec<Note>, Mid
                     {
                         facts.pedal_presses += 1;
                     }
-                    events.push((tick, track_index, channel.as_int(), message));
+                    events.push((tick, channel.as_int(), message));
                 }
                 TrackEventKind::Midi { message: MidiMessage::NoteOn { vel, .. }, .. } if vel > 0 => drum_notes += 1,
                 _ => {}
@@ -414,91 +466,93 @@ pub fn read_midi(bytes: &[u8], limits: &ExtractConfig) -> Result<(Vec<Note>, Mid
     }
     // Each track's events are in tick order and the tracks were appended in order, so a
     // stable sort by tick alone gives (tick, track, position); one-track files need none.
-    if !events.is_sorted_by_key(|&(tick, _, _, _)| tick) {
-        events.sort_by_key(|&(tick, _, _, _)| tick);
+    if !events.is_sorted_by_key(|&(tick, _, _)| tick) {
+        events.sort_by_key(|&(tick, _, _)| tick);
     }
     facts.tempo_changes = tempo_changes.len();
-    let clock = Clock::new(header.timing, tempo_changes)?;
+    let mut clock = Clock::new(header.timing, tempo_changes)?;
 
     let mut programs = [0u8; 16];
     let mut pedal_down = [false; 16];
     let sustain = limits.sustain == Sustain::Apply;
-    // Sounding notes, one slot per (channel, pitch) at channel·128 + pitch: (onset tick,
-    // velocity, program). A flat table, not a map: it is touched at every note event.
-    let mut sounding: Vec<Option<(u64, u8, u8)>> = vec![None; 16 * 128];
+    // Every note-on takes the next place in `struck` (how it started) and in `places` (the
+    // note, written when it ends), so the notes come out in onset order with no sort.
+    let mut struck: Vec<Onset> = Vec::with_capacity(events.len() / 2);
+    let mut places: Vec<Option<Note>> = Vec::with_capacity(events.len() / 2);
+    // The place of the note sounding at each (channel, pitch), at index channel·128 + pitch.
+    // Flat tables, not maps: they are touched at every note event.
+    let mut sounding = [SILENT; 16 * 128];
     // Notes whose key was released while the sustain pedal was down: they ring on until the
-    // pedal lifts or the same pitch is struck again.
-    let mut held: Vec<Option<(u64, u8, u8)>> = vec![None; 16 * 128];
-    let mut notes = Vec::new();
-    let mut finish = |channel: u8, pitch: u8, (onset, velocity, program): (u64, u8, u8), end: u64| {
-        if !PIANO_KEYS.contains(&pitch) {
-            facts.off_keyboard += 1;
-            return;
-        }
-        if end <= onset {
-            facts.zero_length += 1;
-            return;
-        }
-        let (start_seconds, mut end_seconds) = (clock.seconds(onset), clock.seconds(end));
-        let mut end_quarters = clock.quarters(end);
-        if end_seconds - start_seconds > limits.max_note_seconds {
-            facts.shortened += 1;
-            end_seconds = start_seconds + limits.max_note_seconds;
-            let quarters_per_second = (end_quarters - clock.quarters(onset)) / (clock.seconds(end) - start_seconds);
-            end_quarters = clock.quarters(onset) + limits.max_note_seconds * quarters_per_second;
-        }
-        notes.push(Note {
-            pitch,
-            velocity,
-            channel,
-            program,
-            onset_seconds: start_seconds,
-            duration_seconds: end_seconds - start_seconds,
-            onset_quarters: clock.quarters(onset),
-            duration_quarters: end_quarters - clock.quarters(onset),
-        });
-    };
-    for &(tick, _, channel, message) in &events {
-        let slot = |pitch: u8| usize::from(channel) * 128 + usize::from(pitch);
+    // pedal lifts or the same pitch is struck again. Their places, and per channel a bit
+    // per ringing pitch, so lifting the pedal visits only those.
+    let mut ringing = [SILENT; 16 * 128];
+    let mut ringing_pitches = [0u128; 16];
+    for &(tick, channel, message) in &events {
+        let ch = usize::from(channel);
         match message {
-            MidiMessage::ProgramChange { program } => programs[usize::from(channel)] = program.as_int(),
+            MidiMessage::ProgramChange { program } => programs[ch] = program.as_int(),
             MidiMessage::Controller { controller, value } if controller == SUSTAIN_PEDAL && sustain => {
                 let down = value >= 64;
-                if pedal_down[usize::from(channel)] && !down {
-                    for pitch in 0..128 {
-                        if let Some(started) = held[slot(pitch)].take() {
-                            finish(channel, pitch, started, tick);
-                        }
+                if pedal_down[ch] && !down {
+                    let now = clock.at(tick);
+                    while ringing_pitches[ch] != 0 {
+                        let pitch = ringing_pitches[ch].trailing_zeros() as usize;
+                        ringing_pitches[ch] &= ringing_pitches[ch] - 1;
+                        let place = std::mem::replace(&mut ringing[ch * 128 + pitch], SILENT) as usize;
+                        places[place] = finish(&struck[place], channel, (tick, now), limits, &mut facts);
                     }
                 }
-                pedal_down[usize::from(channel)] = down;
+                pedal_down[ch] = down;
             }
             MidiMessage::NoteOn { key, vel } if vel.as_int() > 0 => {
-                let pitch = key.as_int();
-                for previous in [sounding[slot(pitch)].take(), held[slot(pitch)].take()].into_iter().flatten() {
-                    finish(channel, pitch, previous, tick);
+                let (pitch, now) = (key.as_int(), clock.at(tick));
+                let slot = ch * 128 + usize::from(pitch);
+                // Striking a key again ends the note sounding or ringing at that pitch.
+                ringing_pitches[ch] &= !(1u128 << pitch);
+                for place in
+                    [std::mem::replace(&mut sounding[slot], SILENT), std::mem::replace(&mut ringing[slot], SILENT)]
+                {
+                    if place != SILENT {
+                        let place = place as usize;
+                        places[place] = finish(&struck[place], channel, (tick, now), limits, &mut facts);
+                    }
                 }
-                sounding[slot(pitch)] = Some((tick, vel.as_int(), programs[usize::from(channel)]));
+                sounding[slot] = struck.len() as u32;
+                let (seconds, quarters) = now;
+                let (velocity, program) = (vel.as_int(), programs[ch]);
+                struck.push(Onset { tick, seconds, quarters, pitch, velocity, program });
+                places.push(None);
             }
             MidiMessage::NoteOn { key, .. } | MidiMessage::NoteOff { key, .. } => {
-                if let Some(started) = sounding[slot(key.as_int())].take() {
-                    if pedal_down[usize::from(channel)] {
-                        held[slot(key.as_int())] = Some(started);
-                    } else {
-                        finish(channel, key.as_int(), started, tick);
-                    }
+                let slot = ch * 128 + usize::from(key.as_int());
+                let place = std::mem::replace(&mut sounding[slot], SILENT);
+                if place == SILENT {
+                    continue;
+                }
+                if pedal_down[ch] {
+                    ringing[slot] = place;
+                    ringing_pitches[ch] |= 1u128 << key.as_int();
+                } else {
+                    let place = place as usize;
+                    places[place] = finish(&struck[place], channel, (tick, clock.at(tick)), limits, &mut facts);
                 }
             }
             _ => {}
         }
     }
-    // Whatever still sounds ends with the file, in (channel, pitch) order.
-    for table in [&sounding, &held] {
-        for (index, started) in table.iter().enumerate() {
-            if let Some(started) = *started {
-                finish((index / 128) as u8, (index % 128) as u8, started, file_end);
-            }
+    // Whatever still sounds or rings ends with the file.
+    let end = (file_end, clock.at(file_end));
+    for (slot, &place) in sounding.iter().chain(&ringing).enumerate() {
+        if place != SILENT {
+            let place = place as usize;
+            places[place] = finish(&struck[place], (slot % (16 * 128) / 128) as u8, end, limits, &mut facts);
         }
+    }
+    let mut notes: Vec<Note> = places.into_iter().flatten().collect();
+    // In onset order already; notes that start together go in pitch order (a stable sort,
+    // so equal pitches on different channels keep the order they were struck in).
+    for chord in notes.chunk_by_mut(|a, b| a.onset_seconds == b.onset_seconds) {
+        chord.sort_by_key(|note| note.pitch);
     }
     if notes.len() > limits.max_notes {
         return Err(format!("too many notes: {}, limit extract.max_notes = {}", notes.len(), limits.max_notes));
@@ -512,7 +566,6 @@ pub fn read_midi(bytes: &[u8], limits: &ExtractConfig) -> Result<(Vec<Note>, Mid
             "no notes".into()
         });
     }
-    notes.sort_by(|a, b| a.onset_seconds.total_cmp(&b.onset_seconds).then(a.pitch.cmp(&b.pitch)));
     Ok((notes, facts))
 }
 
@@ -593,6 +646,23 @@ mod tests {
         let ignore = ExtractConfig { sustain: Sustain::Ignore, ..ExtractConfig::default() };
         let notes = notes_of_midi(&bytes, &ignore).unwrap();
         assert_eq!(summary(&notes)[..3], [(60, 0.0, 0.25), (64, 0.0, 0.25), (64, 0.5, 0.25)]);
+    }
+
+    #[test]
+    fn notes_come_out_by_onset_then_pitch_whatever_order_they_end_in() {
+        let bytes = file(vec![vec![
+            note(0, 0, 67, 90), // a chord struck top down
+            note(0, 0, 60, 90),
+            note(0, 0, 64, 90),
+            note(100, 0, 72, 90), // a later note that ends first
+            note(10, 0, 72, 0),
+            note(100, 0, 60, 0),
+            note(0, 0, 67, 0),
+            note(50, 0, 64, 0),
+        ]]);
+        let notes = notes_of_midi(&bytes, &ExtractConfig::default()).unwrap();
+        let order: Vec<(u8, f64)> = notes.iter().map(|n| (n.pitch, n.onset_quarters)).collect();
+        assert_eq!(order, vec![(60, 0.0), (64, 0.0), (67, 0.0), (72, 100.0 / 480.0)]);
     }
 
     #[test]
