@@ -259,6 +259,15 @@ pub fn compose(
     network: &LstmModel,
     streams: Vec<(&[u32], SeededRng)>,
 ) -> Result<Vec<Composition>, ComposeError> {
+    lstm::on_kernel_threads(|| compose_on_this_thread(config, model, network, streams))
+}
+
+fn compose_on_this_thread(
+    config: &PipelineConfig,
+    model: &ModelArtifact,
+    network: &LstmModel,
+    streams: Vec<(&[u32], SeededRng)>,
+) -> Result<Vec<Composition>, ComposeError> {
     let settings = &config.compose;
     // Seconds of music each token adds: time shifts (performance) or one step per element (seed).
     let step_seconds = |id: u32| -> f64 {

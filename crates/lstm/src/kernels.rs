@@ -501,17 +501,53 @@ vectorised! {
     }
 }
 
+/// The forward gate math of one time step for B sequences, in place. Every buffer is
+/// row-major with B columns (one per sequence). On entry `gates` (`[4H, B]`) holds the
+/// pre-activations `[i f g o]` and `cells` (`[H, B]`) holds c_{t−1}; on return `gates` holds
+/// σ(i), σ(f), tanh(g), σ(o), `cells` holds c_t and `hidden` (`[H, B]`) holds h_t.
+pub fn cell_forward(gates: &mut [f32], cells: &mut [f32], hidden: &mut [f32]) {
+    let block = cells.len();
+    assert!(gates.len() == 4 * block && hidden.len() == block, "cell buffers of unequal sizes");
+    let (input, rest) = gates.split_at_mut(block);
+    let (forget, rest) = rest.split_at_mut(block);
+    let (candidate, output) = rest.split_at_mut(block);
+    cell_math([input, forget, candidate, output], cells, hidden);
+}
+
+/// [`cell_forward`] with the units split into one band per thread, for generation, where
+/// nothing else runs in parallel with the gate math. Below a few thousand cells (one
+/// stream) a single band: splitting would cost more than it saves.
+pub fn cell_forward_banded(gates: &mut [f32], cells: &mut [f32], hidden: &mut [f32], threads: usize) {
+    const WORTH_SPLITTING: usize = 4096;
+    let block = cells.len();
+    assert!(gates.len() == 4 * block && hidden.len() == block, "cell buffers of unequal sizes");
+    let bands = if block < WORTH_SPLITTING { 1 } else { threads.max(1) };
+    let band = block.div_ceil(bands).max(1);
+    let (input, rest) = gates.split_at_mut(block);
+    let (forget, rest) = rest.split_at_mut(block);
+    let (candidate, output) = rest.split_at_mut(block);
+    (
+        input.par_chunks_mut(band),
+        forget.par_chunks_mut(band),
+        candidate.par_chunks_mut(band),
+        output.par_chunks_mut(band),
+        cells.par_chunks_mut(band),
+        hidden.par_chunks_mut(band),
+    )
+        .into_par_iter()
+        .for_each(|(i, f, g, o, c, h)| cell_math([i, f, g, o], c, h));
+}
+
 vectorised! {
-    /// The forward gate math of one time step for B sequences, in place. Every buffer is
-    /// row-major with B columns (one per sequence). On entry `gates` (`[4H, B]`) holds the
-    /// pre-activations `[i f g o]` and `cells` (`[H, B]`) holds c_{t−1}; on return `gates` holds
-    /// σ(i), σ(f), tanh(g), σ(o), `cells` holds c_t and `hidden` (`[H, B]`) holds h_t.
-    pub fn cell_forward(batch: usize, gates: &mut [f32], cells: &mut [f32], hidden: &mut [f32]) {
+    /// The element-wise LSTM cell over equal-length slices: the gates' pre-activations in,
+    /// their activations out, c_{t−1} → c_t in `cells`, h_t into `hidden`.
+    pub fn cell_math(gates: [&mut [f32]; 4], cells: &mut [f32], hidden: &mut [f32]) {
+        let [input, forget, candidate, output] = gates;
         let block = cells.len();
-        assert!(gates.len() == 4 * block && hidden.len() == block && block.is_multiple_of(batch.max(1)));
-        let (input, rest) = gates.split_at_mut(block);
-        let (forget, rest) = rest.split_at_mut(block);
-        let (candidate, output) = rest.split_at_mut(block);
+        // Every slice cut to exactly `block`, so the loop runs without bounds checks and vectorises.
+        let (input, forget, candidate, output) =
+            (&mut input[..block], &mut forget[..block], &mut candidate[..block], &mut output[..block]);
+        let hidden = &mut hidden[..block];
         for k in 0..block {
             let (i, f, g, o) = (sigmoid(input[k]), sigmoid(forget[k]), tanh(candidate[k]), sigmoid(output[k]));
             (input[k], forget[k], candidate[k], output[k]) = (i, f, g, o);

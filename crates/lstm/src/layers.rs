@@ -252,7 +252,7 @@ pub fn recurrence_forward(p: &[f32], bias: Option<&[f32]>, w_hh: &[f32], dims: D
                     // gates_t += W_hh · h_{t−1}.
                     w_hh.multiply_add(gates_t, &h_before[(step - 1) * state_block..], size);
                 }
-                cell_forward(size, gates_t, &mut cells[step * state_block..], h_t);
+                cell_forward(gates_t, &mut cells[step * state_block..], h_t);
             }
             (Group { first, size, gates, cells }, h)
         })

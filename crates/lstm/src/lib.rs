@@ -42,7 +42,7 @@ pub mod kernels;
 pub mod layers;
 pub mod network;
 
-pub use generator::Generator;
+pub use generator::{Generator, on_kernel_threads};
 
 /// Candle's error type, re-exported so callers need not depend on candle-core for it.
 pub type Result<T> = candle_core::Result<T>;
