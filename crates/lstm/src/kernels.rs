@@ -214,6 +214,16 @@ const PANEL: usize = 12;
 impl StepWeights {
     /// Lays out `weights`: a dense matrix (W_hh) or the transpose of one (W_hhᵀ, read in place).
     pub fn new(weights: Mat) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        let panels = std::is_x86_feature_detected!("avx512f");
+        #[cfg(not(target_arch = "x86_64"))]
+        let panels = false;
+        Self::with_layout(weights, panels)
+    }
+
+    /// [`StepWeights::new`] with the layout chosen by the caller: panels (only where the
+    /// processor has AVX-512F) or dense. Tests use it to reach the dense path too.
+    fn with_layout(weights: Mat, panels: bool) -> Self {
         let (rows, depth) = (weights.rows, weights.cols);
         let transposed = weights.col_stride != 1;
         assert!(
@@ -225,8 +235,7 @@ impl StepWeights {
             "step weights must be a dense matrix or the transpose of one"
         );
         let data = &weights.data[weights.offset..][..rows * depth];
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx512f") {
+        if panels {
             let len = rows.div_ceil(PANEL) * depth * PANEL;
             let mut panels = Vec::with_capacity(len);
             panels.spare_capacity_mut()[..len].par_chunks_mut((depth * PANEL).max(1)).enumerate().for_each(
@@ -652,6 +661,8 @@ mod tests {
             for (name, step_weights) in [
                 ("dense", StepWeights::new(Mat::dense(&weights, m, k))),
                 ("transposed", StepWeights::new(Mat::dense(&transposed, k, m).t())),
+                ("dense, gemm", StepWeights::with_layout(Mat::dense(&weights, m, k), false)),
+                ("transposed, gemm", StepWeights::with_layout(Mat::dense(&transposed, k, m).t(), false)),
             ] {
                 for threads in [0, 1, 3] {
                     let mut dst: Vec<f32> = (0..m * s).map(|v| v as f32).collect();
