@@ -319,6 +319,40 @@ fn finish(
     })
 }
 
+/// A file's notes in the order they were struck: how each started, and the note itself
+/// once it has ended (`None` while it sounds, or if it was dropped). A note is known by its
+/// place here; the order of places is onset order, so no sort is needed at the end.
+struct Struck {
+    onsets: Vec<Onset>,
+    notes: Vec<Option<Note>>,
+}
+
+impl Struck {
+    fn with_capacity(capacity: usize) -> Self {
+        Struck { onsets: Vec::with_capacity(capacity), notes: Vec::with_capacity(capacity) }
+    }
+
+    /// Records a note-on; returns the note's place.
+    fn strike(&mut self, onset: Onset) -> u32 {
+        self.onsets.push(onset);
+        self.notes.push(None);
+        (self.onsets.len() - 1) as u32
+    }
+
+    /// Ends the note at `place` on `channel` at `end` (see [`finish`]); nothing for `SILENT`.
+    fn end(&mut self, place: u32, channel: u8, end: (u64, (f64, f64)), limits: &ExtractConfig, facts: &mut MidiFacts) {
+        if place != SILENT {
+            let place = place as usize;
+            self.notes[place] = finish(&self.onsets[place], channel, end, limits, facts);
+        }
+    }
+
+    /// The notes kept, in the order they were struck.
+    fn into_notes(self) -> Vec<Note> {
+        self.notes.into_iter().flatten().collect()
+    }
+}
+
 /// Converts MIDI ticks to seconds and quarter notes.
 struct Clock {
     /// Quarter notes per tick (metrical files) or `None` for SMPTE time code.
@@ -499,10 +533,7 @@ fn read_midi_with(
     let mut programs = [0u8; 16];
     let mut pedal_down = [false; 16];
     let sustain = limits.sustain == Sustain::Apply;
-    // Every note-on takes the next place in `struck` (how it started) and in `places` (the
-    // note, written when it ends), so the notes come out in onset order with no sort.
-    let mut struck: Vec<Onset> = Vec::with_capacity(events.len() / 2);
-    let mut places: Vec<Option<Note>> = Vec::with_capacity(events.len() / 2);
+    let mut struck = Struck::with_capacity(events.len() / 2);
     // The place of the note sounding at each (channel, pitch), at index channel·128 + pitch.
     // Flat tables, not maps: they are touched at every note event.
     let mut sounding = [SILENT; 16 * 128];
@@ -522,8 +553,8 @@ fn read_midi_with(
                     while ringing_pitches[ch] != 0 {
                         let pitch = ringing_pitches[ch].trailing_zeros() as usize;
                         ringing_pitches[ch] &= ringing_pitches[ch] - 1;
-                        let place = std::mem::replace(&mut ringing[ch * 128 + pitch], SILENT) as usize;
-                        places[place] = finish(&struck[place], channel, (tick, now), limits, &mut facts);
+                        let place = std::mem::replace(&mut ringing[ch * 128 + pitch], SILENT);
+                        struck.end(place, channel, (tick, now), limits, &mut facts);
                     }
                 }
                 pedal_down[ch] = down;
@@ -533,32 +564,21 @@ fn read_midi_with(
                 let slot = ch * 128 + usize::from(pitch);
                 // Striking a key again ends the note sounding or ringing at that pitch.
                 ringing_pitches[ch] &= !(1u128 << pitch);
-                for place in
-                    [std::mem::replace(&mut sounding[slot], SILENT), std::mem::replace(&mut ringing[slot], SILENT)]
-                {
-                    if place != SILENT {
-                        let place = place as usize;
-                        places[place] = finish(&struck[place], channel, (tick, now), limits, &mut facts);
-                    }
+                for table in [&mut sounding, &mut ringing] {
+                    struck.end(std::mem::replace(&mut table[slot], SILENT), channel, (tick, now), limits, &mut facts);
                 }
-                sounding[slot] = struck.len() as u32;
                 let (seconds, quarters) = now;
                 let (velocity, program) = (vel.as_int(), programs[ch]);
-                struck.push(Onset { tick, seconds, quarters, pitch, velocity, program });
-                places.push(None);
+                sounding[slot] = struck.strike(Onset { tick, seconds, quarters, pitch, velocity, program });
             }
             MidiMessage::NoteOn { key, .. } | MidiMessage::NoteOff { key, .. } => {
                 let slot = ch * 128 + usize::from(key.as_int());
                 let place = std::mem::replace(&mut sounding[slot], SILENT);
-                if place == SILENT {
-                    continue;
-                }
-                if pedal_down[ch] {
+                if place != SILENT && pedal_down[ch] {
                     ringing[slot] = place;
                     ringing_pitches[ch] |= 1u128 << key.as_int();
                 } else {
-                    let place = place as usize;
-                    places[place] = finish(&struck[place], channel, (tick, clock.at(tick)), limits, &mut facts);
+                    struck.end(place, channel, (tick, clock.at(tick)), limits, &mut facts);
                 }
             }
             _ => {}
@@ -567,12 +587,9 @@ fn read_midi_with(
     // Whatever still sounds or rings ends with the file.
     let end = (file_end, clock.at(file_end));
     for (slot, &place) in sounding.iter().chain(&ringing).enumerate() {
-        if place != SILENT {
-            let place = place as usize;
-            places[place] = finish(&struck[place], (slot % (16 * 128) / 128) as u8, end, limits, &mut facts);
-        }
+        struck.end(place, (slot % (16 * 128) / 128) as u8, end, limits, &mut facts);
     }
-    let mut notes: Vec<Note> = places.into_iter().flatten().collect();
+    let mut notes = struck.into_notes();
     // In onset order already; notes that start together go in pitch order (a stable sort,
     // so equal pitches on different channels keep the order they were struck in).
     for chord in notes.chunk_by_mut(|a, b| a.onset_seconds == b.onset_seconds) {
