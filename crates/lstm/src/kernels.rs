@@ -334,10 +334,10 @@ mod avx512 {
             let mut column = 0;
             while column < columns {
                 let left = columns - column;
-                let first = if left >= 16 { 0xFFFF } else { tail_mask(left) };
+                let first = first_lanes(left);
                 // SAFETY (both): the caller's sizes; the masks cover only existing columns.
                 if left > 16 {
-                    let second = if left >= 32 { 0xFFFF } else { tail_mask(left - 16) };
+                    let second = first_lanes(left - 16);
                     unsafe {
                         panel_block::<2>(dst, weights, x, (first_row, rows, column, [first, second]), (k, columns))
                     };
@@ -392,7 +392,7 @@ mod avx512 {
     /// lanes. Four interleaved accumulators (k mod 4) hide the multiply-add latency.
     #[target_feature(enable = "avx512f")]
     unsafe fn panel_column(dst: &mut [f32], weights: &[f32], x: &[f32]) {
-        let lanes: __mmask16 = tail_mask(PANEL);
+        let lanes = first_lanes(PANEL);
         let (w, k) = (weights.as_ptr(), x.len());
         let mut acc = [_mm512_setzero_ps(); 4];
         // SAFETY: `weights` holds k × PANEL values and the loads read PANEL of them per k.
@@ -424,9 +424,9 @@ mod avx512 {
         }
     }
 
-    /// The mask of the first `n % 16` lanes (0 when n is a multiple of 16).
-    fn tail_mask(n: usize) -> __mmask16 {
-        ((1u32 << (n % 16)) - 1) as __mmask16
+    /// The mask of the first `n` lanes of a register (all 16 when n ≥ 16).
+    fn first_lanes(n: usize) -> __mmask16 {
+        ((1u32 << n.min(16)) - 1) as __mmask16
     }
 }
 
@@ -515,12 +515,18 @@ vectorised! {
 /// pre-activations `[i f g o]` and `cells` (`[H, B]`) holds c_{t−1}; on return `gates` holds
 /// σ(i), σ(f), tanh(g), σ(o), `cells` holds c_t and `hidden` (`[H, B]`) holds h_t.
 pub fn cell_forward(gates: &mut [f32], cells: &mut [f32], hidden: &mut [f32]) {
+    cell_math(gate_blocks(gates, cells, hidden), cells, hidden);
+}
+
+/// `gates` (`[4H, B]`) cut into its i, f, g, o blocks, after checking the buffers of
+/// [`cell_forward`] against each other.
+fn gate_blocks<'g>(gates: &'g mut [f32], cells: &[f32], hidden: &[f32]) -> [&'g mut [f32]; 4] {
     let block = cells.len();
     assert!(gates.len() == 4 * block && hidden.len() == block, "cell buffers of unequal sizes");
     let (input, rest) = gates.split_at_mut(block);
     let (forget, rest) = rest.split_at_mut(block);
     let (candidate, output) = rest.split_at_mut(block);
-    cell_math([input, forget, candidate, output], cells, hidden);
+    [input, forget, candidate, output]
 }
 
 /// [`cell_forward`] with the units split into one band per thread, for generation, where
@@ -529,12 +535,9 @@ pub fn cell_forward(gates: &mut [f32], cells: &mut [f32], hidden: &mut [f32]) {
 pub fn cell_forward_banded(gates: &mut [f32], cells: &mut [f32], hidden: &mut [f32], threads: usize) {
     const WORTH_SPLITTING: usize = 4096;
     let block = cells.len();
-    assert!(gates.len() == 4 * block && hidden.len() == block, "cell buffers of unequal sizes");
     let bands = if block < WORTH_SPLITTING { 1 } else { threads.max(1) };
     let band = block.div_ceil(bands).max(1);
-    let (input, rest) = gates.split_at_mut(block);
-    let (forget, rest) = rest.split_at_mut(block);
-    let (candidate, output) = rest.split_at_mut(block);
+    let [input, forget, candidate, output] = gate_blocks(gates, cells, hidden);
     (
         input.par_chunks_mut(band),
         forget.par_chunks_mut(band),

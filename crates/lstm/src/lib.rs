@@ -363,7 +363,7 @@ fn standard_normal(rng: &mut SeededRng) -> f32 {
 }
 
 /// Copies tensors out to the host as [`NamedTensor`]s.
-pub fn named_tensors<'a>(names: &[String], tensors: impl Iterator<Item = &'a Tensor>) -> Result<Vec<NamedTensor>> {
+fn named_tensors<'a>(names: &[String], tensors: impl Iterator<Item = &'a Tensor>) -> Result<Vec<NamedTensor>> {
     names
         .iter()
         .zip(tensors)

@@ -27,30 +27,32 @@ impl Adam {
     /// A fresh optimizer for `vars`, with the usual β₁ = 0.9, β₂ = 0.999, ε = 1e-8.
     pub fn new(vars: &[Var], learning_rate: f64) -> Self {
         let zeros = || vars.iter().map(|v| vec![0.0f32; v.elem_count()]).collect();
-        Adam {
-            learning_rate,
-            beta1: 0.9,
-            beta2: 0.999,
-            epsilon: 1e-8,
-            step: 0,
-            first_moment: zeros(),
-            second_moment: zeros(),
-            shapes: vars.iter().map(|v| v.dims().to_vec()).collect(),
-        }
+        let shapes = vars.iter().map(|v| v.dims().to_vec()).collect();
+        Self::with_moments(learning_rate, 0, [zeros(), zeros()], shapes)
     }
 
     /// An optimizer continuing from stored moments (a checkpoint's), in the weights' order.
     pub fn from_state(state: &AdamState, learning_rate: f64) -> Self {
         let data = |tensors: &[NamedTensor]| tensors.iter().map(|t| t.data.clone()).collect();
+        let shapes = state.first_moment.iter().map(|t| t.shape.clone()).collect();
+        Self::with_moments(learning_rate, state.step, [data(&state.first_moment), data(&state.second_moment)], shapes)
+    }
+
+    fn with_moments(
+        learning_rate: f64,
+        step: u64,
+        [first, second]: [Vec<Vec<f32>>; 2],
+        shapes: Vec<Vec<usize>>,
+    ) -> Self {
         Adam {
             learning_rate,
             beta1: 0.9,
             beta2: 0.999,
             epsilon: 1e-8,
-            step: state.step,
-            first_moment: data(&state.first_moment),
-            second_moment: data(&state.second_moment),
-            shapes: state.first_moment.iter().map(|t| t.shape.clone()).collect(),
+            step,
+            first_moment: first,
+            second_moment: second,
+            shapes,
         }
     }
 
