@@ -138,11 +138,8 @@ impl CpuEngine {
                     }
                 }
             } else {
-                for (gate_row, &bias) in self.gates.chunks_exact_mut(s).zip(&self.biases[layer]) {
-                    gate_row.fill(bias);
-                }
-            }
-            if layer > 0 {
+                fill_rows(&mut self.gates, &self.biases[layer]);
+                // This layer's input is the h_t the layer below just wrote.
                 let (below, this) = self.inputs.split_at_mut(layer);
                 this[0][..h * s].copy_from_slice(&below[layer - 1][below[layer - 1].len() - h * s..]);
             }
@@ -154,9 +151,7 @@ impl CpuEngine {
             cell_forward_banded(&mut self.gates, &mut self.cells[layer], h_state, threads);
         }
         // logitsᵀ [V, S] = W_head · h_top + b, then transposed to stream-major.
-        for (row, bias) in self.logits_t.chunks_exact_mut(s).zip(&self.head_bias) {
-            row.fill(*bias);
-        }
+        fill_rows(&mut self.logits_t, &self.head_bias);
         let top = self.inputs.last().expect("at least one layer");
         let top = &top[top.len() - h * s..];
         self.head_weight.multiply_add_banded(&mut self.logits_t, top, s, threads);
@@ -166,5 +161,13 @@ impl CpuEngine {
             }
         }
         Ok(())
+    }
+}
+
+/// Sets every value of row r of the row-major `matrix` (one row per value) to `values[r]`.
+fn fill_rows(matrix: &mut [f32], values: &[f32]) {
+    let columns = matrix.len() / values.len().max(1);
+    for (row, &value) in matrix.chunks_exact_mut(columns.max(1)).zip(values) {
+        row.fill(value);
     }
 }
