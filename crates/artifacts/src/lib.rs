@@ -35,6 +35,9 @@ pub const MAGIC: [u8; 8] = *b"PIANOLA\0";
 /// Largest payload a reader will decode. bincode checks every length field against it,
 /// so a corrupted length claiming gigabytes fails cleanly instead of allocating.
 const PAYLOAD_LIMIT: usize = 1 << 31;
+/// Largest header a reader will decode. Headers hold a handful of input names and digests
+/// (a whole MIDI corpus is one digest, its file list lives in the payload), so they stay
+/// far below this whatever the size of the data.
 const HEADER_LIMIT: usize = 1 << 16;
 
 /// A 32-byte BLAKE3 digest, of a file's bytes or of a config section.

@@ -1,6 +1,6 @@
 //! `model.bin`: a trained model, complete enough for `compose` to use on its own.
 
-use crate::{Artifact, ArtifactKind, Encoding, Vocabulary};
+use crate::{Artifact, ArtifactKind, Encoding, InputDigest, Vocabulary};
 use serde::{Deserialize, Serialize};
 
 /// The shape of the network: embedding → `layers` stacked LSTMs → fully connected layer.
@@ -46,6 +46,10 @@ pub struct EpochRecord {
 }
 
 /// Payload of `model.bin`.
+///
+/// A model shipped for others to start from (`models/piano.bin`) is the same artifact with
+/// an empty `optimizer`: fine-tuning starts a fresh optimizer anyway, and the moments would
+/// triple the file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelArtifact {
     pub hyperparameters: Hyperparameters,
@@ -53,18 +57,31 @@ pub struct ModelArtifact {
     pub vocabulary: Vocabulary,
     pub weights: Vec<NamedTensor>,
     pub optimizer: AdamState,
+    /// The model whose weights training started from (`train.init`), or `None` when the
+    /// weights were initialised at random. The history covers only this model's own training.
+    pub initialised_from: Option<InputDigest>,
     pub history: Vec<EpochRecord>,
+}
+
+impl ModelArtifact {
+    /// The same model without Adam's moments: what a shipped base model holds.
+    pub fn weights_only(mut self) -> Self {
+        self.optimizer = AdamState::default();
+        self
+    }
 }
 
 impl Artifact for ModelArtifact {
     const KIND: ArtifactKind = ArtifactKind::Model;
     // 2: LSTM and output weights stored output-major ([4H, in], [V, H]), as PyTorch and candle-nn store them.
-    const FORMAT_VERSION: u32 = 2;
+    // 3: records the model training started from (`initialised_from`).
+    const FORMAT_VERSION: u32 = 3;
 }
 
 /// `model.bin.checkpoint`: a training run stopped part-way, with everything needed to
 /// continue it exactly as if it had never stopped. Its header names the `dataset.bin` it
-/// trains on and the `[train]` settings, so a checkpoint for other data is not resumed.
+/// trains on, and `settings` the settings that shape the model, so a checkpoint for other
+/// data or another model is not resumed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointArtifact {
     /// Weights, optimizer state and the history of the epochs completed so far.
@@ -78,10 +95,18 @@ pub struct CheckpointArtifact {
     pub epoch_seconds: f64,
     /// Position of the dropout random stream (see `seeded_rng::SeededRng::position`).
     pub dropout_rng_position: u128,
+    /// Seconds of training behind these weights, over every run that led to them (what a
+    /// time budget counts).
+    pub trained_seconds: f64,
+    /// `(key, value)` of every setting that changes the weights training produces; a run
+    /// resumes the checkpoint only when its own settings give the same list. Settings that
+    /// only say how long to train (epochs, the time budget) or how (threads) are not in it.
+    pub settings: Vec<(String, String)>,
 }
 
 impl Artifact for CheckpointArtifact {
     const KIND: ArtifactKind = ArtifactKind::Checkpoint;
     // 2: holds a version-2 model.
-    const FORMAT_VERSION: u32 = 2;
+    // 3: holds a version-3 model, the training time so far and the settings it resumes under.
+    const FORMAT_VERSION: u32 = 3;
 }

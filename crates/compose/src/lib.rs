@@ -47,6 +47,8 @@ pub enum ComposeError {
         path: String,
         reason: String,
     },
+    /// No data set and no primer, and the model's encoding has no built-in start.
+    NoOpening,
 }
 
 impl fmt::Display for ComposeError {
@@ -60,9 +62,14 @@ impl fmt::Display for ComposeError {
                  rerun `train` on this data set (or pass the matching --dataset)"
             ),
             ComposeError::NoSeedWindow { seq_len } => {
-                write!(f, "no piece in the data set has the {seq_len} tokens a seed window needs")
+                write!(f, "no training piece in the data set has the {seq_len} tokens a seed window needs")
             }
             ComposeError::Primer { path, reason } => write!(f, "primer {path}: {reason}"),
+            ComposeError::NoOpening => write!(
+                f,
+                "this model's encoding has no built-in start: pass --dataset (the data set it was trained \
+                 on) or --primer file.mid"
+            ),
         }
     }
 }
@@ -81,10 +88,15 @@ pub struct Composition {
     pub notes: Vec<MidiNote>,
 }
 
-/// Where a piece starts from: a random window of the data set, or the opening of a MIDI file.
+/// Where a piece starts from.
 pub enum Start<'a> {
+    /// A random window of a training piece of the data set.
     Dataset(&'a Path),
+    /// The opening of a MIDI file.
     Primer(&'a Path),
+    /// Nothing but the model: the state of a piece's beginning and one velocity token, so a
+    /// shipped model (`models/piano.bin`) composes with no data set at all. `performance` only.
+    Opening,
 }
 
 /// Runs the stage: reads `model_path` (and the data set or primer named by `start`) and
@@ -108,10 +120,11 @@ pub fn run(
             }
             Some(dataset)
         }
-        Start::Primer(_) => None,
+        Start::Primer(_) | Start::Opening => None,
     };
-    let primer = match start {
+    let fixed_start = match start {
         Start::Primer(path) => Some(primer_tokens(path, &model, config.compose.primer_seconds)?),
+        Start::Opening => Some(opening_tokens(&model).ok_or(ComposeError::NoOpening)?),
         Start::Dataset(_) => None,
     };
     let device = lstm::select_device(config.runtime.device)?;
@@ -120,10 +133,10 @@ pub fn run(
     let mut streams = Vec::with_capacity(config.compose.outputs);
     for number in 1..=config.compose.outputs {
         let mut rng = SeededRng::new(config.seed, &format!("compose {number}"));
-        let seed_tokens = match (&primer, &dataset) {
+        let seed_tokens = match (&fixed_start, &dataset) {
             (Some(tokens), _) => tokens.as_slice(),
             (None, Some(dataset)) => pick_seed_window(dataset, model.hyperparameters.seq_len, &mut rng)?,
-            (None, None) => unreachable!("a start is either a data set or a primer"),
+            (None, None) => unreachable!("a start without a data set has its tokens"),
         };
         streams.push((seed_tokens, rng));
     }
@@ -163,6 +176,18 @@ fn primer_tokens(path: &Path, model: &ModelArtifact, seconds: f64) -> Result<Vec
     }
     tracing::info!("compose: primer {}: {} tokens from its first {seconds} s", path.display(), ids.len());
     Ok(ids)
+}
+
+/// The built-in start of [`Start::Opening`]: one velocity token of a moderate loudness
+/// (`mf`, velocity 64), which is how encoded pieces begin. `None` for the `seed` encoding,
+/// whose pieces have no such neutral first token.
+fn opening_tokens(model: &ModelArtifact) -> Option<Vec<u32>> {
+    let Encoding::Performance { velocity_bins, .. } = model.encoding else {
+        return None;
+    };
+    let bins = encode::performance::Performance { step_seconds: 0.01, max_shift_steps: 1, velocity_bins };
+    let token = Event::Velocity(bins.bin(64)).token();
+    model.vocabulary.id(&token).map(|id| vec![id])
 }
 
 /// Writes a composition's MIDI file, piano roll and report, and logs its summary.
@@ -369,14 +394,20 @@ fn argmax(scores: &[f32]) -> u32 {
     scores.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u32)
 }
 
-/// A random window of `seq_len` tokens from any piece long enough to hold one.
+/// A random window of `seq_len` tokens from any training piece long enough to hold one.
+/// Validation pieces are never used: they are what the music is measured against.
 fn pick_seed_window<'a>(
     dataset: &'a DatasetArtifact,
     seq_len: usize,
     rng: &mut SeededRng,
 ) -> Result<&'a [u32], ComposeError> {
-    let candidates: Vec<&[u32]> =
-        dataset.pieces.iter().map(|p| p.tokens.as_slice()).filter(|t| t.len() >= seq_len).collect();
+    let candidates: Vec<&[u32]> = dataset
+        .pieces
+        .iter()
+        .filter(|p| p.split == artifacts::Split::Train)
+        .map(|p| p.tokens.as_slice())
+        .filter(|t| t.len() >= seq_len)
+        .collect();
     if candidates.is_empty() {
         return Err(ComposeError::NoSeedWindow { seq_len });
     }

@@ -2,8 +2,9 @@ use clap::Parser;
 use std::path::PathBuf;
 
 /// Stage 4 of the pipeline: generates new music with the trained model (model.bin),
-/// starting from a random seed window of the data set (dataset.bin), and writes it as a
-/// standard MIDI file for piano.
+/// starting from a random window of a training piece of the data set (dataset.bin), the
+/// opening of a MIDI file (--primer), or the model alone (no data set: e.g.
+/// `compose --input models/piano.bin`), and writes it as a standard MIDI file for piano.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Args {
@@ -12,9 +13,10 @@ struct Args {
     /// The model artifact written by `train`.
     #[arg(long, default_value = "artifacts/model.bin", value_name = "FILE")]
     input: PathBuf,
-    /// The data set artifact the seed window is drawn from.
-    #[arg(long, default_value = "artifacts/dataset.bin", value_name = "FILE")]
-    dataset: PathBuf,
+    /// The data set artifact the seed window is drawn from [default: artifacts/dataset.bin
+    /// if it exists; else the piece starts from the model alone].
+    #[arg(long, value_name = "FILE")]
+    dataset: Option<PathBuf>,
     /// Start from the opening of this MIDI file (its first `compose.primer_seconds`)
     /// instead of a random window of the data set.
     #[arg(long, value_name = "FILE.mid")]
@@ -64,9 +66,18 @@ fn main() -> std::process::ExitCode {
     stage_cli::exit_with((|| -> Result<(), Box<dyn std::error::Error>> {
         let config = args.config.load(flags.into_iter().flatten().collect())?;
         lstm::set_cpu_threads(config.runtime.threads);
-        let start = match &args.primer {
-            Some(primer) => compose::Start::Primer(primer),
-            None => compose::Start::Dataset(&args.dataset),
+        let default_dataset = PathBuf::from("artifacts/dataset.bin");
+        let start = match (&args.primer, &args.dataset) {
+            (Some(primer), _) => compose::Start::Primer(primer),
+            (None, Some(dataset)) => compose::Start::Dataset(dataset),
+            (None, None) if default_dataset.exists() => compose::Start::Dataset(&default_dataset),
+            (None, None) => {
+                tracing::info!(
+                    "compose: no data set given and none at {}: starting from the model alone",
+                    default_dataset.display()
+                );
+                compose::Start::Opening
+            }
         };
         let written = compose::run(&config, &args.input, start, &args.output)?;
         if args.wav {

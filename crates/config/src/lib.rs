@@ -146,7 +146,18 @@ pub struct TrainConfig {
     pub checkpoint_steps: usize,
     /// …and every this many seconds (0 = not by time). Ctrl-C always saves one.
     pub checkpoint_seconds: f64,
+    /// Stop after the step that crosses this many minutes of training, counted over every
+    /// run of the same checkpoint (0 = no limit; `epochs` still bounds the run).
+    pub max_minutes: f64,
+    /// A `model.bin` to start from instead of random weights (fine-tuning): the same
+    /// encoding, dictionary and network shape as this run, else an error naming both. Empty
+    /// = train from scratch.
+    pub init: PathBuf,
 }
+
+/// The `[train]` keys that only say how long to train or how often to save, not what the
+/// weights become: a checkpoint made under other values of these is resumed all the same.
+pub const TRAIN_BUDGET_KEYS: [&str; 4] = ["epochs", "max_minutes", "checkpoint_steps", "checkpoint_seconds"];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -254,6 +265,8 @@ impl Default for TrainConfig {
             grad_clip: 1.0,
             checkpoint_steps: 500,
             checkpoint_seconds: 300.0,
+            max_minutes: 0.0,
+            init: PathBuf::new(),
         }
     }
 }
@@ -424,6 +437,9 @@ impl PipelineConfig {
                 format!("must be 0 (off) or positive, got {}", t.checkpoint_seconds),
             );
         }
+        if !(t.max_minutes >= 0.0 && t.max_minutes.is_finite()) {
+            return invalid("train.max_minutes", format!("must be 0 (no limit) or positive, got {}", t.max_minutes));
+        }
         if c.tokens == 0 {
             return invalid("compose.tokens", "must be at least 1".into());
         }
@@ -481,6 +497,24 @@ impl PipelineConfig {
             Section::Train => artifacts::digest_of(&(self.seed, &self.runtime, &self.train)),
             Section::Compose => artifacts::digest_of(&(self.seed, &self.runtime, &self.compose)),
         }
+    }
+
+    /// `(key, value)` of every setting that changes the weights `train` produces from a given
+    /// data set: the seed, the device, and `[train]` less [`TRAIN_BUDGET_KEYS`]. The thread
+    /// count is left out because it never changes a number. A checkpoint records this list,
+    /// and a run resumes it only when its own list is the same, naming what differs otherwise.
+    pub fn training_identity(&self) -> Vec<(String, String)> {
+        let mut identity = vec![
+            ("seed".to_owned(), self.seed.to_string()),
+            ("runtime.device".to_owned(), format!("{:?}", self.runtime.device).to_lowercase()),
+        ];
+        let table = toml::Table::try_from(&self.train).expect("the train section serialises to a TOML table");
+        for (key, value) in table {
+            if !TRAIN_BUDGET_KEYS.contains(&key.as_str()) {
+                identity.push((format!("train.{key}"), value.to_string()));
+            }
+        }
+        identity
     }
 }
 

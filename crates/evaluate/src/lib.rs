@@ -22,6 +22,7 @@
 
 pub mod memorisation;
 pub mod music;
+pub mod quality;
 
 use artifacts::{DatasetArtifact, ModelArtifact, NotesArtifact, Split};
 use candle_core::{D, Device};

@@ -84,6 +84,9 @@ fn model(a: &ModelArtifact) -> String {
         hp.seq_len,
         a.encoding.name()
     );
+    if let Some(from) = &a.initialised_from {
+        let _ = writeln!(out, "started:  from the weights of {} ({})", from.name, artifacts::hex(&from.digest));
+    }
     if let Some(last) = a.history.last() {
         let validation = last.validation_loss.map_or("none".to_string(), |v| format!("{v:.3}"));
         let _ = writeln!(

@@ -1,19 +1,43 @@
 //! `listen` renders generated music to a WAV file of the right length that is not silent.
-//! Needs a General MIDI SoundFont; `make test` installs Debian's fluid-soundfont-gm.
+//!
+//! Needs a General MIDI SoundFont: `PIANOLA_SOUNDFONT`, else `compose.soundfont` of the
+//! repository's `pipeline.toml`, else one installed in the usual places (`make test`
+//! installs Debian's fluid-soundfont-gm where it can). Without one the test says that it
+//! skipped, unless `PIANOLA_REQUIRE_SOUNDFONT` is set.
 
 use pipeline_tests::{describe, run_stage, tiny_project};
 
 #[test]
 fn generated_music_renders_to_an_audible_wav_of_the_right_length() {
-    let soundfont = compose::audio::find_soundfont("")
-        .unwrap_or_else(|e| panic!("the listening test needs a SoundFont ({e}); `make test` installs one"));
+    let config = config::PipelineConfig::load(&pipeline_tests::repo_root().join("pipeline.toml"), &[]).unwrap();
+    let Some(soundfont) =
+        test_support::soundfont("generated_music_renders_to_an_audible_wav_of_the_right_length", || {
+            compose::audio::find_soundfont(&config.compose.soundfont)
+        })
+    else {
+        return;
+    };
     let project = tiny_project(2);
     let dir = project.path();
+    let use_soundfont = format!("compose.soundfont={}", soundfont.display());
     let steps: [(&str, &[&str]); 4] = [
         ("extract", &["--input", "midi", "--output", "notes.bin"]),
         ("encode", &["--input", "notes.bin", "--output", "dataset.bin"]),
         ("train", &["--input", "dataset.bin", "--output", "model.bin"]),
-        ("compose", &["--input", "model.bin", "--dataset", "dataset.bin", "--output", "music.mid", "--wav"]),
+        (
+            "compose",
+            &[
+                "--input",
+                "model.bin",
+                "--dataset",
+                "dataset.bin",
+                "--output",
+                "music.mid",
+                "--wav",
+                "--set",
+                &use_soundfont,
+            ],
+        ),
     ];
     pipeline_tests::run_stages(dir, &steps);
     let report: serde_json::Value =
@@ -34,7 +58,7 @@ fn generated_music_renders_to_an_audible_wav_of_the_right_length() {
 
     // The same through the `listen` binary, onto a copy.
     std::fs::copy(dir.join("music.mid"), dir.join("again.mid")).unwrap();
-    let output = run_stage("listen", dir, &["again.mid"]);
+    let output = run_stage("listen", dir, &["again.mid", "--set", &use_soundfont]);
     assert!(output.status.success(), "{}", describe(&output));
     assert_eq!(std::fs::read(dir.join("again.wav")).unwrap(), std::fs::read(dir.join("music.wav")).unwrap());
 }

@@ -90,15 +90,63 @@ fn killed_and_interrupted_runs_resume_to_the_uninterrupted_weights() {
 }
 
 #[test]
-fn a_checkpoint_for_other_settings_is_not_resumed() {
+fn a_checkpoint_for_settings_that_change_the_weights_is_not_resumed_and_the_message_says_which() {
     let project = tiny_project(2);
     let dir = project.path();
     prepare(dir);
     let stopped = interrupt(dir, "model.bin", Duration::from_millis(5), "INT");
     assert!(!stopped.status.success());
-    let output = run_stage("train", dir, &["--input", "dataset.bin", "--output", "model.bin", "--epochs", "2"]);
+    let output = run_stage(
+        "train",
+        dir,
+        &["--input", "dataset.bin", "--output", "model.bin", "--epochs", "2", "--set", "train.learning_rate=0.01"],
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success() && stderr.contains("starting afresh"), "{stderr}");
+    assert!(stderr.contains("train.learning_rate 0.002 → 0.01"), "the message names the setting: {stderr}");
     let (_, model) = artifacts::read::<artifacts::ModelArtifact>(&dir.join("model.bin")).unwrap();
     assert_eq!(model.history.len(), 2);
+}
+
+#[test]
+fn more_epochs_or_other_threads_resume_the_checkpoint() {
+    let project = tiny_project(2);
+    let dir = project.path();
+    prepare(dir);
+    let reference = run_stage("train", dir, &["--input", "dataset.bin", "--output", "reference.bin", "--epochs", "41"]);
+    assert!(reference.status.success(), "{}", describe(&reference));
+    let stopped = interrupt(dir, "model.bin", Duration::from_millis(5), "INT");
+    assert!(!stopped.status.success());
+    let output = run_stage(
+        "train",
+        dir,
+        &["--input", "dataset.bin", "--output", "model.bin", "--epochs", "41", "--threads", "2"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && stderr.contains("resuming from"), "{stderr}");
+    assert!(model_without_timings(&dir.join("model.bin")) == model_without_timings(&dir.join("reference.bin")));
+}
+
+#[test]
+fn a_run_stopped_by_its_time_budget_continues_when_the_budget_grows() {
+    let project = tiny_project(2);
+    let dir = project.path();
+    prepare(dir);
+    let flags = ["--input", "dataset.bin", "--epochs", "40"];
+    let reference = run_stage("train", dir, &[&flags[..], &["--output", "reference.bin"]].concat());
+    assert!(reference.status.success(), "{}", describe(&reference));
+
+    // 0.0005 minutes = 30 ms: a few steps of the first epoch.
+    let budget = run_stage("train", dir, &[&flags[..], &["--output", "model.bin", "--max-minutes", "0.0005"]].concat());
+    let stderr = String::from_utf8_lossy(&budget.stderr);
+    assert!(budget.status.success() && stderr.contains("reached train.max_minutes"), "{stderr}");
+    let (_, cut) = artifacts::read::<artifacts::ModelArtifact>(&dir.join("model.bin")).unwrap();
+    assert!(cut.history.len() < 40, "stopped early: {} epochs", cut.history.len());
+    assert!(dir.join("model.bin.checkpoint").exists(), "the checkpoint stays, to continue from");
+
+    let more = run_stage("train", dir, &[&flags[..], &["--output", "model.bin", "--max-minutes", "0"]].concat());
+    let stderr = String::from_utf8_lossy(&more.stderr);
+    assert!(more.status.success() && stderr.contains("resuming from"), "{stderr}");
+    assert!(model_without_timings(&dir.join("model.bin")) == model_without_timings(&dir.join("reference.bin")));
+    assert!(!dir.join("model.bin.checkpoint").exists(), "a completed run removes its checkpoint");
 }

@@ -18,17 +18,18 @@
 //! The order of windows and the dropout masks come from the seed, so a run is reproducible.
 
 pub mod adam;
+pub mod checkpoint;
 
 use adam::Adam;
-use artifacts::{CheckpointArtifact, DatasetArtifact, EpochRecord, Hyperparameters, ModelArtifact, Split};
+use artifacts::{CheckpointArtifact, DatasetArtifact, EpochRecord, Hyperparameters, InputDigest, ModelArtifact, Split};
 use candle_core::{D, Device, Tensor};
+pub use checkpoint::{checkpoint_path, interrupt_on_signals};
 use config::{PipelineConfig, Section};
 use lstm::LstmModel;
 use seeded_rng::SeededRng;
 use stage_cli::Progress;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -43,6 +44,11 @@ pub enum TrainError {
     /// Stopped by a signal after saving this checkpoint.
     Interrupted {
         checkpoint: PathBuf,
+    },
+    /// `train.init` names a model this run cannot start from.
+    IncompatibleInit {
+        path: PathBuf,
+        detail: String,
     },
 }
 
@@ -61,6 +67,12 @@ impl fmt::Display for TrainError {
                 "interrupted: progress saved to {}; run train (or make) again to resume",
                 checkpoint.display()
             ),
+            TrainError::IncompatibleInit { path, detail } => write!(
+                f,
+                "train.init = {}: cannot start from this model: {detail}; set train.init = \"\" to train \
+                 from scratch",
+                path.display()
+            ),
         }
     }
 }
@@ -73,25 +85,40 @@ impl From<candle_core::Error> for TrainError {
     }
 }
 
-/// Runs the stage: reads `input` (dataset.bin), trains, writes `output` (model.bin).
+/// Runs the stage: reads `input` (dataset.bin) and, with `train.init`, the model to start
+/// from; trains; writes `output` (model.bin), without Adam's moments when `weights_only`.
 ///
-/// Progress is saved to `<output>.checkpoint` as configured and when `interrupt` is set
-/// (by Ctrl-C or SIGTERM, see [`interrupt_on_signals`]); a later run with the same data and
-/// `[train]` settings resumes from it and ends with exactly the weights of an uninterrupted run.
+/// Progress is saved to `<output>.checkpoint` as configured, when `interrupt` is set (by
+/// Ctrl-C or SIGTERM, see [`interrupt_on_signals`]) and when the time budget
+/// (`train.max_minutes`) runs out; a later run with the same data and the same settings
+/// that shape the weights resumes from it, and ends with exactly the weights of an
+/// uninterrupted run. A run that completes its epochs removes the checkpoint.
 pub fn run(
     config: &PipelineConfig,
     input: &Path,
     output: &Path,
+    weights_only: bool,
     interrupt: &AtomicBool,
 ) -> Result<ModelArtifact, TrainError> {
-    let (dataset, input_digest) = artifacts::read_input::<DatasetArtifact>(input).map_err(TrainError::Artifact)?;
+    let (dataset, dataset_digest) = artifacts::read_input::<DatasetArtifact>(input).map_err(TrainError::Artifact)?;
+    let init = read_init(&config.train.init, &dataset, config)?;
     let device = lstm::select_device(config.runtime.device)?;
     let checkpoint_path = checkpoint_path(output);
-    let resume = load_checkpoint(&checkpoint_path, config, &input_digest.digest);
+    let mut identity = config.training_identity();
+    identity.extend(init.as_ref().map(|(_, from)| ("train.init digest".to_owned(), artifacts::hex(&from.digest))));
+    let resume = checkpoint::load_resumable(&checkpoint_path, &identity, &dataset_digest.digest);
+    let start = match (resume, init) {
+        (Some(checkpoint), _) => Start::Resume(Box::new(checkpoint)),
+        (None, Some((model, from))) => Start::Init(Box::new(model), from),
+        (None, None) => Start::Random,
+    };
     let producer = concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"));
     let config_digest = config.section_digest(Section::Train);
+    let mut inputs = vec![dataset_digest];
+    inputs.extend(start.initialised_from().cloned());
     let mut save = |checkpoint: &CheckpointArtifact| {
-        artifacts::write(&checkpoint_path, checkpoint, producer, config_digest, vec![input_digest.clone()])
+        let checkpoint = CheckpointArtifact { settings: identity.clone(), ..checkpoint.clone() };
+        artifacts::write(&checkpoint_path, &checkpoint, producer, config_digest, inputs.clone())
             .map(drop)
             .map_err(TrainError::Artifact)
     };
@@ -102,14 +129,22 @@ pub fn run(
     };
     let started = Instant::now();
     let hooks = Hooks { save: &mut save, interrupt, epoch_done: &mut draw_curve };
-    let model = train(config, &dataset, &device, resume, hooks).map_err(|e| match e {
+    let (model, ending) = train(config, &dataset, &device, start, hooks).map_err(|e| match e {
         TrainError::Interrupted { .. } => TrainError::Interrupted { checkpoint: checkpoint_path.clone() },
         other => other,
     })?;
 
-    let outcome =
-        artifacts::write(output, &model, producer, config_digest, vec![input_digest]).map_err(TrainError::Artifact)?;
-    artifacts::remove_if_present(&checkpoint_path).map_err(TrainError::Artifact)?;
+    let stored = if weights_only { model.clone().weights_only() } else { model.clone() };
+    let outcome = artifacts::write(output, &stored, producer, config_digest, inputs).map_err(TrainError::Artifact)?;
+    match ending {
+        Ending::Completed => artifacts::remove_if_present(&checkpoint_path).map_err(TrainError::Artifact)?,
+        Ending::TimeBudget => tracing::info!(
+            "train: stopped at the time budget of {} minutes; raise train.max_minutes (or 0 = no limit) and \
+             run again to continue from {}",
+            config.train.max_minutes,
+            checkpoint_path.display()
+        ),
+    }
     let report = TrainReport::new(&model, started.elapsed().as_secs_f64(), &device);
     if let Some(best) = model.history.iter().find(|e| Some(e.epoch) == report.best_epoch) {
         tracing::info!(
@@ -126,6 +161,80 @@ pub fn run(
     Ok(model)
 }
 
+/// The model named by `train.init` and its digest, checked against the data set and the
+/// network shape in `[train]`; `None` when `path` is empty (train from scratch).
+fn read_init(
+    path: &Path,
+    dataset: &DatasetArtifact,
+    config: &PipelineConfig,
+) -> Result<Option<(ModelArtifact, InputDigest)>, TrainError> {
+    if path.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let (model, from) = artifacts::read_input::<ModelArtifact>(path).map_err(TrainError::Artifact)?;
+    let incompatible = |detail: String| TrainError::IncompatibleInit { path: path.to_path_buf(), detail };
+    if model.encoding != dataset.encoding {
+        return Err(incompatible(format!(
+            "it was trained on the encoding {:?}, the data set is encoded as {:?}",
+            model.encoding, dataset.encoding
+        )));
+    }
+    if model.vocabulary != dataset.vocabulary {
+        return Err(incompatible(format!(
+            "its dictionary ({} tokens) differs from the data set's ({} tokens)",
+            model.vocabulary.len(),
+            dataset.vocabulary.len()
+        )));
+    }
+    let shape = &model.hyperparameters;
+    let train = &config.train;
+    for (key, theirs, ours) in [
+        ("train.embedding", shape.embedding, train.embedding),
+        ("train.hidden", shape.hidden, train.hidden),
+        ("train.layers", shape.layers, train.layers),
+    ] {
+        if theirs != ours {
+            return Err(incompatible(format!("it has {key} = {theirs}, this config says {ours}")));
+        }
+    }
+    tracing::info!(
+        "train: starting from the weights of {} ({} epochs of training)",
+        path.display(),
+        model.history.len()
+    );
+    Ok(Some((model, from)))
+}
+
+/// What a run starts from.
+pub enum Start {
+    /// Random weights drawn from the seed.
+    Random,
+    /// The weights of another model (`train.init`), with a fresh optimizer.
+    Init(Box<ModelArtifact>, InputDigest),
+    /// A checkpoint of this very run, continued exactly.
+    Resume(Box<CheckpointArtifact>),
+}
+
+impl Start {
+    /// The model whose weights this run's weights descend from, if any.
+    fn initialised_from(&self) -> Option<&InputDigest> {
+        match self {
+            Start::Random => None,
+            Start::Init(_, from) => Some(from),
+            Start::Resume(checkpoint) => checkpoint.model.initialised_from.as_ref(),
+        }
+    }
+}
+
+/// Why a run stopped without an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// Every epoch ran.
+    Completed,
+    /// `train.max_minutes` ran out; the checkpoint holds the place to continue from.
+    TimeBudget,
+}
+
 /// What one run did: written as `model.report.json`.
 #[derive(Debug, serde::Serialize)]
 pub struct TrainReport {
@@ -134,6 +243,8 @@ pub struct TrainReport {
     pub threads: usize,
     /// Wall-clock seconds of this run (a resumed run counts from its restart).
     pub seconds: f64,
+    /// The model the weights started from (`train.init`), if any.
+    pub initialised_from: Option<String>,
     /// The epoch with the lowest validation loss, if there is a validation set.
     pub best_epoch: Option<usize>,
     pub history: Vec<EpochRecord>,
@@ -152,70 +263,21 @@ impl TrainReport {
             device: format!("{device:?}"),
             threads: candle_core::utils::get_num_threads(),
             seconds,
+            initialised_from: model
+                .initialised_from
+                .as_ref()
+                .map(|from| format!("{} (BLAKE3 {})", from.name, artifacts::hex(&from.digest))),
             best_epoch,
             history: model.history.clone(),
         }
     }
 }
 
-/// Where the checkpoint of a run writing `output` lives: beside it, `<output>.checkpoint`.
-pub fn checkpoint_path(output: &Path) -> PathBuf {
-    let mut name = output.as_os_str().to_owned();
-    name.push(".checkpoint");
-    PathBuf::from(name)
-}
-
-/// A checkpoint to resume from, if `path` holds one made by the same `[train]` settings
-/// on the same data set; anything else there is reported and left to be overwritten.
-fn load_checkpoint(
-    path: &Path,
-    config: &PipelineConfig,
-    dataset_digest: &artifacts::Digest,
-) -> Option<CheckpointArtifact> {
-    if !path.exists() {
-        return None;
-    }
-    match artifacts::read::<CheckpointArtifact>(path) {
-        Ok((header, checkpoint))
-            if header.config_digest == config.section_digest(Section::Train)
-                && header.inputs.iter().any(|input| input.digest == *dataset_digest) =>
-        {
-            tracing::info!(
-                "resuming from {}: epoch {}, {} batches done",
-                path.display(),
-                checkpoint.epoch,
-                checkpoint.batches_done
-            );
-            Some(checkpoint)
-        }
-        Ok(_) => {
-            tracing::warn!("{} was made with other [train] settings or data: starting afresh", path.display());
-            None
-        }
-        Err(e) => {
-            tracing::warn!("cannot resume: {e}; starting afresh");
-            None
-        }
-    }
-}
-
-/// Sets the returned flag on Ctrl-C (SIGINT) or SIGTERM, so training can finish its step,
-/// save a checkpoint and stop. A second Ctrl-C stops the process at once.
-pub fn interrupt_on_signals() -> std::io::Result<Arc<AtomicBool>> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let flag = Arc::new(AtomicBool::new(false));
-    for signal in [SIGINT, SIGTERM] {
-        // Order matters: the shutdown check sees the flag as it was before this signal.
-        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&flag))?;
-        signal_hook::flag::register(signal, Arc::clone(&flag))?;
-    }
-    Ok(flag)
-}
-
 /// How a training run reports and saves its progress and learns that it should stop.
 pub struct Hooks<'a> {
     /// Stores a checkpoint (atomically); called every `train.checkpoint_steps` steps,
-    /// every `train.checkpoint_seconds`, and when `interrupt` is set.
+    /// every `train.checkpoint_seconds`, when `interrupt` is set and when the time budget
+    /// runs out.
     pub save: &'a mut dyn FnMut(&CheckpointArtifact) -> Result<(), TrainError>,
     /// Set from outside (a signal handler) to stop after the current step.
     pub interrupt: &'a AtomicBool,
@@ -227,15 +289,19 @@ pub struct Hooks<'a> {
 /// The callback of [`Hooks::epoch_done`].
 pub type EpochDone<'a> = dyn FnMut(&[EpochRecord], &[(f64, f32)]) -> Result<(), TrainError> + 'a;
 
-/// Trains the model on `dataset` as `config.train` says, from scratch or from `resume`,
-/// and returns the artifact.
+/// Trains the model on `dataset` as `config.train` says, from `start`, and returns the
+/// artifact and why training ended.
+///
+/// With a time budget (`train.max_minutes`), the step that crosses it is the last: a
+/// checkpoint is saved there, the epoch so far is validated and recorded, and the run ends
+/// with [`Ending::TimeBudget`].
 pub fn train(
     config: &PipelineConfig,
     dataset: &DatasetArtifact,
     device: &Device,
-    resume: Option<CheckpointArtifact>,
+    start: Start,
     hooks: Hooks,
-) -> Result<ModelArtifact, TrainError> {
+) -> Result<(ModelArtifact, Ending), TrainError> {
     let settings = &config.train;
     let hyperparameters = Hyperparameters {
         vocab_size: dataset.vocabulary.len(),
@@ -249,18 +315,28 @@ pub fn train(
     let validation_windows = dataset.windows(Split::Validation);
     let mut order_rng = SeededRng::new(config.seed, "order");
     let mut dropout_rng = SeededRng::new(config.seed, "dropout");
-    let (model, mut optimizer, mut history) = match &resume {
-        None => {
+    let initialised_from = start.initialised_from().cloned();
+    let (model, mut optimizer, mut history) = match &start {
+        Start::Random => {
             let model = LstmModel::new(hyperparameters.clone(), config.seed, device)?;
             let optimizer = Adam::new(model.vars(), settings.learning_rate);
             (model, optimizer, Vec::with_capacity(settings.epochs))
         }
-        Some(checkpoint) => {
+        Start::Init(init, _) => {
+            let model = LstmModel::from_named(hyperparameters.clone(), &init.weights, device)?;
+            let optimizer = Adam::new(model.vars(), settings.learning_rate);
+            (model, optimizer, Vec::with_capacity(settings.epochs))
+        }
+        Start::Resume(checkpoint) => {
             let model = LstmModel::from_named(hyperparameters.clone(), &checkpoint.model.weights, device)?;
             let optimizer = Adam::from_state(&checkpoint.model.optimizer, settings.learning_rate);
             dropout_rng.set_position(checkpoint.dropout_rng_position);
             (model, optimizer, checkpoint.model.history.clone())
         }
+    };
+    let resume = match &start {
+        Start::Resume(checkpoint) => Some(checkpoint.as_ref()),
+        _ => None,
     };
     let parameters: usize = model.vars().iter().map(|v| v.elem_count()).sum();
     tracing::info!(
@@ -285,16 +361,20 @@ pub fn train(
                 vocabulary: dataset.vocabulary.clone(),
                 weights: model.to_named()?,
                 optimizer: optimizer.state(model.names()),
+                initialised_from: initialised_from.clone(),
                 history: history.clone(),
             })
         };
-    let start_epoch = resume.as_ref().map_or(1, |c| c.epoch);
+    let start_epoch = resume.map_or(1, |c| c.epoch);
     // The window order of each epoch is a shuffle of the previous one: replay those before
     // the epoch we resume in, so it sees the order it would have seen.
     for _ in 1..start_epoch {
         order_rng.shuffle(&mut train_windows);
     }
+    let budget_seconds = settings.max_minutes * 60.0;
+    let trained_before = resume.map_or(0.0, |c| c.trained_seconds);
     let started = Instant::now();
+    let trained_seconds = || trained_before + started.elapsed().as_secs_f64();
     let mut last_save = (Instant::now(), 0usize);
     let mut steps = 0usize;
     let mut step_losses: Vec<(f64, f32)> = Vec::new();
@@ -302,11 +382,12 @@ pub fn train(
         let epoch_started = Instant::now();
         order_rng.shuffle(&mut train_windows);
         let batches: Vec<&[(usize, usize)]> = train_windows.chunks(settings.batch_size).collect();
-        let resumed = resume.as_ref().filter(|c| c.epoch == epoch);
+        let resumed = resume.filter(|c| c.epoch == epoch);
         let skip = resumed.map_or(0, |c| c.batches_done);
         let (mut loss_sum, mut targets, seconds_before) =
             resumed.map_or((0.0, 0, 0.0), |c| (c.epoch_loss_sum, c.epoch_targets, c.epoch_seconds));
         let mut progress = Progress::new("train", "batches", (batches.len() - skip.min(batches.len())) as u64);
+        let mut out_of_time = false;
         for (index, windows) in batches.iter().enumerate().skip(skip) {
             let (inputs, expected) = batch(dataset, windows, device)?;
             // Forward and backward.
@@ -332,10 +413,11 @@ pub fn train(
             });
 
             let interrupted = hooks.interrupt.load(Ordering::Relaxed);
+            out_of_time = budget_seconds > 0.0 && trained_seconds() >= budget_seconds;
             let due = (settings.checkpoint_steps > 0 && steps - last_save.1 >= settings.checkpoint_steps)
                 || (settings.checkpoint_seconds > 0.0
                     && last_save.0.elapsed().as_secs_f64() >= settings.checkpoint_seconds);
-            if interrupted || due {
+            if interrupted || due || out_of_time {
                 (hooks.save)(&CheckpointArtifact {
                     model: snapshot(&model, &optimizer, &history)?,
                     epoch,
@@ -344,11 +426,16 @@ pub fn train(
                     epoch_targets: targets,
                     epoch_seconds: seconds_before + epoch_started.elapsed().as_secs_f64(),
                     dropout_rng_position: dropout_rng.position(),
+                    trained_seconds: trained_seconds(),
+                    settings: Vec::new(),
                 })?;
                 last_save = (Instant::now(), steps);
             }
             if interrupted {
                 return Err(TrainError::Interrupted { checkpoint: PathBuf::new() });
+            }
+            if out_of_time {
+                break;
             }
         }
         let seconds = seconds_before + epoch_started.elapsed().as_secs_f64();
@@ -361,11 +448,19 @@ pub fn train(
             seconds,
             targets_per_second: targets as f64 / seconds.max(1e-9),
         };
-        log_epoch(&record, settings.epochs, started.elapsed().as_secs_f64());
+        log_epoch(&record, settings.epochs, trained_seconds());
         history.push(record);
         (hooks.epoch_done)(&history, &step_losses)?;
+        if out_of_time {
+            tracing::info!(
+                "train: {:.1} minutes of training reached train.max_minutes = {} in epoch {epoch}",
+                trained_seconds() / 60.0,
+                settings.max_minutes
+            );
+            return Ok((snapshot(&model, &optimizer, &history)?, Ending::TimeBudget));
+        }
     }
-    snapshot(&model, &optimizer, &history)
+    Ok((snapshot(&model, &optimizer, &history)?, Ending::Completed))
 }
 
 fn log_epoch(record: &EpochRecord, epochs: usize, elapsed: f64) {
@@ -504,6 +599,7 @@ mod tests {
                 vocabulary: dataset.vocabulary.clone(),
                 weights,
                 optimizer: adam.state(&names),
+                initialised_from: None,
                 history: Vec::new(),
             },
             epoch: 1,
@@ -512,6 +608,8 @@ mod tests {
             epoch_targets: 0,
             epoch_seconds: 0.0,
             dropout_rng_position: 0,
+            trained_seconds: 0.0,
+            settings: Vec::new(),
         };
         let stop = AtomicBool::new(false);
         let mut saves = 0;
@@ -522,7 +620,7 @@ mod tests {
         let mut config = config;
         config.train.checkpoint_steps = 1;
         let hooks = Hooks { save: &mut save, interrupt: &stop, epoch_done: &mut |_, _| Ok(()) };
-        let result = train(&config, &dataset, &Device::Cpu, Some(poisoned), hooks);
+        let result = train(&config, &dataset, &Device::Cpu, Start::Resume(Box::new(poisoned)), hooks);
         assert!(matches!(result, Err(TrainError::Diverged { epoch: 1 })), "{:?}", result.err());
         assert_eq!(saves, 0, "no checkpoint may be written from a diverged step");
     }
@@ -532,7 +630,8 @@ mod tests {
         let (config, dataset) = learnable();
         let stop = AtomicBool::new(false);
         let hooks = Hooks { save: &mut |_| Ok(()), interrupt: &stop, epoch_done: &mut |_, _| Ok(()) };
-        let model = train(&config, &dataset, &Device::Cpu, None, hooks).unwrap();
+        let (model, ending) = train(&config, &dataset, &Device::Cpu, Start::Random, hooks).unwrap();
+        assert_eq!(ending, Ending::Completed);
         let first = &model.history[0];
         let last = model.history.last().unwrap();
         assert!(last.train_loss < first.train_loss * 0.5, "{} → {}", first.train_loss, last.train_loss);

@@ -5,9 +5,13 @@ use std::path::PathBuf;
 /// predict the next token of the data set (dataset.bin), with cross-entropy loss and Adam,
 /// and writes the model artifact (model.bin) with its training history.
 ///
+/// With `train.init = "models/piano.bin"` training starts from that model's weights
+/// (fine-tuning) instead of random ones.
+///
 /// Progress is saved to <output>.checkpoint every `train.checkpoint_steps` steps and
-/// `train.checkpoint_seconds` seconds, and on Ctrl-C or SIGTERM (after the current step);
-/// running train again with the same data and [train] settings resumes from it.
+/// `train.checkpoint_seconds` seconds, on Ctrl-C or SIGTERM (after the current step), and
+/// when `train.max_minutes` runs out; running train again with the same data and the same
+/// settings that shape the weights resumes from it (more epochs or minutes continue it).
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Args {
@@ -25,6 +29,13 @@ struct Args {
     /// Override `runtime.threads` (0 = one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Override `train.max_minutes`: stop after the step that crosses this many minutes.
+    #[arg(long)]
+    max_minutes: Option<f64>,
+    /// Leave Adam's moments out of the written model (a third of the size): for a model
+    /// that others start from with `train.init`, which begins with a fresh optimizer.
+    #[arg(long)]
+    weights_only: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -33,12 +44,13 @@ fn main() -> std::process::ExitCode {
     let flags = [
         stage_cli::flag_override("train.epochs", args.epochs),
         stage_cli::flag_override("runtime.threads", args.threads),
+        stage_cli::flag_override("train.max_minutes", args.max_minutes),
     ];
     stage_cli::exit_with((|| -> Result<(), Box<dyn std::error::Error>> {
         let config = args.config.load(flags.into_iter().flatten().collect())?;
         lstm::set_cpu_threads(config.runtime.threads);
         let interrupt = train::interrupt_on_signals()?;
-        train::run(&config, &args.input, &args.output, &interrupt)?;
+        train::run(&config, &args.input, &args.output, args.weights_only, &interrupt)?;
         Ok(())
     })())
 }

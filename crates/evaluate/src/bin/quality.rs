@@ -1,0 +1,84 @@
+use clap::Parser;
+use std::path::{Path, PathBuf};
+
+/// Compares generated MIDI files with real pieces they were not trained on: the seven
+/// histogram overlaps (pitch class, pitch, interval, inter-onset, duration, velocity,
+/// polyphony), repetition, pulse, notes per second, and the longest run copied from the
+/// training pieces in any transposition. Writes quality.json and quality.md.
+///
+/// Every file is read as extract reads it (with `[extract]` of the config: sustain applied).
+/// A set is a folder searched recursively, or with its --…-list a file of paths in it.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Args {
+    #[command(flatten)]
+    config: stage_cli::ConfigArgs,
+    /// The real pieces to compare with (e.g. ../shared/data/piano/piano-midi-de).
+    #[arg(long, value_name = "FOLDER")]
+    reference: PathBuf,
+    /// Only these files of --reference, one path a line (e.g. ../shared/splits/piano-midi-de.valid.txt).
+    #[arg(long, value_name = "FILE")]
+    reference_list: Option<PathBuf>,
+    /// The pieces the model was trained on, for the longest copied run.
+    #[arg(long, value_name = "FOLDER")]
+    training: Option<PathBuf>,
+    /// Only these files of --training, one path a line.
+    #[arg(long, value_name = "FILE")]
+    training_list: Option<PathBuf>,
+    /// Seconds of each reference piece whose repetition and pulse are measured, to compare
+    /// like with like (the length of the generated pieces).
+    #[arg(long, default_value_t = 60.0)]
+    excerpt_seconds: f64,
+    /// The report to write; quality.md goes beside it.
+    #[arg(long, default_value = "artifacts/quality.json", value_name = "FILE")]
+    output: PathBuf,
+    /// Generated MIDI files.
+    #[arg(required = true)]
+    generated: Vec<PathBuf>,
+}
+
+type Pieces = Vec<(String, Vec<artifacts::Note>)>;
+
+fn read_set(folder: &Path, list: Option<&Path>, limits: &config::ExtractConfig) -> Result<Pieces, String> {
+    let files = match list {
+        Some(list) => std::fs::read_to_string(list)
+            .map_err(|e| format!("{}: {e}", list.display()))?
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| folder.join(line.trim()))
+            .collect(),
+        None => extract::find_midi_files(folder).map_err(|e| e.to_string())?,
+    };
+    read_files(&files, limits)
+}
+
+fn read_files(files: &[PathBuf], limits: &config::ExtractConfig) -> Result<Pieces, String> {
+    files
+        .iter()
+        .map(|path| {
+            let (_, notes, _) = extract::extract_file(path, limits).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok((path.display().to_string(), notes))
+        })
+        .collect()
+}
+
+fn main() -> std::process::ExitCode {
+    stage_cli::init_logging();
+    let args = Args::parse();
+    stage_cli::exit_with((|| -> Result<(), Box<dyn std::error::Error>> {
+        let config = args.config.load(Vec::new())?;
+        let generated = read_files(&args.generated, &config.extract)?;
+        let reference = read_set(&args.reference, args.reference_list.as_deref(), &config.extract)?;
+        let training = match &args.training {
+            Some(folder) => read_set(folder, args.training_list.as_deref(), &config.extract)?,
+            None => Vec::new(),
+        };
+        let report = evaluate::quality::compare(&generated, &reference, &training, args.excerpt_seconds);
+        let markdown = evaluate::quality::markdown(&report);
+        let json = serde_json::to_string_pretty(&report)? + "\n";
+        artifacts::write_if_changed(&args.output, json.as_bytes())?;
+        artifacts::write_if_changed(&args.output.with_extension("md"), markdown.as_bytes())?;
+        print!("{markdown}");
+        Ok(())
+    })())
+}

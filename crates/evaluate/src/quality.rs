@@ -1,0 +1,401 @@
+//! How close generated music is to real pieces it never saw, by fixed definitions that make
+//! figures comparable from run to run and with other systems (the ones of
+//! `../shared/splits/README.md`).
+//!
+//! Seven histograms, pooled over a set's notes, compared by their overlap Σ min(p, q):
+//! pitch class (12), pitch (128), melodic interval between consecutive notes of the pitch
+//! sequence (−24..+24, wider leaps counted at the ends), inter-onset interval between onset
+//! groups and duration (seconds, bins from 0, .02, .05, .1, .2, .35, .5, .75, 1, 1.5, 2 and 4),
+//! velocity (16 bins of 8), and polyphony (notes sounding at each onset group, 1..9, 10+).
+//! An onset group is the notes starting within 20 ms of its first onset; the pitch sequence
+//! is the notes by onset, a group's pitches ascending. Beside them, per piece: repetition
+//! (the share of the pitch sequence's 4-grams whose value occurs more than once in the piece),
+//! pulse (the share of the most common inter-onset interval, to 10 ms), notes per second,
+//! the longest held note, and the longest run of notes copied from the training pieces in
+//! any transposition (compared as interval sequences).
+//!
+//! Key design decision: every set is read by extract's own reader with the sustain pedal
+//! applied, generated files included, so both sides of a comparison see durations alike.
+
+use crate::memorisation::longest_copied_run;
+use artifacts::Note;
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// Lower bin edges in seconds of inter-onset intervals and durations (the last bin is open).
+pub const TIME_EDGES: [f64; 12] = [0.0, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0];
+/// Notes whose onsets lie within this of a group's first onset belong to the group.
+pub const ONSET_GROUP_SECONDS: f64 = 0.020;
+/// Length of the pitch patterns whose recurrence is the repetition share.
+pub const REPETITION_NGRAM: usize = 4;
+/// Widest melodic interval with a bin of its own, in semitones.
+const MAX_INTERVAL: i32 = 24;
+
+/// The seven histograms of one set of pieces, each normalised to sum to 1 (or all zero).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Histograms {
+    pub pitch_class: Vec<f64>,
+    pub pitch: Vec<f64>,
+    pub interval: Vec<f64>,
+    pub inter_onset: Vec<f64>,
+    pub duration: Vec<f64>,
+    pub velocity: Vec<f64>,
+    pub polyphony: Vec<f64>,
+}
+
+/// The histograms' names, in the order of [`Histograms::all`].
+pub const HISTOGRAM_NAMES: [&str; 7] =
+    ["pitch class", "pitch", "interval", "inter-onset", "duration", "velocity", "polyphony"];
+
+impl Histograms {
+    /// The histograms of `pieces` pooled together.
+    pub fn of(pieces: &[Vec<Note>]) -> Histograms {
+        let mut h = Histograms {
+            pitch_class: vec![0.0; 12],
+            pitch: vec![0.0; 128],
+            interval: vec![0.0; (2 * MAX_INTERVAL + 1) as usize],
+            inter_onset: vec![0.0; TIME_EDGES.len()],
+            duration: vec![0.0; TIME_EDGES.len()],
+            velocity: vec![0.0; 16],
+            polyphony: vec![0.0; 10],
+        };
+        for piece in pieces {
+            let groups = onset_groups(piece);
+            for note in piece {
+                h.pitch_class[usize::from(note.pitch % 12)] += 1.0;
+                h.pitch[usize::from(note.pitch.min(127))] += 1.0;
+                h.duration[time_bin(note.duration_seconds)] += 1.0;
+                h.velocity[usize::from(note.velocity.min(127) / 8)] += 1.0;
+            }
+            for pair in pitch_sequence(&groups).windows(2) {
+                let step = (i32::from(pair[1]) - i32::from(pair[0])).clamp(-MAX_INTERVAL, MAX_INTERVAL);
+                h.interval[(step + MAX_INTERVAL) as usize] += 1.0;
+            }
+            for pair in groups.windows(2) {
+                h.inter_onset[time_bin(pair[1].onset - pair[0].onset)] += 1.0;
+            }
+            for group in &groups {
+                let sounding = piece
+                    .iter()
+                    .filter(|n| n.onset_seconds <= group.onset + ONSET_GROUP_SECONDS && n.end() > group.onset)
+                    .count();
+                h.polyphony[sounding.clamp(1, 10) - 1] += 1.0;
+            }
+        }
+        for histogram in h.all_mut() {
+            let total: f64 = histogram.iter().sum();
+            if total > 0.0 {
+                histogram.iter_mut().for_each(|c| *c /= total);
+            }
+        }
+        h
+    }
+
+    /// The seven histograms, in the order of [`HISTOGRAM_NAMES`].
+    pub fn all(&self) -> [&Vec<f64>; 7] {
+        [
+            &self.pitch_class,
+            &self.pitch,
+            &self.interval,
+            &self.inter_onset,
+            &self.duration,
+            &self.velocity,
+            &self.polyphony,
+        ]
+    }
+
+    fn all_mut(&mut self) -> [&mut Vec<f64>; 7] {
+        [
+            &mut self.pitch_class,
+            &mut self.pitch,
+            &mut self.interval,
+            &mut self.inter_onset,
+            &mut self.duration,
+            &mut self.velocity,
+            &mut self.polyphony,
+        ]
+    }
+
+    /// Σ min(p, q) of each pair of histograms: 1 for identical distributions, 0 for disjoint.
+    pub fn overlaps(&self, other: &Histograms) -> [f64; 7] {
+        let (mine, theirs) = (self.all(), other.all());
+        std::array::from_fn(|i| mine[i].iter().zip(theirs[i]).map(|(p, q)| p.min(*q)).sum())
+    }
+}
+
+trait NoteEnd {
+    fn end(&self) -> f64;
+}
+
+impl NoteEnd for Note {
+    fn end(&self) -> f64 {
+        self.onset_seconds + self.duration_seconds
+    }
+}
+
+fn time_bin(seconds: f64) -> usize {
+    TIME_EDGES.iter().rposition(|&edge| seconds >= edge).unwrap_or(0)
+}
+
+/// Notes starting together: the first onset and the pitches, ascending.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OnsetGroup {
+    pub onset: f64,
+    pub pitches: Vec<u8>,
+}
+
+/// A piece's onset groups in time order (notes in any order).
+pub fn onset_groups(piece: &[Note]) -> Vec<OnsetGroup> {
+    let mut notes: Vec<&Note> = piece.iter().collect();
+    notes.sort_by(|a, b| a.onset_seconds.total_cmp(&b.onset_seconds).then(a.pitch.cmp(&b.pitch)));
+    let mut groups: Vec<OnsetGroup> = Vec::new();
+    for note in notes {
+        match groups.last_mut() {
+            Some(group) if note.onset_seconds - group.onset <= ONSET_GROUP_SECONDS => group.pitches.push(note.pitch),
+            _ => groups.push(OnsetGroup { onset: note.onset_seconds, pitches: vec![note.pitch] }),
+        }
+    }
+    for group in &mut groups {
+        group.pitches.sort_unstable();
+    }
+    groups
+}
+
+/// The notes by onset, each group's pitches ascending.
+pub fn pitch_sequence(groups: &[OnsetGroup]) -> Vec<u8> {
+    groups.iter().flat_map(|g| g.pitches.iter().copied()).collect()
+}
+
+/// The share of a pitch sequence's `n`-grams whose value occurs more than once in it.
+pub fn repetition_share(pitches: &[u8], n: usize) -> f64 {
+    let grams: Vec<&[u8]> = pitches.windows(n).collect();
+    if grams.is_empty() {
+        return 0.0;
+    }
+    let mut counts: HashMap<&[u8], usize> = HashMap::new();
+    for gram in &grams {
+        *counts.entry(gram).or_default() += 1;
+    }
+    grams.iter().filter(|g| counts[*g] > 1).count() as f64 / grams.len() as f64
+}
+
+/// The share of the most common inter-onset interval (to 10 ms) among a piece's intervals.
+pub fn pulse_share(groups: &[OnsetGroup]) -> f64 {
+    let mut counts: HashMap<i64, usize> = HashMap::new();
+    for pair in groups.windows(2) {
+        *counts.entry(((pair[1].onset - pair[0].onset) * 100.0).round() as i64).or_default() += 1;
+    }
+    let total: usize = counts.values().sum();
+    counts.values().max().map_or(0.0, |&most| most as f64 / total as f64)
+}
+
+/// Steps between consecutive pitches: the same for every transposition of a passage.
+fn intervals(pitches: &[u8]) -> Vec<i16> {
+    pitches.windows(2).map(|w| i16::from(w[1]) - i16::from(w[0])).collect()
+}
+
+/// What one generated piece is like.
+#[derive(Clone, Debug, Serialize)]
+pub struct PieceFigures {
+    pub name: String,
+    pub notes: usize,
+    pub seconds: f64,
+    pub notes_per_second: f64,
+    pub repetition: f64,
+    pub pulse: f64,
+    pub longest_note_seconds: f64,
+    /// The longest run of notes found in one training piece, in any transposition (0 without
+    /// training pieces).
+    pub longest_copy_notes: usize,
+    pub longest_copy_from: String,
+}
+
+/// Seconds from 0 to the end of a piece's last note.
+fn length_seconds(piece: &[Note]) -> f64 {
+    piece.iter().map(NoteEnd::end).fold(0.0, f64::max)
+}
+
+/// The figures of one piece; `training` holds the interval sequences of the training pieces.
+pub fn piece_figures(name: &str, piece: &[Note], training: &[(String, Vec<i16>)]) -> PieceFigures {
+    let groups = onset_groups(piece);
+    let pitches = pitch_sequence(&groups);
+    let seconds = length_seconds(piece);
+    let copy = if training.is_empty() { None } else { Some(longest_copied_run(&intervals(&pitches), training)) };
+    PieceFigures {
+        name: name.to_owned(),
+        notes: piece.len(),
+        seconds,
+        notes_per_second: piece.len() as f64 / seconds.max(1e-9),
+        repetition: repetition_share(&pitches, REPETITION_NGRAM),
+        pulse: pulse_share(&groups),
+        longest_note_seconds: piece.iter().map(|n| n.duration_seconds).fold(0.0, f64::max),
+        // A run of k equal intervals is k + 1 notes.
+        longest_copy_notes: copy.as_ref().map_or(0, |c| if c.length > 0 { c.length + 1 } else { 0 }),
+        longest_copy_from: copy.map(|c| c.source).unwrap_or_default(),
+    }
+}
+
+/// The interval sequences of training pieces, for [`piece_figures`].
+pub fn training_intervals(pieces: &[(String, Vec<Note>)]) -> Vec<(String, Vec<i16>)> {
+    pieces.iter().map(|(name, notes)| (name.clone(), intervals(&pitch_sequence(&onset_groups(notes))))).collect()
+}
+
+/// The whole comparison of a generated set with a reference set.
+#[derive(Clone, Debug, Serialize)]
+pub struct QualityReport {
+    pub generated_pieces: usize,
+    pub reference_pieces: usize,
+    pub training_pieces: usize,
+    /// The seven overlaps, by [`HISTOGRAM_NAMES`].
+    pub overlaps: Vec<(String, f64)>,
+    pub mean_overlap: f64,
+    pub lowest_overlap: f64,
+    /// Means over the generated pieces.
+    pub repetition: f64,
+    pub pulse: f64,
+    pub notes_per_second: f64,
+    pub longest_copy_notes: usize,
+    pub longest_note_seconds: f64,
+    /// The same figures of the reference pieces' first `excerpt_seconds`, for comparison.
+    pub reference_repetition: f64,
+    pub reference_pulse: f64,
+    pub reference_notes_per_second: f64,
+    pub excerpt_seconds: f64,
+    /// The longest note in the training pieces (0 without them).
+    pub training_longest_note_seconds: f64,
+    pub pieces: Vec<PieceFigures>,
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> f64 {
+    let (sum, count) = values.fold((0.0, 0usize), |(s, c), v| (s + v, c + 1));
+    if count == 0 { 0.0 } else { sum / count as f64 }
+}
+
+/// Compares `generated` with `reference`, with memorisation against `training` (may be empty).
+/// The reference's repetition and pulse are measured on excerpts of `excerpt_seconds`, the
+/// length the generated pieces are usually asked for.
+pub fn compare(
+    generated: &[(String, Vec<Note>)],
+    reference: &[(String, Vec<Note>)],
+    training: &[(String, Vec<Note>)],
+    excerpt_seconds: f64,
+) -> QualityReport {
+    let notes_of = |set: &[(String, Vec<Note>)]| set.iter().map(|(_, n)| n.clone()).collect::<Vec<_>>();
+    let overlaps = Histograms::of(&notes_of(generated)).overlaps(&Histograms::of(&notes_of(reference)));
+    let training_sequences = training_intervals(training);
+    let pieces: Vec<PieceFigures> =
+        generated.iter().map(|(name, notes)| piece_figures(name, notes, &training_sequences)).collect();
+    let excerpts: Vec<PieceFigures> = reference
+        .iter()
+        .map(|(name, notes)| {
+            let excerpt: Vec<Note> = notes.iter().filter(|n| n.onset_seconds < excerpt_seconds).cloned().collect();
+            piece_figures(name, &excerpt, &[])
+        })
+        .collect();
+    QualityReport {
+        generated_pieces: generated.len(),
+        reference_pieces: reference.len(),
+        training_pieces: training.len(),
+        overlaps: HISTOGRAM_NAMES.iter().zip(overlaps).map(|(n, o)| (n.to_string(), o)).collect(),
+        mean_overlap: mean(overlaps.into_iter()),
+        lowest_overlap: overlaps.into_iter().fold(1.0, f64::min),
+        repetition: mean(pieces.iter().map(|p| p.repetition)),
+        pulse: mean(pieces.iter().map(|p| p.pulse)),
+        notes_per_second: mean(pieces.iter().map(|p| p.notes_per_second)),
+        longest_copy_notes: pieces.iter().map(|p| p.longest_copy_notes).max().unwrap_or(0),
+        longest_note_seconds: pieces.iter().map(|p| p.longest_note_seconds).fold(0.0, f64::max),
+        reference_repetition: mean(excerpts.iter().map(|p| p.repetition)),
+        reference_pulse: mean(excerpts.iter().map(|p| p.pulse)),
+        reference_notes_per_second: mean(excerpts.iter().map(|p| p.notes_per_second)),
+        excerpt_seconds,
+        training_longest_note_seconds: training
+            .iter()
+            .flat_map(|(_, notes)| notes.iter().map(|n| n.duration_seconds))
+            .fold(0.0, f64::max),
+        pieces,
+    }
+}
+
+/// The report as a Markdown table and lines, for `quality.md`.
+pub fn markdown(report: &QualityReport) -> String {
+    let mut md = String::from("# Music quality\n\n");
+    md.push_str(&format!(
+        "{} generated pieces against {} reference pieces (overlap of pooled histograms, 1 = identical); \
+         memorisation against {} training pieces.\n\n",
+        report.generated_pieces, report.reference_pieces, report.training_pieces
+    ));
+    let names: Vec<&str> = report.overlaps.iter().map(|(n, _)| n.as_str()).collect();
+    md.push_str(&format!("| {} | mean |\n|{}---|\n", names.join(" | "), "---|".repeat(names.len())));
+    let values: Vec<String> = report.overlaps.iter().map(|(_, o)| format!("{o:.2}")).collect();
+    md.push_str(&format!("| {} | **{:.2}** |\n\n", values.join(" | "), report.mean_overlap));
+    md.push_str("| | generated (mean of pieces) | reference (first excerpt_seconds of each) |\n|---|---|---|\n");
+    md.push_str(&format!(
+        "| repetition (4-note patterns that recur) | {:.2} | {:.2} |\n",
+        report.repetition, report.reference_repetition
+    ));
+    md.push_str(&format!(
+        "| pulse (share of the commonest inter-onset interval) | {:.2} | {:.2} |\n",
+        report.pulse, report.reference_pulse
+    ));
+    md.push_str(&format!(
+        "| notes per second | {:.1} | {:.1} |\n",
+        report.notes_per_second, report.reference_notes_per_second
+    ));
+    md.push_str(&format!(
+        "\nLongest run of notes copied from a training piece (any transposition): {}. Longest note: {:.1} s \
+         (training pieces: {:.1} s).\n",
+        report.longest_copy_notes, report.longest_note_seconds, report.training_longest_note_seconds
+    ));
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn note(pitch: u8, onset: f64, duration: f64) -> Note {
+        Note {
+            pitch,
+            velocity: 64,
+            channel: 0,
+            program: 0,
+            onset_seconds: onset,
+            duration_seconds: duration,
+            onset_quarters: onset * 2.0,
+            duration_quarters: duration * 2.0,
+        }
+    }
+
+    #[test]
+    fn groups_sequence_repetition_and_pulse_follow_the_definitions() {
+        // C-E-G, C-E-G, a chord of C and G struck 10 ms apart.
+        let piece = vec![
+            note(60, 0.0, 0.5),
+            note(64, 0.5, 0.5),
+            note(67, 1.0, 0.5),
+            note(60, 1.5, 0.5),
+            note(64, 2.0, 0.5),
+            note(67, 2.5, 0.5),
+            note(67, 3.01, 1.0),
+            note(60, 3.0, 1.0),
+        ];
+        let groups = onset_groups(&piece);
+        assert_eq!(groups.len(), 7);
+        assert_eq!(pitch_sequence(&groups), vec![60, 64, 67, 60, 64, 67, 60, 67]);
+        // 4-grams: 60 64 67 60 | 64 67 60 64 | 67 60 64 67 | 60 64 67 60 | 64 67 60 67: one repeats twice.
+        assert!((repetition_share(&pitch_sequence(&groups), 4) - 2.0 / 5.0).abs() < 1e-12);
+        assert!((pulse_share(&groups) - 1.0).abs() < 1e-12, "every interval is 0.5 s");
+        let h = Histograms::of(std::slice::from_ref(&piece));
+        assert!((h.polyphony[1] - 1.0 / 7.0).abs() < 1e-12, "the last group sounds two notes");
+        assert!((h.inter_onset[TIME_EDGES.iter().position(|&e| e == 0.5).unwrap()] - 1.0).abs() < 1e-12);
+        assert!((h.overlaps(&h).iter().sum::<f64>() - 7.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_transposed_copy_counts_as_copied() {
+        let training = vec![("t".to_string(), (0..20).map(|i| note(60 + (i * 5 % 12) as u8, i as f64, 0.5)).collect())];
+        let copy: Vec<Note> = (3..12).map(|i| note(62 + (i * 5 % 12) as u8, i as f64, 0.5)).collect();
+        let figures = piece_figures("g", &copy, &training_intervals(&training));
+        assert_eq!(figures.longest_copy_notes, 9);
+    }
+}

@@ -1,0 +1,52 @@
+//! Extraction of MIDI files crafted to be odd or broken (`test_support::odd_midi`): each is
+//! read or rejected as its table entry says, alone and as part of a folder whose summary
+//! counts every rejection. Runs everywhere: the files are made here, not read from outside.
+
+use test_support::odd_midi::{self, Expect};
+
+#[test]
+fn every_crafted_file_is_read_or_rejected_as_expected() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for file in odd_midi::all() {
+        let path = dir.path().join(file.name);
+        std::fs::write(&path, &file.bytes).unwrap();
+        let outcome = match extract::extract_file(&path, &Default::default()) {
+            Ok((_, notes, _)) => {
+                assert!(notes.iter().all(|n| n.duration_seconds > 0.0 && (21..=108).contains(&n.pitch)));
+                Expect::Notes(notes.len())
+            }
+            Err(reason) => {
+                assert!(!reason.contains('\n'), "{}: a reason is one line: {reason:?}", file.name);
+                match file.expect {
+                    Expect::Rejected(start) if reason.starts_with(start) => file.expect,
+                    _ => {
+                        failures.push(format!("{}: rejected: {reason}", file.name));
+                        continue;
+                    }
+                }
+            }
+        };
+        if outcome != file.expect {
+            failures.push(format!("{}: {outcome:?}, expected {:?}", file.name, file.expect));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn a_folder_of_crafted_files_is_extracted_with_every_rejection_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("midi");
+    std::fs::create_dir(&input).unwrap();
+    let files = odd_midi::all();
+    for file in &files {
+        std::fs::write(input.join(file.name), &file.bytes).unwrap();
+    }
+    let rejected = files.iter().filter(|f| matches!(f.expect, Expect::Rejected(_))).count();
+    let notes: usize = files.iter().map(|f| if let Expect::Notes(n) = f.expect { n } else { 0 }).sum();
+    let report = extract::run(&Default::default(), &input, &dir.path().join("notes.bin")).unwrap();
+    assert_eq!((report.files_read, report.files_skipped), (files.len() - rejected, rejected));
+    assert_eq!(report.notes, notes);
+    assert_eq!(report.skipped.values().map(Vec::len).sum::<usize>(), rejected);
+}

@@ -1,0 +1,85 @@
+//! Starting from a trained model: `train.init` fine-tunes another model's weights on new
+//! data, refusing one that does not fit with a message naming both; `compose` writes music
+//! from a model alone, with no data set.
+
+use pipeline_tests::{describe, run_stage, run_stages, tiny_project};
+use std::path::Path;
+
+const PERFORMANCE: [&str; 4] = ["--set", "encode.encoding=performance", "--set", "encode.transpose=[0]"];
+
+fn encode(dir: &Path, output: &str, extra: &[&str]) {
+    let args = [&["--input", "notes.bin", "--output", output, "--seq-len", "16"][..], extra].concat();
+    run_stages(dir, &[("encode", &args)]);
+}
+
+/// A tiny project with `dataset.bin` in the performance encoding and `model` trained on it.
+fn performance_model(model: &str) -> tempfile::TempDir {
+    let project = tiny_project(3);
+    let dir = project.path();
+    run_stages(dir, &[("extract", &["--input", "midi", "--output", "notes.bin"])]);
+    encode(dir, "dataset.bin", &PERFORMANCE);
+    run_stages(dir, &[("train", &["--input", "dataset.bin", "--output", model])]);
+    project
+}
+
+#[test]
+fn a_model_fine_tunes_from_another_and_records_where_it_started() {
+    let project = performance_model("base.bin");
+    let dir = project.path();
+
+    // Fine-tuning: same encoding and shape, another seed for the data.
+    let init = ["--set", "train.init=base.bin"];
+    let tuned = run_stage(
+        "train",
+        dir,
+        &[&["--input", "dataset.bin", "--output", "tuned.bin", "--epochs", "1"][..], &init].concat(),
+    );
+    assert!(tuned.status.success(), "{}", describe(&tuned));
+    assert!(String::from_utf8_lossy(&tuned.stderr).contains("starting from the weights of base.bin"));
+    let base_digest = artifacts::digest(&std::fs::read(dir.join("base.bin")).unwrap());
+    let (header, model) = artifacts::read::<artifacts::ModelArtifact>(&dir.join("tuned.bin")).unwrap();
+    let from = model.initialised_from.expect("the model records where its weights came from");
+    assert_eq!((from.name.as_str(), from.digest), ("base.bin", base_digest));
+    assert!(header.inputs.iter().any(|input| input.digest == base_digest), "the header lists the initial model");
+    assert_eq!(model.history.len(), 1, "the history is this model's own training");
+    assert_eq!(model.optimizer.step as usize, model.history.len() * steps_per_epoch(dir), "a fresh optimizer");
+
+    // Another network shape, another encoding: refused, naming both sides.
+    let wider = run_stage(
+        "train",
+        dir,
+        &[&["--input", "dataset.bin", "--output", "wider.bin", "--set", "train.hidden=24"][..], &init].concat(),
+    );
+    let stderr = String::from_utf8_lossy(&wider.stderr);
+    assert!(!wider.status.success() && stderr.contains("train.hidden = 16, this config says 24"), "{stderr}");
+    encode(dir, "names.bin", &[]);
+    let other = run_stage("train", dir, &[&["--input", "names.bin", "--output", "other.bin"][..], &init].concat());
+    let stderr = String::from_utf8_lossy(&other.stderr);
+    assert!(!other.status.success() && stderr.contains("encoding") && stderr.contains("base.bin"), "{stderr}");
+}
+
+/// Training steps in one epoch of `dataset.bin` at the tiny config's batch size.
+fn steps_per_epoch(dir: &Path) -> usize {
+    let (_, dataset) = artifacts::read::<artifacts::DatasetArtifact>(&dir.join("dataset.bin")).unwrap();
+    dataset.windows(artifacts::Split::Train).len().div_ceil(8)
+}
+
+#[test]
+fn a_model_composes_alone_with_no_data_set() {
+    let project = performance_model("model.bin");
+    let dir = project.path();
+    std::fs::remove_file(dir.join("dataset.bin")).unwrap();
+    let output = run_stage("compose", dir, &["--input", "model.bin", "--output", "alone.mid", "--seconds", "3"]);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("starting from the model alone"));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("alone.report.json")).unwrap()).unwrap();
+    assert!(report["notes"].as_u64().unwrap() > 0, "{report}");
+
+    // The original encoding has no neutral first token: the message says what to pass.
+    encode(dir, "names.bin", &[]);
+    run_stages(dir, &[("train", &["--input", "names.bin", "--output", "names-model.bin"])]);
+    let output = run_stage("compose", dir, &["--input", "names-model.bin", "--output", "x.mid"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("pass --dataset"), "{stderr}");
+}
