@@ -6,36 +6,93 @@
 //! - `off:P` only for a key that is down;
 //! - no more than `max_shift_run` time shifts in a row (no runaway silence);
 //! - no `on:P` while `max_held` keys are already down;
-//! - no `vel:B` right after another `vel:B` (the first would mean nothing).
+//! - no `vel:B` right after another `vel:B` (the first would mean nothing);
+//! - a key that one more step would keep down longer than `max_note_seconds` is released
+//!   next: while one is, its `off:P` is all that may come (a model that forgets a key would
+//!   otherwise hold it to the end of the piece). A drawn time shift that would carry a key
+//!   past the limit is shortened to end there ([`Grammar::shorten`]); masking such shifts
+//!   instead would push their probability onto presses, and the music would thicken.
 //!
 //! So every generated sequence decodes to notes without orphan releases or endless gaps;
 //! the decoder stays defensive all the same.
 
 use encode::performance::Event;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
+
+/// The limits a [`Grammar`] enforces.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Seconds one time-shift step stands for.
+    pub step_seconds: f64,
+    /// Time shifts in a row (at least 1).
+    pub max_shift_run: usize,
+    /// Keys down at once (at least 1).
+    pub max_held: usize,
+    /// Seconds a key may stay down.
+    pub max_note_seconds: f64,
+}
 
 /// The running state of a sequence, and the rules.
 pub struct Grammar {
     /// The event of every token id (`None` for text that is no event).
     events: Vec<Option<Event>>,
-    down: BTreeSet<u8>,
+    /// The token id of each time shift, by its number of steps.
+    shift_ids: BTreeMap<u32, u32>,
+    /// The keys down, with the time each was pressed.
+    down: BTreeMap<u8, f64>,
+    now: f64,
     shift_run: usize,
     last_was_velocity: bool,
-    max_shift_run: usize,
-    max_held: usize,
+    limits: Limits,
 }
 
 impl Grammar {
-    /// Rules for a dictionary (`tokens[id]`) with the given limits (each at least 1).
-    pub fn new<S: AsRef<str>>(tokens: &[S], max_shift_run: usize, max_held: usize) -> Self {
+    /// Rules for a dictionary (`tokens[id]`) with the given limits.
+    pub fn new<S: AsRef<str>>(tokens: &[S], limits: Limits) -> Self {
+        let events: Vec<Option<Event>> = tokens.iter().map(|t| Event::parse(t.as_ref())).collect();
+        let shift_ids = (0u32..)
+            .zip(&events)
+            .filter_map(|(id, event)| match event {
+                Some(Event::Shift(steps)) => Some((*steps, id)),
+                _ => None,
+            })
+            .collect();
         Grammar {
-            events: tokens.iter().map(|t| Event::parse(t.as_ref())).collect(),
-            down: BTreeSet::new(),
+            events,
+            shift_ids,
+            down: BTreeMap::new(),
+            now: 0.0,
             shift_run: 0,
             last_was_velocity: false,
-            max_shift_run: max_shift_run.max(1),
-            max_held: max_held.max(1),
+            limits: Limits {
+                max_shift_run: limits.max_shift_run.max(1),
+                max_held: limits.max_held.max(1),
+                // A key must be able to sound for one step.
+                max_note_seconds: limits.max_note_seconds.max(limits.step_seconds),
+                ..limits
+            },
         }
+    }
+
+    /// `id` itself, or for a time shift that would keep a key down longer than a key may be,
+    /// the shift that ends exactly when the longest-held key reaches the limit.
+    pub fn shorten(&self, id: u32) -> u32 {
+        let Some(Event::Shift(steps)) = self.events.get(id as usize).copied().flatten() else { return id };
+        let Some(earliest) = self.down.values().copied().reduce(f64::min) else { return id };
+        let left = self.limits.max_note_seconds - (self.now - earliest);
+        let allowed = ((left + 1e-9) / self.limits.step_seconds).floor().max(1.0) as u32;
+        if steps <= allowed {
+            return id;
+        }
+        self.shift_ids.get(&allowed).copied().unwrap_or(id)
+    }
+
+    /// Whether key `pitch` must be released before time moves on: one more step would keep
+    /// it down longer than a key may be.
+    fn overdue(&self, pitch: u8) -> bool {
+        self.down
+            .get(&pitch)
+            .is_some_and(|pressed| self.now + self.limits.step_seconds - pressed > self.limits.max_note_seconds + 1e-9)
     }
 
     /// Records that token `id` was emitted (or fed in as part of the seed).
@@ -44,25 +101,32 @@ impl Grammar {
         self.last_was_velocity = matches!(event, Event::Velocity(_));
         match event {
             Event::On(p) => {
-                self.down.insert(p);
+                self.down.insert(p, self.now);
                 self.shift_run = 0;
             }
             Event::Off(p) => {
                 self.down.remove(&p);
                 self.shift_run = 0;
             }
-            Event::Shift(_) => self.shift_run += 1,
+            Event::Shift(n) => {
+                self.shift_run += 1;
+                self.now += f64::from(n) * self.limits.step_seconds;
+            }
             Event::Velocity(_) => {}
         }
     }
 
     /// Whether token `id` may come next.
     pub fn allows(&self, id: u32) -> bool {
-        match self.events.get(id as usize).copied().flatten() {
+        let event = self.events.get(id as usize).copied().flatten();
+        if self.down.keys().any(|&p| self.overdue(p)) {
+            return matches!(event, Some(Event::Off(p)) if self.overdue(p));
+        }
+        match event {
             None => false,
-            Some(Event::Off(p)) => self.down.contains(&p),
-            Some(Event::Shift(_)) => self.shift_run < self.max_shift_run,
-            Some(Event::On(p)) => (21..=108).contains(&p) && self.down.len() < self.max_held,
+            Some(Event::Off(p)) => self.down.contains_key(&p),
+            Some(Event::Shift(_)) => self.shift_run < self.limits.max_shift_run,
+            Some(Event::On(p)) => (21..=108).contains(&p) && self.down.len() < self.limits.max_held,
             Some(Event::Velocity(_)) => !self.last_was_velocity,
         }
     }
@@ -82,6 +146,7 @@ mod tests {
     use super::*;
     use encode::performance::Performance;
     use seeded_rng::SeededRng;
+    use std::collections::BTreeSet;
 
     /// Property: under random scores, the constrained sampler never produces an ill-formed
     /// sequence, and the sequence decodes to exactly the notes its presses start.
@@ -91,15 +156,17 @@ mod tests {
         let vocabulary = codec.vocabulary();
         let mut rng = SeededRng::new(11, "grammar test");
         for run in 0..40 {
-            let mut grammar = Grammar::new(&vocabulary.tokens, 4, 6);
+            let limits = Limits { step_seconds: 0.01, max_shift_run: 4, max_held: 6, max_note_seconds: 2.0 };
+            let mut grammar = Grammar::new(&vocabulary.tokens, limits);
             let mut events = Vec::new();
             let (mut shift_run, mut down) = (0usize, BTreeSet::new());
+            let longest_allowed = 2.0;
             for _ in 0..500 {
                 // Skewed random scores: some runs favour releases or shifts heavily.
                 let mut scores: Vec<f32> =
                     (0..vocabulary.len()).map(|_| rng.unit_f32() * 8.0 * (run % 4) as f32).collect();
                 grammar.mask(&mut scores);
-                let id = crate::sample(&scores, 1.0, 0, 1.0, &mut rng);
+                let id = grammar.shorten(crate::sample(&scores, 1.0, 0, 1.0, &mut rng));
                 assert!(grammar.allows(id), "sampled a masked token");
                 grammar.observe(id);
                 let event = Event::parse(vocabulary.token(id)).unwrap();
@@ -124,6 +191,8 @@ mod tests {
             let presses = events.iter().filter(|e| matches!(e, Event::On(_))).count();
             let decoded = codec.decode(&events, 10.0);
             assert!(decoded.len() <= presses && decoded.iter().all(|n| n.duration_seconds > 0.0));
+            let longest = decoded.iter().map(|n| n.duration_seconds).fold(0.0, f64::max);
+            assert!(longest <= longest_allowed + 1e-9, "a key was held {longest} s");
         }
     }
 }

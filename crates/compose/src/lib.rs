@@ -127,6 +127,12 @@ pub fn run(
         Start::Opening => Some(opening_tokens(&model).ok_or(ComposeError::NoOpening)?),
         Start::Dataset(_) => None,
     };
+    let mut config = config.clone();
+    if let Some(longest) = dataset.as_ref().and_then(|d| longest_training_note(d, &model)) {
+        // No generated key is held longer than any key of the music the model learned from.
+        config.compose.max_note_seconds = config.compose.max_note_seconds.min(longest);
+    }
+    let config = &config;
     let device = lstm::select_device(config.runtime.device)?;
     let network = LstmModel::from_named(model.hyperparameters.clone(), &model.weights, &device)?;
     // Each output draws from its own random stream, so adding outputs never changes the earlier ones' seeds.
@@ -176,6 +182,25 @@ fn primer_tokens(path: &Path, model: &ModelArtifact, seconds: f64) -> Result<Vec
     }
     tracing::info!("compose: primer {}: {} tokens from its first {seconds} s", path.display(), ids.len());
     Ok(ids)
+}
+
+/// The longest a key is down in the training pieces of a `performance` data set, in seconds.
+fn longest_training_note(dataset: &DatasetArtifact, model: &ModelArtifact) -> Option<f64> {
+    let Encoding::Performance { .. } = model.encoding else {
+        return None;
+    };
+    let codec = encode::Codec::new(&model.encoding);
+    let no_seed_timing = encode::SeedTiming { step_seconds: 0.0, velocity: 0 };
+    dataset
+        .pieces
+        .iter()
+        .filter(|piece| piece.split == artifacts::Split::Train)
+        .flat_map(|piece| {
+            let tokens: Vec<&str> = piece.tokens.iter().map(|&id| dataset.vocabulary.token(id)).collect();
+            codec.decode(&tokens, no_seed_timing, f64::INFINITY)
+        })
+        .map(|note| note.duration_seconds)
+        .reduce(f64::max)
 }
 
 /// The built-in start of [`Start::Opening`]: one velocity token of a moderate loudness
@@ -314,9 +339,15 @@ fn compose_on_this_thread(
             seed,
             rng,
             grammar: match model.encoding {
-                Encoding::Performance { .. } => {
-                    Some(grammar::Grammar::new(&model.vocabulary.tokens, settings.max_shift_run, settings.max_held))
-                }
+                Encoding::Performance { step_ms, .. } => Some(grammar::Grammar::new(
+                    &model.vocabulary.tokens,
+                    grammar::Limits {
+                        step_seconds: f64::from(step_ms) / 1000.0,
+                        max_shift_run: settings.max_shift_run,
+                        max_held: settings.max_held,
+                        max_note_seconds: settings.max_note_seconds,
+                    },
+                )),
                 Encoding::Seed { .. } => None,
             },
             generated: Vec::with_capacity(settings.tokens),
@@ -361,6 +392,7 @@ fn compose_on_this_thread(
                 }
             };
             if let Some(grammar) = piece.grammar.as_mut() {
+                *token = grammar.shorten(*token);
                 grammar.observe(*token);
             }
             piece.generated.push(*token);
@@ -458,21 +490,17 @@ pub fn sample(scores: &[f32], temperature: f64, top_k: usize, top_p: f64, rng: &
     weights.last().map_or(0, |w| w.0 as u32)
 }
 
-/// A generated note still sounding after this long is ended: a model that never releases a
-/// key must not leave a note hanging to the end of the piece.
-const MAX_NOTE_SECONDS: f64 = 10.0;
-
 /// Decodes generated tokens to notes in quarter notes at `settings.tempo_bpm`. `seed`
 /// elements follow each other every `step_quarters` at one velocity, as in the original
 /// design; `performance` tokens carry their own timing and velocities. Decoding is
 /// defensive: text that is no token is skipped, a release of a key that is not down is
-/// ignored, and hanging notes end after 10 seconds (`MAX_NOTE_SECONDS`).
+/// ignored, and a note still sounding after `compose.max_note_seconds` is ended there.
 pub fn decode(encoding: &Encoding, tokens: &[String], settings: &ComposeConfig) -> Vec<MidiNote> {
     let quarters_per_second = settings.tempo_bpm / 60.0;
     let seed =
         encode::SeedTiming { step_seconds: settings.step_quarters / quarters_per_second, velocity: settings.velocity };
     encode::Codec::new(encoding)
-        .decode(tokens, seed, MAX_NOTE_SECONDS)
+        .decode(tokens, seed, settings.max_note_seconds)
         .into_iter()
         .map(|n| MidiNote {
             pitch: n.pitch,

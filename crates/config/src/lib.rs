@@ -188,8 +188,10 @@ pub struct ComposeConfig {
     pub primer_seconds: f64,
     /// `performance`: at most this many time shifts in a row…
     pub max_shift_run: usize,
-    /// …and at most this many keys down at once.
+    /// …and at most this many keys down at once…
     pub max_held: usize,
+    /// …each for at most this many seconds (also the longest note of the `seed` encoding).
+    pub max_note_seconds: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -288,6 +290,7 @@ impl Default for ComposeConfig {
             primer_seconds: 10.0,
             max_shift_run: 8,
             max_held: 12,
+            max_note_seconds: 10.0,
         }
     }
 }
@@ -467,11 +470,14 @@ impl PipelineConfig {
         if !(c.primer_seconds > 0.0 && c.primer_seconds.is_finite()) {
             return invalid("compose.primer_seconds", format!("must be positive, got {}", c.primer_seconds));
         }
-        if c.max_shift_run == 0 || c.max_held == 0 {
-            return invalid(
-                "compose.max_shift_run",
-                "compose.max_shift_run and compose.max_held must be at least 1".into(),
-            );
+        if c.max_shift_run == 0 {
+            return invalid("compose.max_shift_run", "must be at least 1".into());
+        }
+        if c.max_held == 0 {
+            return invalid("compose.max_held", "must be at least 1".into());
+        }
+        if !(c.max_note_seconds > 0.0 && c.max_note_seconds <= 60.0) {
+            return invalid("compose.max_note_seconds", format!("must be in (0, 60], got {}", c.max_note_seconds));
         }
         if self.evaluate.ngram < 2 {
             return invalid("evaluate.ngram", format!("must be at least 2, got {}", self.evaluate.ngram));

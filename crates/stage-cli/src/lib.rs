@@ -16,12 +16,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+/// The config file a stage reads when `--config` is not given.
+pub const DEFAULT_CONFIG: &str = "pipeline.toml";
+
 /// The config flags every stage takes.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ConfigArgs {
-    /// The pipeline config file.
-    #[arg(long, default_value = "pipeline.toml", value_name = "FILE")]
-    pub config: PathBuf,
+    /// The pipeline config file [default: pipeline.toml in the current folder if there is
+    /// one, else every setting at its default].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Override one config value for this run, e.g. `--set train.epochs=5`
     /// (repeatable; the value is TOML or a bare string).
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
@@ -31,10 +35,21 @@ pub struct ConfigArgs {
 impl ConfigArgs {
     /// Loads the config with the `--set` overrides, then `extra` (a stage's own flags,
     /// already written as `section.key=value`), which win over `--set`.
+    ///
+    /// Without `--config` and without a `pipeline.toml` in the current folder (a binary run
+    /// outside the project), every setting has its default, and a log line says so.
     pub fn load(&self, extra: Vec<String>) -> Result<PipelineConfig, ConfigError> {
         let mut overrides = self.overrides.clone();
         overrides.extend(extra);
-        PipelineConfig::load(&self.config, &overrides)
+        let default = PathBuf::from(DEFAULT_CONFIG);
+        match &self.config {
+            Some(path) => PipelineConfig::load(path, &overrides),
+            None if default.exists() => PipelineConfig::load(&default, &overrides),
+            None => {
+                tracing::info!("no {DEFAULT_CONFIG} here and no --config: every setting at its default");
+                PipelineConfig::from_toml("", &default, &overrides)
+            }
+        }
     }
 }
 
