@@ -106,7 +106,16 @@ pub struct DatasetArtifact {
 
 impl Artifact for DatasetArtifact {
     const KIND: ArtifactKind = ArtifactKind::Dataset;
-    const FORMAT_VERSION: u32 = 2;
+    // 3: the header carries the payload's digest.
+    const FORMAT_VERSION: u32 = 3;
+
+    fn check(&self) -> Result<(), String> {
+        let size = self.vocabulary.len();
+        match self.pieces.iter().flat_map(|p| &p.tokens).find(|&&id| id as usize >= size) {
+            Some(id) => Err(format!("token id {id} is outside its dictionary of {size}")),
+            None => Ok(()),
+        }
+    }
 }
 
 impl DatasetArtifact {

@@ -110,6 +110,12 @@ impl fmt::Display for ArtifactKind {
 pub trait Artifact: Serialize + DeserializeOwned {
     const KIND: ArtifactKind;
     const FORMAT_VERSION: u32;
+
+    /// What the payload's types cannot say (every weight finite, every token id in the
+    /// dictionary): checked on every read, the error a one-line description.
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The hash of one input that an artifact was made from, named for the logs.
@@ -121,8 +127,10 @@ pub struct InputDigest {
 
 /// The fixed-layout prefix of every artifact.
 ///
-/// Invariant: the field order and types never change; everything that may change lives in
-/// the payload, guarded by `format_version`.
+/// Invariant: the field order and types never change (the payload digest, the last field,
+/// came with every kind's format version of December 2026; an older file's header reads
+/// as the wrong version); everything that may change lives in the payload, guarded by
+/// `format_version`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Header {
     pub magic: [u8; 8],
@@ -134,6 +142,9 @@ pub struct Header {
     pub config_digest: Digest,
     /// Hashes of the artifacts or source files it was made from.
     pub inputs: Vec<InputDigest>,
+    /// BLAKE3 of the payload's bytes, checked on every read: a file changed or damaged
+    /// after it was written is refused, not misread.
+    pub payload_digest: Digest,
 }
 
 /// Why an artifact could not be read or written. Every message names the file and, for
@@ -145,6 +156,7 @@ pub enum ArtifactError {
     WrongKind { path: PathBuf, expected: ArtifactKind, found: ArtifactKind },
     WrongVersion { path: PathBuf, kind: ArtifactKind, expected: u32, found: u32 },
     Corrupt { path: PathBuf, kind: ArtifactKind, detail: String },
+    OutputIsInput { output: PathBuf, input: PathBuf },
 }
 
 impl fmt::Display for ArtifactError {
@@ -170,6 +182,12 @@ impl fmt::Display for ArtifactError {
                 path.display(),
                 kind.producing_stage()
             ),
+            ArtifactError::OutputIsInput { output, input } => write!(
+                f,
+                "refusing to write {}: it is the input {}; choose another output",
+                output.display(),
+                input.display()
+            ),
             ArtifactError::Corrupt { path, kind, detail } => write!(
                 f,
                 "{}: {kind} artifact is damaged ({detail}); rerun `{}` to recreate it",
@@ -188,6 +206,8 @@ fn bincode_config() -> impl bincode::config::Config {
 
 /// Encodes header and payload into the exact bytes of an artifact file.
 pub fn to_bytes<A: Artifact>(payload: &A, producer: &str, config_digest: Digest, inputs: Vec<InputDigest>) -> Vec<u8> {
+    let payload = bincode::serde::encode_to_vec(payload, bincode_config())
+        .expect("bincode encodes plain data into a Vec without error");
     let header = Header {
         magic: MAGIC,
         kind: A::KIND,
@@ -195,11 +215,11 @@ pub fn to_bytes<A: Artifact>(payload: &A, producer: &str, config_digest: Digest,
         producer: producer.to_owned(),
         config_digest,
         inputs,
+        payload_digest: digest(&payload),
     };
     let mut bytes = bincode::serde::encode_to_vec(&header, bincode_config())
         .expect("bincode encodes plain data into a Vec without error");
-    bincode::serde::encode_into_std_write(payload, &mut bytes, bincode_config())
-        .expect("bincode encodes plain data into a Vec without error");
+    bytes.extend_from_slice(&payload);
     bytes
 }
 
@@ -228,11 +248,15 @@ pub fn from_bytes<A: Artifact>(bytes: &[u8], path: &Path) -> Result<(Header, A),
         });
     }
     let corrupt = |detail: String| ArtifactError::Corrupt { path: path_buf(), kind: A::KIND, detail };
+    if digest(&bytes[offset..]) != header.payload_digest {
+        return Err(corrupt("its contents do not match the checksum written with them".into()));
+    }
     let (payload, used): (A, usize) =
         bincode::serde::decode_from_slice(&bytes[offset..], bincode_config()).map_err(|e| corrupt(e.to_string()))?;
     if offset + used != bytes.len() {
         return Err(corrupt(format!("{} unexpected trailing bytes", bytes.len() - offset - used)));
     }
+    payload.check().map_err(corrupt)?;
     Ok((header, payload))
 }
 
@@ -251,9 +275,61 @@ pub fn read_input<A: Artifact>(path: &Path) -> Result<(A, InputDigest), Artifact
     Ok((payload, InputDigest { name, digest: digest(&bytes) }))
 }
 
-/// Reads a whole file, with the path in the error.
+/// Reads a whole artifact file, with the path in the error; see [`read_capped`].
 pub fn read_file(path: &Path) -> Result<Vec<u8>, ArtifactError> {
-    fs::read(path).map_err(|source| ArtifactError::Io { path: path.to_path_buf(), source })
+    read_capped(path, (HEADER_LIMIT + PAYLOAD_LIMIT) as u64)
+        .map_err(|source| ArtifactError::Io { path: path.to_path_buf(), source })
+}
+
+/// Reads a whole file of at most `cap` bytes. Anything but a regular file (a folder, a
+/// device such as `/dev/zero`, a FIFO) is refused before reading, and so is a larger file;
+/// a file that reports no size but keeps giving bytes (`/proc`) is cut off at `cap`.
+pub fn read_capped(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read};
+    let not_regular = || Error::new(ErrorKind::InvalidInput, "not a regular file");
+    // Checked before opening too: opening a FIFO blocks until something writes to it.
+    if !fs::metadata(path)?.is_file() {
+        return Err(not_regular());
+    }
+    let file = fs::File::open(path)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(not_regular());
+    }
+    let too_large = || Error::new(ErrorKind::InvalidData, format!("larger than the {cap} bytes read at most"));
+    if metadata.len() > cap {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    file.take(cap + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > cap {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
+/// Refuses an output that is one of the stage's `inputs` (the same file under any name),
+/// before anything is read or written: replacing an input would destroy it.
+pub fn refuse_input_as_output(output: &Path, inputs: &[&Path]) -> Result<(), ArtifactError> {
+    let Ok(written) = fs::metadata(output) else { return Ok(()) };
+    for input in inputs {
+        if fs::metadata(input).is_ok_and(|read| same_file(&read, &written)) {
+            return Err(ArtifactError::OutputIsInput { output: output.to_path_buf(), input: input.to_path_buf() });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
+}
+
+#[cfg(not(unix))]
+fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    // Without inode numbers: the same length and modification time is taken as the same file.
+    (a.len(), a.modified().ok()) == (b.len(), b.modified().ok())
 }
 
 /// Whether [`write_if_changed`] replaced the file or found it already identical.
@@ -268,12 +344,20 @@ pub enum WriteOutcome {
 /// The bytes go to a temporary file in the same folder, are flushed to disk, and are then
 /// renamed over `path`; a crash at any point leaves either the old file or the new one,
 /// never a half-written file with a fresh mtime. An unchanged file keeps its mtime.
+/// Only a regular file is replaced: a device, a FIFO or a folder at `path` is an error. A
+/// symbolic link to a regular file is itself replaced by the new file; the file it pointed
+/// to is left as it was.
 pub fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<WriteOutcome, ArtifactError> {
     let io_err = |source| ArtifactError::Io { path: path.to_path_buf(), source };
-    if let Ok(existing) = fs::read(path)
-        && existing == bytes
-    {
-        return Ok(WriteOutcome::Unchanged);
+    match fs::metadata(path) {
+        Ok(existing) if !existing.is_file() => {
+            let refusal = "not a regular file: an output replaces only a regular file (or a link to one)";
+            return Err(io_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, refusal)));
+        }
+        Ok(existing) if existing.len() == bytes.len() as u64 && same_bytes(path, bytes).map_err(io_err)? => {
+            return Ok(WriteOutcome::Unchanged);
+        }
+        _ => {}
     }
     let folder = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -281,6 +365,7 @@ pub fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<WriteOutcome, Artif
     };
     fs::create_dir_all(&folder).map_err(io_err)?;
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    remove_orphaned_temporaries(&folder, &file_name);
     let temp = folder.join(format!(".{file_name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut file = fs::File::create(&temp)?;
@@ -293,6 +378,41 @@ pub fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<WriteOutcome, Artif
         return Err(io_err(source));
     }
     Ok(WriteOutcome::Written)
+}
+
+/// Deletes the temporary files that runs killed part-way through writing `file_name` left
+/// in `folder` (`.<file_name>.tmp-<pid>` of a process that no longer runs). Where there is
+/// no `/proc` to ask whether a process runs, they are left alone.
+fn remove_orphaned_temporaries(folder: &Path, file_name: &str) {
+    let prefix = format!(".{file_name}.tmp-");
+    let Ok(entries) = fs::read_dir(folder) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else { continue };
+        let running = Path::new("/proc").join(pid);
+        if pid.bytes().all(|b| b.is_ascii_digit()) && Path::new("/proc/self").exists() && !running.exists() {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Whether the file at `path` holds exactly `bytes`, read a block at a time and stopped at
+/// the first difference, so a large old file costs no more memory than a block.
+fn same_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
+    use std::io::Read;
+    let mut file = fs::File::open(path)?;
+    let mut block = vec![0u8; 1 << 16];
+    let mut offset = 0;
+    loop {
+        let read = file.read(&mut block)?;
+        if read == 0 {
+            return Ok(offset == bytes.len());
+        }
+        if offset + read > bytes.len() || block[..read] != bytes[offset..offset + read] {
+            return Ok(false);
+        }
+        offset += read;
+    }
 }
 
 /// The stage report that goes beside `artifact`: `notes.bin` → `notes.report.json`.
@@ -322,6 +442,8 @@ pub fn write<A: Artifact>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(unix)]
+    use std::os::unix::fs::FileTypeExt;
 
     fn sample_notes() -> NotesArtifact {
         NotesArtifact {
@@ -371,6 +493,7 @@ mod tests {
             producer: "future".into(),
             config_digest: [0; 32],
             inputs: vec![],
+            payload_digest: [0; 32],
         };
         let mut bytes = bincode::serde::encode_to_vec(&header, bincode_config()).unwrap();
         bincode::serde::encode_into_std_write(sample_notes(), &mut bytes, bincode_config()).unwrap();
@@ -403,5 +526,115 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"abcd");
         let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary file may remain");
+    }
+    #[test]
+    fn every_flipped_bit_of_the_payload_is_found() {
+        let bytes = to_bytes(&sample_notes(), "extract", digest(b""), vec![]);
+        let (_, offset) = read_header(&bytes).unwrap();
+        for position in offset..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[position] ^= 1 << (position % 8);
+            let err = from_bytes::<NotesArtifact>(&damaged, Path::new("notes.bin")).unwrap_err();
+            assert!(matches!(err, ArtifactError::Corrupt { .. }), "byte {position}: {err}");
+            assert!(err.to_string().contains("rerun `extract`"), "{err}");
+        }
+    }
+
+    fn tiny_model() -> ModelArtifact {
+        ModelArtifact {
+            hyperparameters: Hyperparameters {
+                vocab_size: 2,
+                embedding: 1,
+                hidden: 1,
+                layers: 1,
+                dropout: 0.0,
+                seq_len: 2,
+            },
+            encoding: Encoding::Seed { chord_window_quarters: 0.0 },
+            vocabulary: Vocabulary::from_tokens(["C4".to_string(), "D4".to_string()]),
+            weights: vec![NamedTensor { name: "w".into(), shape: vec![2], data: vec![0.5, -0.5] }],
+            optimizer: AdamState::default(),
+            initialised_from: None,
+            history: vec![],
+        }
+    }
+
+    #[test]
+    fn a_model_with_a_non_finite_weight_or_a_wrong_shape_is_refused() {
+        assert!(
+            from_bytes::<ModelArtifact>(&to_bytes(&tiny_model(), "train", [0; 32], vec![]), Path::new("m")).is_ok()
+        );
+        let mut nan = tiny_model();
+        nan.weights[0].data[1] = f32::NAN;
+        let err = from_bytes::<ModelArtifact>(&to_bytes(&nan, "train", [0; 32], vec![]), Path::new("m")).unwrap_err();
+        assert!(err.to_string().contains("weight w holds NaN"), "{err}");
+        let mut short = tiny_model();
+        short.weights[0].shape = vec![3];
+        let err = from_bytes::<ModelArtifact>(&to_bytes(&short, "train", [0; 32], vec![]), Path::new("m")).unwrap_err();
+        assert!(err.to_string().contains("for shape [3]"), "{err}");
+    }
+
+    #[test]
+    fn a_token_outside_the_dictionary_is_refused() {
+        let dataset = DatasetArtifact {
+            encoding: Encoding::Seed { chord_window_quarters: 0.0 },
+            vocabulary: Vocabulary::from_tokens(["C4".to_string()]),
+            seq_len: 1,
+            stride: 1,
+            pieces: vec![EncodedPiece {
+                source: "a".into(),
+                split: Split::Train,
+                augmentation: None,
+                tokens: vec![0, 1],
+            }],
+        };
+        let err =
+            from_bytes::<DatasetArtifact>(&to_bytes(&dataset, "encode", [0; 32], vec![]), Path::new("d")).unwrap_err();
+        assert!(err.to_string().contains("token id 1 is outside its dictionary of 1"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn only_regular_files_are_read_or_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = read_capped(Path::new("/dev/zero"), 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        let fifo = dir.path().join("fifo.bin");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        assert!(read_capped(&fifo, 1 << 20).unwrap_err().to_string().contains("not a regular file"));
+        let err = write_if_changed(&fifo, b"abc").unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        assert!(write_if_changed(Path::new("/dev/null"), b"abc").is_err(), "a device is never replaced");
+        assert!(fs::metadata("/dev/null").unwrap().file_type().is_char_device());
+
+        let big = dir.path().join("big");
+        fs::write(&big, vec![7u8; 100]).unwrap();
+        assert!(read_capped(&big, 99).unwrap_err().to_string().contains("larger than the 99 bytes"));
+        assert_eq!(read_capped(&big, 100).unwrap().len(), 100);
+    }
+
+    #[test]
+    fn an_output_that_is_an_input_is_refused_under_any_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("notes.bin");
+        fs::write(&input, b"x").unwrap();
+        let same = dir.path().join(".").join("notes.bin");
+        let err = refuse_input_as_output(&same, &[&input]).unwrap_err();
+        assert!(err.to_string().contains("it is the input"), "{err}");
+        assert!(refuse_input_as_output(&dir.path().join("dataset.bin"), &[&input]).is_ok());
+    }
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_killed_writer_s_temporary_file_is_removed_by_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        // No process has this id: it is above the kernel's largest.
+        let orphan = dir.path().join(".model.bin.tmp-4294967295");
+        let other = dir.path().join(".notes.bin.tmp-4294967295");
+        for file in [&orphan, &other] {
+            fs::write(file, b"half").unwrap();
+        }
+        write_if_changed(&dir.path().join("model.bin"), b"whole").unwrap();
+        assert!(!orphan.exists(), "the orphan is removed");
+        assert!(other.exists(), "another artifact's temporary file is not this write's business");
     }
 }

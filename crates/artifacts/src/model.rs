@@ -75,7 +75,32 @@ impl Artifact for ModelArtifact {
     const KIND: ArtifactKind = ArtifactKind::Model;
     // 2: LSTM and output weights stored output-major ([4H, in], [V, H]), as PyTorch and candle-nn store them.
     // 3: records the model training started from (`initialised_from`).
-    const FORMAT_VERSION: u32 = 3;
+    // 4: the header carries the payload's digest.
+    const FORMAT_VERSION: u32 = 4;
+
+    fn check(&self) -> Result<(), String> {
+        check_weights(&self.weights)
+    }
+}
+
+/// Every tensor's length matches its shape, and every value is finite: a model with a NaN
+/// weight composes garbage silently, so it is refused when read.
+fn check_weights(weights: &[NamedTensor]) -> Result<(), String> {
+    for tensor in weights {
+        let expected = tensor.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        if expected != Some(tensor.data.len()) {
+            return Err(format!(
+                "weight {} holds {} numbers for shape {:?}",
+                tensor.name,
+                tensor.data.len(),
+                tensor.shape
+            ));
+        }
+        if let Some(bad) = tensor.data.iter().find(|v| !v.is_finite()) {
+            return Err(format!("weight {} holds {bad}", tensor.name));
+        }
+    }
+    Ok(())
 }
 
 /// `model.bin.checkpoint`: a training run stopped part-way, with everything needed to
@@ -108,5 +133,10 @@ impl Artifact for CheckpointArtifact {
     const KIND: ArtifactKind = ArtifactKind::Checkpoint;
     // 2: holds a version-2 model.
     // 3: holds a version-3 model, the training time so far and the settings it resumes under.
-    const FORMAT_VERSION: u32 = 3;
+    // 4: the header carries the payload's digest.
+    const FORMAT_VERSION: u32 = 4;
+
+    fn check(&self) -> Result<(), String> {
+        check_weights(&self.model.weights)
+    }
 }

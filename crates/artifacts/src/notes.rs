@@ -49,7 +49,8 @@ pub struct NotesArtifact {
 
 impl Artifact for NotesArtifact {
     const KIND: ArtifactKind = ArtifactKind::Notes;
-    const FORMAT_VERSION: u32 = 1;
+    // 2: the header carries the payload's digest.
+    const FORMAT_VERSION: u32 = 2;
 }
 
 const PITCH_CLASS_NAMES: [&str; 12] = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"];

@@ -1,6 +1,7 @@
 //! Listening: renders a MIDI file to a WAV file with a General MIDI SoundFont, in pure Rust
 //! (rustysynth), so no player or synthesizer needs to be installed.
 
+use crate::midi_file::{self, MidiNote};
 use rustysynth::{MidiFile, MidiFileSequencer, SoundFont, Synthesizer, SynthesizerSettings};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,12 +39,40 @@ pub fn find_soundfont(configured: &str) -> Result<PathBuf, String> {
     })
 }
 
+/// The longest music rendered: an hour of 16-bit stereo is 635 MB of WAV.
+pub const MAX_RENDER_SECONDS: f64 = 3600.0;
+
 /// Renders `midi` to a 16-bit stereo WAV file at `wav`; returns the seconds rendered.
+///
+/// The file is read by extract's reader (lenient, every size capped, silences shortened)
+/// and written anew by this crate's MIDI writer before the synthesizer sees it, so a
+/// damaged or hostile file can neither crash the synthesizer nor make it allocate for
+/// hours of silence. Music longer than [`MAX_RENDER_SECONDS`] is refused.
 pub fn render_wav(midi: &Path, soundfont: &Path, wav: &Path) -> Result<f64, String> {
     let open = |path: &Path| std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()));
     let sound_font =
         Arc::new(SoundFont::new(&mut open(soundfont)?).map_err(|e| format!("{}: {e:?}", soundfont.display()))?);
-    let midi_file = Arc::new(MidiFile::new(&mut open(midi)?).map_err(|e| format!("{}: {e:?}", midi.display()))?);
+    let limits = config::ExtractConfig::default();
+    let bytes = artifacts::read_capped(midi, limits.max_file_bytes).map_err(|e| format!("{}: {e}", midi.display()))?;
+    let notes = extract::notes_of_midi(&bytes, &limits).map_err(|e| format!("{}: {e}", midi.display()))?;
+    let length = notes.iter().map(|n| n.onset_seconds + n.duration_seconds).fold(0.0, f64::max);
+    if length > MAX_RENDER_SECONDS {
+        return Err(format!("{}: {length:.0} s of music; at most {MAX_RENDER_SECONDS} s are rendered", midi.display()));
+    }
+    // At 120 BPM a quarter note is half a second.
+    let notes: Vec<MidiNote> = notes
+        .iter()
+        .map(|n| MidiNote {
+            pitch: n.pitch,
+            velocity: n.velocity,
+            onset_quarters: n.onset_seconds * 2.0,
+            duration_quarters: n.duration_seconds * 2.0,
+        })
+        .collect();
+    let rewritten = midi_file::to_bytes(&notes, 120.0);
+    let midi_file = Arc::new(
+        MidiFile::new(&mut std::io::Cursor::new(rewritten)).map_err(|e| format!("{}: {e:?}", midi.display()))?,
+    );
     let settings = SynthesizerSettings::new(SAMPLE_RATE as i32);
     let synthesizer = Synthesizer::new(&sound_font, &settings).map_err(|e| format!("synthesizer: {e:?}"))?;
     let mut sequencer = MidiFileSequencer::new(synthesizer);

@@ -108,6 +108,14 @@ pub fn run(
     start: Start,
     output: &Path,
 ) -> Result<Vec<PathBuf>, ComposeError> {
+    let start_file = match start {
+        Start::Dataset(path) | Start::Primer(path) => Some(path),
+        Start::Opening => None,
+    };
+    for number in 1..=config.compose.outputs {
+        let inputs: Vec<&Path> = [Some(model_path), start_file].into_iter().flatten().collect();
+        artifacts::refuse_input_as_output(&numbered(output, number), &inputs).map_err(ComposeError::Artifact)?;
+    }
     let (_, model) = artifacts::read::<ModelArtifact>(model_path).map_err(ComposeError::Artifact)?;
     let dataset = match start {
         Start::Dataset(path) => {
@@ -350,7 +358,8 @@ fn compose_on_this_thread(
                 )),
                 Encoding::Seed { .. } => None,
             },
-            generated: Vec::with_capacity(settings.tokens),
+            // `tokens` is an upper bound, and with `seconds` set far from the usual length.
+            generated: Vec::with_capacity(settings.tokens.min(1 << 16)),
             elapsed: 0.0,
         })
         .collect();

@@ -82,6 +82,10 @@ pub struct ExtractConfig {
     pub sustain: Sustain,
     /// Notes longer than this many seconds are cut to it (a stuck key, a missing note-off).
     pub max_note_seconds: f64,
+    /// Silences longer than this many seconds (before the first note, or between the end
+    /// of every sounding note and the next onset) are shortened to it: with the note cap
+    /// and `max_notes`, this bounds the length of a piece, and so its tokens.
+    pub max_rest_seconds: f64,
 }
 
 /// What the sustain pedal (controller 64) does to notes.
@@ -233,6 +237,7 @@ impl Default for ExtractConfig {
             max_notes: 1_000_000,
             sustain: Sustain::Apply,
             max_note_seconds: 30.0,
+            max_rest_seconds: 60.0,
         }
     }
 }
@@ -321,6 +326,9 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The largest config file read: far more than every key with a comment needs.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 /// The stage sections, for [`PipelineConfig::section_digest`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Section {
@@ -334,8 +342,10 @@ impl PipelineConfig {
     /// Reads `path`, applies `overrides` (each `section.key=value`, value in TOML syntax or
     /// a bare string), and validates the result.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let read_error = |source| ConfigError::Read { path: path.to_path_buf(), source };
+        let bytes = artifacts::read_capped(path, MAX_CONFIG_BYTES).map_err(read_error)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| read_error(std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text")))?;
         Self::from_toml(&text, path, overrides)
     }
 
@@ -381,6 +391,12 @@ impl PipelineConfig {
                 format!("must be positive, got {}", self.extract.max_note_seconds),
             );
         }
+        if !(self.extract.max_rest_seconds > 0.0 && self.extract.max_rest_seconds <= 3600.0) {
+            return invalid(
+                "extract.max_rest_seconds",
+                format!("must be in (0, 3600], got {}", self.extract.max_rest_seconds),
+            );
+        }
         if !(e.chord_window >= 0.0 && e.chord_window < 4.0) {
             return invalid("encode.chord_window", format!("must be in [0, 4) quarter notes, got {}", e.chord_window));
         }
@@ -414,16 +430,39 @@ impl PipelineConfig {
         if !(0.0..1.0).contains(&e.validation_fraction) {
             return invalid("encode.validation_fraction", format!("must be in [0, 1), got {}", e.validation_fraction));
         }
-        for (key, value) in [
-            ("train.epochs", t.epochs),
-            ("train.batch_size", t.batch_size),
-            ("train.embedding", t.embedding),
-            ("train.hidden", t.hidden),
-            ("train.layers", t.layers),
+        // Sizes that allocate memory or threads: each within a range that a machine can
+        // hold, so no value wraps the shape arithmetic or asks for terabytes.
+        for (key, value, most) in [
+            ("train.epochs", t.epochs, 1_000_000),
+            ("train.batch_size", t.batch_size, 65_536),
+            ("train.embedding", t.embedding, 8192),
+            ("train.hidden", t.hidden, 8192),
+            ("train.layers", t.layers, 32),
+            ("encode.seq_len", e.seq_len, 1 << 20),
+            ("compose.tokens", c.tokens, 100_000_000),
         ] {
-            if value == 0 {
-                return invalid(key, "must be at least 1".into());
+            if !(1..=most).contains(&value) {
+                return invalid(key, format!("must be in 1..={most}, got {value}"));
             }
+        }
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        if self.runtime.threads > 4 * cores {
+            return invalid(
+                "runtime.threads",
+                format!("must be 0 (one per core) or at most 4 × the {cores} cores here, got {}", self.runtime.threads),
+            );
+        }
+        // One training step holds about batch × seq_len × hidden × layers × 12 floats.
+        let step_floats = [e.seq_len, t.hidden, t.layers, 12].iter().try_fold(t.batch_size, |n, &m| n.checked_mul(m));
+        if step_floats.is_none_or(|floats| floats > 1 << 36) {
+            return invalid(
+                "train.batch_size",
+                format!(
+                    "train.batch_size × encode.seq_len × train.hidden × train.layers = {} × {} × {} × {} needs more \
+                     than 256 GiB a training step; lower one of them",
+                    t.batch_size, e.seq_len, t.hidden, t.layers
+                ),
+            );
         }
         if !(0.0..1.0).contains(&t.dropout) {
             return invalid("train.dropout", format!("must be in [0, 1), got {}", t.dropout));
@@ -442,9 +481,6 @@ impl PipelineConfig {
         }
         if !(t.max_minutes >= 0.0 && t.max_minutes.is_finite()) {
             return invalid("train.max_minutes", format!("must be 0 (no limit) or positive, got {}", t.max_minutes));
-        }
-        if c.tokens == 0 {
-            return invalid("compose.tokens", "must be at least 1".into());
         }
         if !(c.temperature > 0.0 && c.temperature.is_finite()) {
             return invalid("compose.temperature", format!("must be positive, got {}", c.temperature));
@@ -590,6 +626,33 @@ mod tests {
         assert!(err.contains("compose.temperature"), "{err}");
         let err = parse("[train]\nhidden = \"big\"\n", &[]).unwrap_err().to_string();
         assert!(err.contains("hidden"), "{err}");
+    }
+
+    #[test]
+    fn every_size_that_allocates_is_bounded_by_a_message_naming_its_key() {
+        for (text, key) in [
+            ("[runtime]\nthreads = 100000\n", "runtime.threads"),
+            ("[compose]\ntokens = 10000000000\n", "compose.tokens"),
+            ("[train]\nhidden = 4611686018427387904\n", "train.hidden"),
+            ("[train]\nbatch_size = 65536\nhidden = 8192\nlayers = 32\n", "train.batch_size"),
+            ("[compose]\nmax_held = 0\n", "compose.max_held"),
+            ("[extract]\nmax_rest_seconds = 0.0\n", "extract.max_rest_seconds"),
+            ("[train]\nmax_minutes = -1.0\n", "train.max_minutes"),
+        ] {
+            let err = parse(text, &[]).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}`")), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_training_identity_leaves_out_what_only_sets_the_budget() {
+        let a = PipelineConfig::default();
+        let mut b = a.clone();
+        (b.train.epochs, b.train.max_minutes, b.train.checkpoint_steps, b.runtime.threads) = (99, 5.0, 1, 1);
+        assert_eq!(a.training_identity(), b.training_identity());
+        b.train.hidden = 8;
+        assert!(b.training_identity().contains(&("train.hidden".into(), "8".into())));
+        assert_ne!(a.training_identity(), b.training_identity());
     }
 
     #[test]

@@ -58,6 +58,7 @@ impl std::error::Error for EncodeError {}
 
 /// Runs the stage: reads `input` (notes.bin), writes `output` (dataset.bin).
 pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<DatasetArtifact, EncodeError> {
+    artifacts::refuse_input_as_output(output, &[input]).map_err(EncodeError::Artifact)?;
     let (notes, input_digest) = artifacts::read_input::<NotesArtifact>(input).map_err(EncodeError::Artifact)?;
     let dataset = encode(config, &notes)?;
 

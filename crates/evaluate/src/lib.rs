@@ -116,6 +116,9 @@ pub struct Inputs<'a> {
 /// Runs the stage and writes `output` (`evaluation.json`) and its companions beside it.
 pub fn run(config: &PipelineConfig, inputs: Inputs, output: &Path) -> Result<Evaluation, EvaluateError> {
     let read_error = EvaluateError::Artifact;
+    let mut read = vec![inputs.dataset, inputs.model, inputs.notes];
+    read.extend(inputs.generated.iter().map(PathBuf::as_path));
+    artifacts::refuse_input_as_output(output, &read).map_err(read_error)?;
     let (_, dataset) = artifacts::read::<DatasetArtifact>(inputs.dataset).map_err(read_error)?;
     let (_, model) = artifacts::read::<ModelArtifact>(inputs.model).map_err(read_error)?;
     let (_, notes) = artifacts::read::<NotesArtifact>(inputs.notes).map_err(read_error)?;

@@ -115,7 +115,8 @@ pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<Extra
     tracing::info!(
         "extract: read {} files, skipped {}{}; {} notes, {:.1} minutes of music, pitches {}–{}, \
          {:.1} notes/s, {} files with pedal, {} tempo changes; dropped {} notes off the keyboard \
-         and {} of zero length, shortened {} to extract.max_note_seconds",
+         and {} of zero length, shortened {} to extract.max_note_seconds and {} rests to \
+         extract.max_rest_seconds",
         report.files_read,
         report.files_skipped,
         grouped_reasons(&artifact.rejected),
@@ -128,7 +129,8 @@ pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<Extra
         report.tempo_changes,
         report.dropped_off_keyboard,
         report.dropped_zero_length,
-        report.shortened
+        report.shortened,
+        report.rests_shortened
     );
     artifacts::write_report(output, &report).map_err(ExtractError::Artifact)?;
     stage_cli::log_outcome(output, outcome);
@@ -154,6 +156,7 @@ pub struct ExtractReport {
     pub dropped_off_keyboard: usize,
     pub dropped_zero_length: usize,
     pub shortened: usize,
+    pub rests_shortened: usize,
 }
 
 /// [`MidiFacts`] summed over the files read.
@@ -164,6 +167,7 @@ struct Totals {
     off_keyboard: usize,
     zero_length: usize,
     shortened: usize,
+    rests_shortened: usize,
 }
 
 impl Totals {
@@ -173,6 +177,7 @@ impl Totals {
         self.off_keyboard += facts.off_keyboard;
         self.zero_length += facts.zero_length;
         self.shortened += facts.shortened;
+        self.rests_shortened += facts.rests_shortened;
     }
 }
 
@@ -203,6 +208,7 @@ impl ExtractReport {
             dropped_off_keyboard: totals.off_keyboard,
             dropped_zero_length: totals.zero_length,
             shortened: totals.shortened,
+            rests_shortened: totals.rests_shortened,
         }
     }
 }
@@ -239,7 +245,9 @@ pub fn find_midi_files(folder: &Path) -> Result<Vec<PathBuf>, ExtractError> {
             let file_type = entry.file_type().map_err(|e| ExtractError::Io(path.clone(), e))?;
             if file_type.is_dir() {
                 pending.push(path);
-            } else if is_midi_name(&path) && path.is_file() {
+            } else if is_midi_name(&path) {
+                // Links, FIFOs and devices with a MIDI name are kept here, so extraction
+                // rejects them with a reason and the summary counts them.
                 found.push(path);
             }
         }
@@ -269,7 +277,8 @@ pub fn extract_file(path: &Path, limits: &ExtractConfig) -> Result<(artifacts::D
     if size > limits.max_file_bytes {
         return Err(format!("too large: {size} bytes, limit extract.max_file_bytes = {}", limits.max_file_bytes));
     }
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    // Capped again while reading: a file under /proc reports no size and may never end.
+    let bytes = artifacts::read_capped(path, limits.max_file_bytes).map_err(|e| format!("cannot read: {e}"))?;
     let (notes, facts) = read_midi(&bytes, limits)?;
     Ok((artifacts::digest(&bytes), notes, facts))
 }
@@ -431,7 +440,9 @@ impl Clock {
 /// - Sustain pedal (`extract.sustain = "apply"`): while controller 64 is at 64 or more on a
 ///   channel, a released key rings on until the pedal lifts or the same pitch is struck again.
 /// - Notes outside the 88 piano keys (A0–C8) are dropped; notes longer than
-///   `extract.max_note_seconds` are cut to it. Both are counted in the stage summary.
+///   `extract.max_note_seconds` are cut to it; a silence longer than
+///   `extract.max_rest_seconds` (before the first note, or after every note so far has
+///   ended) is shortened to it. All are counted in the stage summary.
 /// - A file with no notes left is rejected.
 ///
 /// Lenient by design, as players are: a RIFF (`.rmi`) wrapper is unwrapped, bytes after the
@@ -454,6 +465,8 @@ pub struct MidiFacts {
     pub zero_length: usize,
     /// Notes cut to `extract.max_note_seconds`.
     pub shortened: usize,
+    /// Silences shortened to `extract.max_rest_seconds`.
+    pub rests_shortened: usize,
 }
 
 /// A MIDI channel event at an absolute tick: one entry of a file's merged event stream.
@@ -474,6 +487,31 @@ pub fn read_midi(bytes: &[u8], limits: &ExtractConfig) -> Result<(Vec<Note>, Mid
         events.shrink_to(1 << 20);
         result
     })
+}
+
+/// Shortens every silence longer than `max_rest` seconds to `max_rest`, moving the notes
+/// after it earlier (in seconds, and in quarter notes by the same share of the gap). A
+/// silence is the time before the first note, or from the end of every note so far to the
+/// next onset. Returns how many silences were shortened. `notes` must be in onset order.
+fn shorten_rests(notes: &mut [Note], max_rest: f64) -> usize {
+    let (mut cut_seconds, mut cut_quarters) = (0.0, 0.0);
+    let (mut end_seconds, mut end_quarters) = (0.0f64, 0.0f64);
+    let mut shortened = 0;
+    for note in notes {
+        let gap = note.onset_seconds - cut_seconds - end_seconds;
+        if gap > max_rest {
+            let share = (gap - max_rest) / gap;
+            cut_seconds += gap - max_rest;
+            cut_quarters += (note.onset_quarters - cut_quarters - end_quarters) * share;
+            shortened += 1;
+        }
+        // Every note moves by the same subtraction, so notes struck together stay together.
+        note.onset_seconds -= cut_seconds;
+        note.onset_quarters -= cut_quarters;
+        end_seconds = end_seconds.max(note.onset_seconds + note.duration_seconds);
+        end_quarters = end_quarters.max(note.onset_quarters + note.duration_quarters);
+    }
+    shortened
 }
 
 /// [`read_midi`] with `events` (empty) as the buffer for the merged event stream.
@@ -599,6 +637,7 @@ fn read_midi_with(
     for chord in notes.chunk_by_mut(|a, b| a.onset_seconds == b.onset_seconds) {
         chord.sort_by_key(|note| note.pitch);
     }
+    facts.rests_shortened = shorten_rests(&mut notes, limits.max_rest_seconds);
     if notes.len() > limits.max_notes {
         return Err(format!("too many notes: {}, limit extract.max_notes = {}", notes.len(), limits.max_notes));
     }

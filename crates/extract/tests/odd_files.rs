@@ -50,3 +50,15 @@ fn a_folder_of_crafted_files_is_extracted_with_every_rejection_counted() {
     assert_eq!(report.notes, notes);
     assert_eq!(report.skipped.values().map(Vec::len).sum::<usize>(), rejected);
 }
+
+#[test]
+fn a_rest_of_any_length_is_shortened_to_the_configured_maximum() {
+    let bytes = [odd_midi::header(0, 1, 1), odd_midi::track(&odd_midi::huge_rest())].concat();
+    let limits = config::ExtractConfig::default();
+    let (notes, facts) = extract::read_midi(&bytes, &limits).unwrap();
+    assert_eq!(notes.len(), 2);
+    let rest = notes[1].onset_seconds - (notes[0].onset_seconds + notes[0].duration_seconds);
+    assert!((rest - limits.max_rest_seconds).abs() < 1e-6, "a rest of {rest} s");
+    assert!(notes[1].onset_quarters > notes[0].onset_quarters && notes[1].onset_quarters < 10.0);
+    assert_eq!(facts.rests_shortened, 1);
+}

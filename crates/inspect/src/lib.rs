@@ -15,8 +15,16 @@ use artifacts::{
 use std::fmt::Write;
 use std::path::Path;
 
+/// What [`describe`] found: the text to print, and whether the whole file could be read.
+pub struct Description {
+    pub text: String,
+    /// `false` when the header was read but the payload was not (another format version,
+    /// damage): the text says why, and `inspect` exits with a failure.
+    pub payload_readable: bool,
+}
+
 /// The description of the artifact at `path`, or why it is not one.
-pub fn describe(path: &Path) -> Result<String, String> {
+pub fn describe(path: &Path) -> Result<Description, String> {
     let bytes = read_file(path).map_err(|e| e.to_string())?;
     let (header, _) = read_header(&bytes).ok_or_else(|| format!("{}: not a pipeline artifact", path.display()))?;
     let mut out = describe_header(path, &header, bytes.len());
@@ -26,13 +34,14 @@ pub fn describe(path: &Path) -> Result<String, String> {
         ArtifactKind::Model => from_bytes::<ModelArtifact>(&bytes, path).map(|(_, a)| model(&a)),
         ArtifactKind::Checkpoint => from_bytes::<CheckpointArtifact>(&bytes, path).map(|(_, a)| checkpoint(&a)),
     };
+    let payload_readable = summary.is_ok();
     match summary {
         Ok(text) => out.push_str(&text),
         Err(e) => {
             let _ = writeln!(out, "payload:  unreadable: {e}");
         }
     }
-    Ok(out)
+    Ok(Description { text: out, payload_readable })
 }
 
 fn describe_header(path: &Path, header: &Header, size: usize) -> String {

@@ -2,6 +2,7 @@
 //! exit status 1 (never a panic), no partial file, nothing earlier overwritten.
 
 use pipeline_tests::{describe, release_bin, repo_root, run_stage, tiny_project};
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -127,4 +128,46 @@ fn make_with_parallel_jobs_builds_the_same_files() {
         let b = std::fs::read(dir.join("parallel").join(name)).unwrap();
         assert!(a == b, "{name} differs between make -j1 and make -j8");
     }
+}
+
+#[test]
+fn no_output_may_destroy_an_input_or_a_device_and_damage_is_named() {
+    let project = tiny_project(2);
+    let dir = project.path();
+    prepare(dir);
+    let notes = std::fs::read(dir.join("notes.bin")).unwrap();
+    assert_refused(
+        run_stage("encode", dir, &["--input", "notes.bin", "--output", "./notes.bin"]),
+        &["it is the input"],
+    );
+    assert_eq!(std::fs::read(dir.join("notes.bin")).unwrap(), notes, "the input is intact");
+    assert_refused(
+        run_stage("train", dir, &["--input", "dataset.bin", "--output", "dataset.bin"]),
+        &["refusing to write dataset.bin"],
+    );
+    assert_refused(
+        run_stage("compose", dir, &["--input", "model.bin", "--dataset", "dataset.bin", "--output", "model.bin"]),
+        &["it is the input"],
+    );
+    // A device is never replaced by a regular file, and a config is never read from one.
+    assert_refused(
+        run_stage("encode", dir, &["--input", "notes.bin", "--output", "/dev/null"]),
+        &["not a regular file"],
+    );
+    assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device());
+    assert_refused(run_stage("train", dir, &["--config", "/dev/zero"]), &["/dev/zero", "not a regular file"]);
+
+    // One flipped bit in the middle of dataset.bin: refused as damaged, naming the stage.
+    let mut dataset = std::fs::read(dir.join("dataset.bin")).unwrap();
+    let middle = dataset.len() / 2;
+    dataset[middle] ^= 0x10;
+    std::fs::write(dir.join("flipped.bin"), &dataset).unwrap();
+    assert_refused(
+        run_stage("train", dir, &["--input", "flipped.bin", "--output", "m.bin"]),
+        &["flipped.bin", "damaged", "`encode`"],
+    );
+    let inspect = run_stage("inspect", dir, &["flipped.bin"]);
+    assert_eq!(inspect.status.code(), Some(1), "inspect fails on a damaged file: {}", describe(&inspect));
+    assert!(String::from_utf8_lossy(&inspect.stdout).contains("unreadable"));
+    assert!(run_stage("inspect", dir, &["dataset.bin"]).status.success());
 }

@@ -62,3 +62,33 @@ fn generated_music_renders_to_an_audible_wav_of_the_right_length() {
     assert!(output.status.success(), "{}", describe(&output));
     assert_eq!(std::fs::read(dir.join("again.wav")).unwrap(), std::fs::read(dir.join("music.wav")).unwrap());
 }
+
+#[test]
+fn hostile_midi_files_render_within_bounds_or_are_refused() {
+    let Some(soundfont) = test_support::soundfont("hostile_midi_files_render_within_bounds_or_are_refused", || {
+        compose::audio::find_soundfont("")
+    }) else {
+        return;
+    };
+    use test_support::odd_midi::{event, header, huge_rest, track, track_claiming};
+    let dir = tempfile::tempdir().unwrap();
+    let set = format!("compose.soundfont={}", soundfont.display());
+    // A rest of 4.5·10⁹ seconds: shortened to extract.max_rest_seconds before rendering.
+    std::fs::write(dir.path().join("rest.mid"), [header(0, 1, 1), track(&huge_rest())].concat()).unwrap();
+    let output = run_stage("listen", dir.path(), &["rest.mid", "--set", &set]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let wav = hound::WavReader::open(dir.path().join("rest.wav")).unwrap();
+    let seconds = f64::from(wav.duration()) / f64::from(wav.spec().sample_rate);
+    assert!(seconds < 200.0, "{seconds} s rendered");
+
+    // A track claiming 4 GB: the notes that are there are rendered; nothing panics.
+    let note = [event(0, &[0x90, 60, 80]), event(96, &[0x80, 60, 0])].concat();
+    std::fs::write(dir.path().join("claims.mid"), [header(0, 1, 96), track_claiming(&note, u32::MAX)].concat())
+        .unwrap();
+    let output = run_stage("listen", dir.path(), &["claims.mid", "--set", &set]);
+    assert!(output.status.success(), "{}", describe(&output));
+    // Not MIDI at all: one line, exit 1.
+    std::fs::write(dir.path().join("text.mid"), b"hello").unwrap();
+    let output = run_stage("listen", dir.path(), &["text.mid", "--set", &set]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+}

@@ -81,6 +81,22 @@ fn two_notes() -> Vec<u8> {
     two_notes_on(0, 60, 64)
 }
 
+/// The largest delta time a MIDI file can hold (2²⁸ − 1 ticks).
+pub const LARGEST_DELTA: u32 = 0x0fff_ffff;
+
+/// A note, a rest of [`LARGEST_DELTA`] ticks at the slowest tempo, a note.
+pub fn huge_rest() -> Vec<u8> {
+    [
+        event(0, &[0xff, 0x51, 0x03, 0xff, 0xff, 0xff]),
+        event(0, &[0x90, 60, 80]),
+        event(1, &[0x80, 60, 0]),
+        event(LARGEST_DELTA, &[0x90, 64, 80]),
+        event(1, &[0x80, 64, 0]),
+        event(0, &END_OF_TRACK),
+    ]
+    .concat()
+}
+
 fn format_0(events: &[u8]) -> Vec<u8> {
     [header(0, 1, 96), track(events)].concat()
 }
@@ -209,6 +225,13 @@ pub fn all() -> Vec<OddFile> {
                 .concat(),
             ),
             expect: Expect::Notes(1),
+        },
+        OddFile {
+            name: "a-rest-of-a-hundred-and-forty-years.mid",
+            // One tick a quarter at the slowest tempo (16.8 s a quarter), then the largest
+            // delta a file can hold: 4.5·10⁹ seconds of silence between two notes.
+            bytes: [header(0, 1, 1), track(&huge_rest())].concat(),
+            expect: Expect::Notes(2),
         },
         OddFile {
             name: "only-a-tempo.mid",

@@ -100,6 +100,7 @@ pub fn run(
     weights_only: bool,
     interrupt: &AtomicBool,
 ) -> Result<ModelArtifact, TrainError> {
+    artifacts::refuse_input_as_output(output, &[input, &config.train.init]).map_err(TrainError::Artifact)?;
     let (dataset, dataset_digest) = artifacts::read_input::<DatasetArtifact>(input).map_err(TrainError::Artifact)?;
     let init = read_init(&config.train.init, &dataset, config)?;
     let device = lstm::select_device(config.runtime.device)?;
