@@ -269,10 +269,15 @@ pub fn read<A: Artifact>(path: &Path) -> Result<(Header, A), ArtifactError> {
 /// Reads and checks an artifact of type `A`, and names it as an input for the header of
 /// the artifact made from it: `(payload, its file name and BLAKE3 digest)`.
 pub fn read_input<A: Artifact>(path: &Path) -> Result<(A, InputDigest), ArtifactError> {
+    read_with_digest(path).map(|(_, payload, input)| (payload, input))
+}
+
+/// [`read_input`], with the artifact's own header too.
+pub fn read_with_digest<A: Artifact>(path: &Path) -> Result<(Header, A, InputDigest), ArtifactError> {
     let bytes = read_file(path)?;
-    let (_, payload) = from_bytes(&bytes, path)?;
+    let (header, payload) = from_bytes(&bytes, path)?;
     let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
-    Ok((payload, InputDigest { name, digest: digest(&bytes) }))
+    Ok((header, payload, InputDigest { name, digest: digest(&bytes) }))
 }
 
 /// Reads a whole artifact file, with the path in the error; see [`read_capped`].
@@ -415,9 +420,13 @@ fn same_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
     }
 }
 
-/// The stage report that goes beside `artifact`: `notes.bin` → `notes.report.json`.
+/// The stage report that goes beside `artifact`: `notes.bin` → `notes.report.json`, and for
+/// every other kind of file the whole name, `music.mid` → `music.mid.report.json`, so the
+/// report of a MIDI file named like an artifact (`model.mid`) never replaces that
+/// artifact's report (`model.report.json`).
 pub fn report_path(artifact: &Path) -> PathBuf {
-    let stem = artifact.file_stem().map_or_else(|| "artifact".into(), |s| s.to_string_lossy().into_owned());
+    let name = artifact.file_name().map_or_else(|| "artifact".into(), |s| s.to_string_lossy().into_owned());
+    let stem = name.strip_suffix(".bin").unwrap_or(&name);
     artifact.with_file_name(format!("{stem}.report.json"))
 }
 

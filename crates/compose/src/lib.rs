@@ -101,7 +101,7 @@ pub enum Start<'a> {
 
 /// Runs the stage: reads `model_path` (and the data set or primer named by `start`) and
 /// writes `compose.outputs` MIDI files: `output`, then `<stem>_2.mid`, … Each gets a piano
-/// roll (`.svg`) and a report (`.report.json`) beside it.
+/// roll (`.svg`) and a report (`.mid.report.json`) beside it.
 pub fn run(
     config: &PipelineConfig,
     model_path: &Path,
@@ -226,7 +226,6 @@ fn opening_tokens(model: &ModelArtifact) -> Option<Vec<u32>> {
 /// Writes a composition's MIDI file, piano roll and report, and logs its summary.
 fn write_outputs(output: &Path, composition: &Composition, settings: &ComposeConfig) -> Result<(), ComposeError> {
     let bytes = midi_file::to_bytes(&composition.notes, settings.tempo_bpm);
-    let outcome = artifacts::write_if_changed(output, &bytes).map_err(ComposeError::Artifact)?;
     let report = ComposeReport::new(output, composition, settings.tempo_bpm);
     tracing::info!(
         "compose: {} tokens ({} distinct), {} notes from {} to {}, {:.0} s at {} BPM, \
@@ -255,12 +254,14 @@ fn write_outputs(output: &Path, composition: &Composition, settings: &ComposeCon
     let title = format!("{} — bars of 4/4 at {} BPM", output.display(), settings.tempo_bpm);
     let svg = pictures::piano_roll(&roll, Some(4.0 * seconds_per_quarter), &title);
     artifacts::write_if_changed(&output.with_extension("svg"), svg.as_bytes()).map_err(ComposeError::Artifact)?;
+    // The MIDI file last: a failure before it leaves no new music that looks finished.
     artifacts::write_report(output, &report).map_err(ComposeError::Artifact)?;
+    let outcome = artifacts::write_if_changed(output, &bytes).map_err(ComposeError::Artifact)?;
     stage_cli::log_outcome(output, outcome);
     Ok(())
 }
 
-/// What one output holds: logged, and written as `<output>.report.json`.
+/// What one output holds: logged, and written as `<output>.report.json` (see [`artifacts::report_path`]).
 #[derive(Debug, serde::Serialize)]
 pub struct ComposeReport {
     pub file: String,

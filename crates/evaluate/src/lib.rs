@@ -119,9 +119,23 @@ pub fn run(config: &PipelineConfig, inputs: Inputs, output: &Path) -> Result<Eva
     let mut read = vec![inputs.dataset, inputs.model, inputs.notes];
     read.extend(inputs.generated.iter().map(PathBuf::as_path));
     artifacts::refuse_input_as_output(output, &read).map_err(read_error)?;
-    let (_, dataset) = artifacts::read::<DatasetArtifact>(inputs.dataset).map_err(read_error)?;
-    let (_, model) = artifacts::read::<ModelArtifact>(inputs.model).map_err(read_error)?;
-    let (_, notes) = artifacts::read::<NotesArtifact>(inputs.notes).map_err(read_error)?;
+    let (dataset_header, dataset, dataset_digest) =
+        artifacts::read_with_digest::<DatasetArtifact>(inputs.dataset).map_err(read_error)?;
+    let (model_header, model) = artifacts::read::<ModelArtifact>(inputs.model).map_err(read_error)?;
+    let (notes, notes_digest) = artifacts::read_input::<NotesArtifact>(inputs.notes).map_err(read_error)?;
+    // Each artifact records the digest of the one it was made from: the three must be one chain.
+    for (made, header, (from, from_digest), stage) in [
+        (inputs.dataset, &dataset_header, (inputs.notes, notes_digest), "encode"),
+        (inputs.model, &model_header, (inputs.dataset, dataset_digest), "train"),
+    ] {
+        if !header.inputs.iter().any(|input| input.digest == from_digest.digest) {
+            return Err(EvaluateError::Mismatch(format!(
+                "{} was not made from {}; pass the files of one run, or rerun `{stage}`",
+                made.display(),
+                from.display()
+            )));
+        }
+    }
     if dataset.vocabulary != model.vocabulary || dataset.encoding != model.encoding {
         return Err(EvaluateError::Mismatch(format!(
             "{} and {} use different dictionaries; rerun `train` on this data set",

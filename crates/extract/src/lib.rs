@@ -108,9 +108,6 @@ pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<Extra
     let inputs =
         vec![InputDigest { name: format!("{} MIDI files", files.len()), digest: artifacts::digest_of(&files) }];
     let producer = concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"));
-    let outcome = artifacts::write(output, &artifact, producer, config.section_digest(Section::Extract), inputs)
-        .map_err(ExtractError::Artifact)?;
-
     let report = ExtractReport::new(&artifact, totals);
     tracing::info!(
         "extract: read {} files, skipped {}{}; {} notes, {:.1} minutes of music, pitches {}–{}, \
@@ -132,7 +129,10 @@ pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<Extra
         report.shortened,
         report.rests_shortened
     );
+    // The report first: a stage that fails to write it must not leave a new artifact.
     artifacts::write_report(output, &report).map_err(ExtractError::Artifact)?;
+    let outcome = artifacts::write(output, &artifact, producer, config.section_digest(Section::Extract), inputs)
+        .map_err(ExtractError::Artifact)?;
     stage_cli::log_outcome(output, outcome);
     Ok(report)
 }
@@ -265,10 +265,29 @@ fn is_midi_name(path: &Path) -> bool {
         .is_some_and(|e| ["mid", "midi", "rmi"].iter().any(|ext| e.eq_ignore_ascii_case(ext)))
 }
 
-/// `path` relative to `root`, `/`-separated, as recorded in the artifact.
+/// `path` relative to `root`, `/`-separated, as recorded in the artifact. Bytes of a name
+/// that are not UTF-8 are written as `\xNN`, so two such names never record as one.
 fn relative_name(root: &Path, path: &Path) -> String {
     let relative = path.strip_prefix(root).unwrap_or(path);
-    relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
+    relative.components().map(|c| escaped_name(c.as_os_str())).collect::<Vec<_>>().join("/")
+}
+
+#[cfg(unix)]
+fn escaped_name(name: &std::ffi::OsStr) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut text = String::new();
+    for chunk in name.as_bytes().utf8_chunks() {
+        text.push_str(chunk.valid());
+        for byte in chunk.invalid() {
+            text.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    text
+}
+
+#[cfg(not(unix))]
+fn escaped_name(name: &std::ffi::OsStr) -> String {
+    name.to_string_lossy().into_owned()
 }
 
 /// Reads and extracts one file: its content digest and notes, or a one-line reason.

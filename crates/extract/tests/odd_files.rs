@@ -62,3 +62,24 @@ fn a_rest_of_any_length_is_shortened_to_the_configured_maximum() {
     assert!(notes[1].onset_quarters > notes[0].onset_quarters && notes[1].onset_quarters < 10.0);
     assert_eq!(facts.rests_shortened, 1);
 }
+
+#[cfg(unix)]
+#[test]
+fn names_that_are_not_utf8_stay_apart_and_special_files_are_counted() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("midi");
+    std::fs::create_dir(&input).unwrap();
+    let plain = odd_midi::all().into_iter().find(|f| f.name == "plain-two-notes.mid").unwrap().bytes;
+    for name in [&b"a\xff.mid"[..], b"a\xfe.mid"] {
+        std::fs::write(input.join(std::ffi::OsStr::from_bytes(name)), &plain).unwrap();
+    }
+    // A FIFO and a link loop with MIDI names: rejected with a reason and counted.
+    assert!(std::process::Command::new("mkfifo").arg(input.join("pipe.mid")).status().unwrap().success());
+    std::os::unix::fs::symlink("loop.mid", input.join("loop.mid")).unwrap();
+    let report = extract::run(&Default::default(), &input, &dir.path().join("notes.bin")).unwrap();
+    assert_eq!((report.files_read, report.files_skipped), (2, 2), "{:?}", report.skipped);
+    let (notes, _) = artifacts::read_input::<artifacts::NotesArtifact>(&dir.path().join("notes.bin")).unwrap();
+    let names: Vec<&str> = notes.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(names, ["a\\xfe.mid", "a\\xff.mid"]);
+}

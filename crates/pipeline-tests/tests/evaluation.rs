@@ -48,3 +48,24 @@ fn evaluation_agrees_with_training_and_catches_a_copy() {
     assert!((0.0..=1.0).contains(&overlap));
     assert!(std::fs::read_to_string(dir.join("eval.md")).unwrap().contains("## Memorisation"));
 }
+
+#[test]
+fn notes_a_data_set_was_not_made_from_are_refused() {
+    let project = tiny_project(3);
+    let dir = project.path();
+    let steps: [(&str, &[&str]); 4] = [
+        ("extract", &["--input", "midi", "--output", "notes.bin"]),
+        ("encode", &["--input", "notes.bin", "--output", "dataset.bin"]),
+        ("train", &["--input", "dataset.bin", "--output", "model.bin"]),
+        ("compose", &["--input", "model.bin", "--dataset", "dataset.bin", "--output", "music.mid"]),
+    ];
+    pipeline_tests::run_stages(dir, &steps);
+    // Another extraction: two of the three files.
+    std::fs::remove_file(dir.join("midi").join(pipeline_tests::bundled_midi()[0].file_name().unwrap())).unwrap();
+    pipeline_tests::run_stages(dir, &[("extract", &["--input", "midi", "--output", "other.bin"])]);
+    let args = ["--dataset", "dataset.bin", "--model", "model.bin", "--notes", "other.bin", "music.mid"];
+    let output = run_stage("evaluate", dir, &args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(stderr.contains("dataset.bin was not made from other.bin") && stderr.contains("`encode`"), "{stderr}");
+}

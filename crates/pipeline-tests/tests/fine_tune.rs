@@ -77,7 +77,7 @@ fn a_model_composes_alone_with_no_data_set() {
     assert!(stderr.contains("starting from the model alone") && stderr.contains("every setting at its default"));
     std::fs::rename(dir.join("elsewhere.toml"), dir.join("pipeline.toml")).unwrap();
     let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("alone.report.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("alone.mid.report.json")).unwrap()).unwrap();
     assert!(report["notes"].as_u64().unwrap() > 0, "{report}");
 
     // The original encoding has no neutral first token: the message says what to pass.

@@ -41,7 +41,7 @@ fn generated_music_renders_to_an_audible_wav_of_the_right_length() {
     ];
     pipeline_tests::run_stages(dir, &steps);
     let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("music.report.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("music.mid.report.json")).unwrap()).unwrap();
     let music_seconds = report["seconds"].as_f64().unwrap();
 
     let mut reader = hound::WavReader::open(dir.join("music.wav")).unwrap();

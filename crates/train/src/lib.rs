@@ -135,6 +135,9 @@ pub fn run(
         other => other,
     })?;
 
+    let report = TrainReport::new(&model, started.elapsed().as_secs_f64(), &device);
+    // The report first: a stage that fails to write it must not leave a new model.
+    artifacts::write_report(output, &report).map_err(TrainError::Artifact)?;
     let stored = if weights_only { model.clone().weights_only() } else { model.clone() };
     let outcome = artifacts::write(output, &stored, producer, config_digest, inputs).map_err(TrainError::Artifact)?;
     match ending {
@@ -146,7 +149,6 @@ pub fn run(
             checkpoint_path.display()
         ),
     }
-    let report = TrainReport::new(&model, started.elapsed().as_secs_f64(), &device);
     if let Some(best) = model.history.iter().find(|e| Some(e.epoch) == report.best_epoch) {
         tracing::info!(
             "train: best validation loss {:.3} in epoch {} of {}; {:.0} s in all; curve in {}",
@@ -157,7 +159,6 @@ pub fn run(
             curve_path.display()
         );
     }
-    artifacts::write_report(output, &report).map_err(TrainError::Artifact)?;
     stage_cli::log_outcome(output, outcome);
     Ok(model)
 }
