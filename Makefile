@@ -25,7 +25,7 @@ MODEL    := $(ART)/model.bin
 MUSIC    := $(ART)/generated_music.mid
 
 .DEFAULT_GOAL := all
-.PHONY: all test test-deps evaluate listen corpus inspect bench clean help base-model
+.PHONY: all test test-deps evaluate listen corpus inspect bench clean help base-model quality
 
 # ---------------------------------------------------------------------------------------
 # Stamps. Written while the Makefile is read, and rewritten only when their content
@@ -84,7 +84,8 @@ $(NOTES): $(BIN)/extract $(STAMPS)/inputs.stamp $(STAMPS)/extract.stamp
 $(DATASET): $(BIN)/encode $(NOTES) $(STAMPS)/encode.stamp
 	$(BIN)/encode --config $(CONFIG) --input $(NOTES) --output $@
 
-$(MODEL): $(BIN)/train $(DATASET) $(STAMPS)/train.stamp
+# The shipped base models, one of which train.init may name: a new one reruns train.
+$(MODEL): $(BIN)/train $(DATASET) $(STAMPS)/train.stamp $(wildcard models/*.bin)
 	$(BIN)/train --config $(CONFIG) --input $(DATASET) --output $@
 
 $(MUSIC): $(BIN)/compose $(MODEL) $(DATASET) $(STAMPS)/compose.stamp
@@ -169,6 +170,24 @@ base-model: $(BIN)/extract $(BIN)/encode $(BIN)/train
 	cp $(BASE)/training_curve.svg models/piano.training_curve.svg
 	@echo "base model: models/piano.bin"
 
+# How close a model's music is to pieces it never saw (artifacts/quality.md and .json):
+# QUALITY_PIECES pieces of 60 s composed from the model alone, against the files named in
+# QUALITY_VALID, with memorisation checked against those in QUALITY_TRAIN (all paths
+# relative to QUALITY_CORPUS). `make base-model quality` trains on the split, then measures.
+QUALITY_MODEL  ?= models/piano.bin
+QUALITY_CORPUS ?= $(BASE_CORPUS)
+QUALITY_TRAIN  ?= $(BASE_LIST)
+QUALITY_VALID  ?= ../shared/splits/piano-midi-de.valid.txt
+QUALITY_PIECES ?= 8
+quality: $(BIN)/compose
+	cargo build --release --locked $(CARGO_FLAGS) --bin quality
+	rm -rf $(ART)/quality && mkdir -p $(ART)/quality
+	$(BIN)/compose --config $(CONFIG) --input $(QUALITY_MODEL) --no-dataset --outputs $(QUALITY_PIECES) \
+	    --seconds 60 --output $(ART)/quality/piece.mid
+	$(BIN)/quality --config $(CONFIG) --reference "$(QUALITY_CORPUS)" --reference-list "$(QUALITY_VALID)" \
+	    --training "$(QUALITY_CORPUS)" --training-list "$(QUALITY_TRAIN)" --output $(ART)/quality.json \
+	    $(ART)/quality/piece*.mid
+
 # Re-renders the bundled sample corpus from its text scores (data/scores/*.score).
 corpus:
 	cargo run --release --locked -p sample-corpus
@@ -183,6 +202,7 @@ help:
 	@echo "make DATA=dir     the same on another folder of .mid/.midi files (searched recursively)"
 	@echo "make test         the test suite (tests that need ../shared/data or a SoundFont skip without them)"
 	@echo "make base-model   retrain models/piano.bin on BASE_CORPUS/BASE_LIST (see models/README.md)"
+	@echo "make quality      the base model's music against held-out pieces: artifacts/quality.md"
 	@echo "make evaluate     held-out loss, music statistics and memorisation: artifacts/evaluation.md"
 	@echo "make listen       render the generated music to artifacts/generated_music.wav"
 	@echo "make inspect      print what each artifact is and what made it"

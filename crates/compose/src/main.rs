@@ -17,6 +17,10 @@ struct Args {
     /// if it exists; else the piece starts from the model alone].
     #[arg(long, value_name = "FILE")]
     dataset: Option<PathBuf>,
+    /// Start from the model alone, even where artifacts/dataset.bin exists (`performance`
+    /// models only).
+    #[arg(long, conflicts_with_all = ["dataset", "primer"])]
+    no_dataset: bool,
     /// Start from the opening of this MIDI file (its first `compose.primer_seconds`)
     /// instead of a random window of the data set.
     #[arg(long, value_name = "FILE.mid")]
@@ -70,12 +74,12 @@ fn main() -> std::process::ExitCode {
         let start = match (&args.primer, &args.dataset) {
             (Some(primer), _) => compose::Start::Primer(primer),
             (None, Some(dataset)) => compose::Start::Dataset(dataset),
-            (None, None) if default_dataset.exists() => compose::Start::Dataset(&default_dataset),
+            (None, None) if default_dataset.exists() && !args.no_dataset => compose::Start::Dataset(&default_dataset),
             (None, None) => {
-                tracing::info!(
-                    "compose: no data set given and none at {}: starting from the model alone",
-                    default_dataset.display()
-                );
+                if !args.no_dataset {
+                    tracing::info!("compose: no data set given and none at {}", default_dataset.display());
+                }
+                tracing::info!("compose: starting from the model alone");
                 compose::Start::Opening
             }
         };

@@ -157,6 +157,9 @@ pub struct TrainConfig {
     /// encoding, dictionary and network shape as this run, else an error naming both. Empty
     /// = train from scratch.
     pub init: PathBuf,
+    /// Who made the training data and under which license, written into the training
+    /// report (a model derived from a corpus carries its credit).
+    pub credit: String,
 }
 
 /// The `[train]` keys that only say how long to train or how often to save, not what the
@@ -274,6 +277,7 @@ impl Default for TrainConfig {
             checkpoint_seconds: 300.0,
             max_minutes: 0.0,
             init: PathBuf::new(),
+            credit: String::new(),
         }
     }
 }

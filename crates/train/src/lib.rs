@@ -135,7 +135,7 @@ pub fn run(
         other => other,
     })?;
 
-    let report = TrainReport::new(&model, started.elapsed().as_secs_f64(), &device);
+    let report = TrainReport::new(&model, started.elapsed().as_secs_f64(), &device, &config.train.credit);
     // The report first: a stage that fails to write it must not leave a new model.
     artifacts::write_report(output, &report).map_err(TrainError::Artifact)?;
     let stored = if weights_only { model.clone().weights_only() } else { model.clone() };
@@ -247,13 +247,16 @@ pub struct TrainReport {
     pub seconds: f64,
     /// The model the weights started from (`train.init`), if any.
     pub initialised_from: Option<String>,
+    /// `train.credit`: who made the training data, and its license.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub credit: String,
     /// The epoch with the lowest validation loss, if there is a validation set.
     pub best_epoch: Option<usize>,
     pub history: Vec<EpochRecord>,
 }
 
 impl TrainReport {
-    fn new(model: &ModelArtifact, seconds: f64, device: &Device) -> Self {
+    fn new(model: &ModelArtifact, seconds: f64, device: &Device, credit: &str) -> Self {
         let best_epoch = model
             .history
             .iter()
@@ -269,6 +272,7 @@ impl TrainReport {
                 .initialised_from
                 .as_ref()
                 .map(|from| format!("{} (BLAKE3 {})", from.name, artifacts::hex(&from.digest))),
+            credit: credit.to_owned(),
             best_epoch,
             history: model.history.clone(),
         }
