@@ -25,7 +25,7 @@ MODEL    := $(ART)/model.bin
 MUSIC    := $(ART)/generated_music.mid
 
 .DEFAULT_GOAL := all
-.PHONY: all test test-deps evaluate listen corpus inspect bench clean help base-model quality
+.PHONY: all test test-deps evaluate listen corpus inspect bench bench-maestro clean help base-model quality
 
 # ---------------------------------------------------------------------------------------
 # Stamps. Written while the Makefile is read, and rewritten only when their content
@@ -188,6 +188,24 @@ quality: $(BIN)/compose
 	    --training "$(QUALITY_CORPUS)" --training-list "$(QUALITY_TRAIN)" --output $(ART)/quality.json \
 	    $(ART)/quality/piece*.mid
 
+# A corpus the size of MAESTRO (1,276 files under MAESTRO-style names, copies of the files in
+# BENCH_CORPUS) through extract and encode, then a minute of training for its rate; prints
+# each stage's time and peak memory (GNU time where installed) and an epoch's estimate.
+MAESTRO_SIZED := $(ART)/maestro-sized
+bench-maestro: $(BIN)/extract $(BIN)/encode $(BIN)/train
+	rm -rf $(MAESTRO_SIZED) && mkdir -p $(MAESTRO_SIZED)/midi
+	find "$(BENCH_CORPUS)" -type f \( -iname '*.mid' -o -iname '*.midi' \) | LC_ALL=C sort > $(MAESTRO_SIZED)/sources
+	awk '{ f[NR] = $$0 } END { for (i = 0; i < 1276; i++) \
+	    printf "%s\tMIDI-Unprocessed_SMF_%02d_R1_2004_01-05_ORIG_MID--AUDIO_%02d_R1_2004_%04d_Track%04d_wav.midi\n", \
+	    f[i % NR + 1], i % 23, i % 17, i, i }' $(MAESTRO_SIZED)/sources | \
+	    while IFS="$$(printf '\t')" read -r from to; do cp "$$from" "$(MAESTRO_SIZED)/midi/$$to"; done
+	$(TIMED) $(BIN)/extract --config $(CONFIG) --input $(MAESTRO_SIZED)/midi --output $(MAESTRO_SIZED)/notes.bin
+	$(TIMED) $(BIN)/encode --config $(CONFIG) --input $(MAESTRO_SIZED)/notes.bin --output $(MAESTRO_SIZED)/dataset.bin
+	$(TIMED) $(BIN)/train --config $(CONFIG) --set train.init= --input $(MAESTRO_SIZED)/dataset.bin \
+	    --output $(MAESTRO_SIZED)/model.bin --max-minutes 1
+# GNU time's peak memory where it is installed, else the shell's own timing.
+TIMED := $(if $(wildcard /usr/bin/time),/usr/bin/time -f "%C: %e s; peak memory %M KiB")
+
 # Re-renders the bundled sample corpus from its text scores (data/scores/*.score).
 corpus:
 	cargo run --release --locked -p sample-corpus
@@ -203,6 +221,7 @@ help:
 	@echo "make test         the test suite (tests that need ../shared/data or a SoundFont skip without them)"
 	@echo "make base-model   retrain models/piano.bin on BASE_CORPUS/BASE_LIST (see models/README.md)"
 	@echo "make quality      the base model's music against held-out pieces: artifacts/quality.md"
+	@echo "make bench-maestro a MAESTRO-sized corpus (1,276 files) through extract, encode and a minute of training"
 	@echo "make evaluate     held-out loss, music statistics and memorisation: artifacts/evaluation.md"
 	@echo "make listen       render the generated music to artifacts/generated_music.wav"
 	@echo "make inspect      print what each artifact is and what made it"
