@@ -20,7 +20,7 @@ mod model;
 mod notes;
 
 pub use dataset::{Augmentation, DatasetArtifact, EncodedPiece, Encoding, Split, Vocabulary};
-pub use model::{AdamState, CheckpointArtifact, EpochRecord, Hyperparameters, ModelArtifact, NamedTensor};
+pub use model::{AdamState, BestWeights, CheckpointArtifact, EpochRecord, Hyperparameters, ModelArtifact, NamedTensor};
 pub use notes::{ExtractedFile, Note, NotesArtifact, RejectedFile, parse_pitch_name, pitch_name};
 
 use serde::{Serialize, de::DeserializeOwned};
@@ -564,6 +564,7 @@ mod tests {
             weights: vec![NamedTensor { name: "w".into(), shape: vec![2], data: vec![0.5, -0.5] }],
             optimizer: AdamState::default(),
             initialised_from: None,
+            weights_epoch: 0,
             history: vec![],
         }
     }

@@ -60,6 +60,9 @@ pub struct ModelArtifact {
     /// The model whose weights training started from (`train.init`), or `None` when the
     /// weights were initialised at random. The history covers only this model's own training.
     pub initialised_from: Option<InputDigest>,
+    /// The epoch after which `weights` were taken: the one with the lowest validation loss,
+    /// or the last when there is no validation set (0 before any epoch).
+    pub weights_epoch: usize,
     pub history: Vec<EpochRecord>,
 }
 
@@ -103,6 +106,14 @@ fn check_weights(weights: &[NamedTensor]) -> Result<(), String> {
     Ok(())
 }
 
+/// The weights of the best epoch so far, by validation loss.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BestWeights {
+    pub epoch: usize,
+    pub validation_loss: f32,
+    pub weights: Vec<NamedTensor>,
+}
+
 /// `model.bin.checkpoint`: a training run stopped part-way, with everything needed to
 /// continue it exactly as if it had never stopped. Its header names the `dataset.bin` it
 /// trains on, and `settings` the settings that shape the model, so a checkpoint for other
@@ -123,6 +134,9 @@ pub struct CheckpointArtifact {
     /// Seconds of training behind these weights, over every run that led to them (what a
     /// time budget counts).
     pub trained_seconds: f64,
+    /// The weights after the epoch with the lowest validation loss so far, which the
+    /// finished model will hold; `None` before the first validated epoch.
+    pub best: Option<BestWeights>,
     /// `(key, value)` of every setting that changes the weights training produces; a run
     /// resumes the checkpoint only when its own settings give the same list. Settings that
     /// only say how long to train (epochs, the time budget) or how (threads) are not in it.
@@ -137,6 +151,7 @@ impl Artifact for CheckpointArtifact {
     const FORMAT_VERSION: u32 = 4;
 
     fn check(&self) -> Result<(), String> {
-        check_weights(&self.model.weights)
+        check_weights(&self.model.weights)?;
+        self.best.as_ref().map_or(Ok(()), |best| check_weights(&best.weights))
     }
 }

@@ -150,6 +150,8 @@ pub struct TrainConfig {
     pub checkpoint_steps: usize,
     /// …and every this many seconds (0 = not by time). Ctrl-C always saves one.
     pub checkpoint_seconds: f64,
+    /// Stop when this many epochs in a row brought no lower validation loss (0 = never).
+    pub patience: usize,
     /// Stop after the step that crosses this many minutes of training, counted over every
     /// run of the same checkpoint (0 = no limit; `epochs` still bounds the run).
     pub max_minutes: f64,
@@ -162,9 +164,11 @@ pub struct TrainConfig {
     pub credit: String,
 }
 
-/// The `[train]` keys that only say how long to train or how often to save, not what the
-/// weights become: a checkpoint made under other values of these is resumed all the same.
-pub const TRAIN_BUDGET_KEYS: [&str; 4] = ["epochs", "max_minutes", "checkpoint_steps", "checkpoint_seconds"];
+/// The `[train]` keys that only say how long to train, how often to save or what the report
+/// says, not what the weights become: a checkpoint made under other values of these is
+/// resumed all the same.
+pub const TRAIN_BUDGET_KEYS: [&str; 6] =
+    ["epochs", "max_minutes", "patience", "checkpoint_steps", "checkpoint_seconds", "credit"];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -275,6 +279,7 @@ impl Default for TrainConfig {
             grad_clip: 1.0,
             checkpoint_steps: 500,
             checkpoint_seconds: 300.0,
+            patience: 0,
             max_minutes: 0.0,
             init: PathBuf::new(),
             credit: String::new(),

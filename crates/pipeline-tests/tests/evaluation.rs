@@ -35,7 +35,9 @@ fn evaluation_agrees_with_training_and_catches_a_copy() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("eval.json")).unwrap()).unwrap();
     let (_, model) = artifacts::read::<artifacts::ModelArtifact>(&dir.join("model.bin")).unwrap();
-    let trained = f64::from(model.history.last().unwrap().validation_loss.unwrap());
+    // The model holds the weights of its best epoch.
+    let best = model.history.iter().find(|e| e.epoch == model.weights_epoch).unwrap();
+    let trained = f64::from(best.validation_loss.unwrap());
     let evaluated = report["model"]["nats_per_token"].as_f64().unwrap();
     assert!((trained - evaluated).abs() < 1e-3, "train says {trained}, evaluate says {evaluated}");
 

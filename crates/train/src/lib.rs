@@ -21,7 +21,9 @@ pub mod adam;
 pub mod checkpoint;
 
 use adam::Adam;
-use artifacts::{CheckpointArtifact, DatasetArtifact, EpochRecord, Hyperparameters, InputDigest, ModelArtifact, Split};
+use artifacts::{
+    BestWeights, CheckpointArtifact, DatasetArtifact, EpochRecord, Hyperparameters, InputDigest, ModelArtifact, Split,
+};
 use candle_core::{D, Device, Tensor};
 pub use checkpoint::{checkpoint_path, interrupt_on_signals};
 use config::{PipelineConfig, Section};
@@ -298,9 +300,11 @@ pub type EpochDone<'a> = dyn FnMut(&[EpochRecord], &[(f64, f32)]) -> Result<(), 
 /// Trains the model on `dataset` as `config.train` says, from `start`, and returns the
 /// artifact and why training ended.
 ///
-/// With a time budget (`train.max_minutes`), the step that crosses it is the last: a
-/// checkpoint is saved there, the epoch so far is validated and recorded, and the run ends
-/// with [`Ending::TimeBudget`].
+/// The model returned holds the weights of the epoch with the lowest validation loss (the
+/// last epoch's without a validation set); with `train.patience`, training stops once that
+/// many epochs in a row brought no lower loss. With a time budget (`train.max_minutes`),
+/// the step that crosses it is the last: a checkpoint is saved there, the epoch so far is
+/// validated and recorded, and the run ends with [`Ending::TimeBudget`].
 pub fn train(
     config: &PipelineConfig,
     dataset: &DatasetArtifact,
@@ -368,9 +372,16 @@ pub fn train(
                 weights: model.to_named()?,
                 optimizer: optimizer.state(model.names()),
                 initialised_from: initialised_from.clone(),
+                weights_epoch: history.last().map_or(0, |e| e.epoch),
                 history: history.clone(),
             })
         };
+    let mut best: Option<BestWeights> = resume.and_then(|c| c.best.clone());
+    // The finished model: the best epoch's weights where there is one.
+    let finish = |model: ModelArtifact, best: Option<BestWeights>| match best {
+        Some(best) => ModelArtifact { weights: best.weights, weights_epoch: best.epoch, ..model },
+        None => model,
+    };
     let start_epoch = resume.map_or(1, |c| c.epoch);
     // The window order of each epoch is a shuffle of the previous one: replay those before
     // the epoch we resume in, so it sees the order it would have seen.
@@ -433,6 +444,7 @@ pub fn train(
                     epoch_seconds: seconds_before + epoch_started.elapsed().as_secs_f64(),
                     dropout_rng_position: dropout_rng.position(),
                     trained_seconds: trained_seconds(),
+                    best: best.clone(),
                     settings: Vec::new(),
                 })?;
                 last_save = (Instant::now(), steps);
@@ -455,6 +467,11 @@ pub fn train(
             targets_per_second: targets as f64 / seconds.max(1e-9),
         };
         log_epoch(&record, settings.epochs, trained_seconds());
+        if let Some(loss) = record.validation_loss
+            && best.as_ref().is_none_or(|b| loss < b.validation_loss)
+        {
+            best = Some(BestWeights { epoch, validation_loss: loss, weights: model.to_named()? });
+        }
         history.push(record);
         (hooks.epoch_done)(&history, &step_losses)?;
         if out_of_time {
@@ -463,10 +480,19 @@ pub fn train(
                 trained_seconds() / 60.0,
                 settings.max_minutes
             );
-            return Ok((snapshot(&model, &optimizer, &history)?, Ending::TimeBudget));
+            return Ok((finish(snapshot(&model, &optimizer, &history)?, best), Ending::TimeBudget));
+        }
+        if let Some(b) = best.as_ref().filter(|b| settings.patience > 0 && epoch - b.epoch >= settings.patience) {
+            tracing::info!(
+                "train: no lower validation loss for {} epochs (train.patience): stopping; the best was {:.3} in epoch {}",
+                settings.patience,
+                b.validation_loss,
+                b.epoch
+            );
+            break;
         }
     }
-    Ok((snapshot(&model, &optimizer, &history)?, Ending::Completed))
+    Ok((finish(snapshot(&model, &optimizer, &history)?, best), Ending::Completed))
 }
 
 fn log_epoch(record: &EpochRecord, epochs: usize, elapsed: f64) {
@@ -606,6 +632,7 @@ mod tests {
                 weights,
                 optimizer: adam.state(&names),
                 initialised_from: None,
+                weights_epoch: 0,
                 history: Vec::new(),
             },
             epoch: 1,
@@ -615,6 +642,7 @@ mod tests {
             epoch_seconds: 0.0,
             dropout_rng_position: 0,
             trained_seconds: 0.0,
+            best: None,
             settings: Vec::new(),
         };
         let stop = AtomicBool::new(false);
@@ -629,6 +657,33 @@ mod tests {
         let result = train(&config, &dataset, &Device::Cpu, Start::Resume(Box::new(poisoned)), hooks);
         assert!(matches!(result, Err(TrainError::Diverged { epoch: 1 })), "{:?}", result.err());
         assert_eq!(saves, 0, "no checkpoint may be written from a diverged step");
+    }
+
+    #[test]
+    fn the_best_epoch_s_weights_are_kept_and_patience_stops_training() {
+        // The validation piece runs the training cycle backwards: the better the model
+        // learns the training pieces, the worse it predicts it, after the first epochs.
+        let (mut config, mut dataset) = learnable();
+        dataset.pieces[1].tokens.reverse();
+        (config.train.epochs, config.train.patience) = (30, 2);
+        let stop = AtomicBool::new(false);
+        let mut saved = None;
+        let mut save = |c: &CheckpointArtifact| {
+            saved = Some(c.clone());
+            Ok(())
+        };
+        config.train.checkpoint_steps = 1;
+        let hooks = Hooks { save: &mut save, interrupt: &stop, epoch_done: &mut |_, _| Ok(()) };
+        let (model, _) = train(&config, &dataset, &Device::Cpu, Start::Random, hooks).unwrap();
+        let losses: Vec<f32> = model.history.iter().map(|e| e.validation_loss.unwrap()).collect();
+        let best = losses.iter().enumerate().min_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 + 1;
+        assert!(model.history.len() < 30, "stopped early: {losses:?}");
+        assert_eq!(model.history.len(), best + 2, "two epochs without improvement: {losses:?}");
+        assert_eq!(model.weights_epoch, best);
+        let checkpoint = saved.unwrap();
+        assert_eq!(checkpoint.best.as_ref().map(|b| b.epoch), Some(best));
+        assert_eq!(model.weights, checkpoint.best.unwrap().weights, "the model holds the best epoch's weights");
+        assert_ne!(model.weights, checkpoint.model.weights, "not the last step's");
     }
 
     #[test]
