@@ -1,11 +1,15 @@
-//! Stage 4, `compose`: `model.bin` (and `dataset.bin` for the seed) in, a MIDI file out.
+//! Stage 4, `compose`: `model.bin` (and `dataset.bin` for the start) in, MIDI files out.
 //!
-//! Picks a random window of `seq_len` tokens from the data set as the seed sequence, runs it
-//! through the model, then predicts one token at a time, each fed back as the next input,
-//! for `compose.tokens` steps. The generated tokens are decoded back to notes — each element
-//! one fixed step (`compose.step_quarters`) after the previous, chords voiced upwards from
-//! middle C's octave, as the original design does — and written as a standard MIDI file for
-//! piano (program 0) with the tempo set.
+//! Starts from a random window of `seq_len` tokens of a training piece of the data set, the
+//! opening of a MIDI file (`--primer`), or the model alone (one velocity token, for a
+//! shipped model with no data set), runs it through the model, then predicts one token at
+//! a time, each fed back as the next input, until `compose.seconds` of music or
+//! `compose.tokens` tokens. The tokens are decoded back to notes by the model's encoding:
+//! `performance` tokens carry their own timing, durations and velocities (drawn under a
+//! grammar, see [`grammar`]); `seed` elements follow each other one fixed step
+//! (`compose.step_quarters`) apart, chords voiced upwards from middle C's octave, as the
+//! original design does. Each piece is written as a standard MIDI file for piano (program
+//! 0) with the tempo set, with its piano roll and report beside it.
 //!
 //! Key design decision: the LSTM state is *carried* from step to step ([`lstm::Generator`]),
 //! so each new token costs one step of the network, not a rerun over the whole window, and
