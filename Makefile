@@ -30,10 +30,11 @@ MUSIC    := $(ART)/generated_music.mid
 # ---------------------------------------------------------------------------------------
 # Stamps. Written while the Makefile is read, and rewritten only when their content
 # changes, so their mtimes say "this changed" and nothing else:
-#   inputs.stamp       the list of MIDI files under DATA (names with spaces are fine here,
-#                      unlike in make prerequisites)
-#   <stage>.stamp      the stage's section of the config, plus top-level keys (seed) and,
-#                      for train and compose, [runtime]; comments and blank lines dropped
+#   inputs.stamp       the list of MIDI files under DATA, by extract's own rule (names
+#                      with spaces are fine here, unlike in make prerequisites)
+#   <stage>.stamp      the stage's section of the config, plus top-level keys (seed) for
+#                      every stage but extract, which draws no random number, and for
+#                      train and compose, [runtime]; comments and blank lines dropped
 # ---------------------------------------------------------------------------------------
 $(shell mkdir -p $(STAMPS))
 
@@ -42,20 +43,21 @@ update_stamp = $(shell { $(2); } > $(STAMPS)/$(1).new && \
     { cmp -s $(STAMPS)/$(1).new $(STAMPS)/$(1).stamp || mv $(STAMPS)/$(1).new $(STAMPS)/$(1).stamp; }; \
     rm -f $(STAMPS)/$(1).new)
 
-# The config lines of the given sections (and the top level), without comments.
+# The config lines of the given sections (and, unless the section list starts with
+# `only`, the top level: the seed), without comments.
 config_sections = awk -v want=' $(1) ' \
     '/^[ \t]*(\#.*)?$$/ {next} \
      /^[ \t]*\[/ {s=$$0; sub(/\#.*/, "", s); gsub(/[][ \t]/, "", s); next} \
-     s == "" || index(want, " " s " ") {sub(/[ \t]+\#.*$$/, ""); print s ": " $$0}' $(CONFIG)
+     (s == "" && !index(want, " only ")) || index(want, " " s " ") {sub(/[ \t]+\#.*$$/, ""); print s ": " $$0}' $(CONFIG)
 
 # The input list changes when a file is added or removed; a file modified (or touched) since
 # the stamp was written counts as a change too. Plain POSIX find, so this works on macOS.
-midi_files = find "$(DATA)" -type f \( -iname '*.mid' -o -iname '*.midi' \) $(1) 2>/dev/null
+midi_files = find "$(DATA)" \( -iname '*.mid' -o -iname '*.midi' -o -iname '*.rmi' \) ! -type d $(1) 2>/dev/null
 $(shell { echo "DATA=$(DATA)"; $(call midi_files) | LC_ALL=C sort; } > $(STAMPS)/inputs.new; \
     if ! cmp -s $(STAMPS)/inputs.new $(STAMPS)/inputs.stamp || \
        [ -n "$$($(call midi_files,-newer $(STAMPS)/inputs.stamp) | head -n 1)" ]; \
     then mv $(STAMPS)/inputs.new $(STAMPS)/inputs.stamp; else rm -f $(STAMPS)/inputs.new; fi)
-$(call update_stamp,extract,$(call config_sections,extract))
+$(call update_stamp,extract,$(call config_sections,only extract))
 $(call update_stamp,encode,$(call config_sections,encode))
 $(call update_stamp,train,$(call config_sections,runtime train))
 $(call update_stamp,compose,$(call config_sections,runtime compose))
