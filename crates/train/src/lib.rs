@@ -326,24 +326,8 @@ pub fn train(
     let mut order_rng = SeededRng::new(config.seed, "order");
     let mut dropout_rng = SeededRng::new(config.seed, "dropout");
     let initialised_from = start.initialised_from().cloned();
-    let (model, mut optimizer, mut history) = match &start {
-        Start::Random => {
-            let model = LstmModel::new(hyperparameters.clone(), config.seed, device)?;
-            let optimizer = Adam::new(model.vars(), settings.learning_rate);
-            (model, optimizer, Vec::with_capacity(settings.epochs))
-        }
-        Start::Init(init, _) => {
-            let model = LstmModel::from_named(hyperparameters.clone(), &init.weights, device)?;
-            let optimizer = Adam::new(model.vars(), settings.learning_rate);
-            (model, optimizer, Vec::with_capacity(settings.epochs))
-        }
-        Start::Resume(checkpoint) => {
-            let model = LstmModel::from_named(hyperparameters.clone(), &checkpoint.model.weights, device)?;
-            let optimizer = Adam::from_state(&checkpoint.model.optimizer, settings.learning_rate);
-            dropout_rng.set_position(checkpoint.dropout_rng_position);
-            (model, optimizer, checkpoint.model.history.clone())
-        }
-    };
+    let (model, mut optimizer, mut history) =
+        starting_point(&start, &hyperparameters, config, &mut dropout_rng, device)?;
     let resume = match &start {
         Start::Resume(checkpoint) => Some(checkpoint.as_ref()),
         _ => None,
@@ -406,19 +390,9 @@ pub fn train(
         let mut progress = Progress::new("train", "batches", (batches.len() - skip.min(batches.len())) as u64);
         let mut out_of_time = false;
         for (index, windows) in batches.iter().enumerate().skip(skip) {
-            let (inputs, expected) = batch(dataset, windows, device)?;
-            // Forward and backward.
-            let (loss, mut grads) =
-                model.loss_and_gradients(&inputs, &expected, Some((&mut dropout_rng, settings.dropout)))?;
-            let loss_value = f64::from(loss);
-            if !loss_value.is_finite() {
-                // Stop before this step touches the weights; the last checkpoint stays good.
-                return Err(TrainError::Diverged { epoch });
-            }
-            adam::clip_global_norm(&mut grads, settings.grad_clip);
-            optimizer.update(model.vars(), &grads)?;
-
-            let count = expected.elem_count();
+            let (loss_value, count) =
+                step(&model, &mut optimizer, dataset, windows, &mut dropout_rng, settings, device)?
+                    .ok_or(TrainError::Diverged { epoch })?;
             loss_sum += loss_value * count as f64;
             targets += count;
             steps += 1;
@@ -493,6 +467,65 @@ pub fn train(
         }
     }
     Ok((finish(snapshot(&model, &optimizer, &history)?, best), Ending::Completed))
+}
+
+/// The network, its optimizer and the history so far at the start of a run, and the dropout
+/// stream where the run leaves off.
+fn starting_point(
+    start: &Start,
+    hyperparameters: &Hyperparameters,
+    config: &PipelineConfig,
+    dropout_rng: &mut SeededRng,
+    device: &Device,
+) -> Result<(LstmModel, Adam, Vec<EpochRecord>), TrainError> {
+    let rate = config.train.learning_rate;
+    Ok(match start {
+        Start::Random => {
+            let model = LstmModel::new(hyperparameters.clone(), config.seed, device)?;
+            let optimizer = Adam::new(model.vars(), rate);
+            (model, optimizer, Vec::new())
+        }
+        Start::Init(init, _) => {
+            let model = LstmModel::from_named(hyperparameters.clone(), &init.weights, device)?;
+            let optimizer = Adam::new(model.vars(), rate);
+            (model, optimizer, Vec::new())
+        }
+        Start::Resume(checkpoint) => {
+            let model = LstmModel::from_named(hyperparameters.clone(), &checkpoint.model.weights, device)?;
+            let optimizer = Adam::from_state(&checkpoint.model.optimizer, rate);
+            dropout_rng.set_position(checkpoint.dropout_rng_position);
+            (model, optimizer, checkpoint.model.history.clone())
+        }
+    })
+}
+
+/// One training step on a batch of windows:
+///
+/// ```text
+/// loss, grads = forward and backward (cross-entropy at every position, with dropout)
+/// clip grads to train.grad_clip;  adam.update(weights, grads)
+/// ```
+///
+/// Returns the mean loss and the number of targets, or `None` when the loss is not finite,
+/// before the weights are touched (so the last checkpoint stays good).
+fn step(
+    model: &LstmModel,
+    optimizer: &mut Adam,
+    dataset: &DatasetArtifact,
+    windows: &[(usize, usize)],
+    dropout_rng: &mut SeededRng,
+    settings: &config::TrainConfig,
+    device: &Device,
+) -> Result<Option<(f64, usize)>, TrainError> {
+    let (inputs, expected) = batch(dataset, windows, device)?;
+    let (loss, mut grads) = model.loss_and_gradients(&inputs, &expected, Some((dropout_rng, settings.dropout)))?;
+    let loss = f64::from(loss);
+    if !loss.is_finite() {
+        return Ok(None);
+    }
+    adam::clip_global_norm(&mut grads, settings.grad_clip);
+    optimizer.update(model.vars(), &grads)?;
+    Ok(Some((loss, expected.elem_count())))
 }
 
 fn log_epoch(record: &EpochRecord, epochs: usize, elapsed: f64) {
