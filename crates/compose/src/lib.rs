@@ -116,8 +116,8 @@ pub fn run(
         Start::Dataset(path) | Start::Primer(path) => Some(path),
         Start::Opening => None,
     };
+    let inputs: Vec<&Path> = [Some(model_path), start_file].into_iter().flatten().collect();
     for number in 1..=config.compose.outputs {
-        let inputs: Vec<&Path> = [Some(model_path), start_file].into_iter().flatten().collect();
         artifacts::refuse_input_as_output(&numbered(output, number), &inputs).map_err(ComposeError::Artifact)?;
     }
     let (_, model) = artifacts::read::<ModelArtifact>(model_path).map_err(ComposeError::Artifact)?;
@@ -198,18 +198,18 @@ fn primer_tokens(path: &Path, model: &ModelArtifact, seconds: f64) -> Result<Vec
 
 /// The longest a key is down in the training pieces of a `performance` data set, in seconds.
 fn longest_training_note(dataset: &DatasetArtifact, model: &ModelArtifact) -> Option<f64> {
-    let Encoding::Performance { .. } = model.encoding else {
+    let encode::Codec::Performance(codec) = encode::Codec::new(&model.encoding) else {
         return None;
     };
-    let codec = encode::Codec::new(&model.encoding);
-    let no_seed_timing = encode::SeedTiming { step_seconds: 0.0, velocity: 0 };
+    // Each dictionary entry parsed once, not once per token of the data set.
+    let events: Vec<Option<Event>> = dataset.vocabulary.tokens.iter().map(|t| Event::parse(t)).collect();
     dataset
         .pieces
         .iter()
         .filter(|piece| piece.split == artifacts::Split::Train)
         .flat_map(|piece| {
-            let tokens: Vec<&str> = piece.tokens.iter().map(|&id| dataset.vocabulary.token(id)).collect();
-            codec.decode(&tokens, no_seed_timing, f64::INFINITY)
+            let piece_events: Vec<Event> = piece.tokens.iter().filter_map(|&id| events[id as usize]).collect();
+            codec.decode(&piece_events, f64::INFINITY)
         })
         .map(|note| note.duration_seconds)
         .reduce(f64::max)
@@ -219,11 +219,10 @@ fn longest_training_note(dataset: &DatasetArtifact, model: &ModelArtifact) -> Op
 /// (`mf`, velocity 64), which is how encoded pieces begin. `None` for the `seed` encoding,
 /// whose pieces have no such neutral first token.
 fn opening_tokens(model: &ModelArtifact) -> Option<Vec<u32>> {
-    let Encoding::Performance { velocity_bins, .. } = model.encoding else {
+    let encode::Codec::Performance(codec) = encode::Codec::new(&model.encoding) else {
         return None;
     };
-    let bins = encode::performance::Performance { step_seconds: 0.01, max_shift_steps: 1, velocity_bins };
-    let token = Event::Velocity(bins.bin(64)).token();
+    let token = Event::Velocity(codec.bin(64)).token();
     model.vocabulary.id(&token).map(|id| vec![id])
 }
 

@@ -77,7 +77,7 @@ impl Histograms {
             for group in &groups {
                 let sounding = piece
                     .iter()
-                    .filter(|n| n.onset_seconds <= group.onset + ONSET_GROUP_SECONDS && n.end() > group.onset)
+                    .filter(|n| n.onset_seconds <= group.onset + ONSET_GROUP_SECONDS && end(n) > group.onset)
                     .count();
                 h.polyphony[sounding.clamp(1, 10) - 1] += 1.0;
             }
@@ -123,14 +123,9 @@ impl Histograms {
     }
 }
 
-trait NoteEnd {
-    fn end(&self) -> f64;
-}
-
-impl NoteEnd for Note {
-    fn end(&self) -> f64 {
-        self.onset_seconds + self.duration_seconds
-    }
+/// When a note stops sounding, in seconds.
+fn end(note: &Note) -> f64 {
+    note.onset_seconds + note.duration_seconds
 }
 
 fn time_bin(seconds: f64) -> usize {
@@ -212,7 +207,7 @@ pub struct PieceFigures {
 
 /// Seconds from 0 to the end of a piece's last note.
 fn length_seconds(piece: &[Note]) -> f64 {
-    piece.iter().map(NoteEnd::end).fold(0.0, f64::max)
+    piece.iter().map(end).fold(0.0, f64::max)
 }
 
 /// The figures of one piece; `training` holds the interval sequences of the training pieces.

@@ -140,8 +140,14 @@ pub fn run(
     let report = TrainReport::new(&model, started.elapsed().as_secs_f64(), &device, &config.train.credit);
     // The report first: a stage that fails to write it must not leave a new model.
     artifacts::write_report(output, &report).map_err(TrainError::Artifact)?;
-    let stored = if weights_only { model.clone().weights_only() } else { model.clone() };
-    let outcome = artifacts::write(output, &stored, producer, config_digest, inputs).map_err(TrainError::Artifact)?;
+    let without_moments;
+    let stored = if weights_only {
+        without_moments = model.clone().weights_only();
+        &without_moments
+    } else {
+        &model
+    };
+    let outcome = artifacts::write(output, stored, producer, config_digest, inputs).map_err(TrainError::Artifact)?;
     match ending {
         Ending::Completed => artifacts::remove_if_present(&checkpoint_path).map_err(TrainError::Artifact)?,
         Ending::TimeBudget => tracing::info!(
