@@ -131,6 +131,21 @@ impl Grammar {
         }
     }
 
+    /// The releases that close a passage of tokens: one `off:P` for every key whose last
+    /// event in `tokens` presses it, so that passage restated leaves no key down.
+    pub fn closing_releases(&self, tokens: &[u32]) -> Vec<u32> {
+        let mut left_down = BTreeMap::new();
+        for &id in tokens {
+            match self.events.get(id as usize).copied().flatten() {
+                Some(Event::On(p)) => left_down.insert(p, ()),
+                Some(Event::Off(p)) => left_down.remove(&p),
+                _ => None,
+            };
+        }
+        let off_id = |pitch: u8| self.events.iter().position(|e| *e == Some(Event::Off(pitch))).map(|id| id as u32);
+        left_down.into_keys().filter_map(off_id).collect()
+    }
+
     /// Sets the scores of every token that may not come next to −∞.
     pub fn mask(&self, scores: &mut [f32]) {
         for (id, score) in scores.iter_mut().enumerate() {
@@ -147,6 +162,17 @@ mod tests {
     use encode::performance::Performance;
     use seeded_rng::SeededRng;
     use std::collections::BTreeSet;
+
+    #[test]
+    fn closing_releases_end_the_keys_a_passage_leaves_down() {
+        let codec = Performance { step_seconds: 0.01, max_shift_steps: 100, velocity_bins: 32 };
+        let vocabulary = codec.vocabulary();
+        let limits = Limits { step_seconds: 0.01, max_shift_run: 4, max_held: 6, max_note_seconds: 2.0 };
+        let grammar = Grammar::new(&vocabulary.tokens, limits);
+        let ids = |tokens: &[&str]| -> Vec<u32> { tokens.iter().map(|t| vocabulary.id(t).unwrap()).collect() };
+        let passage = ids(&["on:60", "on:64", "shift:10", "off:60", "off:55", "on:67", "shift:5", "off:67", "on:67"]);
+        assert_eq!(grammar.closing_releases(&passage), ids(&["off:64", "off:67"]));
+    }
 
     /// Property: under random scores, the constrained sampler never produces an ill-formed
     /// sequence, and the sequence decodes to exactly the notes its presses start.

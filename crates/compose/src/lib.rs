@@ -8,8 +8,10 @@
 //! `performance` tokens carry their own timing, durations and velocities (drawn under a
 //! grammar, see [`grammar`]); `seed` elements follow each other one fixed step
 //! (`compose.step_quarters`) apart, chords voiced upwards from middle C's octave, as the
-//! original design does. Each piece is written as a standard MIDI file for piano (program
-//! 0) with the tempo set, with its piano roll and report beside it.
+//! original design does. The composer plans the form the network cannot: phrases of
+//! `compose.phrase_seconds` that restate earlier ones (see [`form`]). Each piece is written
+//! as a standard MIDI file for piano (program 0) with the tempo set, with its piano roll and
+//! report beside it.
 //!
 //! Key design decision: the LSTM state is *carried* from step to step ([`lstm::Generator`]),
 //! so each new token costs one step of the network, not a rerun over the whole window, and
@@ -20,6 +22,7 @@
 //! data set with a different dictionary is refused.
 
 pub mod audio;
+pub mod form;
 pub mod grammar;
 pub mod midi_file;
 
@@ -341,6 +344,10 @@ fn compose_on_this_thread(
             Encoding::Seed { .. } => settings.step_quarters * 60.0 / settings.tempo_bpm,
         }
     };
+    let is_shift: Vec<bool> = (0..model.vocabulary.len() as u32)
+        .map(|id| matches!(model.encoding, Encoding::Performance { .. }) && step_seconds(id) > 0.0)
+        .collect();
+    let form = form::Form { phrase_seconds: settings.phrase_seconds, repeat: settings.repeat };
     let seed_length = streams.first().map_or(0, |(seed, _)| seed.len());
     if seed_length == 0 || streams.iter().any(|(seed, _)| seed.len() != seed_length) {
         return Err(ComposeError::NoSeedWindow { seq_len: seed_length.max(1) });
@@ -365,6 +372,7 @@ fn compose_on_this_thread(
             // `tokens` is an upper bound, and with `seconds` set far from the usual length.
             generated: Vec::with_capacity(settings.tokens.min(1 << 16)),
             elapsed: 0.0,
+            phrases: form::Phrases::new(form),
         })
         .collect();
     let vocab = model.vocabulary.len();
@@ -394,15 +402,13 @@ fn compose_on_this_thread(
             if done(piece) {
                 continue; // finished pieces ride along; their outputs are ignored
             }
-            let mut scores = scores.to_vec();
-            if let Some(grammar) = &piece.grammar {
-                grammar.mask(&mut scores);
-            }
-            *token = match settings.sampling {
-                Sampling::Argmax => argmax(&scores),
-                Sampling::Sample => {
-                    sample(&scores, settings.temperature, settings.top_k, settings.top_p, &mut piece.rng)
-                }
+            let restated = piece.phrases.next_restated(
+                |id| piece.grammar.as_ref().is_none_or(|grammar| grammar.allows(id)),
+                |id| step_seconds(id) > 0.0,
+            );
+            *token = match restated {
+                Some(id) => id,
+                None => draw(scores, &is_shift, piece.grammar.as_ref(), settings, &mut piece.rng),
             };
             if let Some(grammar) = piece.grammar.as_mut() {
                 *token = grammar.shorten(*token);
@@ -410,6 +416,9 @@ fn compose_on_this_thread(
             }
             piece.generated.push(*token);
             piece.elapsed += step_seconds(*token);
+            let grammar = piece.grammar.as_ref();
+            let closing = |phrase: &[u32]| grammar.map_or_else(Vec::new, |g| g.closing_releases(phrase));
+            piece.phrases.after_token(&piece.generated, piece.elapsed, closing, &mut piece.rng);
             drawn += 1;
         }
         progress.advance(drawn, String::new);
@@ -433,6 +442,51 @@ struct Piece<'a> {
     generated: Vec<u32>,
     /// Seconds of music generated so far.
     elapsed: f64,
+    phrases: form::Phrases,
+}
+
+/// The network's choice of the next token from its `scores`: the grammar's refusals
+/// masked, time shifts at their own temperature, then the configured sampling.
+fn draw(
+    scores: &[f32],
+    is_shift: &[bool],
+    grammar: Option<&grammar::Grammar>,
+    settings: &ComposeConfig,
+    rng: &mut SeededRng,
+) -> u32 {
+    let mut scores = scores.to_vec();
+    if let Some(grammar) = grammar {
+        grammar.mask(&mut scores);
+    }
+    if settings.shift_temperature != settings.temperature {
+        retemper_group(&mut scores, is_shift, settings.temperature, settings.shift_temperature);
+    }
+    match settings.sampling {
+        Sampling::Argmax => argmax(&scores),
+        Sampling::Sample => sample(&scores, settings.temperature, settings.top_k, settings.top_p, rng),
+    }
+}
+
+/// Rewrites the scores of one group of tokens (`in_group`) so that sampling all scores at
+/// `temperature` draws from the group as often as before, but picks within it as if at
+/// `group_temperature`. With l the group's scores and LSE the log-sum-exp over the group:
+/// l' = T·(l/τ − LSE(l/τ) + LSE(l/T)), so Σ exp(l'/T) = exp(LSE(l/T)) and exp(l'/T) ∝ exp(l/τ).
+/// (Scaling raw scores would not do: their offset is arbitrary, so it would also move
+/// probability between the group and the rest.)
+pub fn retemper_group(scores: &mut [f32], in_group: &[bool], temperature: f64, group_temperature: f64) {
+    let group: Vec<usize> = (0..scores.len()).filter(|&i| in_group[i] && scores[i] > f32::NEG_INFINITY).collect();
+    let log_sum_exp = |scale: f64| {
+        let scaled: Vec<f64> = group.iter().map(|&i| f64::from(scores[i]) / scale).collect();
+        let max = scaled.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        max + scaled.iter().map(|s| (s - max).exp()).sum::<f64>().ln()
+    };
+    if group.is_empty() {
+        return;
+    }
+    let offset = log_sum_exp(temperature) - log_sum_exp(group_temperature);
+    for &i in &group {
+        scores[i] = (temperature * (f64::from(scores[i]) / group_temperature + offset)) as f32;
+    }
 }
 
 fn argmax(scores: &[f32]) -> u32 {
@@ -553,6 +607,25 @@ mod tests {
         assert_eq!(drawn(0, 0.81, &mut rng), [0, 1, 2].into());
         assert_eq!(drawn(1, 1.0, &mut rng), [0].into());
         assert_eq!(drawn(0, 1.0, &mut rng), [0, 1, 2, 3].into());
+    }
+
+    #[test]
+    fn a_group_retempered_keeps_its_share_and_sharpens_within() {
+        let scores = [2.0f32, 0.0, 1.0, 3.0, f32::NEG_INFINITY];
+        let in_group = [false, false, true, true, true];
+        let probabilities = |s: &[f32], t: f64| -> Vec<f64> {
+            let w: Vec<f64> = s.iter().map(|&x| (f64::from(x) / t).exp()).collect();
+            let total: f64 = w.iter().sum();
+            w.iter().map(|x| x / total).collect()
+        };
+        let before = probabilities(&scores, 0.8);
+        let mut retempered = scores;
+        retemper_group(&mut retempered, &in_group, 0.8, 0.5);
+        let after = probabilities(&retempered, 0.8);
+        assert!((before[2] + before[3] - after[2] - after[3]).abs() < 1e-6, "the group's share moved");
+        assert!((before[0] - after[0]).abs() < 1e-6 && after[4] == 0.0);
+        // Within the group, at temperature 0.5: odds exp((3 - 1) / 0.5) = e^4.
+        assert!((after[3] / after[2] - 4f64.exp()).abs() < 1e-3 * 4f64.exp());
     }
 
     #[test]

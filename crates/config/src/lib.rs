@@ -203,6 +203,14 @@ pub struct ComposeConfig {
     pub max_held: usize,
     /// …each for at most this many seconds (also the longest note of the `seed` encoding).
     pub max_note_seconds: f64,
+    /// `performance`: the temperature of time-shift tokens (the rhythm), apart from
+    /// `temperature`'s (the notes); lower keeps the pulse steadier.
+    pub shift_temperature: f64,
+    /// Form: the music is cut into phrases of this many seconds…
+    pub phrase_seconds: f64,
+    /// …and after each, with this probability, the next phrase restates an earlier one of
+    /// the same piece (0 = never), so motifs come back.
+    pub repeat: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -305,6 +313,9 @@ impl Default for ComposeConfig {
             max_shift_run: 8,
             max_held: 12,
             max_note_seconds: 10.0,
+            shift_temperature: 1.0,
+            phrase_seconds: 4.0,
+            repeat: 0.5,
         }
     }
 }
@@ -523,6 +534,15 @@ impl PipelineConfig {
         }
         if !(c.max_note_seconds > 0.0 && c.max_note_seconds <= 60.0) {
             return invalid("compose.max_note_seconds", format!("must be in (0, 60], got {}", c.max_note_seconds));
+        }
+        if !(c.shift_temperature > 0.0 && c.shift_temperature.is_finite()) {
+            return invalid("compose.shift_temperature", format!("must be positive, got {}", c.shift_temperature));
+        }
+        if !(c.phrase_seconds > 0.0 && c.phrase_seconds <= 3600.0) {
+            return invalid("compose.phrase_seconds", format!("must be in (0, 3600], got {}", c.phrase_seconds));
+        }
+        if !(0.0..=1.0).contains(&c.repeat) {
+            return invalid("compose.repeat", format!("must be in [0, 1], got {}", c.repeat));
         }
         if self.evaluate.ngram < 2 {
             return invalid("evaluate.ngram", format!("must be at least 2, got {}", self.evaluate.ngram));
