@@ -23,9 +23,13 @@ NOTES    := $(ART)/notes.bin
 DATASET  := $(ART)/dataset.bin
 MODEL    := $(ART)/model.bin
 MUSIC    := $(ART)/generated_music.mid
+PAGE     := $(ART)/index.html
 
 .DEFAULT_GOAL := all
-.PHONY: all test test-deps evaluate listen corpus inspect bench bench-maestro clean help base-model quality
+# $(call unless_present,FILE): nothing when FILE exists, else a prerequisite that is always stale.
+unless_present = $(if $(wildcard $(1)),,ALWAYS)
+.PHONY: ALWAYS
+.PHONY: all test test-deps evaluate listen corpus inspect bench bench-maestro clean help base-model quality page
 
 # ---------------------------------------------------------------------------------------
 # Stamps. Written while the Makefile is read, and rewritten only when their content
@@ -73,36 +77,61 @@ $(BIN)/extract: $(call sources,extract $(SHARED))
 $(BIN)/encode:  $(call sources,encode seeded-rng $(SHARED))
 $(BIN)/train:   $(call sources,train lstm pictures seeded-rng $(SHARED))
 $(BIN)/compose: $(call sources,compose encode lstm pictures seeded-rng $(SHARED))
-$(BIN)/extract $(BIN)/encode $(BIN)/train $(BIN)/compose:
+$(BIN)/report:  $(call sources,report inspect $(SHARED))
+$(BIN)/extract $(BIN)/encode $(BIN)/train $(BIN)/compose $(BIN)/report:
 	cargo build --release --locked $(CARGO_FLAGS) --bin $(notdir $@)
 	@touch $@
 
 # ---------------------------------------------------------------------------------------
 # The stages.
 # ---------------------------------------------------------------------------------------
-$(NOTES): $(BIN)/extract $(STAMPS)/inputs.stamp $(STAMPS)/extract.stamp
-	$(BIN)/extract --config $(CONFIG) --input "$(DATA)" --output $@
+# Each stage's rule makes a stamp, $(STAMPS)/<stage>.ran, touched whenever the stage ran;
+# the artifact itself is rewritten only when its bytes change. So a stage that ran and
+# produced the same bytes is fresh afterwards, and the stages after it do not rerun. An
+# artifact that is missing (deleted by hand) makes its stage run whatever its stamp says.
+$(NOTES): $(STAMPS)/extract.ran ;
+$(STAMPS)/extract.ran: $(BIN)/extract $(STAMPS)/inputs.stamp $(STAMPS)/extract.stamp $(call unless_present,$(NOTES))
+	$(BIN)/extract --config $(CONFIG) --input "$(DATA)" --output $(NOTES)
+	@touch $@
 
-$(DATASET): $(BIN)/encode $(NOTES) $(STAMPS)/encode.stamp
-	$(BIN)/encode --config $(CONFIG) --input $(NOTES) --output $@
+$(DATASET): $(STAMPS)/encode.ran ;
+$(STAMPS)/encode.ran: $(BIN)/encode $(NOTES) $(STAMPS)/encode.stamp $(call unless_present,$(DATASET))
+	$(BIN)/encode --config $(CONFIG) --input $(NOTES) --output $(DATASET)
+	@touch $@
 
 # The shipped base models, one of which train.init may name: a new one reruns train.
-$(MODEL): $(BIN)/train $(DATASET) $(STAMPS)/train.stamp $(wildcard models/*.bin)
-	$(BIN)/train --config $(CONFIG) --input $(DATASET) --output $@
+$(MODEL): $(STAMPS)/train.ran ;
+$(STAMPS)/train.ran: $(BIN)/train $(DATASET) $(STAMPS)/train.stamp $(wildcard models/*.bin) $(call unless_present,$(MODEL))
+	$(BIN)/train --config $(CONFIG) --input $(DATASET) --output $(MODEL)
+	@touch $@
 
-$(MUSIC): $(BIN)/compose $(MODEL) $(DATASET) $(STAMPS)/compose.stamp
-	$(BIN)/compose --config $(CONFIG) --input $(MODEL) --dataset $(DATASET) --output $@
-	@echo "generated music: $@"
+$(MUSIC): $(STAMPS)/compose.ran ;
+$(STAMPS)/compose.ran: $(BIN)/compose $(MODEL) $(DATASET) $(STAMPS)/compose.stamp $(call unless_present,$(MUSIC))
+	$(BIN)/compose --config $(CONFIG) --input $(MODEL) --dataset $(DATASET) --output $(MUSIC)
+	@touch $@
+	@echo "generated music: $(MUSIC)"
 
-all: $(MUSIC)
+# The run's page (artifacts/index.html): redrawn when anything it shows changed. It has no
+# downstream, so it is touched even when its bytes came out the same. The on-demand
+# targets (evaluate, listen, quality) redraw it themselves when they are done.
+$(PAGE): $(BIN)/report $(MUSIC) $(MODEL) $(DATASET) $(NOTES) $(wildcard $(ART)/generated_music*.wav)
+	$(draw_page)
+page: $(PAGE)
+draw_page = $(BIN)/report --artifacts $(ART) && touch $(PAGE) && echo "the run's page: $(PAGE)"
+
+all: $(MUSIC) $(PAGE)
 
 # Stage 5, on demand: how good are the model and the music (evaluation.json and .md).
 EVALUATION := $(ART)/evaluation.json
 evaluate: $(EVALUATION)
 
-$(EVALUATION): $(BIN)/evaluate $(MUSIC) $(MODEL) $(DATASET) $(NOTES) $(STAMPS)/evaluate.stamp
-	$(BIN)/evaluate --config $(CONFIG) --dataset $(DATASET) --model $(MODEL) --notes $(NOTES) --output $@ $(MUSIC)
+$(EVALUATION): $(STAMPS)/evaluate.ran ;
+$(STAMPS)/evaluate.ran: $(BIN)/evaluate $(BIN)/report $(MUSIC) $(MODEL) $(DATASET) $(NOTES) $(STAMPS)/evaluate.stamp \
+                        $(call unless_present,$(EVALUATION))
+	$(BIN)/evaluate --config $(CONFIG) --dataset $(DATASET) --model $(MODEL) --notes $(NOTES) --output $(EVALUATION) $(MUSIC)
 	@echo "evaluation: $(ART)/evaluation.md"
+	@$(draw_page)
+	@touch $@
 
 $(BIN)/evaluate: $(call sources,evaluate train extract encode lstm pictures seeded-rng $(SHARED))
 	cargo build --release --locked $(CARGO_FLAGS) --bin evaluate
@@ -127,8 +156,9 @@ test-deps:
 	else echo "note: no SoundFont: the listening test will skip (install fluid-soundfont-gm or set PIANOLA_SOUNDFONT)"; fi
 
 # Renders the generated music to WAV (artifacts/generated_music.wav) to listen to.
-listen: $(MUSIC) $(BIN)/listen
+listen: $(MUSIC) $(BIN)/listen $(BIN)/report
 	$(BIN)/listen --config $(CONFIG) $(MUSIC)
+	@$(draw_page)
 
 $(BIN)/listen: $(call sources,compose encode lstm pictures seeded-rng $(SHARED))
 	cargo build --release --locked $(CARGO_FLAGS) --bin listen
@@ -181,7 +211,7 @@ QUALITY_CORPUS ?= $(BASE_CORPUS)
 QUALITY_TRAIN  ?= $(BASE_LIST)
 QUALITY_VALID  ?= ../shared/splits/piano-midi-de.valid.txt
 QUALITY_PIECES ?= 8
-quality: $(BIN)/compose
+quality: $(BIN)/compose $(BIN)/report
 	cargo build --release --locked $(CARGO_FLAGS) --bin quality
 	rm -rf $(ART)/quality && mkdir -p $(ART)/quality
 	$(BIN)/compose --config $(CONFIG) --input $(QUALITY_MODEL) --no-dataset --outputs $(QUALITY_PIECES) \
@@ -189,6 +219,7 @@ quality: $(BIN)/compose
 	$(BIN)/quality --config $(CONFIG) --reference "$(QUALITY_CORPUS)" --reference-list "$(QUALITY_VALID)" \
 	    --training "$(QUALITY_CORPUS)" --training-list "$(QUALITY_TRAIN)" --output $(ART)/quality.json \
 	    $(ART)/quality/piece*.mid
+	@$(draw_page)
 
 # A corpus the size of MAESTRO (1,276 files under MAESTRO-style names, copies of the files in
 # BENCH_CORPUS) through extract and encode, then a minute of training for its rate; prints
@@ -215,7 +246,7 @@ corpus:
 clean:
 	rm -rf $(STAMPS) $(NOTES) $(DATASET) $(MODEL) $(MODEL).checkpoint $(ART)/*.report.json \
 	    $(ART)/training_curve.svg $(ART)/generated_music*.mid $(ART)/generated_music*.svg $(ART)/generated_music*.wav \
-	    $(ART)/evaluation* $(ART)/bench.json
+	    $(ART)/evaluation* $(ART)/bench.json $(PAGE)
 
 help:
 	@echo "make              run extract, encode, train, compose on DATA ($(DATA)); writes $(MUSIC)"
@@ -224,6 +255,7 @@ help:
 	@echo "make base-model   retrain models/piano.bin on BASE_CORPUS/BASE_LIST (see models/README.md)"
 	@echo "make quality      the base model's music against held-out pieces: artifacts/quality.md"
 	@echo "make bench-maestro a MAESTRO-sized corpus (1,276 files) through extract, encode and a minute of training"
+	@echo "make page         redraw the run's page, artifacts/index.html (make does it too)"
 	@echo "make evaluate     held-out loss, music statistics and memorisation: artifacts/evaluation.md"
 	@echo "make listen       render the generated music to artifacts/generated_music.wav"
 	@echo "make inspect      print what each artifact is and what made it"

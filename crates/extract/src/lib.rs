@@ -108,7 +108,7 @@ pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<Extra
     let inputs =
         vec![InputDigest { name: format!("{} MIDI files", files.len()), digest: artifacts::digest_of(&files) }];
     let producer = concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"));
-    let report = ExtractReport::new(&artifact, totals);
+    let report = ExtractReport::new(input, &artifact, totals);
     tracing::info!(
         "extract: read {} files, skipped {}{}; {} notes, {:.1} minutes of music, pitches {}–{}, \
          {:.1} notes/s, {} files with pedal, {} tempo changes; dropped {} notes off the keyboard \
@@ -140,6 +140,8 @@ pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<Extra
 /// What one run did: logged as a summary and written as `notes.report.json`.
 #[derive(Debug, serde::Serialize)]
 pub struct ExtractReport {
+    /// The folder searched, as given.
+    pub input: String,
     pub files_read: usize,
     pub files_skipped: usize,
     /// Skipped files grouped by reason: reason → file names.
@@ -182,7 +184,7 @@ impl Totals {
 }
 
 impl ExtractReport {
-    fn new(artifact: &NotesArtifact, totals: Totals) -> Self {
+    fn new(input: &Path, artifact: &NotesArtifact, totals: Totals) -> Self {
         let all_notes = || artifact.files.iter().flat_map(|f| &f.notes);
         let seconds: f64 = artifact
             .files
@@ -195,6 +197,7 @@ impl ExtractReport {
             skipped.entry(r.reason.clone()).or_default().push(r.path.clone());
         }
         ExtractReport {
+            input: input.display().to_string(),
             files_read: artifact.files.len(),
             files_skipped: artifact.rejected.len(),
             skipped,

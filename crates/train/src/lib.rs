@@ -137,7 +137,7 @@ pub fn run(
         other => other,
     })?;
 
-    let report = TrainReport::new(&model, started.elapsed().as_secs_f64(), &device, &config.train.credit);
+    let report = TrainReport::new(&model, started.elapsed().as_secs_f64(), &device, &config.train, ending);
     // The report first: a stage that fails to write it must not leave a new model.
     artifacts::write_report(output, &report).map_err(TrainError::Artifact)?;
     let without_moments;
@@ -149,7 +149,9 @@ pub fn run(
     };
     let outcome = artifacts::write(output, stored, producer, config_digest, inputs).map_err(TrainError::Artifact)?;
     match ending {
-        Ending::Completed => artifacts::remove_if_present(&checkpoint_path).map_err(TrainError::Artifact)?,
+        Ending::Completed | Ending::Patience => {
+            artifacts::remove_if_present(&checkpoint_path).map_err(TrainError::Artifact)?
+        }
         Ending::TimeBudget => tracing::info!(
             "train: stopped at the time budget of {} minutes; raise train.max_minutes (or 0 = no limit) and \
              run again to continue from {}",
@@ -241,8 +243,26 @@ impl Start {
 pub enum Ending {
     /// Every epoch ran.
     Completed,
+    /// `train.patience` epochs in a row brought no lower validation loss.
+    Patience,
     /// `train.max_minutes` ran out; the checkpoint holds the place to continue from.
     TimeBudget,
+}
+
+impl Ending {
+    /// Why training stopped, in words, for the report.
+    pub fn describe(self, settings: &config::TrainConfig) -> String {
+        match self {
+            Ending::Completed => format!("all {} epochs (train.epochs) ran", settings.epochs),
+            Ending::Patience => {
+                format!("{} epochs in a row brought no lower validation loss (train.patience)", settings.patience)
+            }
+            Ending::TimeBudget => format!(
+                "the budget of {} minutes (train.max_minutes) ran out; running train again continues",
+                settings.max_minutes
+            ),
+        }
+    }
 }
 
 /// What one run did: written as `model.report.json`.
@@ -260,11 +280,19 @@ pub struct TrainReport {
     pub credit: String,
     /// The epoch with the lowest validation loss, if there is a validation set.
     pub best_epoch: Option<usize>,
+    /// Why training stopped (see [`Ending::describe`]).
+    pub stopped: String,
     pub history: Vec<EpochRecord>,
 }
 
 impl TrainReport {
-    fn new(model: &ModelArtifact, seconds: f64, device: &Device, credit: &str) -> Self {
+    fn new(
+        model: &ModelArtifact,
+        seconds: f64,
+        device: &Device,
+        settings: &config::TrainConfig,
+        ending: Ending,
+    ) -> Self {
         let best_epoch = model
             .history
             .iter()
@@ -280,8 +308,9 @@ impl TrainReport {
                 .initialised_from
                 .as_ref()
                 .map(|from| format!("{} (BLAKE3 {})", from.name, artifacts::hex(&from.digest))),
-            credit: credit.to_owned(),
+            credit: settings.credit.clone(),
             best_epoch,
+            stopped: ending.describe(settings),
             history: model.history.clone(),
         }
     }
@@ -469,7 +498,7 @@ pub fn train(
                 b.validation_loss,
                 b.epoch
             );
-            break;
+            return Ok((finish(snapshot(&model, &optimizer, &history)?, best), Ending::Patience));
         }
     }
     Ok((finish(snapshot(&model, &optimizer, &history)?, best), Ending::Completed))
@@ -713,7 +742,8 @@ mod tests {
         };
         config.train.checkpoint_steps = 1;
         let hooks = Hooks { save: &mut save, interrupt: &stop, epoch_done: &mut |_, _| Ok(()) };
-        let (model, _) = train(&config, &dataset, &Device::Cpu, Start::Random, hooks).unwrap();
+        let (model, ending) = train(&config, &dataset, &Device::Cpu, Start::Random, hooks).unwrap();
+        assert_eq!(ending, Ending::Patience);
         let losses: Vec<f32> = model.history.iter().map(|e| e.validation_loss.unwrap()).collect();
         let best = losses.iter().enumerate().min_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 + 1;
         assert!(model.history.len() < 30, "stopped early: {losses:?}");
