@@ -146,6 +146,8 @@ test: test-deps
 # The listening test needs a General MIDI SoundFont. Installed here when none is found and
 # the machine has apt and the rights to use it. Where that is impossible or fails, the test
 # says it skipped, unless PIANOLA_REQUIRE_SOUNDFONT is set (CI), which makes it an error.
+# The test of the run's page needs Chromium, a test tool only (not installed here: it is
+# large); without it that test skips, unless PIANOLA_REQUIRE_BROWSER is set (CI).
 SOUNDFONT := /usr/share/sounds/sf2/FluidR3_GM.sf2
 test-deps:
 	@if [ -f $(SOUNDFONT) ] || [ -n "$$PIANOLA_SOUNDFONT" ]; then :; \
@@ -154,6 +156,9 @@ test-deps:
 	elif [ -n "$$PIANOLA_REQUIRE_SOUNDFONT" ]; then \
 	    echo "error: no SoundFont at $(SOUNDFONT) and it could not be installed (fluid-soundfont-gm)"; exit 1; \
 	else echo "note: no SoundFont: the listening test will skip (install fluid-soundfont-gm or set PIANOLA_SOUNDFONT)"; fi
+	@if command -v chromium >/dev/null || [ -n "$$PIANOLA_BROWSER" ]; then :; \
+	elif [ -n "$$PIANOLA_REQUIRE_BROWSER" ]; then echo "error: no chromium (apt-get install chromium)"; exit 1; \
+	else echo "note: no Chromium: the test of the run's page will skip (apt-get install chromium, or set PIANOLA_BROWSER)"; fi
 
 # Renders the generated music to WAV (artifacts/generated_music.wav) to listen to.
 listen: $(MUSIC) $(BIN)/listen $(BIN)/report

@@ -8,8 +8,10 @@ use std::sync::Arc;
 
 /// Output sample rate.
 pub const SAMPLE_RATE: u32 = 44_100;
-/// Silence rendered after the last note so its release rings out.
-const TAIL_SECONDS: f64 = 2.0;
+/// Silence rendered after the last note so its release rings out: long enough for a
+/// piano's release, short enough that a recording lasts as long as its piece to within a
+/// second (what a player shows beside the piece's length).
+const TAIL_SECONDS: f64 = 0.75;
 
 /// Where General MIDI SoundFonts are commonly installed (Debian's fluid-soundfont-gm first).
 const KNOWN_SOUNDFONTS: [&str; 5] = [

@@ -6,6 +6,8 @@
 //! the test prints one line saying what it skipped and why, and returns early, so a fresh
 //! clone's `make test` passes; where `PIANOLA_REQUIRE_CORPUS=1` or
 //! `PIANOLA_REQUIRE_SOUNDFONT=1` is set (CI sets both) a missing one fails the test instead.
+//! The same holds for a browser ([`browser`], `PIANOLA_REQUIRE_BROWSER`), which the test of
+//! the run's page uses.
 //!
 //! Everything the tests need that the repository can hold, they make themselves:
 //! [`odd_midi`] writes small MIDI files that are odd or broken in the ways real files are,
@@ -54,6 +56,33 @@ pub fn soundfont(test: &str, find: impl FnOnce() -> Result<PathBuf, String>) -> 
     match found {
         Ok(path) => Some(path),
         Err(why) => missing(test, &why, "PIANOLA_REQUIRE_SOUNDFONT"),
+    }
+}
+
+/// A Chromium-family browser for tests that look at a page the way a user does:
+/// `PIANOLA_BROWSER` when set, else the first of `chromium`, `chromium-browser`,
+/// `google-chrome`, `google-chrome-stable` on the `PATH`. `None` (after a one-line note)
+/// when there is none, unless `PIANOLA_REQUIRE_BROWSER` is set. A test tool only: the
+/// product never needs a browser.
+pub fn browser(test: &str) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("PIANOLA_BROWSER").map(PathBuf::from) {
+        if path.is_file() {
+            return Some(path);
+        }
+        return missing(test, &format!("PIANOLA_BROWSER={} is not a file", path.display()), "PIANOLA_REQUIRE_BROWSER");
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]
+        .iter()
+        .flat_map(|name| std::env::split_paths(&path).map(move |dir| dir.join(name)))
+        .find(|candidate| candidate.is_file());
+    match found {
+        Some(browser) => Some(browser),
+        None => missing(
+            test,
+            "no Chromium on the PATH (Debian: apt-get install chromium; or set PIANOLA_BROWSER)",
+            "PIANOLA_REQUIRE_BROWSER",
+        ),
     }
 }
 
