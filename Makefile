@@ -68,17 +68,19 @@ $(call update_stamp,compose,$(call config_sections,runtime compose))
 $(call update_stamp,evaluate,$(call config_sections,runtime evaluate))
 
 # ---------------------------------------------------------------------------------------
-# Binaries: each depends on the sources of its own crate and of the crates it uses.
+# Binaries. Cargo writes for each binary the list of source files it was built from
+# (target/release/<bin>.d, absolute paths); read here with the paths made relative, so a
+# binary is rebuilt exactly when one of its sources changed, with nothing listed by hand.
+# Every source also gets an empty rule, so a file deleted or moved since the last build
+# is no error. Before the first build there are no lists, and every binary is built.
+# A crate's Cargo.toml (a new dependency) is not in the lists: any of them counts.
 # ---------------------------------------------------------------------------------------
-sources = $(shell find $(addprefix crates/,$(1)) -name '*.rs' -o -name Cargo.toml) Cargo.toml Cargo.lock
-SHARED  := artifacts config stage-cli
-
-$(BIN)/extract: $(call sources,extract $(SHARED))
-$(BIN)/encode:  $(call sources,encode seeded-rng $(SHARED))
-$(BIN)/train:   $(call sources,train lstm pictures seeded-rng $(SHARED))
-$(BIN)/compose: $(call sources,compose encode lstm pictures seeded-rng $(SHARED))
-$(BIN)/report:  $(call sources,report inspect $(SHARED))
-$(BIN)/extract $(BIN)/encode $(BIN)/train $(BIN)/compose $(BIN)/report:
+BINARIES := extract encode train compose report evaluate listen inspect
+$(shell cat $(wildcard $(addprefix $(BIN)/,$(addsuffix .d,$(BINARIES)))) /dev/null | \
+    sed 's|$(CURDIR)/||g' | \
+    awk '{ print } { for (i = 2; i <= NF; i++) if ($$i != "\\") print $$i ":" }' > $(STAMPS)/binaries.d)
+-include $(STAMPS)/binaries.d
+$(addprefix $(BIN)/,$(BINARIES)): Cargo.toml Cargo.lock $(wildcard crates/*/Cargo.toml)
 	cargo build --release --locked $(CARGO_FLAGS) --bin $(notdir $@)
 	@touch $@
 
@@ -133,10 +135,6 @@ $(STAMPS)/evaluate.ran: $(BIN)/evaluate $(BIN)/report $(MUSIC) $(MODEL) $(DATASE
 	@$(draw_page)
 	@touch $@
 
-$(BIN)/evaluate: $(call sources,evaluate train extract encode lstm pictures seeded-rng $(SHARED))
-	cargo build --release --locked $(CARGO_FLAGS) --bin evaluate
-	@touch $@
-
 # ---------------------------------------------------------------------------------------
 # Everything else.
 # ---------------------------------------------------------------------------------------
@@ -165,17 +163,9 @@ listen: $(MUSIC) $(BIN)/listen $(BIN)/report
 	$(BIN)/listen --config $(CONFIG) $(MUSIC)
 	@$(draw_page)
 
-$(BIN)/listen: $(call sources,compose encode lstm pictures seeded-rng $(SHARED))
-	cargo build --release --locked $(CARGO_FLAGS) --bin listen
-	@touch $@
-
 # What each artifact is and what made it.
 inspect: $(BIN)/inspect
 	@$(BIN)/inspect $(wildcard $(NOTES) $(DATASET) $(MODEL) $(MODEL).checkpoint)
-
-$(BIN)/inspect: $(call sources,inspect artifacts)
-	cargo build --release --locked $(CARGO_FLAGS) --bin inspect
-	@touch $@
 
 # How fast each stage runs on this machine: prints a table and writes $(ART)/bench.json.
 # A few minutes; BENCH_CORPUS is the MIDI folder that extract and encode are timed on.
