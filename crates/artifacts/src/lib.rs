@@ -19,9 +19,11 @@ mod dataset;
 mod model;
 mod notes;
 
-pub use dataset::{Augmentation, DatasetArtifact, EncodedPiece, Encoding, Split, Vocabulary};
+pub use dataset::{DatasetArtifact, EncodedPiece, Split};
+// The values the artifacts store are the music crate's own types.
 pub use model::{AdamState, BestWeights, CheckpointArtifact, EpochRecord, Hyperparameters, ModelArtifact, NamedTensor};
-pub use notes::{ExtractedFile, Note, NotesArtifact, RejectedFile, parse_pitch_name, pitch_name};
+pub use music::{Augmentation, Encoding, Note, Vocabulary, parse_pitch_name, pitch_name};
+pub use notes::{ExtractedFile, NotesArtifact, RejectedFile};
 
 use serde::{Serialize, de::DeserializeOwned};
 use std::fmt;

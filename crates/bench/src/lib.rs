@@ -19,12 +19,12 @@ use artifacts::{Hyperparameters, NotesArtifact};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::rnn::{LSTMConfig, RNN};
 use candle_nn::{Module, VarBuilder, VarMap};
+use lstm::adam::Adam;
 use lstm::{Generator, LstmModel};
 use rayon::prelude::*;
 use seeded_rng::SeededRng;
 use std::path::Path;
 use std::time::Instant;
-use train::adam::Adam;
 
 /// Everything `make bench` measures; written as `bench.json`.
 #[derive(Debug, serde::Serialize)]
@@ -93,14 +93,15 @@ pub fn median_seconds(warmup: usize, repeats: usize, mut work: impl FnMut()) -> 
 /// Parses every MIDI file under `folder` from memory, in parallel as the extract stage
 /// does; `None` if the folder has no MIDI files.
 pub fn extract(folder: &Path, limits: &config::ExtractConfig) -> Option<(ExtractFigures, NotesArtifact)> {
-    let paths = extract::find_midi_files(folder).ok()?;
+    let paths = music::files::find_midi_files(folder).ok()?;
     let files: Vec<(String, Vec<u8>)> =
         paths.iter().filter_map(|p| std::fs::read(p).ok().map(|bytes| (p.display().to_string(), bytes))).collect();
     if files.is_empty() {
         return None;
     }
+    let options = limits.read_options();
     let parse = || -> Vec<Option<Vec<artifacts::Note>>> {
-        files.par_iter().map(|(_, bytes)| extract::read_midi(bytes, limits).ok().map(|(notes, _)| notes)).collect()
+        files.par_iter().map(|(_, bytes)| music::midi_in::notes_of_midi(bytes, &options).ok()).collect()
     };
     let parsed = parse();
     let notes: usize = parsed.iter().flatten().map(Vec::len).sum();

@@ -1,7 +1,7 @@
 //! Listening: renders a MIDI file to a WAV file with a General MIDI SoundFont, in pure Rust
 //! (rustysynth), so no player or synthesizer needs to be installed.
 
-use crate::midi_file::{self, MidiNote};
+use music::midi_out::{self as midi_file, MidiNote};
 use rustysynth::{MidiFile, MidiFileSequencer, SoundFont, Synthesizer, SynthesizerSettings};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -46,7 +46,7 @@ pub const MAX_RENDER_SECONDS: f64 = 3600.0;
 
 /// Renders `midi` to a 16-bit stereo WAV file at `wav`; returns the seconds rendered.
 ///
-/// The file is read by extract's reader (lenient, every size capped, silences shortened)
+/// The file is read by the pipeline's own reader ([`music::midi_in`]) (lenient, every size capped, silences shortened)
 /// and written anew by this crate's MIDI writer before the synthesizer sees it, so a
 /// damaged or hostile file can neither crash the synthesizer nor make it allocate for
 /// hours of silence. Music longer than [`MAX_RENDER_SECONDS`] is refused.
@@ -56,7 +56,8 @@ pub fn render_wav(midi: &Path, soundfont: &Path, wav: &Path) -> Result<f64, Stri
         Arc::new(SoundFont::new(&mut open(soundfont)?).map_err(|e| format!("{}: {e:?}", soundfont.display()))?);
     let limits = config::ExtractConfig::default();
     let bytes = artifacts::read_capped(midi, limits.max_file_bytes).map_err(|e| format!("{}: {e}", midi.display()))?;
-    let notes = extract::notes_of_midi(&bytes, &limits).map_err(|e| format!("{}: {e}", midi.display()))?;
+    let notes = music::midi_in::notes_of_midi(&bytes, &limits.read_options())
+        .map_err(|e| format!("{}: {e}", midi.display()))?;
     let length = notes.iter().map(|n| n.onset_seconds + n.duration_seconds).fold(0.0, f64::max);
     if length > MAX_RENDER_SECONDS {
         return Err(format!("{}: {length:.0} s of music; at most {MAX_RENDER_SECONDS} s are rendered", midi.display()));

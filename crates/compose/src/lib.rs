@@ -6,7 +6,7 @@
 //! a time, each fed back as the next input, until `compose.seconds` of music or
 //! `compose.tokens` tokens. The tokens are decoded back to notes by the model's encoding:
 //! `performance` tokens carry their own timing, durations and velocities (drawn under a
-//! grammar, see [`grammar`]); `seed` elements follow each other one fixed step
+//! grammar, see [`music::grammar`]); `seed` elements follow each other one fixed step
 //! (`compose.step_quarters`) apart, chords voiced upwards from middle C's octave, as the
 //! original design does. The composer plans the form the network cannot: phrases of
 //! `compose.phrase_seconds` that restate earlier ones (see [`form`]). Each piece is written
@@ -23,14 +23,13 @@
 
 pub mod audio;
 pub mod form;
-pub mod grammar;
-pub mod midi_file;
 
 use artifacts::{DatasetArtifact, Encoding, ModelArtifact};
 use config::{ComposeConfig, PipelineConfig, Sampling};
-use encode::performance::Event;
 use lstm::LstmModel;
-use midi_file::MidiNote;
+use music::grammar;
+use music::midi_out::{self as midi_file, MidiNote};
+use music::performance::Event;
 use seeded_rng::SeededRng;
 use stage_cli::Progress;
 use std::fmt;
@@ -185,9 +184,9 @@ pub fn numbered(output: &Path, number: usize) -> PathBuf {
 fn primer_tokens(path: &Path, model: &ModelArtifact, seconds: f64) -> Result<Vec<u32>, ComposeError> {
     let bad = |reason: String| ComposeError::Primer { path: path.display().to_string(), reason };
     let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let notes = extract::notes_of_midi(&bytes, &config::ExtractConfig::default()).map_err(bad)?;
+    let notes = music::midi_in::notes_of_midi(&bytes, &music::ReadOptions::default()).map_err(bad)?;
     let opening: Vec<artifacts::Note> = notes.into_iter().filter(|n| n.onset_seconds < seconds).collect();
-    let ids: Vec<u32> = encode::Codec::new(&model.encoding)
+    let ids: Vec<u32> = music::Codec::new(&model.encoding)
         .encode(&opening)
         .iter()
         .filter_map(|token| model.vocabulary.id(token))
@@ -201,7 +200,7 @@ fn primer_tokens(path: &Path, model: &ModelArtifact, seconds: f64) -> Result<Vec
 
 /// The longest a key is down in the training pieces of a `performance` data set, in seconds.
 fn longest_training_note(dataset: &DatasetArtifact, model: &ModelArtifact) -> Option<f64> {
-    let encode::Codec::Performance(codec) = encode::Codec::new(&model.encoding) else {
+    let music::Codec::Performance(codec) = music::Codec::new(&model.encoding) else {
         return None;
     };
     // Each dictionary entry parsed once, not once per token of the data set.
@@ -222,7 +221,7 @@ fn longest_training_note(dataset: &DatasetArtifact, model: &ModelArtifact) -> Op
 /// (`mf`, velocity 64), which is how encoded pieces begin. `None` for the `seed` encoding,
 /// whose pieces have no such neutral first token.
 fn opening_tokens(model: &ModelArtifact) -> Option<Vec<u32>> {
-    let encode::Codec::Performance(codec) = encode::Codec::new(&model.encoding) else {
+    let music::Codec::Performance(codec) = music::Codec::new(&model.encoding) else {
         return None;
     };
     let token = Event::Velocity(codec.bin(64)).token();
@@ -317,7 +316,7 @@ impl ComposeReport {
 /// about as much for sixteen streams as for one, since reading the weights dominates.
 /// Each piece ends after `compose.seconds` of music when that is set, else after
 /// `compose.tokens` tokens (always at most that many). With the `performance` encoding the
-/// draws are grammar-constrained (see [`grammar`]). Every seed must have the same length.
+/// draws are grammar-constrained (see [`music::grammar`]). Every seed must have the same length.
 pub fn compose(
     config: &PipelineConfig,
     model: &ModelArtifact,
@@ -565,8 +564,8 @@ pub fn sample(scores: &[f32], temperature: f64, top_k: usize, top_p: f64, rng: &
 pub fn decode(encoding: &Encoding, tokens: &[String], settings: &ComposeConfig) -> Vec<MidiNote> {
     let quarters_per_second = settings.tempo_bpm / 60.0;
     let seed =
-        encode::SeedTiming { step_seconds: settings.step_quarters / quarters_per_second, velocity: settings.velocity };
-    encode::Codec::new(encoding)
+        music::SeedTiming { step_seconds: settings.step_quarters / quarters_per_second, velocity: settings.velocity };
+    music::Codec::new(encoding)
         .decode(tokens, seed, settings.max_note_seconds)
         .into_iter()
         .map(|n| MidiNote {

@@ -88,15 +88,21 @@ pub struct ExtractConfig {
     pub max_rest_seconds: f64,
 }
 
-/// What the sustain pedal (controller 64) does to notes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Sustain {
-    /// A key released while the pedal is down rings on until the pedal lifts or the key is
-    /// struck again, as on a piano.
-    Apply,
-    /// Notes end when their key is released.
-    Ignore,
+/// What the sustain pedal does to notes (`extract.sustain`).
+pub use music::Sustain;
+
+impl ExtractConfig {
+    /// The reader's options: the caps and rules of `[extract]` that apply to a file's bytes.
+    pub fn read_options(&self) -> music::ReadOptions {
+        music::ReadOptions {
+            max_tracks: self.max_tracks,
+            max_events: self.max_events,
+            max_notes: self.max_notes,
+            sustain: self.sustain,
+            max_note_seconds: self.max_note_seconds,
+            max_rest_seconds: self.max_rest_seconds,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -244,15 +250,16 @@ impl Default for RuntimeConfig {
 
 impl Default for ExtractConfig {
     fn default() -> Self {
+        let read = music::ReadOptions::default();
         ExtractConfig {
             input: PathBuf::from("data"),
             max_file_bytes: 16 << 20,
-            max_tracks: 1024,
-            max_events: 4_000_000,
-            max_notes: 1_000_000,
-            sustain: Sustain::Apply,
-            max_note_seconds: 30.0,
-            max_rest_seconds: 60.0,
+            max_tracks: read.max_tracks,
+            max_events: read.max_events,
+            max_notes: read.max_notes,
+            sustain: read.sustain,
+            max_note_seconds: read.max_note_seconds,
+            max_rest_seconds: read.max_rest_seconds,
         }
     }
 }

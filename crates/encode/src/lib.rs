@@ -1,26 +1,20 @@
 //! Stage 2, `encode`: `notes.bin` in, `dataset.bin` out.
 //!
 //! Turns every extracted piece into a sequence of token ids with the chosen encoding
-//! ([`seed`] or [`performance`], both behind [`Codec`]), builds the dictionary (token ↔ id),
-//! splits the pieces into a training and a validation side, and measures what survives
-//! the encoding by decoding every piece again ([`fidelity`]). The training windows themselves are cut later, by
+//! (`seed` or `performance`, both behind [`music::Codec`]), builds the dictionary (token ↔
+//! id), splits the pieces into a training and a validation side, and measures what survives
+//! the encoding by decoding every piece again ([`music::fidelity`]). The training windows themselves are cut later, by
 //! [`artifacts::DatasetArtifact::windows`], so `dataset.bin` stays one sequence per piece.
 //!
 //! Key design decision: the split is by *piece*, never inside a piece, and is drawn from
 //! the seed. Windows cut from the same piece overlap heavily; a split by window would put
 //! near-copies of validation windows into training and make the validation loss a lie.
 //!
-//! `compose` uses this crate as a library ([`Codec::decode`]) to turn generated tokens
-//! back into notes.
 
-pub mod fidelity;
-pub mod performance;
-pub mod seed;
-
-use artifacts::{Augmentation, DatasetArtifact, EncodedPiece, Encoding, Note, NotesArtifact, Split, Vocabulary};
+use artifacts::{Augmentation, DatasetArtifact, EncodedPiece, Encoding, NotesArtifact, Split, Vocabulary};
 use config::{EncodingName, PipelineConfig, Section};
-use fidelity::{Fidelity, Tolerance};
-use performance::{Event, Performance, TimedNote};
+use music::fidelity::{self, Fidelity};
+use music::{Codec, SeedTiming, augment, augmentations};
 use rayon::prelude::*;
 use seeded_rng::SeededRng;
 use std::collections::HashMap;
@@ -214,114 +208,6 @@ pub fn encode(config: &PipelineConfig, notes: &NotesArtifact) -> Result<DatasetA
         });
     }
     Ok(dataset)
-}
-
-/// The augmentations of a piece: every (shift, factor) pair but the identity, except the
-/// shifts that would push one of its notes off the 88 piano keys.
-pub fn augmentations(notes: &[Note], transpose: &[i8], stretch: &[f64]) -> Vec<Augmentation> {
-    let lowest = notes.iter().map(|n| i16::from(n.pitch)).min().unwrap_or(60);
-    let highest = notes.iter().map(|n| i16::from(n.pitch)).max().unwrap_or(60);
-    let fits = |shift: i8| lowest + i16::from(shift) >= 21 && highest + i16::from(shift) <= 108;
-    let mut result = Vec::new();
-    for &shift in transpose.iter().filter(|s| fits(**s)) {
-        for &factor in stretch {
-            if shift != 0 || factor != 1.0 {
-                result.push(Augmentation { transpose: shift, stretch: factor });
-            }
-        }
-    }
-    result
-}
-
-/// A piece transposed and stretched. Expects an augmentation from [`augmentations`].
-pub fn augment(notes: &[Note], augmentation: Augmentation) -> Vec<Note> {
-    notes
-        .iter()
-        .map(|n| Note {
-            pitch: (i16::from(n.pitch) + i16::from(augmentation.transpose)) as u8,
-            onset_seconds: n.onset_seconds * augmentation.stretch,
-            duration_seconds: n.duration_seconds * augmentation.stretch,
-            ..n.clone()
-        })
-        .collect()
-}
-
-/// An encoding, ready to turn notes into tokens and tokens back into notes.
-pub enum Codec {
-    Seed { chord_window_quarters: f64 },
-    Performance(Performance),
-}
-
-/// How `seed` tokens become timed notes: each element lasts one step, at one loudness.
-#[derive(Clone, Copy, Debug)]
-pub struct SeedTiming {
-    pub step_seconds: f64,
-    pub velocity: u8,
-}
-
-impl Codec {
-    pub fn new(encoding: &Encoding) -> Codec {
-        match *encoding {
-            Encoding::Seed { chord_window_quarters } => Codec::Seed { chord_window_quarters },
-            Encoding::Performance { step_ms, max_shift_steps, velocity_bins } => Codec::Performance(Performance {
-                step_seconds: f64::from(step_ms) / 1000.0,
-                max_shift_steps: max_shift_steps.max(1),
-                velocity_bins: velocity_bins.max(1),
-            }),
-        }
-    }
-
-    /// A piece's notes as token strings.
-    pub fn encode(&self, notes: &[Note]) -> Vec<String> {
-        match self {
-            Codec::Seed { chord_window_quarters } => seed::encode_piece(notes, *chord_window_quarters),
-            Codec::Performance(codec) => codec.encode(notes).into_iter().map(Event::token).collect(),
-        }
-    }
-
-    /// The dictionary, when the encoding fixes it (`performance`); `None` when it comes
-    /// from the data (`seed`).
-    pub fn fixed_vocabulary(&self) -> Option<Vocabulary> {
-        match self {
-            Codec::Seed { .. } => None,
-            Codec::Performance(codec) => Some(codec.vocabulary()),
-        }
-    }
-
-    /// Token strings back to notes in seconds. Text that is no token of this encoding is
-    /// skipped; notes never last longer than `max_note_seconds`.
-    pub fn decode<S: AsRef<str>>(&self, tokens: &[S], seed: SeedTiming, max_note_seconds: f64) -> Vec<TimedNote> {
-        match self {
-            Codec::Seed { .. } => {
-                let mut notes = Vec::new();
-                for (i, token) in tokens.iter().enumerate() {
-                    for pitch in seed::decode_token(token.as_ref()).unwrap_or_default() {
-                        notes.push(TimedNote {
-                            pitch,
-                            velocity: seed.velocity,
-                            onset_seconds: i as f64 * seed.step_seconds,
-                            duration_seconds: seed.step_seconds.min(max_note_seconds),
-                        });
-                    }
-                }
-                notes
-            }
-            Codec::Performance(codec) => {
-                let events: Vec<Event> = tokens.iter().filter_map(|t| Event::parse(t.as_ref())).collect();
-                codec.decode(&events, max_note_seconds)
-            }
-        }
-    }
-
-    /// The tolerances of the fidelity check: one time step for onsets, one step or 50 ms
-    /// for ends, one velocity bin (the `seed` encoding is held to 10 ms and 32 bins).
-    pub fn tolerance(&self) -> Tolerance {
-        let (step, bins) = match self {
-            Codec::Seed { .. } => (0.01, 32),
-            Codec::Performance(codec) => (codec.step_seconds, codec.velocity_bins),
-        };
-        Tolerance { onset_seconds: step, offset_seconds: step.max(0.05), velocity: (128 / bins).max(1) as u8 }
-    }
 }
 
 /// Decodes every piece of `dataset` and compares it with the notes `extract` found.

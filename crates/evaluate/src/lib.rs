@@ -227,14 +227,14 @@ pub fn evaluate(
         .filter_map(|p| by_path.get(p.source.as_str()))
         .map(|f| (f.path.clone(), f.notes.iter().map(|n| n.pitch).collect()))
         .collect();
-    let codec = encode::Codec::new(&dataset.encoding);
+    let codec = ::music::Codec::new(&dataset.encoding);
 
     let mut figures = Vec::with_capacity(generated.len());
     let mut all_generated = Vec::with_capacity(generated.len());
     for path in generated {
         let midi_error = |reason: String| EvaluateError::Midi { path: path.clone(), reason };
         let bytes = std::fs::read(path).map_err(|e| midi_error(e.to_string()))?;
-        let piece = extract::notes_of_midi(&bytes, &config::ExtractConfig::default()).map_err(midi_error)?;
+        let piece = ::music::midi_in::notes_of_midi(&bytes, &::music::ReadOptions::default()).map_err(midi_error)?;
         let tokens: Vec<u32> = codec.encode(&piece).iter().filter_map(|t| dataset.vocabulary.id(t)).collect();
         let pitches: Vec<u8> = piece.iter().map(|n| n.pitch).collect();
         let share = memorisation::copied_ngram_share(&pitches, &training_pitches, config.evaluate.ngram);
@@ -289,7 +289,7 @@ fn model_figures(
     let (mut nats, mut top1, mut top5, mut targets) = (0.0f64, 0usize, 0usize, 0usize);
     let mut by_type: BTreeMap<String, (usize, f64)> = BTreeMap::new();
     for chunk in windows.chunks(32) {
-        let (inputs, expected) = train::batch(dataset, chunk, device)?;
+        let (inputs, expected) = lstm::batch(dataset, chunk, device)?;
         let log_probs = candle_nn::ops::log_softmax(&network.forward(&inputs, None)?.flatten_to(1)?, D::Minus1)?;
         let rows = log_probs.to_vec2::<f32>()?;
         let expected = expected.flatten_all()?.to_vec1::<u32>()?;

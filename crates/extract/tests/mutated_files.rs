@@ -6,7 +6,7 @@
 //! beside the checkout, three of its files too. CI runs 1,000 cases; set
 //! PROPTEST_CASES=100000 for a long run.
 
-use config::ExtractConfig;
+use music::ReadOptions;
 use proptest::prelude::*;
 
 fn seeds() -> Vec<Vec<u8>> {
@@ -77,7 +77,7 @@ proptest! {
         for d in &damages {
             apply(&mut bytes, d);
         }
-        match extract::notes_of_midi(&bytes, &ExtractConfig::default()) {
+        match music::midi_in::notes_of_midi(&bytes, &ReadOptions::default()) {
             Ok(notes) => prop_assert!(notes.iter().all(|n| n.duration_seconds > 0.0 && (21..=108).contains(&n.pitch))),
             Err(reason) => prop_assert!(!reason.is_empty() && !reason.contains('\n')),
         }

@@ -55,7 +55,7 @@ fn a_folder_of_crafted_files_is_extracted_with_every_rejection_counted() {
 fn a_rest_of_any_length_is_shortened_to_the_configured_maximum() {
     let bytes = [odd_midi::header(0, 1, 1), odd_midi::track(&odd_midi::huge_rest())].concat();
     let limits = config::ExtractConfig::default();
-    let (notes, facts) = extract::read_midi(&bytes, &limits).unwrap();
+    let (notes, facts) = music::midi_in::read_midi(&bytes, &limits.read_options()).unwrap();
     assert_eq!(notes.len(), 2);
     let rest = notes[1].onset_seconds - (notes[0].onset_seconds + notes[0].duration_seconds);
     assert!((rest - limits.max_rest_seconds).abs() < 1e-6, "a rest of {rest} s");

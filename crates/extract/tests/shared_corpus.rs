@@ -25,7 +25,7 @@ fn every_piano_file_is_read_with_the_expected_note_count() {
         return;
     };
     let expected = manifest_notes(&folder);
-    let files = extract::find_midi_files(&folder).unwrap();
+    let files = music::files::find_midi_files(&folder).unwrap();
     assert_eq!(files.len(), 387, "the piano corpus has 387 files (three end in upper-case .MID)");
     let (mut ours_total, mut theirs_total) = (0usize, 0usize);
     let mut far = Vec::new();
@@ -106,7 +106,7 @@ fn every_odd_file_is_read_or_rejected_as_the_table_says() {
     let Some(folder) = test_support::corpus("oddities", "every_odd_file_is_read_or_rejected_as_the_table_says") else {
         return;
     };
-    let files = extract::find_midi_files(&folder).unwrap();
+    let files = music::files::find_midi_files(&folder).unwrap();
     assert_eq!(files.len(), 143, "the robustness corpus has 143 files (one .rmi)");
     let mut rejected_seen = 0;
     for path in &files {

@@ -190,7 +190,7 @@ pub fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// weight, so how the weights are read decides their speed; `gemm` would repack them on
 /// every call.
 ///
-/// With AVX-512 the rows are cut into panels of [`PANEL`] rows stored k-major (`panel[k][r]`):
+/// With AVX-512 the rows are cut into panels of `PANEL` rows stored k-major (`panel[k][r]`):
 /// the kernels read the weights as one sequential stream and keep a panel's outputs in
 /// registers across all of K. Elsewhere the matrix is kept dense row-major for `gemm`.
 /// Every output is summed over k in order, by one thread, so a column's result depends

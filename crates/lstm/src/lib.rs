@@ -28,14 +28,18 @@
 //! equations run as Candle tensor ops ([`LstmModel::logits_on`] with
 //! [`LayerPath::CandleOps`]) and Candle's autograd derives the backward pass. Tests hold
 //! the two paths, candle-nn's LSTM and finite differences to the same numbers.
+//!
+//! What training and evaluation share beside the network lives here too: the optimizer
+//! ([`adam`]) and [`batch`], which turns a data set's windows into input and target ids.
 //! Generation ([`Generator`]) carries the state and steps many streams at once.
 
-use artifacts::{Hyperparameters, NamedTensor};
+use artifacts::{DatasetArtifact, Hyperparameters, NamedTensor};
 use candle_core::{D, DType, Device, Tensor, Var};
 use seeded_rng::SeededRng;
 
 pub use candle_core;
 
+pub mod adam;
 pub mod fused;
 mod generator;
 pub mod kernels;
@@ -407,6 +411,27 @@ pub fn set_cpu_threads(threads: usize) {
     unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
     // Fails only if the pool already exists, and then it already has a size; keep it.
     let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
+}
+
+/// Input and target token ids `[B, T]` for a batch of windows: the targets are the inputs
+/// shifted by one token.
+pub fn batch(
+    dataset: &DatasetArtifact,
+    windows: &[(usize, usize)],
+    device: &Device,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let steps = dataset.seq_len;
+    let mut inputs = Vec::with_capacity(windows.len() * steps);
+    let mut targets = Vec::with_capacity(windows.len() * steps);
+    for &(piece, start) in windows {
+        let tokens = &dataset.pieces[piece].tokens[start..start + steps + 1];
+        inputs.extend_from_slice(&tokens[..steps]);
+        targets.extend_from_slice(&tokens[1..]);
+    }
+    Ok((
+        Tensor::from_vec(inputs, (windows.len(), steps), device)?,
+        Tensor::from_vec(targets, (windows.len(), steps), device)?,
+    ))
 }
 
 #[cfg(test)]

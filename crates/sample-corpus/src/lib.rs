@@ -23,7 +23,7 @@
 //! (a repeat may span them).
 //! Dynamics `pp p mp mf f ff` set the velocity of the following notes of that voice.
 
-use compose::midi_file::MidiNote;
+use music::midi_out::MidiNote;
 use std::collections::BTreeMap;
 
 /// A parsed score: its metadata and every note of every voice.

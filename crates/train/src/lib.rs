@@ -1,7 +1,7 @@
 //! Stage 3, `train`: `dataset.bin` in, `model.bin` out.
 //!
 //! Trains the [`lstm::LstmModel`] to predict the next token at every position of every
-//! training window, with cross-entropy loss and [`adam::Adam`], for a configured number of
+//! training window, with cross-entropy loss and [`lstm::adam::Adam`], for a configured number of
 //! epochs, measuring the validation loss and accuracy after each. One training step:
 //!
 //! ```text
@@ -17,17 +17,16 @@
 //! signal for the same compute; the model still learns exactly "predict the next element".
 //! The order of windows and the dropout masks come from the seed, so a run is reproducible.
 
-pub mod adam;
 pub mod checkpoint;
 
-use adam::Adam;
 use artifacts::{
     BestWeights, CheckpointArtifact, DatasetArtifact, EpochRecord, Hyperparameters, InputDigest, ModelArtifact, Split,
 };
-use candle_core::{D, Device, Tensor};
+use candle_core::{D, Device};
 pub use checkpoint::{checkpoint_path, interrupt_on_signals};
 use config::{PipelineConfig, Section};
 use lstm::LstmModel;
+use lstm::adam::{self, Adam};
 use seeded_rng::SeededRng;
 use stage_cli::Progress;
 use std::fmt;
@@ -552,7 +551,7 @@ fn step(
     settings: &config::TrainConfig,
     device: &Device,
 ) -> Result<Option<(f64, usize)>, TrainError> {
-    let (inputs, expected) = batch(dataset, windows, device)?;
+    let (inputs, expected) = lstm::batch(dataset, windows, device)?;
     let (loss, mut grads) = model.loss_and_gradients(&inputs, &expected, Some((dropout_rng, settings.dropout)))?;
     let loss = f64::from(loss);
     if !loss.is_finite() {
@@ -578,27 +577,6 @@ fn log_epoch(record: &EpochRecord, epochs: usize, elapsed: f64) {
     );
 }
 
-/// Input and target token ids `[B, T]` for a batch of windows: the targets are the inputs
-/// shifted by one token.
-pub fn batch(
-    dataset: &DatasetArtifact,
-    windows: &[(usize, usize)],
-    device: &Device,
-) -> candle_core::Result<(Tensor, Tensor)> {
-    let steps = dataset.seq_len;
-    let mut inputs = Vec::with_capacity(windows.len() * steps);
-    let mut targets = Vec::with_capacity(windows.len() * steps);
-    for &(piece, start) in windows {
-        let tokens = &dataset.pieces[piece].tokens[start..start + steps + 1];
-        inputs.extend_from_slice(&tokens[..steps]);
-        targets.extend_from_slice(&tokens[1..]);
-    }
-    Ok((
-        Tensor::from_vec(inputs, (windows.len(), steps), device)?,
-        Tensor::from_vec(targets, (windows.len(), steps), device)?,
-    ))
-}
-
 /// Mean cross-entropy (nats per target) and top-1 accuracy over `windows`, without dropout;
 /// `None` when there are no windows.
 pub fn evaluate(
@@ -613,7 +591,7 @@ pub fn evaluate(
     }
     let (mut loss_sum, mut correct, mut targets) = (0.0f64, 0.0f64, 0usize);
     for chunk in windows.chunks(batch_size) {
-        let (inputs, expected) = batch(dataset, chunk, device)?;
+        let (inputs, expected) = lstm::batch(dataset, chunk, device)?;
         let logits = model.logits(&inputs, None)?;
         let expected = lstm::time_major(&expected)?;
         let count = expected.elem_count();
@@ -772,6 +750,7 @@ mod tests {
 #[cfg(test)]
 mod paths {
     use super::*;
+    use candle_core::Tensor;
     use lstm::LayerPath;
 
     /// A few training steps from the same seed: the CPU's hand-written path and the Candle-ops

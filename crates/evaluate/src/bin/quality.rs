@@ -47,7 +47,7 @@ fn read_set(folder: &Path, list: Option<&Path>, limits: &config::ExtractConfig) 
             .filter(|line| !line.trim().is_empty())
             .map(|line| folder.join(line.trim()))
             .collect(),
-        None => extract::find_midi_files(folder).map_err(|e| e.to_string())?,
+        None => music::files::find_midi_files(folder).map_err(|e| e.to_string())?,
     };
     read_files(&files, limits)
 }
@@ -56,7 +56,10 @@ fn read_files(files: &[PathBuf], limits: &config::ExtractConfig) -> Result<Piece
     files
         .iter()
         .map(|path| {
-            let (_, notes, _) = extract::extract_file(path, limits).map_err(|e| format!("{}: {e}", path.display()))?;
+            let bytes =
+                artifacts::read_capped(path, limits.max_file_bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+            let notes = music::midi_in::notes_of_midi(&bytes, &limits.read_options())
+                .map_err(|e| format!("{}: {e}", path.display()))?;
             Ok((path.display().to_string(), notes))
         })
         .collect()

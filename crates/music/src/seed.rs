@@ -6,9 +6,9 @@
 //! code does. Rhythm, durations and loudness are not represented: decoding places one
 //! element every fixed step.
 
-use artifacts::Note;
+use crate::note::Note;
 
-pub use artifacts::{parse_pitch_name, pitch_name};
+pub use crate::note::{parse_pitch_name, pitch_name};
 
 /// The normal order of a set of pitch classes (0–11): the rotation of the sorted set with
 /// the smallest span; ties go to the rotation most packed towards its first note (Rahn),

@@ -14,7 +14,8 @@
 //! 388 tokens, fixed by the parameters and not by the data: a model trained on one corpus
 //! composes from any other, or from none.
 
-use artifacts::{Note, Vocabulary};
+use crate::encoding::Vocabulary;
+use crate::note::Note;
 use std::collections::BTreeMap;
 
 /// The parameters of the encoding. Invariant: all three are at least 1.

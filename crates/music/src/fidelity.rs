@@ -7,8 +7,8 @@
 //! order). Precision is the share of decoded notes that match, recall the share of
 //! reference notes, F1 their harmonic mean.
 
+use crate::note::Note;
 use crate::performance::TimedNote;
-use artifacts::Note;
 use std::collections::BTreeMap;
 
 /// The matching tolerances.

@@ -1,0 +1,32 @@
+//! `music`: the floor every stage stands on — what a note is and how music gets in and out
+//! of the pipeline, with no knowledge of tensors, files on disk or settings.
+//!
+//! - [`note`]: the one note type, [`Note`], and the piano's 88 keys;
+//! - [`files`]: which files are MIDI files (the rule `extract` and the tools share);
+//! - [`midi_in`]: a standard MIDI file's bytes → notes, by fixed rules under caps;
+//! - [`midi_out`]: notes → a standard MIDI file for piano;
+//! - [`encoding`], [`codec`], [`performance`], [`seed`]: the token encodings, notes →
+//!   tokens → notes, with augmentation; [`fidelity`] measures what survives the round trip;
+//! - [`grammar`]: which `performance` token may come next, for sampling.
+//!
+//! Key design decision: this crate depends on nothing of the pipeline's, so every stage and
+//! tool can use it and no stage needs another stage's crate. Settings come in as plain
+//! option structs ([`midi_in::ReadOptions`], [`grammar::Limits`]), which `config` fills from
+//! `pipeline.toml`; what is stored on disk is `artifacts`' business, which stores these
+//! types as they are.
+
+pub mod codec;
+pub mod encoding;
+pub mod fidelity;
+pub mod files;
+pub mod grammar;
+pub mod midi_in;
+pub mod midi_out;
+pub mod note;
+pub mod performance;
+pub mod seed;
+
+pub use codec::{Codec, SeedTiming, augment, augmentations};
+pub use encoding::{Augmentation, Encoding, Vocabulary};
+pub use midi_in::{ReadOptions, Sustain};
+pub use note::{Note, PIANO_KEYS, parse_pitch_name, pitch_name};

@@ -1,0 +1,546 @@
+//! Reading MIDI: the bytes of a standard MIDI file in, [`Note`]s out, by fixed rules (see
+//! [`notes_of_midi`]), under caps that bound the memory any file can take.
+//!
+//! Key design decision: all tracks of a file are merged into one time-ordered event stream
+//! before notes are paired. Program changes, tempo changes and note-offs may sit in a
+//! different track from the notes they affect (format 1 files do this all the time), so
+//! pairing per track would get programs and durations wrong.
+
+use crate::note::{Note, PIANO_KEYS};
+use midly::{MetaMessage, MidiMessage, Timing, TrackEventKind};
+use serde::{Deserialize, Serialize};
+
+/// The channel General MIDI reserves for drums (channel 10, counted from 1).
+const DRUM_CHANNEL: u8 = 9;
+/// The controller number of the sustain (damper) pedal.
+const SUSTAIN_PEDAL: midly::num::u7 = midly::num::u7::new(64);
+/// Tempo when a file sets none: 120 beats per minute.
+const DEFAULT_MICROS_PER_QUARTER: f64 = 500_000.0;
+
+/// What the sustain pedal (controller 64) does to notes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sustain {
+    /// A key released while the pedal is down rings on until the pedal lifts or the key is
+    /// struck again, as on a piano.
+    Apply,
+    /// Notes end when their key is released.
+    Ignore,
+}
+
+/// How a file is read: the caps and the rules that are settings (`[extract]` in
+/// `pipeline.toml` holds them for the pipeline).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReadOptions {
+    /// Files with more tracks, events (of all kinds) or notes than these are refused.
+    pub max_tracks: usize,
+    pub max_events: usize,
+    pub max_notes: usize,
+    pub sustain: Sustain,
+    /// Notes longer than this many seconds are cut to it.
+    pub max_note_seconds: f64,
+    /// Silences longer than this many seconds are shortened to it.
+    pub max_rest_seconds: f64,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            max_tracks: 1024,
+            max_events: 4_000_000,
+            max_notes: 1_000_000,
+            sustain: Sustain::Apply,
+            max_note_seconds: 30.0,
+            max_rest_seconds: 60.0,
+        }
+    }
+}
+
+/// How a note started.
+struct Onset {
+    tick: u64,
+    seconds: f64,
+    quarters: f64,
+    pitch: u8,
+    velocity: u8,
+    program: u8,
+}
+
+/// No note: an empty entry in the tables of note places.
+const SILENT: u32 = u32::MAX;
+
+/// The note that started at `onset` on `channel` and ended at `end_tick` (`end` in
+/// seconds and quarter notes), or `None` if it is dropped, as counted in `facts`.
+fn finish(
+    onset: &Onset,
+    channel: u8,
+    (end_tick, end): (u64, (f64, f64)),
+    options: &ReadOptions,
+    facts: &mut MidiFacts,
+) -> Option<Note> {
+    let (mut end_seconds, mut end_quarters) = end;
+    if !PIANO_KEYS.contains(&onset.pitch) {
+        facts.off_keyboard += 1;
+        return None;
+    }
+    if end_tick <= onset.tick {
+        facts.zero_length += 1;
+        return None;
+    }
+    if end_seconds - onset.seconds > options.max_note_seconds {
+        facts.shortened += 1;
+        let quarters_per_second = (end_quarters - onset.quarters) / (end_seconds - onset.seconds);
+        end_seconds = onset.seconds + options.max_note_seconds;
+        end_quarters = onset.quarters + options.max_note_seconds * quarters_per_second;
+    }
+    Some(Note {
+        pitch: onset.pitch,
+        velocity: onset.velocity,
+        channel,
+        program: onset.program,
+        onset_seconds: onset.seconds,
+        duration_seconds: end_seconds - onset.seconds,
+        onset_quarters: onset.quarters,
+        duration_quarters: end_quarters - onset.quarters,
+    })
+}
+
+/// A file's notes in the order they were struck: how each started, and the note itself
+/// once it has ended (`None` while it sounds, or if it was dropped). A note is known by its
+/// place here; the order of places is onset order, so no sort is needed at the end.
+struct Struck {
+    onsets: Vec<Onset>,
+    notes: Vec<Option<Note>>,
+}
+
+impl Struck {
+    fn with_capacity(capacity: usize) -> Self {
+        Struck { onsets: Vec::with_capacity(capacity), notes: Vec::with_capacity(capacity) }
+    }
+
+    /// Records a note-on; returns the note's place.
+    fn strike(&mut self, onset: Onset) -> u32 {
+        self.onsets.push(onset);
+        self.notes.push(None);
+        (self.onsets.len() - 1) as u32
+    }
+
+    /// Ends the note at `place` on `channel` at `end` (see [`finish`]); nothing for `SILENT`.
+    fn end(&mut self, place: u32, channel: u8, end: (u64, (f64, f64)), options: &ReadOptions, facts: &mut MidiFacts) {
+        if place != SILENT {
+            let place = place as usize;
+            self.notes[place] = finish(&self.onsets[place], channel, end, options, facts);
+        }
+    }
+
+    /// The notes kept, in the order they were struck.
+    fn into_notes(self) -> Vec<Note> {
+        self.notes.into_iter().flatten().collect()
+    }
+}
+
+/// Converts MIDI ticks to seconds and quarter notes.
+struct Clock {
+    /// Quarter notes per tick (metrical files) or `None` for SMPTE time code.
+    quarters_per_tick: Option<f64>,
+    /// Tempo segments `(start tick, seconds at start, seconds per tick)`, sorted by tick.
+    segments: Vec<(u64, f64, f64)>,
+    /// The segment of the last tick asked for.
+    current: usize,
+}
+
+impl Clock {
+    fn new(timing: Timing, mut tempo_changes: Vec<(u64, u32)>) -> Result<Clock, String> {
+        match timing {
+            Timing::Metrical(ticks) => {
+                let ticks_per_quarter = f64::from(ticks.as_int());
+                if ticks_per_quarter == 0.0 {
+                    return Err("invalid header: 0 ticks per quarter note".into());
+                }
+                // A stable sort keeps file order for tempo changes at the same tick; the last wins.
+                tempo_changes.sort_by_key(|&(tick, _)| tick);
+                let seconds_per_tick = |micros: f64| micros / 1e6 / ticks_per_quarter;
+                let mut segments = vec![(0u64, 0.0f64, seconds_per_tick(DEFAULT_MICROS_PER_QUARTER))];
+                for (tick, micros) in tempo_changes {
+                    let &(start, seconds, rate) = segments.last().expect("segments start non-empty");
+                    let at = seconds + (tick - start) as f64 * rate;
+                    let new = (tick, at, seconds_per_tick(f64::from(micros.max(1))));
+                    if tick == start {
+                        *segments.last_mut().expect("non-empty") = new;
+                    } else {
+                        segments.push(new);
+                    }
+                }
+                Ok(Clock { quarters_per_tick: Some(1.0 / ticks_per_quarter), segments, current: 0 })
+            }
+            Timing::Timecode(fps, subframes) => {
+                let ticks_per_second = f64::from(fps.as_f32()) * f64::from(subframes);
+                if ticks_per_second <= 0.0 {
+                    return Err("invalid header: 0 SMPTE subframes per frame".into());
+                }
+                Ok(Clock { quarters_per_tick: None, segments: vec![(0, 0.0, 1.0 / ticks_per_second)], current: 0 })
+            }
+        }
+    }
+
+    /// `(seconds, quarter notes)` at `tick`, which must not be earlier than at the previous
+    /// call: the events are read in tick order, so the tempo segment is found by stepping
+    /// forward from the last one (files with hundreds of tempo changes are common).
+    fn at(&mut self, tick: u64) -> (f64, f64) {
+        while self.segments.get(self.current + 1).is_some_and(|&(start, _, _)| start <= tick) {
+            self.current += 1;
+        }
+        let (start, seconds, rate) = self.segments[self.current];
+        let seconds = seconds + (tick - start) as f64 * rate;
+        // Time code files have no beat; they are read as if at 120 BPM (2 quarters a second).
+        (seconds, self.quarters_per_tick.map_or(seconds * 2.0, |q| tick as f64 * q))
+    }
+}
+
+/// Extracts the notes of a standard MIDI file's bytes, sorted by (onset, pitch); notes with the
+/// same onset and pitch (on different channels) in the order they were struck.
+///
+/// Rules, applied identically to every file:
+/// - Format 0 and 1 are read; format 2 (independent sequences) is rejected.
+/// - Channel 10 (drums) is dropped; every other channel and track is kept.
+/// - Tempo changes from any track apply to all tracks; without one, 120 BPM.
+/// - A note-on with velocity 0 is a note-off.
+/// - A note-on for a pitch already sounding on that channel ends the sounding note there
+///   and starts a new one; a note-off with no sounding note is ignored.
+/// - Notes still sounding when the file ends end at its last event (of any track, the
+///   end-of-track marker included); zero-length notes are
+///   dropped.
+/// - Sustain pedal (`extract.sustain = "apply"`): while controller 64 is at 64 or more on a
+///   channel, a released key rings on until the pedal lifts or the same pitch is struck again.
+/// - Notes outside the 88 piano keys (A0–C8) are dropped; notes longer than
+///   `extract.max_note_seconds` are cut to it; a silence longer than
+///   `extract.max_rest_seconds` (before the first note, or after every note so far has
+///   ended) is shortened to it. All are counted in the stage summary.
+/// - A file with no notes left is rejected.
+///
+/// Lenient by design, as players are: a RIFF (`.rmi`) wrapper is unwrapped, bytes after the
+/// last track are ignored, and a damaged track is read up to its first unreadable event
+/// (midly's non-strict mode), so a truncated file keeps the notes before the damage.
+pub fn notes_of_midi(bytes: &[u8], options: &ReadOptions) -> Result<Vec<Note>, String> {
+    read_midi(bytes, options).map(|(notes, _)| notes)
+}
+
+/// Facts about a file beyond its notes, for the stage report.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MidiFacts {
+    /// Tempo meta events, across all tracks.
+    pub tempo_changes: usize,
+    /// Sustain pedal presses (controller 64 going to 64 or more).
+    pub pedal_presses: usize,
+    /// Notes dropped because their pitch is not one of the 88 piano keys.
+    pub off_keyboard: usize,
+    /// Notes dropped because they end where they start.
+    pub zero_length: usize,
+    /// Notes cut to `extract.max_note_seconds`.
+    pub shortened: usize,
+    /// Silences shortened to `extract.max_rest_seconds`.
+    pub rests_shortened: usize,
+}
+
+/// A MIDI channel event at an absolute tick: one entry of a file's merged event stream.
+type TimedEvent = (u64, u8, MidiMessage);
+
+thread_local! {
+    /// Each thread's buffer for the merged event stream, reused from file to file: a fresh
+    /// one per file cost a tenth of extraction in page faults.
+    static EVENTS: std::cell::RefCell<Vec<TimedEvent>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`notes_of_midi`], with the [`MidiFacts`] the report needs.
+pub fn read_midi(bytes: &[u8], options: &ReadOptions) -> Result<(Vec<Note>, MidiFacts), String> {
+    EVENTS.with_borrow_mut(|events| {
+        events.clear();
+        let result = read_midi_with(bytes, options, events);
+        // A huge file's buffer is not kept for the rest of the run.
+        events.shrink_to(1 << 20);
+        result
+    })
+}
+
+/// Shortens every silence longer than `max_rest` seconds to `max_rest`, moving the notes
+/// after it earlier (in seconds, and in quarter notes by the same share of the gap). A
+/// silence is the time before the first note, or from the end of every note so far to the
+/// next onset. Returns how many silences were shortened. `notes` must be in onset order.
+fn shorten_rests(notes: &mut [Note], max_rest: f64) -> usize {
+    let (mut cut_seconds, mut cut_quarters) = (0.0, 0.0);
+    let (mut end_seconds, mut end_quarters) = (0.0f64, 0.0f64);
+    let mut shortened = 0;
+    for note in notes {
+        let gap = note.onset_seconds - cut_seconds - end_seconds;
+        if gap > max_rest {
+            let share = (gap - max_rest) / gap;
+            cut_seconds += gap - max_rest;
+            cut_quarters += (note.onset_quarters - cut_quarters - end_quarters) * share;
+            shortened += 1;
+        }
+        // Every note moves by the same subtraction, so notes struck together stay together.
+        note.onset_seconds -= cut_seconds;
+        note.onset_quarters -= cut_quarters;
+        end_seconds = end_seconds.max(note.onset_seconds + note.duration_seconds);
+        end_quarters = end_quarters.max(note.onset_quarters + note.duration_quarters);
+    }
+    shortened
+}
+
+/// [`read_midi`] with `events` (empty) as the buffer for the merged event stream.
+fn read_midi_with(
+    bytes: &[u8],
+    options: &ReadOptions,
+    events: &mut Vec<TimedEvent>,
+) -> Result<(Vec<Note>, MidiFacts), String> {
+    // Parsed lazily, track by track, so the caps below bound memory: nothing is held but
+    // the events we keep.
+    let (header, tracks) = midly::parse(bytes).map_err(|e| format!("not a readable MIDI file: {e}"))?;
+    if header.format == midly::Format::Sequential {
+        return Err("format 2 (independent sequences) is not supported".into());
+    }
+
+    // Merge the tracks into one stream ordered by (tick, track, position in track).
+    // Three bytes is the smallest event (running status), so this holds most files' events.
+    events.reserve(bytes.len() / 3);
+    let mut tempo_changes = Vec::new();
+    let mut file_end = 0u64;
+    let mut drum_notes = 0usize;
+    let mut facts = MidiFacts::default();
+    let mut event_count = 0usize;
+    for (track_index, track) in tracks.enumerate() {
+        if track_index >= options.max_tracks {
+            return Err(format!("too many tracks: more than extract.max_tracks = {}", options.max_tracks));
+        }
+        // A track whose chunk cannot be read is skipped; one that breaks part-way ends there.
+        let Ok(track) = track else { continue };
+        let mut tick = 0u64;
+        for event in track.map_while(Result::ok) {
+            event_count += 1;
+            if event_count > options.max_events {
+                return Err(format!("too many events: more than extract.max_events = {}", options.max_events));
+            }
+            tick += u64::from(event.delta.as_int());
+            match event.kind {
+                TrackEventKind::Meta(MetaMessage::Tempo(micros)) => tempo_changes.push((tick, micros.as_int())),
+                TrackEventKind::Midi { channel, message } if channel.as_int() != DRUM_CHANNEL => {
+                    if let MidiMessage::Controller { controller: SUSTAIN_PEDAL, value } = message
+                        && value >= 64
+                    {
+                        facts.pedal_presses += 1;
+                    }
+                    events.push((tick, channel.as_int(), message));
+                }
+                TrackEventKind::Midi { message: MidiMessage::NoteOn { vel, .. }, .. } if vel > 0 => drum_notes += 1,
+                _ => {}
+            }
+        }
+        file_end = file_end.max(tick);
+    }
+    // Each track's events are in tick order and the tracks were appended in order, so a
+    // stable sort by tick alone gives (tick, track, position); one-track files need none.
+    if !events.is_sorted_by_key(|&(tick, _, _)| tick) {
+        events.sort_by_key(|&(tick, _, _)| tick);
+    }
+    facts.tempo_changes = tempo_changes.len();
+    let mut clock = Clock::new(header.timing, tempo_changes)?;
+
+    let mut programs = [0u8; 16];
+    let mut pedal_down = [false; 16];
+    let sustain = options.sustain == Sustain::Apply;
+    let mut struck = Struck::with_capacity(events.len() / 2);
+    // The place of the note sounding at each (channel, pitch), at index channel·128 + pitch.
+    // Flat tables, not maps: they are touched at every note event.
+    let mut sounding = [SILENT; 16 * 128];
+    // Notes whose key was released while the sustain pedal was down: they ring on until the
+    // pedal lifts or the same pitch is struck again. Their places, and per channel a bit
+    // per ringing pitch, so lifting the pedal visits only those.
+    let mut ringing = [SILENT; 16 * 128];
+    let mut ringing_pitches = [0u128; 16];
+    for &(tick, channel, message) in events.iter() {
+        let ch = usize::from(channel);
+        match message {
+            MidiMessage::ProgramChange { program } => programs[ch] = program.as_int(),
+            MidiMessage::Controller { controller, value } if controller == SUSTAIN_PEDAL && sustain => {
+                let down = value >= 64;
+                if pedal_down[ch] && !down {
+                    let now = clock.at(tick);
+                    while ringing_pitches[ch] != 0 {
+                        let pitch = ringing_pitches[ch].trailing_zeros() as usize;
+                        ringing_pitches[ch] &= ringing_pitches[ch] - 1;
+                        let place = std::mem::replace(&mut ringing[ch * 128 + pitch], SILENT);
+                        struck.end(place, channel, (tick, now), options, &mut facts);
+                    }
+                }
+                pedal_down[ch] = down;
+            }
+            MidiMessage::NoteOn { key, vel } if vel.as_int() > 0 => {
+                let (pitch, now) = (key.as_int(), clock.at(tick));
+                let slot = ch * 128 + usize::from(pitch);
+                // Striking a key again ends the note sounding or ringing at that pitch.
+                ringing_pitches[ch] &= !(1u128 << pitch);
+                for table in [&mut sounding, &mut ringing] {
+                    struck.end(std::mem::replace(&mut table[slot], SILENT), channel, (tick, now), options, &mut facts);
+                }
+                let (seconds, quarters) = now;
+                let (velocity, program) = (vel.as_int(), programs[ch]);
+                sounding[slot] = struck.strike(Onset { tick, seconds, quarters, pitch, velocity, program });
+            }
+            MidiMessage::NoteOn { key, .. } | MidiMessage::NoteOff { key, .. } => {
+                let slot = ch * 128 + usize::from(key.as_int());
+                let place = std::mem::replace(&mut sounding[slot], SILENT);
+                if place != SILENT && pedal_down[ch] {
+                    ringing[slot] = place;
+                    ringing_pitches[ch] |= 1u128 << key.as_int();
+                } else {
+                    struck.end(place, channel, (tick, clock.at(tick)), options, &mut facts);
+                }
+            }
+            _ => {}
+        }
+    }
+    // Whatever still sounds or rings ends with the file.
+    let end = (file_end, clock.at(file_end));
+    for (slot, &place) in sounding.iter().chain(&ringing).enumerate() {
+        struck.end(place, (slot % (16 * 128) / 128) as u8, end, options, &mut facts);
+    }
+    let mut notes = struck.into_notes();
+    // In onset order already; notes that start together go in pitch order (a stable sort,
+    // so equal pitches on different channels keep the order they were struck in).
+    for chord in notes.chunk_by_mut(|a, b| a.onset_seconds == b.onset_seconds) {
+        chord.sort_by_key(|note| note.pitch);
+    }
+    facts.rests_shortened = shorten_rests(&mut notes, options.max_rest_seconds);
+    if notes.len() > options.max_notes {
+        return Err(format!("too many notes: {}, limit extract.max_notes = {}", notes.len(), options.max_notes));
+    }
+    if notes.is_empty() {
+        return Err(if facts.off_keyboard > 0 {
+            format!("no notes on the 88 piano keys ({} outside A0–C8)", facts.off_keyboard)
+        } else if drum_notes > 0 {
+            format!("no notes: only drums ({drum_notes} notes on channel 10)")
+        } else {
+            "no notes".into()
+        });
+    }
+    Ok((notes, facts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use midly::num::{u4, u7, u15, u24, u28};
+    use midly::{Format, Header, Smf, TrackEvent};
+
+    fn event(delta: u32, kind: TrackEventKind<'static>) -> TrackEvent<'static> {
+        TrackEvent { delta: u28::new(delta), kind }
+    }
+
+    fn note(delta: u32, channel: u8, key: u8, vel: u8) -> TrackEvent<'static> {
+        let message = MidiMessage::NoteOn { key: u7::new(key), vel: u7::new(vel) };
+        event(delta, TrackEventKind::Midi { channel: u4::new(channel), message })
+    }
+
+    fn file(tracks: Vec<Vec<TrackEvent<'static>>>) -> Vec<u8> {
+        let format = if tracks.len() == 1 { Format::SingleTrack } else { Format::Parallel };
+        let smf = Smf { header: Header::new(format, Timing::Metrical(u15::new(480))), tracks };
+        let mut bytes = Vec::new();
+        smf.write_std(&mut bytes).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn tempo_from_another_track_and_the_pairing_rules() {
+        let tempo = event(0, TrackEventKind::Meta(MetaMessage::Tempo(u24::new(1_000_000)))); // 60 BPM
+        let bytes = file(vec![
+            vec![tempo],
+            vec![
+                note(0, 0, 60, 90),
+                note(480, 0, 60, 80), // re-struck: ends the first C4 after one quarter
+                note(480, 0, 60, 0),  // velocity 0 = note-off
+                note(0, 9, 36, 100),  // drums: dropped
+                note(0, 0, 64, 0),    // off without on: ignored
+                note(0, 0, 67, 70),   // never released: ends at the end of the file
+                note(960, 0, 62, 0),
+            ],
+        ]);
+        let notes = notes_of_midi(&bytes, &ReadOptions::default()).unwrap();
+        let got: Vec<(u8, f64, f64, u8)> =
+            notes.iter().map(|n| (n.pitch, n.onset_seconds, n.duration_seconds, n.velocity)).collect();
+        assert_eq!(got, vec![(60, 0.0, 1.0, 90), (60, 1.0, 1.0, 80), (67, 2.0, 2.0, 70)]);
+        assert_eq!(notes[2].onset_quarters, 2.0);
+    }
+
+    fn pedal(delta: u32, value: u8) -> TrackEvent<'static> {
+        let message = MidiMessage::Controller { controller: SUSTAIN_PEDAL, value: u7::new(value) };
+        event(delta, TrackEventKind::Midi { channel: u4::new(0), message })
+    }
+
+    #[test]
+    fn the_sustain_pedal_holds_released_keys() {
+        // 120 BPM: 480 ticks = 0.5 s.
+        let bytes = file(vec![vec![
+            pedal(0, 127),
+            note(0, 0, 60, 90),
+            note(0, 0, 64, 90),
+            note(240, 0, 60, 0), // released under the pedal: rings on
+            note(0, 0, 64, 0),
+            note(240, 0, 64, 80), // E4 struck again: the held one ends here
+            note(240, 0, 64, 0),
+            pedal(240, 0),      // pedal up: C4 and the second E4 end
+            note(0, 0, 10, 90), // below A0: dropped
+            note(0, 0, 67, 90),
+            note(48_000, 0, 67, 0), // 50 s: cut to 30
+        ]]);
+        let summary = |notes: &[Note]| -> Vec<(u8, f64, f64)> {
+            notes.iter().map(|n| (n.pitch, n.onset_seconds, (n.duration_seconds * 1000.0).round() / 1000.0)).collect()
+        };
+        let (notes, facts) = read_midi(&bytes, &ReadOptions::default()).unwrap();
+        assert_eq!(summary(&notes), vec![(60, 0.0, 1.0), (64, 0.0, 0.5), (64, 0.5, 0.5), (67, 1.0, 30.0)]);
+        assert_eq!((facts.pedal_presses, facts.off_keyboard, facts.shortened), (1, 1, 1));
+        assert!((notes[3].duration_quarters - 60.0).abs() < 1e-9, "30 s at 120 BPM is 60 quarters");
+
+        let ignore = ReadOptions { sustain: Sustain::Ignore, ..ReadOptions::default() };
+        let notes = notes_of_midi(&bytes, &ignore).unwrap();
+        assert_eq!(summary(&notes)[..3], [(60, 0.0, 0.25), (64, 0.0, 0.25), (64, 0.5, 0.25)]);
+    }
+
+    #[test]
+    fn notes_come_out_by_onset_then_pitch_whatever_order_they_end_in() {
+        let bytes = file(vec![vec![
+            note(0, 0, 67, 90), // a chord struck top down
+            note(0, 0, 60, 90),
+            note(0, 0, 64, 90),
+            note(100, 0, 72, 90), // a later note that ends first
+            note(10, 0, 72, 0),
+            note(100, 0, 60, 0),
+            note(0, 0, 67, 0),
+            note(50, 0, 64, 0),
+        ]]);
+        let notes = notes_of_midi(&bytes, &ReadOptions::default()).unwrap();
+        let order: Vec<(u8, f64)> = notes.iter().map(|n| (n.pitch, n.onset_quarters)).collect();
+        assert_eq!(order, vec![(60, 0.0), (64, 0.0), (67, 0.0), (72, 100.0 / 480.0)]);
+    }
+
+    #[test]
+    fn caps_reject_a_file_before_it_grows() {
+        let bytes = file((0..3).map(|i| vec![note(0, 0, 60 + i, 90), note(10, 0, 60 + i, 0)]).collect());
+        let mut limits = ReadOptions::default();
+        assert_eq!(notes_of_midi(&bytes, &limits).unwrap().len(), 3);
+        limits.max_tracks = 2;
+        assert!(notes_of_midi(&bytes, &limits).unwrap_err().contains("extract.max_tracks"));
+        limits = ReadOptions { max_events: 5, ..ReadOptions::default() };
+        assert!(notes_of_midi(&bytes, &limits).unwrap_err().contains("extract.max_events"));
+        limits = ReadOptions { max_notes: 2, ..ReadOptions::default() };
+        assert!(notes_of_midi(&bytes, &limits).unwrap_err().contains("extract.max_notes"));
+    }
+
+    #[test]
+    fn format_2_and_drum_only_files_are_rejected_with_reasons() {
+        let mut smf_bytes = file(vec![vec![note(0, 0, 60, 90)], vec![note(0, 0, 62, 90)]]);
+        smf_bytes[9] = 2; // the format field of the header
+        assert!(notes_of_midi(&smf_bytes, &ReadOptions::default()).unwrap_err().starts_with("format 2"));
+        let drums = file(vec![vec![note(0, 9, 36, 100), note(10, 9, 36, 0)]]);
+        assert!(notes_of_midi(&drums, &ReadOptions::default()).unwrap_err().contains("only drums"));
+    }
+}
