@@ -21,7 +21,9 @@ mod notes;
 
 pub use dataset::{DatasetArtifact, EncodedPiece, Split};
 // The values the artifacts store are the music crate's own types.
-pub use model::{AdamState, BestWeights, CheckpointArtifact, EpochRecord, Hyperparameters, ModelArtifact, NamedTensor};
+pub use model::{
+    AdamState, BestWeights, CheckpointArtifact, EpochRecord, EpochTiming, Hyperparameters, ModelArtifact, NamedTensor,
+};
 pub use music::{Augmentation, Encoding, Note, Vocabulary, parse_pitch_name, pitch_name};
 pub use notes::{ExtractedFile, NotesArtifact, RejectedFile};
 

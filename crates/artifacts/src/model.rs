@@ -41,6 +41,14 @@ pub struct EpochRecord {
     /// `None` when the data set has no validation pieces.
     pub validation_loss: Option<f32>,
     pub validation_accuracy: Option<f32>,
+}
+
+/// How long one epoch took. Kept out of [`EpochRecord`], and so out of `model.bin`: the
+/// same data, settings and seed must give the same model file byte for byte, and wall-clock
+/// time never repeats. The stage report and the checkpoint hold these.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochTiming {
+    pub epoch: usize,
     pub seconds: f64,
     pub targets_per_second: f64,
 }
@@ -79,7 +87,8 @@ impl Artifact for ModelArtifact {
     // 2: LSTM and output weights stored output-major ([4H, in], [V, H]), as PyTorch and candle-nn store them.
     // 3: records the model training started from (`initialised_from`).
     // 4: the header carries the payload's digest.
-    const FORMAT_VERSION: u32 = 4;
+    // 5: the history holds no timings (see `EpochTiming`), so a rerun writes the same bytes.
+    const FORMAT_VERSION: u32 = 5;
 
     fn check(&self) -> Result<(), String> {
         check_weights(&self.weights)
@@ -141,6 +150,8 @@ pub struct CheckpointArtifact {
     /// resumes the checkpoint only when its own settings give the same list. Settings that
     /// only say how long to train (epochs, the time budget) or how (threads) are not in it.
     pub settings: Vec<(String, String)>,
+    /// How long each completed epoch took, for the report of the run that finishes.
+    pub timings: Vec<EpochTiming>,
 }
 
 impl Artifact for CheckpointArtifact {
@@ -148,7 +159,8 @@ impl Artifact for CheckpointArtifact {
     // 2: holds a version-2 model.
     // 3: holds a version-3 model, the training time so far and the settings it resumes under.
     // 4: the header carries the payload's digest.
-    const FORMAT_VERSION: u32 = 4;
+    // 5: holds a version-5 model and the epochs' timings.
+    const FORMAT_VERSION: u32 = 5;
 
     fn check(&self) -> Result<(), String> {
         check_weights(&self.model.weights)?;

@@ -275,14 +275,7 @@ mod tests {
     use super::*;
 
     fn epoch(epoch: usize, train: f32, validation: f32) -> EpochRecord {
-        EpochRecord {
-            epoch,
-            train_loss: train,
-            validation_loss: Some(validation),
-            validation_accuracy: Some(0.5),
-            seconds: 1.0,
-            targets_per_second: 1.0,
-        }
+        EpochRecord { epoch, train_loss: train, validation_loss: Some(validation), validation_accuracy: Some(0.5) }
     }
 
     #[test]

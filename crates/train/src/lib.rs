@@ -20,7 +20,8 @@
 pub mod checkpoint;
 
 use artifacts::{
-    BestWeights, CheckpointArtifact, DatasetArtifact, EpochRecord, Hyperparameters, InputDigest, ModelArtifact, Split,
+    BestWeights, CheckpointArtifact, DatasetArtifact, EpochRecord, EpochTiming, Hyperparameters, InputDigest,
+    ModelArtifact, Split,
 };
 use candle_core::{D, Device};
 pub use checkpoint::{checkpoint_path, interrupt_on_signals};
@@ -131,12 +132,12 @@ pub fn run(
     };
     let started = Instant::now();
     let hooks = Hooks { save: &mut save, interrupt, epoch_done: &mut draw_curve };
-    let (model, ending) = train(config, &dataset, &device, start, hooks).map_err(|e| match e {
+    let Trained { model, ending, timings } = train(config, &dataset, &device, start, hooks).map_err(|e| match e {
         TrainError::Interrupted { .. } => TrainError::Interrupted { checkpoint: checkpoint_path.clone() },
         other => other,
     })?;
 
-    let report = TrainReport::new(&model, started.elapsed().as_secs_f64(), &device, &config.train, ending);
+    let report = TrainReport::new(&model, &timings, started.elapsed().as_secs_f64(), &device, &config.train, ending);
     // The report first: a stage that fails to write it must not leave a new model.
     artifacts::write_report(output, &report).map_err(TrainError::Artifact)?;
     let without_moments;
@@ -281,12 +282,22 @@ pub struct TrainReport {
     pub best_epoch: Option<usize>,
     /// Why training stopped (see [`Ending::describe`]).
     pub stopped: String,
-    pub history: Vec<EpochRecord>,
+    pub history: Vec<EpochReport>,
+}
+
+/// One epoch in the report: what it learned ([`EpochRecord`]) and how long it took.
+#[derive(Debug, serde::Serialize)]
+pub struct EpochReport {
+    #[serde(flatten)]
+    pub record: EpochRecord,
+    pub seconds: Option<f64>,
+    pub targets_per_second: Option<f64>,
 }
 
 impl TrainReport {
     fn new(
         model: &ModelArtifact,
+        timings: &[EpochTiming],
         seconds: f64,
         device: &Device,
         settings: &config::TrainConfig,
@@ -310,7 +321,18 @@ impl TrainReport {
             credit: settings.credit.clone(),
             best_epoch,
             stopped: ending.describe(settings),
-            history: model.history.clone(),
+            history: model
+                .history
+                .iter()
+                .map(|record| {
+                    let timing = timings.iter().find(|t| t.epoch == record.epoch);
+                    EpochReport {
+                        record: record.clone(),
+                        seconds: timing.map(|t| t.seconds),
+                        targets_per_second: timing.map(|t| t.targets_per_second),
+                    }
+                })
+                .collect(),
         }
     }
 }
@@ -331,8 +353,16 @@ pub struct Hooks<'a> {
 /// The callback of [`Hooks::epoch_done`].
 pub type EpochDone<'a> = dyn FnMut(&[EpochRecord], &[(f64, f32)]) -> Result<(), TrainError> + 'a;
 
+/// What a run of [`train`] produced.
+pub struct Trained {
+    pub model: ModelArtifact,
+    pub ending: Ending,
+    /// How long each epoch took (those of earlier runs too, when resumed).
+    pub timings: Vec<EpochTiming>,
+}
+
 /// Trains the model on `dataset` as `config.train` says, from `start`, and returns the
-/// artifact and why training ended.
+/// artifact, why training ended and how long each epoch took.
 ///
 /// The model returned holds the weights of the epoch with the lowest validation loss (the
 /// last epoch's without a validation set); with `train.patience`, training stops once that
@@ -345,7 +375,7 @@ pub fn train(
     device: &Device,
     start: Start,
     hooks: Hooks,
-) -> Result<(ModelArtifact, Ending), TrainError> {
+) -> Result<Trained, TrainError> {
     let settings = &config.train;
     let hyperparameters = Hyperparameters {
         vocab_size: dataset.vocabulary.len(),
@@ -366,6 +396,7 @@ pub fn train(
         Start::Resume(checkpoint) => Some(checkpoint.as_ref()),
         _ => None,
     };
+    let mut timings: Vec<EpochTiming> = resume.map_or_else(Vec::new, |c| c.timings.clone());
     let parameters: usize = model.vars().iter().map(|v| v.elem_count()).sum();
     tracing::info!(
         "train: {parameters} parameters (vocabulary {}, embedding {}, {}×LSTM {}), {} training windows, \
@@ -454,6 +485,7 @@ pub fn train(
                     trained_seconds: trained_seconds(),
                     best: best.clone(),
                     settings: Vec::new(),
+                    timings: timings.clone(),
                 })?;
                 last_save = (Instant::now(), steps);
             }
@@ -471,10 +503,10 @@ pub fn train(
             train_loss: (loss_sum / targets.max(1) as f64) as f32,
             validation_loss: validation.map(|v| v.0),
             validation_accuracy: validation.map(|v| v.1),
-            seconds,
-            targets_per_second: targets as f64 / seconds.max(1e-9),
         };
-        log_epoch(&record, settings.epochs, trained_seconds());
+        let timing = EpochTiming { epoch, seconds, targets_per_second: targets as f64 / seconds.max(1e-9) };
+        log_epoch(&record, &timing, settings.epochs, trained_seconds());
+        timings.push(timing);
         if let Some(loss) = record.validation_loss
             && best.as_ref().is_none_or(|b| loss < b.validation_loss)
         {
@@ -488,7 +520,8 @@ pub fn train(
                 trained_seconds() / 60.0,
                 settings.max_minutes
             );
-            return Ok((finish(snapshot(&model, &optimizer, &history)?, best), Ending::TimeBudget));
+            let model = finish(snapshot(&model, &optimizer, &history)?, best);
+            return Ok(Trained { model, ending: Ending::TimeBudget, timings });
         }
         if let Some(b) = best.as_ref().filter(|b| settings.patience > 0 && epoch - b.epoch >= settings.patience) {
             tracing::info!(
@@ -497,10 +530,12 @@ pub fn train(
                 b.validation_loss,
                 b.epoch
             );
-            return Ok((finish(snapshot(&model, &optimizer, &history)?, best), Ending::Patience));
+            let model = finish(snapshot(&model, &optimizer, &history)?, best);
+            return Ok(Trained { model, ending: Ending::Patience, timings });
         }
     }
-    Ok((finish(snapshot(&model, &optimizer, &history)?, best), Ending::Completed))
+    let model = finish(snapshot(&model, &optimizer, &history)?, best);
+    Ok(Trained { model, ending: Ending::Completed, timings })
 }
 
 /// The network, its optimizer and the history so far at the start of a run, and the dropout
@@ -562,7 +597,7 @@ fn step(
     Ok(Some((loss, expected.elem_count())))
 }
 
-fn log_epoch(record: &EpochRecord, epochs: usize, elapsed: f64) {
+fn log_epoch(record: &EpochRecord, timing: &EpochTiming, epochs: usize, elapsed: f64) {
     let validation = match (record.validation_loss, record.validation_accuracy) {
         (Some(loss), Some(accuracy)) => {
             format!("validation loss {loss:.3} (perplexity {:.1}), accuracy {:.1} %", loss.exp(), accuracy * 100.0)
@@ -573,7 +608,7 @@ fn log_epoch(record: &EpochRecord, epochs: usize, elapsed: f64) {
         "epoch {:>3}/{epochs}: train loss {:.3}, {validation}, {:.0} targets/s, {elapsed:.1} s elapsed",
         record.epoch,
         record.train_loss,
-        record.targets_per_second
+        timing.targets_per_second
     );
 }
 
@@ -690,6 +725,7 @@ mod tests {
             trained_seconds: 0.0,
             best: None,
             settings: Vec::new(),
+            timings: Vec::new(),
         };
         let stop = AtomicBool::new(false);
         let mut saves = 0;
@@ -720,7 +756,7 @@ mod tests {
         };
         config.train.checkpoint_steps = 1;
         let hooks = Hooks { save: &mut save, interrupt: &stop, epoch_done: &mut |_, _| Ok(()) };
-        let (model, ending) = train(&config, &dataset, &Device::Cpu, Start::Random, hooks).unwrap();
+        let Trained { model, ending, .. } = train(&config, &dataset, &Device::Cpu, Start::Random, hooks).unwrap();
         assert_eq!(ending, Ending::Patience);
         let losses: Vec<f32> = model.history.iter().map(|e| e.validation_loss.unwrap()).collect();
         let best = losses.iter().enumerate().min_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 + 1;
@@ -738,7 +774,7 @@ mod tests {
         let (config, dataset) = learnable();
         let stop = AtomicBool::new(false);
         let hooks = Hooks { save: &mut |_| Ok(()), interrupt: &stop, epoch_done: &mut |_, _| Ok(()) };
-        let (model, ending) = train(&config, &dataset, &Device::Cpu, Start::Random, hooks).unwrap();
+        let Trained { model, ending, .. } = train(&config, &dataset, &Device::Cpu, Start::Random, hooks).unwrap();
         assert_eq!(ending, Ending::Completed);
         let first = &model.history[0];
         let last = model.history.last().unwrap();
