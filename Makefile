@@ -13,11 +13,13 @@ CONFIG   ?= pipeline.toml
 ART      ?= artifacts
 # Extra cargo flags, e.g. CARGO_FLAGS="--features train/cuda,compose/cuda".
 CARGO_FLAGS ?=
-# The input folder: DATA=… on the command line, else extract.input from the config.
-DATA     ?= $(shell awk -F'=' '/^[ \t]*\[/ {s=$$0; sub(/\#.*/, "", s); gsub(/[][ \t]/, "", s); next} s=="extract" && $$1 ~ /^[ \t]*input[ \t]*$$/ {v=$$2; sub(/^[ \t]*"/, "", v); sub(/"[ \t]*(\#.*)?$$/, "", v); print v}' $(CONFIG))
-DATA     := $(if $(DATA),$(DATA),data)
-
 BIN      := target/release
+# The input folder: DATA=… on the command line, else extract.input from the config, as the
+# extract binary itself reads it (the config is parsed in one place: the stage binaries).
+# Before the first build there is no binary to ask; extract then reads its config's folder.
+ifeq ($(origin DATA),undefined)
+DATA     := $(shell $(BIN)/extract --config $(CONFIG) --print-input 2>/dev/null)
+endif
 STAMPS   := $(ART)/.make
 NOTES    := $(ART)/notes.bin
 DATASET  := $(ART)/dataset.bin
@@ -36,36 +38,42 @@ unless_present = $(if $(wildcard $(1)),,ALWAYS)
 # changes, so their mtimes say "this changed" and nothing else:
 #   inputs.stamp       the list of MIDI files under DATA, by extract's own rule (names
 #                      with spaces are fine here, unlike in make prerequisites)
-#   <stage>.stamp      the stage's section of the config, plus top-level keys (seed) for
-#                      every stage but extract, which draws no random number, and for
-#                      train and compose, [runtime]; comments and blank lines dropped
+#   <stage>.stamp      the digest of the settings the stage's output depends on, as the
+#                      stage binary computes it (`--print-config-digest`: its section,
+#                      with seed and [runtime] where they matter), so no setting is parsed
+#                      here; before the first build there is none, and the stage runs
 # ---------------------------------------------------------------------------------------
 $(shell mkdir -p $(STAMPS))
 
-# $(call update_stamp,NAME,COMMAND): COMMAND's output becomes $(STAMPS)/NAME.stamp if it differs.
-update_stamp = $(shell { $(2); } > $(STAMPS)/$(1).new && \
-    { cmp -s $(STAMPS)/$(1).new $(STAMPS)/$(1).stamp || mv $(STAMPS)/$(1).new $(STAMPS)/$(1).stamp; }; \
-    rm -f $(STAMPS)/$(1).new)
-
-# The config lines of the given sections (and, unless the section list starts with
-# `only`, the top level: the seed), without comments.
-config_sections = awk -v want=' $(1) ' \
-    '/^[ \t]*(\#.*)?$$/ {next} \
-     /^[ \t]*\[/ {s=$$0; sub(/\#.*/, "", s); gsub(/[][ \t]/, "", s); next} \
-     (s == "" && !index(want, " only ")) || index(want, " " s " ") {sub(/[ \t]+\#.*$$/, ""); print s ": " $$0}' $(CONFIG)
+# $(call stage_digest,STAGE,ARGS): the command that prints the stage's settings digest.
+stage_digest = $(BIN)/$(1) --config $(CONFIG) $(2) --print-config-digest
+# $(call record_digest,STAGE,ARGS): rewrites the stage's stamp from its binary, where it
+# exists. Where the binary cannot read the config, the stamp is left alone and this expands
+# to ALWAYS, a prerequisite that makes the stage run (and say what is wrong); once the config
+# is right again, only what really changed reruns.
+record_digest = $(if $(wildcard $(BIN)/$(1)),$(shell \
+    if $(call stage_digest,$(1),$(2)) > $(STAMPS)/$(1).new 2>/dev/null; then \
+        cmp -s $(STAMPS)/$(1).new $(STAMPS)/$(1).stamp || mv $(STAMPS)/$(1).new $(STAMPS)/$(1).stamp; \
+    else echo ALWAYS; fi; rm -f $(STAMPS)/$(1).new))
+# A stamp no binary could write yet: missing, so the stage runs (and its recipe writes it).
+$(STAMPS)/%.stamp: ;
+EXTRACT_INPUT = $(if $(DATA),--input "$(DATA)")
 
 # The input list changes when a file is added or removed; a file modified (or touched) since
 # the stamp was written counts as a change too. Plain POSIX find, so this works on macOS.
-midi_files = find "$(DATA)" \( -iname '*.mid' -o -iname '*.midi' -o -iname '*.rmi' \) ! -type d $(1) 2>/dev/null
-$(shell { echo "DATA=$(DATA)"; $(call midi_files) | LC_ALL=C sort; } > $(STAMPS)/inputs.new; \
+# extract's recipe writes the list again for the folder it read, so a first build (when
+# DATA was not yet known here) leaves a stamp the next make agrees with.
+midi_files = find "$(1)" \( -iname '*.mid' -o -iname '*.midi' -o -iname '*.rmi' \) ! -type d $(2) 2>/dev/null
+inputs_listing = { echo "DATA=$(1)"; $(call midi_files,$(1)) | LC_ALL=C sort; }
+$(shell $(call inputs_listing,$(DATA)) > $(STAMPS)/inputs.new; \
     if ! cmp -s $(STAMPS)/inputs.new $(STAMPS)/inputs.stamp || \
-       [ -n "$$($(call midi_files,-newer $(STAMPS)/inputs.stamp) | head -n 1)" ]; \
+       [ -n "$$($(call midi_files,$(DATA),-newer $(STAMPS)/inputs.stamp) | head -n 1)" ]; \
     then mv $(STAMPS)/inputs.new $(STAMPS)/inputs.stamp; else rm -f $(STAMPS)/inputs.new; fi)
-$(call update_stamp,extract,$(call config_sections,only extract))
-$(call update_stamp,encode,$(call config_sections,encode))
-$(call update_stamp,train,$(call config_sections,runtime train))
-$(call update_stamp,compose,$(call config_sections,runtime compose))
-$(call update_stamp,evaluate,$(call config_sections,runtime evaluate))
+UNREADABLE_FOR_EXTRACT  := $(call record_digest,extract,$(EXTRACT_INPUT))
+UNREADABLE_FOR_ENCODE   := $(call record_digest,encode)
+UNREADABLE_FOR_TRAIN    := $(call record_digest,train)
+UNREADABLE_FOR_COMPOSE  := $(call record_digest,compose)
+UNREADABLE_FOR_EVALUATE := $(call record_digest,evaluate)
 
 # ---------------------------------------------------------------------------------------
 # Binaries. Cargo writes for each binary the list of source files it was built from
@@ -92,24 +100,30 @@ $(addprefix $(BIN)/,$(BINARIES)): Cargo.toml Cargo.lock $(wildcard crates/*/Carg
 # produced the same bytes is fresh afterwards, and the stages after it do not rerun. An
 # artifact that is missing (deleted by hand) makes its stage run whatever its stamp says.
 $(NOTES): $(STAMPS)/extract.ran ;
-$(STAMPS)/extract.ran: $(BIN)/extract $(STAMPS)/inputs.stamp $(STAMPS)/extract.stamp $(call unless_present,$(NOTES))
-	$(BIN)/extract --config $(CONFIG) --input "$(DATA)" --output $(NOTES)
+$(STAMPS)/extract.ran: $(BIN)/extract $(STAMPS)/inputs.stamp $(STAMPS)/extract.stamp $(UNREADABLE_FOR_EXTRACT) $(call unless_present,$(NOTES))
+	$(BIN)/extract --config $(CONFIG) $(EXTRACT_INPUT) --output $(NOTES)
+	@folder="$$($(BIN)/extract --config $(CONFIG) $(EXTRACT_INPUT) --print-input)" && \
+	    $(call inputs_listing,$$folder) > $(STAMPS)/inputs.stamp
+	@$(call stage_digest,extract,$(EXTRACT_INPUT)) > $(STAMPS)/extract.stamp
 	@touch $@
 
 $(DATASET): $(STAMPS)/encode.ran ;
-$(STAMPS)/encode.ran: $(BIN)/encode $(NOTES) $(STAMPS)/encode.stamp $(call unless_present,$(DATASET))
+$(STAMPS)/encode.ran: $(BIN)/encode $(NOTES) $(STAMPS)/encode.stamp $(UNREADABLE_FOR_ENCODE) $(call unless_present,$(DATASET))
 	$(BIN)/encode --config $(CONFIG) --input $(NOTES) --output $(DATASET)
+	@$(call stage_digest,encode) > $(STAMPS)/encode.stamp
 	@touch $@
 
 # The shipped base models, one of which train.init may name: a new one reruns train.
 $(MODEL): $(STAMPS)/train.ran ;
-$(STAMPS)/train.ran: $(BIN)/train $(DATASET) $(STAMPS)/train.stamp $(wildcard models/*.bin) $(call unless_present,$(MODEL))
+$(STAMPS)/train.ran: $(BIN)/train $(DATASET) $(STAMPS)/train.stamp $(UNREADABLE_FOR_TRAIN) $(wildcard models/*.bin) $(call unless_present,$(MODEL))
 	$(BIN)/train --config $(CONFIG) --input $(DATASET) --output $(MODEL)
+	@$(call stage_digest,train) > $(STAMPS)/train.stamp
 	@touch $@
 
 $(MUSIC): $(STAMPS)/compose.ran ;
-$(STAMPS)/compose.ran: $(BIN)/compose $(MODEL) $(DATASET) $(STAMPS)/compose.stamp $(call unless_present,$(MUSIC))
+$(STAMPS)/compose.ran: $(BIN)/compose $(MODEL) $(DATASET) $(STAMPS)/compose.stamp $(UNREADABLE_FOR_COMPOSE) $(call unless_present,$(MUSIC))
 	$(BIN)/compose --config $(CONFIG) --input $(MODEL) --dataset $(DATASET) --output $(MUSIC)
+	@$(call stage_digest,compose) > $(STAMPS)/compose.stamp
 	@touch $@
 	@echo "generated music: $(MUSIC)"
 
@@ -128,10 +142,11 @@ EVALUATION := $(ART)/evaluation.json
 evaluate: $(EVALUATION)
 
 $(EVALUATION): $(STAMPS)/evaluate.ran ;
-$(STAMPS)/evaluate.ran: $(BIN)/evaluate $(BIN)/report $(MUSIC) $(MODEL) $(DATASET) $(NOTES) $(STAMPS)/evaluate.stamp \
+$(STAMPS)/evaluate.ran: $(BIN)/evaluate $(BIN)/report $(MUSIC) $(MODEL) $(DATASET) $(NOTES) $(STAMPS)/evaluate.stamp $(UNREADABLE_FOR_EVALUATE) \
                         $(call unless_present,$(EVALUATION))
 	$(BIN)/evaluate --config $(CONFIG) --dataset $(DATASET) --model $(MODEL) --notes $(NOTES) --output $(EVALUATION) $(MUSIC)
 	@echo "evaluation: $(ART)/evaluation.md"
+	@$(call stage_digest,evaluate) > $(STAMPS)/evaluate.stamp
 	@$(draw_page)
 	@touch $@
 

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 struct Args {
     #[command(flatten)]
     config: stage_cli::ConfigArgs,
+    #[command(flatten)]
+    digest: stage_cli::DigestFlag,
     /// The model artifact written by `train`.
     #[arg(long, default_value = "artifacts/model.bin", value_name = "FILE")]
     input: PathBuf,
@@ -69,6 +71,9 @@ fn main() -> std::process::ExitCode {
     ];
     stage_cli::exit_with((|| -> Result<(), Box<dyn std::error::Error>> {
         let config = args.config.load(flags.into_iter().flatten().collect())?;
+        if args.digest.print_if_asked(&config, config::Section::Compose) {
+            return Ok(());
+        }
         lstm::set_cpu_threads(config.runtime.threads);
         let default_dataset = PathBuf::from("artifacts/dataset.bin");
         let start = match (&args.primer, &args.dataset) {

@@ -363,6 +363,7 @@ pub enum Section {
     Encode,
     Train,
     Compose,
+    Evaluate,
 }
 
 impl PipelineConfig {
@@ -567,13 +568,16 @@ impl PipelineConfig {
     }
 
     /// Hash of one stage's settings together with what else changes its output: the
-    /// global seed for the stages that draw random numbers, the runtime for the network. Recorded in the header of the artifact that stage writes.
+    /// global seed for the stages that draw random numbers, the runtime for the network.
+    /// Recorded in the header of the artifact that stage writes, and printed by the stage's
+    /// `--print-config-digest` for `make`, so that `pipeline.toml` is parsed in one place.
     pub fn section_digest(&self, section: Section) -> artifacts::Digest {
         match section {
             Section::Extract => artifacts::digest_of(&self.extract),
             Section::Encode => artifacts::digest_of(&(self.seed, &self.encode)),
             Section::Train => artifacts::digest_of(&(self.seed, &self.runtime, &self.train)),
             Section::Compose => artifacts::digest_of(&(self.seed, &self.runtime, &self.compose)),
+            Section::Evaluate => artifacts::digest_of(&(self.seed, &self.runtime, &self.evaluate)),
         }
     }
 

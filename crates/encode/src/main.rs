@@ -9,6 +9,8 @@ use std::path::PathBuf;
 struct Args {
     #[command(flatten)]
     config: stage_cli::ConfigArgs,
+    #[command(flatten)]
+    digest: stage_cli::DigestFlag,
     /// The notes artifact written by `extract`.
     #[arg(long, default_value = "artifacts/notes.bin", value_name = "FILE")]
     input: PathBuf,
@@ -26,6 +28,9 @@ fn main() -> std::process::ExitCode {
     let flags = stage_cli::flag_override("encode.seq_len", args.seq_len).into_iter().collect();
     stage_cli::exit_with((|| -> Result<(), Box<dyn std::error::Error>> {
         let config = args.config.load(flags)?;
+        if args.digest.print_if_asked(&config, config::Section::Encode) {
+            return Ok(());
+        }
         encode::run(&config, &args.input, &args.output)?;
         Ok(())
     })())

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 struct Args {
     #[command(flatten)]
     config: stage_cli::ConfigArgs,
+    #[command(flatten)]
+    digest: stage_cli::DigestFlag,
     /// The data set artifact written by `encode`.
     #[arg(long, default_value = "artifacts/dataset.bin", value_name = "FILE")]
     dataset: PathBuf,
@@ -31,6 +33,9 @@ fn main() -> std::process::ExitCode {
     let args = Args::parse();
     stage_cli::exit_with((|| -> Result<(), Box<dyn std::error::Error>> {
         let config = args.config.load(Vec::new())?;
+        if args.digest.print_if_asked(&config, config::Section::Evaluate) {
+            return Ok(());
+        }
         lstm::set_cpu_threads(config.runtime.threads);
         let inputs = evaluate::Inputs {
             dataset: &args.dataset,

@@ -10,9 +10,15 @@ use std::path::PathBuf;
 struct Args {
     #[command(flatten)]
     config: stage_cli::ConfigArgs,
+    #[command(flatten)]
+    digest: stage_cli::DigestFlag,
     /// Folder of MIDI files [default: `extract.input` in the config].
     #[arg(long, value_name = "DIR")]
     input: Option<PathBuf>,
+    /// Print the folder this run would read (`--input`, else `extract.input`) and exit:
+    /// how `make` learns the default folder without parsing `pipeline.toml` itself.
+    #[arg(long)]
+    print_input: bool,
     /// The notes artifact to write.
     #[arg(long, default_value = "artifacts/notes.bin", value_name = "FILE")]
     output: PathBuf,
@@ -25,6 +31,13 @@ fn main() -> std::process::ExitCode {
         let mut config = args.config.load(Vec::new())?;
         if let Some(input) = args.input {
             config.extract.input = input;
+        }
+        if args.print_input {
+            println!("{}", config.extract.input.display());
+            return Ok(());
+        }
+        if args.digest.print_if_asked(&config, config::Section::Extract) {
+            return Ok(());
         }
         extract::run(&config, &config.extract.input, &args.output)?;
         Ok(())

@@ -57,8 +57,24 @@ fn make_reruns_only_stale_stages() {
     edit_config(dir, "dropout = 0.1", "dropout = 0.2");
     assert_eq!(stages_run(dir), ["train", "compose"]);
 
-    // A comment is not a change.
+    // A comment is not a change, nor is another spelling of the same settings: the stage
+    // binaries, not the Makefile, read the config.
     edit_config(dir, "[train]", "[train] # shorter run");
+    assert_eq!(stages_run(dir), Vec::<&str>::new());
+    edit_config(dir, "encoding = \"seed\"", "'encoding' = 'seed'");
+    edit_config(dir, "[compose]", "[compose]\nmax_held = 12");
+    assert_eq!(stages_run(dir), Vec::<&str>::new());
+    // A dotted key is the same setting as its section's key, and its change is a change.
+    edit_config(dir, "[runtime]\nthreads = 1", "runtime.threads = 1");
+    assert_eq!(stages_run(dir), Vec::<&str>::new());
+    edit_config(dir, "runtime.threads = 1", "runtime.threads = 2");
+    assert_eq!(stages_run(dir), ["train", "compose"]);
+    // A config the stages cannot read makes them run, and fail with the reason.
+    edit_config(dir, "runtime.threads = 2", "runtime.threads = 'many'");
+    let output = make(dir);
+    assert!(!output.status.success(), "make succeeded on a broken config");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("runtime.threads"), "{}", describe(&output));
+    edit_config(dir, "runtime.threads = 'many'", "runtime.threads = 2");
     assert_eq!(stages_run(dir), Vec::<&str>::new());
 
     // (d) A new MIDI file: every stage.

@@ -53,6 +53,27 @@ impl ConfigArgs {
     }
 }
 
+/// The flag by which `make` asks a stage whether its settings changed.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DigestFlag {
+    /// Print the digest of the settings this stage's output depends on (its section of the
+    /// config, with `seed` and `[runtime]` where they matter) and exit without running.
+    /// `make` compares it with the last run's to decide whether the stage is stale.
+    #[arg(long)]
+    pub print_config_digest: bool,
+}
+
+impl DigestFlag {
+    /// With `--print-config-digest`: prints `section`'s digest of `config` and says so
+    /// (`true`: the stage should stop here).
+    pub fn print_if_asked(&self, config: &PipelineConfig, section: config::Section) -> bool {
+        if self.print_config_digest {
+            println!("{}", artifacts::hex(&config.section_digest(section)));
+        }
+        self.print_config_digest
+    }
+}
+
 /// Turns an optional stage flag into an override, e.g. `("train.epochs", Some(5))`.
 pub fn flag_override<T: std::fmt::Display>(key: &str, value: Option<T>) -> Option<String> {
     value.map(|v| format!("{key}={v}"))

@@ -17,6 +17,8 @@ use std::path::PathBuf;
 struct Args {
     #[command(flatten)]
     config: stage_cli::ConfigArgs,
+    #[command(flatten)]
+    digest: stage_cli::DigestFlag,
     /// The data set artifact written by `encode`.
     #[arg(long, default_value = "artifacts/dataset.bin", value_name = "FILE")]
     input: PathBuf,
@@ -48,6 +50,9 @@ fn main() -> std::process::ExitCode {
     ];
     stage_cli::exit_with((|| -> Result<(), Box<dyn std::error::Error>> {
         let config = args.config.load(flags.into_iter().flatten().collect())?;
+        if args.digest.print_if_asked(&config, config::Section::Train) {
+            return Ok(());
+        }
         lstm::set_cpu_threads(config.runtime.threads);
         let interrupt = train::interrupt_on_signals()?;
         train::run(&config, &args.input, &args.output, args.weights_only, &interrupt)?;
