@@ -399,67 +399,18 @@ impl PipelineConfig {
 
     /// Checks every value's range; the error names the offending key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, message: String| Err(ConfigError::Invalid { key, message });
-        let e = &self.encode;
-        let t = &self.train;
-        let c = &self.compose;
-        for (key, value) in [
-            ("extract.max_file_bytes", self.extract.max_file_bytes as usize),
-            ("extract.max_tracks", self.extract.max_tracks),
-            ("extract.max_events", self.extract.max_events),
-            ("extract.max_notes", self.extract.max_notes),
-        ] {
-            if value == 0 {
-                return invalid(key, "must be positive".into());
-            }
-        }
-        if !(self.extract.max_note_seconds > 0.0 && self.extract.max_note_seconds.is_finite()) {
-            return invalid(
-                "extract.max_note_seconds",
-                format!("must be positive, got {}", self.extract.max_note_seconds),
-            );
-        }
-        if !(self.extract.max_rest_seconds > 0.0 && self.extract.max_rest_seconds <= 3600.0) {
-            return invalid(
-                "extract.max_rest_seconds",
-                format!("must be in (0, 3600], got {}", self.extract.max_rest_seconds),
-            );
-        }
-        if !(e.chord_window >= 0.0 && e.chord_window < 4.0) {
-            return invalid("encode.chord_window", format!("must be in [0, 4) quarter notes, got {}", e.chord_window));
-        }
-        if !(1..=1000).contains(&e.step_ms) {
-            return invalid("encode.step_ms", format!("must be in 1..=1000, got {}", e.step_ms));
-        }
-        if e.max_shift_ms < e.step_ms || e.max_shift_ms > 60_000 {
-            return invalid(
-                "encode.max_shift_ms",
-                format!("must be between encode.step_ms and 60000, got {}", e.max_shift_ms),
-            );
-        }
-        if !(1..=128).contains(&e.velocity_bins) {
-            return invalid("encode.velocity_bins", format!("must be in 1..=128, got {}", e.velocity_bins));
-        }
-        if e.transpose.is_empty() || e.transpose.iter().any(|t| t.abs() > 24) {
-            return invalid(
-                "encode.transpose",
-                format!("must list shifts within ±24 semitones, got {:?}", e.transpose),
-            );
-        }
-        if e.stretch.is_empty() || e.stretch.iter().any(|f| !(0.5..=2.0).contains(f)) {
-            return invalid("encode.stretch", format!("must list factors within 0.5..=2.0, got {:?}", e.stretch));
-        }
-        if e.seq_len < 2 {
-            return invalid("encode.seq_len", format!("must be at least 2, got {}", e.seq_len));
-        }
-        if e.stride == 0 {
-            return invalid("encode.stride", "must be at least 1".into());
-        }
-        if !(0.0..1.0).contains(&e.validation_fraction) {
-            return invalid("encode.validation_fraction", format!("must be in [0, 1), got {}", e.validation_fraction));
-        }
-        // Sizes that allocate memory or threads: each within a range that a machine can
-        // hold, so no value wraps the shape arithmetic or asks for terabytes.
+        self.extract.validate()?;
+        self.encode.validate()?;
+        self.validate_sizes()?;
+        self.train.validate()?;
+        self.compose.validate()?;
+        self.evaluate.validate()
+    }
+
+    /// Sizes that allocate memory or threads, some spanning sections: each within a range
+    /// that a machine can hold, so no value wraps the shape arithmetic or asks for terabytes.
+    fn validate_sizes(&self) -> Result<(), ConfigError> {
+        let (e, t, c) = (&self.encode, &self.train, &self.compose);
         for (key, value, most) in [
             ("train.epochs", t.epochs, 1_000_000),
             ("train.batch_size", t.batch_size, 65_536),
@@ -491,78 +442,6 @@ impl PipelineConfig {
                     t.batch_size, e.seq_len, t.hidden, t.layers
                 ),
             );
-        }
-        if !(0.0..1.0).contains(&t.dropout) {
-            return invalid("train.dropout", format!("must be in [0, 1), got {}", t.dropout));
-        }
-        if !(t.learning_rate > 0.0 && t.learning_rate < 1.0) {
-            return invalid("train.learning_rate", format!("must be in (0, 1), got {}", t.learning_rate));
-        }
-        if !(t.grad_clip >= 0.0 && t.grad_clip.is_finite()) {
-            return invalid("train.grad_clip", format!("must be 0 (off) or positive, got {}", t.grad_clip));
-        }
-        if !(t.checkpoint_seconds >= 0.0 && t.checkpoint_seconds.is_finite()) {
-            return invalid(
-                "train.checkpoint_seconds",
-                format!("must be 0 (off) or positive, got {}", t.checkpoint_seconds),
-            );
-        }
-        if !(t.max_minutes >= 0.0 && t.max_minutes.is_finite()) {
-            return invalid("train.max_minutes", format!("must be 0 (no limit) or positive, got {}", t.max_minutes));
-        }
-        if !(c.temperature > 0.0 && c.temperature.is_finite()) {
-            return invalid("compose.temperature", format!("must be positive, got {}", c.temperature));
-        }
-        if !(c.tempo_bpm >= 1.0 && c.tempo_bpm <= 1000.0) {
-            return invalid("compose.tempo_bpm", format!("must be in [1, 1000], got {}", c.tempo_bpm));
-        }
-        if !(c.step_quarters > 0.0 && c.step_quarters <= 16.0) {
-            return invalid("compose.step_quarters", format!("must be in (0, 16], got {}", c.step_quarters));
-        }
-        if !(c.top_p > 0.0 && c.top_p <= 1.0) {
-            return invalid("compose.top_p", format!("must be in (0, 1], got {}", c.top_p));
-        }
-        if !(1..=1000).contains(&c.outputs) {
-            return invalid("compose.outputs", format!("must be in 1..=1000, got {}", c.outputs));
-        }
-        if !(c.seconds >= 0.0 && c.seconds.is_finite()) {
-            return invalid(
-                "compose.seconds",
-                format!("must be 0 (use compose.tokens) or positive, got {}", c.seconds),
-            );
-        }
-        if !(c.primer_seconds > 0.0 && c.primer_seconds.is_finite()) {
-            return invalid("compose.primer_seconds", format!("must be positive, got {}", c.primer_seconds));
-        }
-        if c.max_shift_run == 0 {
-            return invalid("compose.max_shift_run", "must be at least 1".into());
-        }
-        if c.max_held == 0 {
-            return invalid("compose.max_held", "must be at least 1".into());
-        }
-        if !(c.max_note_seconds > 0.0 && c.max_note_seconds <= 60.0) {
-            return invalid("compose.max_note_seconds", format!("must be in (0, 60], got {}", c.max_note_seconds));
-        }
-        if !(c.shift_temperature > 0.0 && c.shift_temperature.is_finite()) {
-            return invalid("compose.shift_temperature", format!("must be positive, got {}", c.shift_temperature));
-        }
-        if !(c.phrase_seconds > 0.0 && c.phrase_seconds <= 3600.0) {
-            return invalid("compose.phrase_seconds", format!("must be in (0, 3600], got {}", c.phrase_seconds));
-        }
-        if !(0.0..=1.0).contains(&c.repeat) {
-            return invalid("compose.repeat", format!("must be in [0, 1], got {}", c.repeat));
-        }
-        if self.evaluate.ngram < 2 {
-            return invalid("evaluate.ngram", format!("must be at least 2, got {}", self.evaluate.ngram));
-        }
-        if !(0.0..=1.0).contains(&self.evaluate.copy_threshold) {
-            return invalid(
-                "evaluate.copy_threshold",
-                format!("must be in [0, 1], got {}", self.evaluate.copy_threshold),
-            );
-        }
-        if !(1..=127).contains(&c.velocity) {
-            return invalid("compose.velocity", format!("must be in 1..=127, got {}", c.velocity));
         }
         Ok(())
     }
@@ -597,6 +476,165 @@ impl PipelineConfig {
             }
         }
         identity
+    }
+}
+
+/// A config error for `key`, as every check below reports one.
+fn invalid(key: &'static str, message: String) -> Result<(), ConfigError> {
+    Err(ConfigError::Invalid { key, message })
+}
+
+impl ExtractConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("extract.max_file_bytes", self.max_file_bytes as usize),
+            ("extract.max_tracks", self.max_tracks),
+            ("extract.max_events", self.max_events),
+            ("extract.max_notes", self.max_notes),
+        ] {
+            if value == 0 {
+                return invalid(key, "must be positive".into());
+            }
+        }
+        if !(self.max_note_seconds > 0.0 && self.max_note_seconds.is_finite()) {
+            return invalid("extract.max_note_seconds", format!("must be positive, got {}", self.max_note_seconds));
+        }
+        if !(self.max_rest_seconds > 0.0 && self.max_rest_seconds <= 3600.0) {
+            return invalid("extract.max_rest_seconds", format!("must be in (0, 3600], got {}", self.max_rest_seconds));
+        }
+        Ok(())
+    }
+}
+
+impl EncodeConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.chord_window >= 0.0 && self.chord_window < 4.0) {
+            return invalid(
+                "encode.chord_window",
+                format!("must be in [0, 4) quarter notes, got {}", self.chord_window),
+            );
+        }
+        if !(1..=1000).contains(&self.step_ms) {
+            return invalid("encode.step_ms", format!("must be in 1..=1000, got {}", self.step_ms));
+        }
+        if self.max_shift_ms < self.step_ms || self.max_shift_ms > 60_000 {
+            return invalid(
+                "encode.max_shift_ms",
+                format!("must be between encode.step_ms and 60000, got {}", self.max_shift_ms),
+            );
+        }
+        if !(1..=128).contains(&self.velocity_bins) {
+            return invalid("encode.velocity_bins", format!("must be in 1..=128, got {}", self.velocity_bins));
+        }
+        if self.transpose.is_empty() || self.transpose.iter().any(|t| t.abs() > 24) {
+            return invalid(
+                "encode.transpose",
+                format!("must list shifts within ±24 semitones, got {:?}", self.transpose),
+            );
+        }
+        if self.stretch.is_empty() || self.stretch.iter().any(|f| !(0.5..=2.0).contains(f)) {
+            return invalid("encode.stretch", format!("must list factors within 0.5..=2.0, got {:?}", self.stretch));
+        }
+        if self.seq_len < 2 {
+            return invalid("encode.seq_len", format!("must be at least 2, got {}", self.seq_len));
+        }
+        if self.stride == 0 {
+            return invalid("encode.stride", "must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&self.validation_fraction) {
+            return invalid(
+                "encode.validation_fraction",
+                format!("must be in [0, 1), got {}", self.validation_fraction),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl TrainConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(0.0..1.0).contains(&self.dropout) {
+            return invalid("train.dropout", format!("must be in [0, 1), got {}", self.dropout));
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate < 1.0) {
+            return invalid("train.learning_rate", format!("must be in (0, 1), got {}", self.learning_rate));
+        }
+        if !(self.grad_clip >= 0.0 && self.grad_clip.is_finite()) {
+            return invalid("train.grad_clip", format!("must be 0 (off) or positive, got {}", self.grad_clip));
+        }
+        if !(self.checkpoint_seconds >= 0.0 && self.checkpoint_seconds.is_finite()) {
+            return invalid(
+                "train.checkpoint_seconds",
+                format!("must be 0 (off) or positive, got {}", self.checkpoint_seconds),
+            );
+        }
+        if !(self.max_minutes >= 0.0 && self.max_minutes.is_finite()) {
+            return invalid("train.max_minutes", format!("must be 0 (no limit) or positive, got {}", self.max_minutes));
+        }
+        Ok(())
+    }
+}
+
+impl ComposeConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return invalid("compose.temperature", format!("must be positive, got {}", self.temperature));
+        }
+        if !(self.tempo_bpm >= 1.0 && self.tempo_bpm <= 1000.0) {
+            return invalid("compose.tempo_bpm", format!("must be in [1, 1000], got {}", self.tempo_bpm));
+        }
+        if !(self.step_quarters > 0.0 && self.step_quarters <= 16.0) {
+            return invalid("compose.step_quarters", format!("must be in (0, 16], got {}", self.step_quarters));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return invalid("compose.top_p", format!("must be in (0, 1], got {}", self.top_p));
+        }
+        if !(1..=1000).contains(&self.outputs) {
+            return invalid("compose.outputs", format!("must be in 1..=1000, got {}", self.outputs));
+        }
+        if !(self.seconds >= 0.0 && self.seconds.is_finite()) {
+            return invalid(
+                "compose.seconds",
+                format!("must be 0 (use compose.tokens) or positive, got {}", self.seconds),
+            );
+        }
+        if !(self.primer_seconds > 0.0 && self.primer_seconds.is_finite()) {
+            return invalid("compose.primer_seconds", format!("must be positive, got {}", self.primer_seconds));
+        }
+        if self.max_shift_run == 0 {
+            return invalid("compose.max_shift_run", "must be at least 1".into());
+        }
+        if self.max_held == 0 {
+            return invalid("compose.max_held", "must be at least 1".into());
+        }
+        if !(self.max_note_seconds > 0.0 && self.max_note_seconds <= 60.0) {
+            return invalid("compose.max_note_seconds", format!("must be in (0, 60], got {}", self.max_note_seconds));
+        }
+        if !(self.shift_temperature > 0.0 && self.shift_temperature.is_finite()) {
+            return invalid("compose.shift_temperature", format!("must be positive, got {}", self.shift_temperature));
+        }
+        if !(self.phrase_seconds > 0.0 && self.phrase_seconds <= 3600.0) {
+            return invalid("compose.phrase_seconds", format!("must be in (0, 3600], got {}", self.phrase_seconds));
+        }
+        if !(0.0..=1.0).contains(&self.repeat) {
+            return invalid("compose.repeat", format!("must be in [0, 1], got {}", self.repeat));
+        }
+        if !(1..=127).contains(&self.velocity) {
+            return invalid("compose.velocity", format!("must be in 1..=127, got {}", self.velocity));
+        }
+        Ok(())
+    }
+}
+
+impl EvaluateConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.ngram < 2 {
+            return invalid("evaluate.ngram", format!("must be at least 2, got {}", self.ngram));
+        }
+        if !(0.0..=1.0).contains(&self.copy_threshold) {
+            return invalid("evaluate.copy_threshold", format!("must be in [0, 1], got {}", self.copy_threshold));
+        }
+        Ok(())
     }
 }
 

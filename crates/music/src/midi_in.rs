@@ -287,26 +287,68 @@ fn shorten_rests(notes: &mut [Note], max_rest: f64) -> usize {
     shortened
 }
 
-/// [`read_midi`] with `events` (empty) as the buffer for the merged event stream.
+/// [`read_midi`] with `events` (empty) as the buffer for the merged event stream: parse,
+/// merge the tracks, pair note-ons with note-offs, then the hygiene rules and caps.
 fn read_midi_with(
     bytes: &[u8],
     options: &ReadOptions,
     events: &mut Vec<TimedEvent>,
 ) -> Result<(Vec<Note>, MidiFacts), String> {
-    // Parsed lazily, track by track, so the caps below bound memory: nothing is held but
-    // the events we keep.
+    // Parsed lazily, track by track, so the caps bound memory: nothing is held but the
+    // events we keep.
     let (header, tracks) = midly::parse(bytes).map_err(|e| format!("not a readable MIDI file: {e}"))?;
     if header.format == midly::Format::Sequential {
         return Err("format 2 (independent sequences) is not supported".into());
     }
-
-    // Merge the tracks into one stream ordered by (tick, track, position in track).
     // Three bytes is the smallest event (running status), so this holds most files' events.
     events.reserve(bytes.len() / 3);
+    let mut facts = MidiFacts::default();
+    let merged = merge_tracks(tracks, options, events, &mut facts)?;
+    facts.tempo_changes = merged.tempo_changes.len();
+    let mut clock = Clock::new(header.timing, merged.tempo_changes)?;
+    let mut notes = pair_notes(events, &mut clock, merged.file_end, options, &mut facts);
+    // In onset order already; notes that start together go in pitch order (a stable sort,
+    // so equal pitches on different channels keep the order they were struck in).
+    for chord in notes.chunk_by_mut(|a, b| a.onset_seconds == b.onset_seconds) {
+        chord.sort_by_key(|note| note.pitch);
+    }
+    facts.rests_shortened = shorten_rests(&mut notes, options.max_rest_seconds);
+    if notes.len() > options.max_notes {
+        return Err(format!("too many notes: {}, limit extract.max_notes = {}", notes.len(), options.max_notes));
+    }
+    if notes.is_empty() {
+        return Err(if facts.off_keyboard > 0 {
+            format!("no notes on the 88 piano keys ({} outside A0–C8)", facts.off_keyboard)
+        } else if merged.drum_notes > 0 {
+            format!("no notes: only drums ({} notes on channel 10)", merged.drum_notes)
+        } else {
+            "no notes".into()
+        });
+    }
+    Ok((notes, facts))
+}
+
+/// What merging a file's tracks found beside its channel events.
+struct Merged {
+    /// `(tick, microseconds per quarter)` of every tempo change, from any track.
+    tempo_changes: Vec<(u64, u32)>,
+    /// The tick of the last event of any track (end-of-track markers included).
+    file_end: u64,
+    /// Notes on the drum channel, which are left out.
+    drum_notes: usize,
+}
+
+/// Appends every track's channel events but the drums' to `events`, ordered by (tick,
+/// track, position in track), under the caps on tracks and events.
+fn merge_tracks(
+    tracks: midly::TrackIter<'_>,
+    options: &ReadOptions,
+    events: &mut Vec<TimedEvent>,
+    facts: &mut MidiFacts,
+) -> Result<Merged, String> {
     let mut tempo_changes = Vec::new();
     let mut file_end = 0u64;
     let mut drum_notes = 0usize;
-    let mut facts = MidiFacts::default();
     let mut event_count = 0usize;
     for (track_index, track) in tracks.enumerate() {
         if track_index >= options.max_tracks {
@@ -342,9 +384,19 @@ fn read_midi_with(
     if !events.is_sorted_by_key(|&(tick, _, _)| tick) {
         events.sort_by_key(|&(tick, _, _)| tick);
     }
-    facts.tempo_changes = tempo_changes.len();
-    let mut clock = Clock::new(header.timing, tempo_changes)?;
+    Ok(Merged { tempo_changes, file_end, drum_notes })
+}
 
+/// Pairs each note-on with the note-off (or pedal lift, or new strike) that ends it, in the
+/// merged stream, and ends whatever still sounds at `file_end`. Returns the notes in onset
+/// order; notes dropped or cut by the rules are counted in `facts`.
+fn pair_notes(
+    events: &[TimedEvent],
+    clock: &mut Clock,
+    file_end: u64,
+    options: &ReadOptions,
+    facts: &mut MidiFacts,
+) -> Vec<Note> {
     let mut programs = [0u8; 16];
     let mut pedal_down = [false; 16];
     let sustain = options.sustain == Sustain::Apply;
@@ -369,7 +421,7 @@ fn read_midi_with(
                         let pitch = ringing_pitches[ch].trailing_zeros() as usize;
                         ringing_pitches[ch] &= ringing_pitches[ch] - 1;
                         let place = std::mem::replace(&mut ringing[ch * 128 + pitch], SILENT);
-                        struck.end(place, channel, (tick, now), options, &mut facts);
+                        struck.end(place, channel, (tick, now), options, facts);
                     }
                 }
                 pedal_down[ch] = down;
@@ -380,7 +432,7 @@ fn read_midi_with(
                 // Striking a key again ends the note sounding or ringing at that pitch.
                 ringing_pitches[ch] &= !(1u128 << pitch);
                 for table in [&mut sounding, &mut ringing] {
-                    struck.end(std::mem::replace(&mut table[slot], SILENT), channel, (tick, now), options, &mut facts);
+                    struck.end(std::mem::replace(&mut table[slot], SILENT), channel, (tick, now), options, facts);
                 }
                 let (seconds, quarters) = now;
                 let (velocity, program) = (vel.as_int(), programs[ch]);
@@ -393,7 +445,7 @@ fn read_midi_with(
                     ringing[slot] = place;
                     ringing_pitches[ch] |= 1u128 << key.as_int();
                 } else {
-                    struck.end(place, channel, (tick, clock.at(tick)), options, &mut facts);
+                    struck.end(place, channel, (tick, clock.at(tick)), options, facts);
                 }
             }
             _ => {}
@@ -402,28 +454,9 @@ fn read_midi_with(
     // Whatever still sounds or rings ends with the file.
     let end = (file_end, clock.at(file_end));
     for (slot, &place) in sounding.iter().chain(&ringing).enumerate() {
-        struck.end(place, (slot % (16 * 128) / 128) as u8, end, options, &mut facts);
+        struck.end(place, (slot % (16 * 128) / 128) as u8, end, options, facts);
     }
-    let mut notes = struck.into_notes();
-    // In onset order already; notes that start together go in pitch order (a stable sort,
-    // so equal pitches on different channels keep the order they were struck in).
-    for chord in notes.chunk_by_mut(|a, b| a.onset_seconds == b.onset_seconds) {
-        chord.sort_by_key(|note| note.pitch);
-    }
-    facts.rests_shortened = shorten_rests(&mut notes, options.max_rest_seconds);
-    if notes.len() > options.max_notes {
-        return Err(format!("too many notes: {}, limit extract.max_notes = {}", notes.len(), options.max_notes));
-    }
-    if notes.is_empty() {
-        return Err(if facts.off_keyboard > 0 {
-            format!("no notes on the 88 piano keys ({} outside A0–C8)", facts.off_keyboard)
-        } else if drum_notes > 0 {
-            format!("no notes: only drums ({drum_notes} notes on channel 10)")
-        } else {
-            "no notes".into()
-        });
-    }
-    Ok((notes, facts))
+    struck.into_notes()
 }
 
 #[cfg(test)]
