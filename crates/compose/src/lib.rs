@@ -246,10 +246,10 @@ fn write_outputs(output: &Path, composition: &Composition, settings: &ComposeCon
         report.max_polyphony
     );
     let seconds_per_quarter = 60.0 / settings.tempo_bpm;
-    let roll: Vec<pictures::RollNote> = composition
+    let roll: Vec<music::TimedNote> = composition
         .notes
         .iter()
-        .map(|n| pictures::RollNote {
+        .map(|n| music::TimedNote {
             pitch: n.pitch,
             velocity: n.velocity,
             onset_seconds: n.onset_quarters * seconds_per_quarter,

@@ -24,11 +24,12 @@ pub mod memorisation;
 pub mod music;
 pub mod quality;
 
+use ::music::TimedNote;
 use artifacts::{DatasetArtifact, ModelArtifact, NotesArtifact, Split};
 use candle_core::{D, Device};
 use config::PipelineConfig;
 use lstm::LstmModel;
-use music::{MusicStats, PlainNote};
+use music::MusicStats;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -180,16 +181,8 @@ pub fn run(config: &PipelineConfig, inputs: Inputs, output: &Path) -> Result<Eva
     Ok(evaluation)
 }
 
-fn plain(notes: &[artifacts::Note]) -> Vec<PlainNote> {
-    notes
-        .iter()
-        .map(|n| PlainNote {
-            pitch: n.pitch,
-            velocity: n.velocity,
-            onset: n.onset_seconds,
-            duration: n.duration_seconds,
-        })
-        .collect()
+fn plain(notes: &[artifacts::Note]) -> Vec<TimedNote> {
+    notes.iter().map(TimedNote::from).collect()
 }
 
 /// Computes every figure; see the crate documentation.
@@ -203,7 +196,7 @@ pub fn evaluate(
 ) -> Result<Evaluation, EvaluateError> {
     let by_path: BTreeMap<&str, &artifacts::ExtractedFile> = notes.files.iter().map(|f| (f.path.as_str(), f)).collect();
     let originals = |split| dataset.pieces.iter().filter(move |p| p.split == split && p.augmentation.is_none());
-    let validation_notes: Vec<Vec<PlainNote>> =
+    let validation_notes: Vec<Vec<TimedNote>> =
         originals(Split::Validation).filter_map(|p| by_path.get(p.source.as_str())).map(|f| plain(&f.notes)).collect();
     let validation_music = MusicStats::of(&validation_notes);
     let validation_tokens: usize = originals(Split::Validation).map(|p| p.tokens.len()).sum();

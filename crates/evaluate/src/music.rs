@@ -5,19 +5,11 @@
 //! generated distribution from the reference one, in the spirit of Yang & Lerch, "On the
 //! evaluation of generative models in music" (2020).
 
+use ::music::TimedNote;
 use serde::Serialize;
 
 /// Upper bin edges in seconds for inter-onset intervals and durations (the last bin is open).
 pub const TIME_EDGES: [f64; 10] = [0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0];
-
-/// A note reduced to what the statistics need.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct PlainNote {
-    pub pitch: u8,
-    pub velocity: u8,
-    pub onset: f64,
-    pub duration: f64,
-}
 
 /// The statistics of one piece or of several pooled.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -50,7 +42,7 @@ fn time_bin(seconds: f64) -> usize {
 
 impl MusicStats {
     /// Statistics of pieces pooled together; each piece is a list of notes in any order.
-    pub fn of(pieces: &[Vec<PlainNote>]) -> MusicStats {
+    pub fn of(pieces: &[Vec<TimedNote>]) -> MusicStats {
         let mut pitch_classes = vec![0.0; 12];
         let mut polyphony = vec![0.0; 9];
         let mut inter_onset = vec![0.0; TIME_EDGES.len() + 1];
@@ -61,25 +53,27 @@ impl MusicStats {
         let (mut repeated, mut patterns) = (0usize, 0usize);
         for piece in pieces {
             let mut sorted = piece.clone();
-            sorted.sort_by(|a, b| a.onset.total_cmp(&b.onset).then(a.pitch.cmp(&b.pitch)));
+            sorted.sort_by(|a, b| a.onset_seconds.total_cmp(&b.onset_seconds).then(a.pitch.cmp(&b.pitch)));
             for n in &sorted {
                 pitch_classes[usize::from(n.pitch % 12)] += 1.0;
-                durations[time_bin(n.duration)] += 1.0;
+                durations[time_bin(n.duration_seconds)] += 1.0;
                 velocities[usize::from(n.velocity.min(127) / 16)] += 1.0;
                 pitch_sum += f64::from(n.pitch);
                 lowest = lowest.min(n.pitch);
                 highest = highest.max(n.pitch);
             }
             notes += sorted.len();
-            seconds += sorted.iter().map(|n| n.onset + n.duration).fold(0.0, f64::max);
-            let mut onsets: Vec<f64> = sorted.iter().map(|n| n.onset).collect();
+            seconds += sorted.iter().map(|n| n.onset_seconds + n.duration_seconds).fold(0.0, f64::max);
+            let mut onsets: Vec<f64> = sorted.iter().map(|n| n.onset_seconds).collect();
             onsets.dedup_by(|a, b| (*a - *b).abs() < 1e-3);
             for pair in onsets.windows(2) {
                 inter_onset[time_bin(pair[1] - pair[0])] += 1.0;
             }
             for &onset in &onsets {
-                let sounding =
-                    sorted.iter().filter(|n| n.onset <= onset + 1e-3 && n.onset + n.duration > onset).count();
+                let sounding = sorted
+                    .iter()
+                    .filter(|n| n.onset_seconds <= onset + 1e-3 && n.onset_seconds + n.duration_seconds > onset)
+                    .count();
                 polyphony[sounding.clamp(1, 9) - 1] += 1.0;
             }
             let pitches: Vec<u8> = sorted.iter().map(|n| n.pitch).collect();
@@ -152,8 +146,8 @@ pub fn compare(generated: &MusicStats, reference: &MusicStats) -> Vec<Comparison
 mod tests {
     use super::*;
 
-    fn note(pitch: u8, onset: f64, duration: f64, velocity: u8) -> PlainNote {
-        PlainNote { pitch, velocity, onset, duration }
+    fn note(pitch: u8, onset: f64, duration: f64, velocity: u8) -> TimedNote {
+        TimedNote { pitch, velocity, onset_seconds: onset, duration_seconds: duration }
     }
 
     #[test]

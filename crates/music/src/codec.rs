@@ -2,8 +2,9 @@
 
 use crate::encoding::{Augmentation, Encoding, Vocabulary};
 use crate::fidelity::Tolerance;
+use crate::note::TimedNote;
 use crate::note::{Note, PIANO_KEYS};
-use crate::performance::{Event, Performance, TimedNote};
+use crate::performance::{Event, Performance};
 use crate::seed;
 
 /// The augmentations of a piece: every (shift, factor) pair but the identity, except the

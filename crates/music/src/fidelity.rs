@@ -8,7 +8,7 @@
 //! reference notes, F1 their harmonic mean.
 
 use crate::note::Note;
-use crate::performance::TimedNote;
+use crate::note::TimedNote;
 use std::collections::BTreeMap;
 
 /// The matching tolerances.

@@ -1,7 +1,8 @@
 //! `music`: the floor every stage stands on — what a note is and how music gets in and out
 //! of the pipeline, with no knowledge of tensors, files on disk or settings.
 //!
-//! - [`note`]: the one note type, [`Note`], and the piano's 88 keys;
+//! - [`note`]: the note as extract keeps it, [`Note`], the note as it sounds, [`TimedNote`],
+//!   and the piano's 88 keys;
 //! - [`files`]: which files are MIDI files (the rule `extract` and the tools share);
 //! - [`midi_in`]: a standard MIDI file's bytes → notes, by fixed rules under caps;
 //! - [`midi_out`]: notes → a standard MIDI file for piano;
@@ -29,4 +30,4 @@ pub mod seed;
 pub use codec::{Codec, SeedTiming, augment, augmentations};
 pub use encoding::{Augmentation, Encoding, Vocabulary};
 pub use midi_in::{ReadOptions, Sustain};
-pub use note::{Note, PIANO_KEYS, parse_pitch_name, pitch_name};
+pub use note::{Note, PIANO_KEYS, TimedNote, parse_pitch_name, pitch_name};

@@ -23,6 +23,28 @@ pub struct Note {
     pub duration_quarters: f64,
 }
 
+/// A note as it sounds, in seconds: what a decoder gives, a piano roll draws and the music
+/// statistics count. [`Note`] is the same with what extract also keeps (channel, program,
+/// the score's quarter notes).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TimedNote {
+    pub pitch: u8,
+    pub velocity: u8,
+    pub onset_seconds: f64,
+    pub duration_seconds: f64,
+}
+
+impl From<&Note> for TimedNote {
+    fn from(note: &Note) -> Self {
+        TimedNote {
+            pitch: note.pitch,
+            velocity: note.velocity,
+            onset_seconds: note.onset_seconds,
+            duration_seconds: note.duration_seconds,
+        }
+    }
+}
+
 const PITCH_CLASS_NAMES: [&str; 12] = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"];
 
 /// The name of a MIDI pitch: `C4` for 60 (middle C), `F#3` for 54, `C-1` for 0.

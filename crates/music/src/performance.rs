@@ -15,7 +15,7 @@
 //! composes from any other, or from none.
 
 use crate::encoding::Vocabulary;
-use crate::note::Note;
+use crate::note::{Note, TimedNote};
 use std::collections::BTreeMap;
 
 /// The parameters of the encoding. Invariant: all three are at least 1.
@@ -24,15 +24,6 @@ pub struct Performance {
     pub step_seconds: f64,
     pub max_shift_steps: u32,
     pub velocity_bins: u32,
-}
-
-/// A decoded note, in seconds.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TimedNote {
-    pub pitch: u8,
-    pub velocity: u8,
-    pub onset_seconds: f64,
-    pub duration_seconds: f64,
 }
 
 /// One token, parsed.

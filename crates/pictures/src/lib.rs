@@ -11,6 +11,7 @@
 //! diffable. Everything here is lines, rectangles and text on a fixed canvas.
 
 use artifacts::EpochRecord;
+use music::TimedNote;
 use std::fmt::Write;
 
 const WIDTH: f64 = 900.0;
@@ -160,17 +161,9 @@ pub fn training_curve(history: &[EpochRecord], steps: &[(f64, f32)]) -> String {
     svg
 }
 
-/// A note for the piano roll, in seconds.
-pub struct RollNote {
-    pub pitch: u8,
-    pub velocity: u8,
-    pub onset_seconds: f64,
-    pub duration_seconds: f64,
-}
-
 /// The piano roll: time across, the 88 keys (A0–C8) up, one bar per note coloured by its
 /// velocity; grey lines mark every `bar_seconds` (a bar) when given, else every second.
-pub fn piano_roll(notes: &[RollNote], bar_seconds: Option<f64>, title: &str) -> String {
+pub fn piano_roll(notes: &[TimedNote], bar_seconds: Option<f64>, title: &str) -> String {
     let end = notes.iter().map(|n| n.onset_seconds + n.duration_seconds).fold(1.0, f64::max);
     let frame = Frame { x: (0.0, end), y: (20.5, 108.5) };
     let mut svg = String::new();
@@ -288,7 +281,7 @@ mod tests {
 
     #[test]
     fn the_roll_draws_every_note_on_the_keyboard() {
-        let note = |pitch, onset_seconds| RollNote { pitch, velocity: 80, onset_seconds, duration_seconds: 0.5 };
+        let note = |pitch, onset_seconds| TimedNote { pitch, velocity: 80, onset_seconds, duration_seconds: 0.5 };
         let svg = piano_roll(&[note(60, 0.0), note(64, 0.5), note(5, 1.0)], Some(2.0), "a <test>");
         // Three legend swatches, the frame, the white background, and two notes on the keyboard.
         assert_eq!(svg.matches("<rect").count(), 3 + 1 + 1 + 2);
