@@ -81,7 +81,7 @@ mod tests {
         let piece =
             |len: usize, split| EncodedPiece { source: String::new(), split, augmentation: None, tokens: vec![0; len] };
         let dataset = DatasetArtifact {
-            encoding: Encoding::Seed { chord_window_quarters: 0.0 },
+            encoding: Encoding::Names { chord_window_quarters: 0.0 },
             vocabulary: Vocabulary::default(),
             seq_len: 4,
             stride: 3,

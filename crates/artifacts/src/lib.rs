@@ -563,7 +563,7 @@ mod tests {
                 dropout: 0.0,
                 seq_len: 2,
             },
-            encoding: Encoding::Seed { chord_window_quarters: 0.0 },
+            encoding: Encoding::Names { chord_window_quarters: 0.0 },
             vocabulary: Vocabulary::from_tokens(["C4".to_string(), "D4".to_string()]),
             weights: vec![NamedTensor { name: "w".into(), shape: vec![2], data: vec![0.5, -0.5] }],
             optimizer: AdamState::default(),
@@ -591,7 +591,7 @@ mod tests {
     #[test]
     fn a_token_outside_the_dictionary_is_refused() {
         let dataset = DatasetArtifact {
-            encoding: Encoding::Seed { chord_window_quarters: 0.0 },
+            encoding: Encoding::Names { chord_window_quarters: 0.0 },
             vocabulary: Vocabulary::from_tokens(["C4".to_string()]),
             seq_len: 1,
             stride: 1,

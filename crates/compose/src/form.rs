@@ -5,7 +5,7 @@
 //! bars). So the composer plans the form the network cannot: the music is cut into phrases
 //! of `compose.phrase_seconds`, and when a phrase ends, with probability `compose.repeat`
 //! the next one restates an earlier drawn phrase of the same piece, chosen at random. A
-//! restatement is fed through the network token by token like the seed, so the state that
+//! restatement is fed through the network token by token like the primer window, so the state that
 //! continues afterwards has heard it, and the grammar still rules every token:
 //!
 //! - a press or release it refuses (a key that is not down, too many keys down) is left out;

@@ -6,7 +6,7 @@
 //! a time, each fed back as the next input, until `compose.seconds` of music or
 //! `compose.tokens` tokens. The tokens are decoded back to notes by the model's encoding:
 //! `performance` tokens carry their own timing, durations and velocities (drawn under a
-//! grammar, see [`music::grammar`]); `seed` elements follow each other one fixed step
+//! grammar, see [`music::grammar`]); `names` elements follow each other one fixed step
 //! (`compose.step_quarters`) apart, chords voiced upwards from middle C's octave, as the
 //! original design does. The composer plans the form the network cannot: phrases of
 //! `compose.phrase_seconds` that restate earlier ones (see [`form`]). Each piece is written
@@ -15,10 +15,10 @@
 //!
 //! Key design decision: the LSTM state is *carried* from step to step ([`lstm::Generator`]),
 //! so each new token costs one step of the network, not a rerun over the whole window, and
-//! the model's memory reaches back past the seed window. All `compose.outputs` pieces are
+//! the model's memory reaches back past the primer window. All `compose.outputs` pieces are
 //! generated together as one batch. The network, the dictionary and
 //! the decoding rules all come from `model.bin`, so a model keeps composing correctly after
-//! `dataset.bin` is rebuilt from other data; the data set only supplies the seed, and a
+//! `dataset.bin` is rebuilt from other data; the data set only supplies the primer window, and a
 //! data set with a different dictionary is refused.
 
 pub mod audio;
@@ -44,8 +44,8 @@ pub enum ComposeError {
         dataset: String,
         model: String,
     },
-    /// No piece in the data set is long enough to give a seed window.
-    NoSeedWindow {
+    /// No piece in the data set is long enough to give a primer window.
+    NoPrimerWindow {
         seq_len: usize,
     },
     /// The primer file cannot start a piece.
@@ -67,8 +67,8 @@ impl fmt::Display for ComposeError {
                 "{dataset} has a different dictionary from the one {model} was trained on; \
                  rerun `train` on this data set (or pass the matching --dataset)"
             ),
-            ComposeError::NoSeedWindow { seq_len } => {
-                write!(f, "no training piece in the data set has the {seq_len} tokens a seed window needs")
+            ComposeError::NoPrimerWindow { seq_len } => {
+                write!(f, "no training piece in the data set has the {seq_len} tokens a primer window needs")
             }
             ComposeError::Primer { path, reason } => write!(f, "primer {path}: {reason}"),
             ComposeError::NoOpening => write!(
@@ -153,12 +153,12 @@ pub fn run(
     let mut streams = Vec::with_capacity(config.compose.outputs);
     for number in 1..=config.compose.outputs {
         let mut rng = SeededRng::new(config.seed, &format!("compose {number}"));
-        let seed_tokens = match (&fixed_start, &dataset) {
+        let primer = match (&fixed_start, &dataset) {
             (Some(tokens), _) => tokens.as_slice(),
-            (None, Some(dataset)) => pick_seed_window(dataset, model.hyperparameters.seq_len, &mut rng)?,
+            (None, Some(dataset)) => pick_primer_window(dataset, model.hyperparameters.seq_len, &mut rng)?,
             (None, None) => unreachable!("a start without a data set has its tokens"),
         };
-        streams.push((seed_tokens, rng));
+        streams.push((primer, rng));
     }
     let mut written = Vec::with_capacity(streams.len());
     for (number, composition) in compose(config, &model, &network, streams)?.iter().enumerate() {
@@ -180,7 +180,7 @@ pub fn numbered(output: &Path, number: usize) -> PathBuf {
 }
 
 /// The first `seconds` of a MIDI file as the model's token ids. Tokens the model's
-/// dictionary lacks (`seed` chords it never saw) are left out.
+/// dictionary lacks (`names` chords it never saw) are left out.
 fn primer_tokens(path: &Path, model: &ModelArtifact, seconds: f64) -> Result<Vec<u32>, ComposeError> {
     let bad = |reason: String| ComposeError::Primer { path: path.display().to_string(), reason };
     let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
@@ -218,7 +218,7 @@ fn longest_training_note(dataset: &DatasetArtifact, model: &ModelArtifact) -> Op
 }
 
 /// The built-in start of [`Start::Opening`]: one velocity token of a moderate loudness
-/// (`mf`, velocity 64), which is how encoded pieces begin. `None` for the `seed` encoding,
+/// (`mf`, velocity 64), which is how encoded pieces begin. `None` for the `names` encoding,
 /// whose pieces have no such neutral first token.
 fn opening_tokens(model: &ModelArtifact) -> Option<Vec<u32>> {
     let music::Codec::Performance(codec) = music::Codec::new(&model.encoding) else {
@@ -310,13 +310,13 @@ impl ComposeReport {
     }
 }
 
-/// Generates one piece per `(seed tokens, random stream)` and decodes them.
+/// Generates one piece per `(primer window, random stream)` and decodes them.
 ///
 /// All pieces are generated together, one token of each per network step: a step costs
 /// about as much for sixteen streams as for one, since reading the weights dominates.
 /// Each piece ends after `compose.seconds` of music when that is set, else after
 /// `compose.tokens` tokens (always at most that many). With the `performance` encoding the
-/// draws are grammar-constrained (see [`music::grammar`]). Every seed must have the same length.
+/// draws are grammar-constrained (see [`music::grammar`]). Every primer window must have the same length.
 pub fn compose(
     config: &PipelineConfig,
     model: &ModelArtifact,
@@ -333,28 +333,28 @@ fn compose_on_this_thread(
     streams: Vec<(&[u32], SeededRng)>,
 ) -> Result<Vec<Composition>, ComposeError> {
     let settings = &config.compose;
-    // Seconds of music each token adds: time shifts (performance) or one step per element (seed).
+    // Seconds of music each token adds: time shifts (performance) or one step per element (names).
     let step_seconds = |id: u32| -> f64 {
         match model.encoding {
             Encoding::Performance { step_ms, .. } => match Event::parse(model.vocabulary.token(id)) {
                 Some(Event::Shift(n)) => f64::from(n) * f64::from(step_ms) / 1000.0,
                 _ => 0.0,
             },
-            Encoding::Seed { .. } => settings.step_quarters * 60.0 / settings.tempo_bpm,
+            Encoding::Names { .. } => settings.step_quarters * 60.0 / settings.tempo_bpm,
         }
     };
     let is_shift: Vec<bool> = (0..model.vocabulary.len() as u32)
         .map(|id| matches!(model.encoding, Encoding::Performance { .. }) && step_seconds(id) > 0.0)
         .collect();
     let form = form::Form { phrase_seconds: settings.phrase_seconds, repeat: settings.repeat };
-    let seed_length = streams.first().map_or(0, |(seed, _)| seed.len());
-    if seed_length == 0 || streams.iter().any(|(seed, _)| seed.len() != seed_length) {
-        return Err(ComposeError::NoSeedWindow { seq_len: seed_length.max(1) });
+    let primer_length = streams.first().map_or(0, |(primer, _)| primer.len());
+    if primer_length == 0 || streams.iter().any(|(primer, _)| primer.len() != primer_length) {
+        return Err(ComposeError::NoPrimerWindow { seq_len: primer_length.max(1) });
     }
     let mut pieces: Vec<Piece> = streams
         .into_iter()
-        .map(|(seed, rng)| Piece {
-            seed,
+        .map(|(primer, rng)| Piece {
+            primer,
             rng,
             grammar: match model.encoding {
                 Encoding::Performance { step_ms, .. } => Some(grammar::Grammar::new(
@@ -366,7 +366,7 @@ fn compose_on_this_thread(
                         max_note_seconds: settings.max_note_seconds,
                     },
                 )),
-                Encoding::Seed { .. } => None,
+                Encoding::Names { .. } => None,
             },
             // `tokens` is an upper bound, and with `seconds` set far from the usual length.
             generated: Vec::with_capacity(settings.tokens.min(1 << 16)),
@@ -377,16 +377,16 @@ fn compose_on_this_thread(
     let vocab = model.vocabulary.len();
     let mut generator = lstm::Generator::new(network, pieces.len())?;
 
-    // Warm the state up on the seeds; the logits after their last tokens predict the first new ones.
+    // Warm the state up on the primer windows; the logits after their last tokens predict the first new ones.
     let mut next: Vec<u32> = vec![0; pieces.len()];
-    for position in 0..seed_length {
+    for position in 0..primer_length {
         for (piece, token) in pieces.iter_mut().zip(next.iter_mut()) {
-            *token = piece.seed[position];
+            *token = piece.primer[position];
             if let Some(grammar) = piece.grammar.as_mut() {
                 grammar.observe(*token);
             }
         }
-        if position + 1 < seed_length {
+        if position + 1 < primer_length {
             generator.step(&next)?;
         }
     }
@@ -435,7 +435,7 @@ fn compose_on_this_thread(
 
 /// One piece being generated.
 struct Piece<'a> {
-    seed: &'a [u32],
+    primer: &'a [u32],
     rng: SeededRng,
     grammar: Option<grammar::Grammar>,
     generated: Vec<u32>,
@@ -494,7 +494,7 @@ fn argmax(scores: &[f32]) -> u32 {
 
 /// A random window of `seq_len` tokens from any training piece long enough to hold one.
 /// Validation pieces are never used: they are what the music is measured against.
-fn pick_seed_window<'a>(
+fn pick_primer_window<'a>(
     dataset: &'a DatasetArtifact,
     seq_len: usize,
     rng: &mut SeededRng,
@@ -507,7 +507,7 @@ fn pick_seed_window<'a>(
         .filter(|t| t.len() >= seq_len)
         .collect();
     if candidates.is_empty() {
-        return Err(ComposeError::NoSeedWindow { seq_len });
+        return Err(ComposeError::NoPrimerWindow { seq_len });
     }
     let tokens = candidates[rng.below(candidates.len())];
     let start = rng.below(tokens.len() - seq_len + 1);
@@ -556,17 +556,17 @@ pub fn sample(scores: &[f32], temperature: f64, top_k: usize, top_p: f64, rng: &
     weights.last().map_or(0, |w| w.0 as u32)
 }
 
-/// Decodes generated tokens to notes in quarter notes at `settings.tempo_bpm`. `seed`
+/// Decodes generated tokens to notes in quarter notes at `settings.tempo_bpm`. `names`
 /// elements follow each other every `step_quarters` at one velocity, as in the original
 /// design; `performance` tokens carry their own timing and velocities. Decoding is
 /// defensive: text that is no token is skipped, a release of a key that is not down is
 /// ignored, and a note still sounding after `compose.max_note_seconds` is ended there.
 pub fn decode(encoding: &Encoding, tokens: &[String], settings: &ComposeConfig) -> Vec<MidiNote> {
     let quarters_per_second = settings.tempo_bpm / 60.0;
-    let seed =
-        music::SeedTiming { step_seconds: settings.step_quarters / quarters_per_second, velocity: settings.velocity };
+    let timing =
+        music::NamesTiming { step_seconds: settings.step_quarters / quarters_per_second, velocity: settings.velocity };
     music::Codec::new(encoding)
-        .decode(tokens, seed, settings.max_note_seconds)
+        .decode(tokens, timing, settings.max_note_seconds)
         .into_iter()
         .map(|n| MidiNote {
             pitch: n.pitch,
@@ -635,10 +635,10 @@ mod tests {
     }
 
     #[test]
-    fn seed_decoding_places_elements_on_a_fixed_grid() {
+    fn names_decoding_places_elements_on_a_fixed_grid() {
         let tokens: Vec<String> = ["C4", "4.7.11", "G4"].iter().map(|s| s.to_string()).collect();
         let settings = ComposeConfig { velocity: 70, tempo_bpm: 100.0, ..ComposeConfig::default() };
-        let notes = decode(&Encoding::Seed { chord_window_quarters: 0.0 }, &tokens, &settings);
+        let notes = decode(&Encoding::Names { chord_window_quarters: 0.0 }, &tokens, &settings);
         let summary: Vec<(u8, f64)> = notes.iter().map(|n| (n.pitch, n.onset_quarters)).collect();
         assert_eq!(summary, vec![(60, 0.0), (64, 0.5), (67, 0.5), (71, 0.5), (67, 1.0)]);
         assert!(notes.iter().all(|n| (n.duration_quarters - 0.5).abs() < 1e-12 && n.velocity == 70));

@@ -15,7 +15,7 @@ struct Args {
     /// The model artifact written by `train`.
     #[arg(long, default_value = "artifacts/model.bin", value_name = "FILE")]
     input: PathBuf,
-    /// The data set artifact the seed window is drawn from [default: artifacts/dataset.bin
+    /// The data set artifact the primer window is drawn from [default: artifacts/dataset.bin
     /// if it exists; else the piece starts from the model alone].
     #[arg(long, value_name = "FILE")]
     dataset: Option<PathBuf>,

@@ -108,7 +108,8 @@ impl ExtractConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EncodeConfig {
-    /// Token scheme: `"seed"` (the original design's note and chord names) or
+    /// Token scheme: `"names"` (the original design's note and chord names; `"seed"` is
+    /// accepted for it) or
     /// `"performance"` (key presses, releases, time shifts and velocities).
     pub encoding: EncodingName,
     /// Notes starting within this many quarter notes of each other form one chord.
@@ -136,7 +137,9 @@ pub struct EncodeConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EncodingName {
-    Seed,
+    /// The original design's note and chord names; `"seed"`, its old name, is accepted too.
+    #[serde(alias = "seed")]
+    Names,
     Performance,
 }
 
@@ -179,7 +182,7 @@ pub const TRAIN_BUDGET_KEYS: [&str; 6] =
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ComposeConfig {
-    /// Tokens to generate after the seed window.
+    /// Tokens to generate after the primer window.
     pub tokens: usize,
     pub sampling: Sampling,
     /// Divides the logits before sampling: below 1 is safer, above 1 is wilder.
@@ -207,7 +210,7 @@ pub struct ComposeConfig {
     pub max_shift_run: usize,
     /// …and at most this many keys down at once…
     pub max_held: usize,
-    /// …each for at most this many seconds (also the longest note of the `seed` encoding).
+    /// …each for at most this many seconds (also the longest note of the `names` encoding).
     pub max_note_seconds: f64,
     /// `performance`: the temperature of time-shift tokens (the rhythm), apart from
     /// `temperature`'s (the notes); lower keeps the pulse steadier.
@@ -746,6 +749,14 @@ mod tests {
         assert!(parse("", &["novalue"]).is_err());
         let err = parse("", &["train.epochs=0"]).unwrap_err().to_string();
         assert!(err.contains("train.epochs"), "{err}");
+    }
+
+    #[test]
+    fn the_names_encoding_answers_to_its_old_name_too() {
+        let parse = |text: &str| PipelineConfig::from_toml(text, Path::new("t.toml"), &[]).unwrap();
+        let old = parse("[encode]\nencoding = \"seed\"");
+        assert_eq!(old.encode.encoding, EncodingName::Names);
+        assert_eq!(old, parse("[encode]\nencoding = \"names\""));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Stage 2, `encode`: `notes.bin` in, `dataset.bin` out.
 //!
 //! Turns every extracted piece into a sequence of token ids with the chosen encoding
-//! (`seed` or `performance`, both behind [`music::Codec`]), builds the dictionary (token ↔
+//! (`names` or `performance`, both behind [`music::Codec`]), builds the dictionary (token ↔
 //! id), splits the pieces into a training and a validation side, and measures what survives
 //! the encoding by decoding every piece again ([`music::fidelity`]). The training windows themselves are cut later, by
 //! [`artifacts::DatasetArtifact::windows`], so `dataset.bin` stays one sequence per piece.
@@ -14,7 +14,7 @@
 use artifacts::{Augmentation, DatasetArtifact, EncodedPiece, Encoding, NotesArtifact, Split, Vocabulary};
 use config::{EncodingName, PipelineConfig, Section};
 use music::fidelity::{self, Fidelity};
-use music::{Codec, SeedTiming, augment, augmentations};
+use music::{Codec, NamesTiming, augment, augmentations};
 use rayon::prelude::*;
 use seeded_rng::SeededRng;
 use std::collections::HashMap;
@@ -57,8 +57,8 @@ pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<Datas
     let dataset = encode(config, &notes)?;
 
     // Seed tokens carry no timing; decoded at the original design's half beat at 120 BPM.
-    let seed_timing = SeedTiming { step_seconds: 0.25, velocity: 80 };
-    let report = EncodeReport::new(&dataset, measure_fidelity(&dataset, &notes, seed_timing));
+    let names_timing = NamesTiming { step_seconds: 0.25, velocity: 80 };
+    let report = EncodeReport::new(&dataset, measure_fidelity(&dataset, &notes, names_timing));
     tracing::info!(
         "encode: {} pieces ({} train, {} validation), {} tokens, vocabulary of {}, \
          {} training and {} validation windows of {}; most frequent: {}",
@@ -151,7 +151,7 @@ impl EncodeReport {
 pub fn encode(config: &PipelineConfig, notes: &NotesArtifact) -> Result<DatasetArtifact, EncodeError> {
     let settings = &config.encode;
     let encoding = match settings.encoding {
-        EncodingName::Seed => Encoding::Seed { chord_window_quarters: settings.chord_window },
+        EncodingName::Names => Encoding::Names { chord_window_quarters: settings.chord_window },
         EncodingName::Performance => Encoding::Performance {
             step_ms: settings.step_ms,
             max_shift_steps: settings.max_shift_ms / settings.step_ms,
@@ -211,7 +211,7 @@ pub fn encode(config: &PipelineConfig, notes: &NotesArtifact) -> Result<DatasetA
 }
 
 /// Decodes every piece of `dataset` and compares it with the notes `extract` found.
-pub fn measure_fidelity(dataset: &DatasetArtifact, notes: &NotesArtifact, seed: SeedTiming) -> FidelityReport {
+pub fn measure_fidelity(dataset: &DatasetArtifact, notes: &NotesArtifact, names: NamesTiming) -> FidelityReport {
     let codec = Codec::new(&dataset.encoding);
     let tolerance = codec.tolerance();
     let mut total = Fidelity::default();
@@ -219,7 +219,7 @@ pub fn measure_fidelity(dataset: &DatasetArtifact, notes: &NotesArtifact, seed: 
     let originals = dataset.pieces.iter().filter(|p| p.augmentation.is_none());
     for (piece, file) in originals.zip(&notes.files) {
         let tokens: Vec<&str> = piece.tokens.iter().map(|&id| dataset.vocabulary.token(id)).collect();
-        let decoded = codec.decode(&tokens, seed, f64::INFINITY);
+        let decoded = codec.decode(&tokens, names, f64::INFINITY);
         let fidelity = fidelity::compare(&file.notes, &decoded, tolerance);
         total.add(&fidelity);
         pieces.push(PieceFidelity::new(&piece.source, fidelity));
@@ -302,7 +302,7 @@ mod tests {
         let mut config = PipelineConfig::default();
         config.encode.seq_len = seq_len;
         config.encode.validation_fraction = 0.0;
-        config.encode.encoding = EncodingName::Seed;
+        config.encode.encoding = EncodingName::Names;
         config.encode.transpose = vec![0];
         config
     }
@@ -341,7 +341,7 @@ mod tests {
         config.encode.stretch = vec![0.95, 1.0, 1.05];
         let dataset = encode(&config, &notes).unwrap();
         let codec = Codec::new(&dataset.encoding);
-        let seed = SeedTiming { step_seconds: 0.25, velocity: 80 };
+        let seed = NamesTiming { step_seconds: 0.25, velocity: 80 };
         for piece in &dataset.pieces {
             if let Some(augmentation) = piece.augmentation {
                 assert_eq!(piece.split, Split::Train, "{} was augmented on the validation side", piece.source);

@@ -2,10 +2,10 @@
 
 use crate::encoding::{Augmentation, Encoding, Vocabulary};
 use crate::fidelity::Tolerance;
+use crate::names;
 use crate::note::TimedNote;
 use crate::note::{Note, PIANO_KEYS};
 use crate::performance::{Event, Performance};
-use crate::seed;
 
 /// The augmentations of a piece: every (shift, factor) pair but the identity, except the
 /// shifts that would push one of its notes off the 88 piano keys.
@@ -42,13 +42,13 @@ pub fn augment(notes: &[Note], augmentation: Augmentation) -> Vec<Note> {
 
 /// An encoding, ready to turn notes into tokens and tokens back into notes.
 pub enum Codec {
-    Seed { chord_window_quarters: f64 },
+    Names { chord_window_quarters: f64 },
     Performance(Performance),
 }
 
-/// How `seed` tokens become timed notes: each element lasts one step, at one loudness.
+/// How `names` tokens become timed notes: each element lasts one step, at one loudness.
 #[derive(Clone, Copy, Debug)]
-pub struct SeedTiming {
+pub struct NamesTiming {
     pub step_seconds: f64,
     pub velocity: u8,
 }
@@ -56,7 +56,7 @@ pub struct SeedTiming {
 impl Codec {
     pub fn new(encoding: &Encoding) -> Codec {
         match *encoding {
-            Encoding::Seed { chord_window_quarters } => Codec::Seed { chord_window_quarters },
+            Encoding::Names { chord_window_quarters } => Codec::Names { chord_window_quarters },
             Encoding::Performance { step_ms, max_shift_steps, velocity_bins } => Codec::Performance(Performance {
                 step_seconds: f64::from(step_ms) / 1000.0,
                 max_shift_steps: max_shift_steps.max(1),
@@ -68,33 +68,33 @@ impl Codec {
     /// A piece's notes as token strings.
     pub fn encode(&self, notes: &[Note]) -> Vec<String> {
         match self {
-            Codec::Seed { chord_window_quarters } => seed::encode_piece(notes, *chord_window_quarters),
+            Codec::Names { chord_window_quarters } => names::encode_piece(notes, *chord_window_quarters),
             Codec::Performance(codec) => codec.encode(notes).into_iter().map(Event::token).collect(),
         }
     }
 
     /// The dictionary, when the encoding fixes it (`performance`); `None` when it comes
-    /// from the data (`seed`).
+    /// from the data (`names`).
     pub fn fixed_vocabulary(&self) -> Option<Vocabulary> {
         match self {
-            Codec::Seed { .. } => None,
+            Codec::Names { .. } => None,
             Codec::Performance(codec) => Some(codec.vocabulary()),
         }
     }
 
     /// Token strings back to notes in seconds. Text that is no token of this encoding is
     /// skipped; notes never last longer than `max_note_seconds`.
-    pub fn decode<S: AsRef<str>>(&self, tokens: &[S], seed: SeedTiming, max_note_seconds: f64) -> Vec<TimedNote> {
+    pub fn decode<S: AsRef<str>>(&self, tokens: &[S], names: NamesTiming, max_note_seconds: f64) -> Vec<TimedNote> {
         match self {
-            Codec::Seed { .. } => {
+            Codec::Names { .. } => {
                 let mut notes = Vec::new();
                 for (i, token) in tokens.iter().enumerate() {
-                    for pitch in seed::decode_token(token.as_ref()).unwrap_or_default() {
+                    for pitch in names::decode_token(token.as_ref()).unwrap_or_default() {
                         notes.push(TimedNote {
                             pitch,
-                            velocity: seed.velocity,
-                            onset_seconds: i as f64 * seed.step_seconds,
-                            duration_seconds: seed.step_seconds.min(max_note_seconds),
+                            velocity: names.velocity,
+                            onset_seconds: i as f64 * names.step_seconds,
+                            duration_seconds: names.step_seconds.min(max_note_seconds),
                         });
                     }
                 }
@@ -108,10 +108,10 @@ impl Codec {
     }
 
     /// The tolerances of the fidelity check: one time step for onsets, one step or 50 ms
-    /// for ends, one velocity bin (the `seed` encoding is held to 10 ms and 32 bins).
+    /// for ends, one velocity bin (the `names` encoding is held to 10 ms and 32 bins).
     pub fn tolerance(&self) -> Tolerance {
         let (step, bins) = match self {
-            Codec::Seed { .. } => (0.01, 32),
+            Codec::Names { .. } => (0.01, 32),
             Codec::Performance(codec) => (codec.step_seconds, codec.velocity_bins),
         };
         Tolerance { onset_seconds: step, offset_seconds: step.max(0.05), velocity: (128 / bins).max(1) as u8 }

@@ -6,9 +6,10 @@ use serde::{Deserialize, Serialize};
 /// How notes were turned into tokens, with every parameter needed to turn them back.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Encoding {
-    /// The original design: a lone note becomes its name (`E4`), notes starting together
-    /// become a chord of pitch classes in normal order (`4.7.11`); rhythm is not kept.
-    Seed {
+    /// The original design's tokens: a lone note becomes its name (`E4`), notes starting
+    /// together become a chord of pitch classes in normal order (`4.7.11`); rhythm is not
+    /// kept. Called `seed` before: `encode.encoding = "seed"` still means this.
+    Names {
         /// Notes whose onsets lie within this many quarter notes form one chord.
         chord_window_quarters: f64,
     },
@@ -21,7 +22,7 @@ impl Encoding {
     /// Short name as written in `pipeline.toml`.
     pub fn name(&self) -> &'static str {
         match self {
-            Encoding::Seed { .. } => "seed",
+            Encoding::Names { .. } => "names",
             Encoding::Performance { .. } => "performance",
         }
     }

@@ -96,7 +96,7 @@ impl Grammar {
             .is_some_and(|pressed| self.now + self.limits.step_seconds - pressed > self.limits.max_note_seconds + 1e-9)
     }
 
-    /// Records that token `id` was emitted (or fed in as part of the seed).
+    /// Records that token `id` was emitted (or fed in as part of the primer window).
     pub fn observe(&mut self, id: u32) {
         let Some(event) = self.events.get(id as usize).copied().flatten() else { return };
         self.last_was_velocity = matches!(event, Event::Velocity(_));

@@ -6,7 +6,7 @@
 //! - [`files`]: which files are MIDI files (the rule `extract` and the tools share);
 //! - [`midi_in`]: a standard MIDI file's bytes → notes, by fixed rules under caps;
 //! - [`midi_out`]: notes → a standard MIDI file for piano;
-//! - [`encoding`], [`codec`], [`performance`], [`seed`]: the token encodings, notes →
+//! - [`encoding`], [`codec`], [`performance`], [`names`]: the token encodings, notes →
 //!   tokens → notes, with augmentation; [`fidelity`] measures what survives the round trip;
 //! - [`grammar`]: which `performance` token may come next, for sampling.
 //!
@@ -23,11 +23,11 @@ pub mod files;
 pub mod grammar;
 pub mod midi_in;
 pub mod midi_out;
+pub mod names;
 pub mod note;
 pub mod performance;
-pub mod seed;
 
-pub use codec::{Codec, SeedTiming, augment, augmentations};
+pub use codec::{Codec, NamesTiming, augment, augmentations};
 pub use encoding::{Augmentation, Encoding, Vocabulary};
 pub use midi_in::{ReadOptions, Sustain};
 pub use note::{Note, PIANO_KEYS, TimedNote, parse_pitch_name, pitch_name};

@@ -61,7 +61,7 @@ fn make_reruns_only_stale_stages() {
     // binaries, not the Makefile, read the config.
     edit_config(dir, "[train]", "[train] # shorter run");
     assert_eq!(stages_run(dir), Vec::<&str>::new());
-    edit_config(dir, "encoding = \"seed\"", "'encoding' = 'seed'");
+    edit_config(dir, "encoding = \"names\"", "'encoding' = 'seed'");
     edit_config(dir, "[compose]", "[compose]\nmax_held = 12");
     assert_eq!(stages_run(dir), Vec::<&str>::new());
     // A dotted key is the same setting as its section's key, and its change is a change.

@@ -1,7 +1,7 @@
 //! The pipeline's one source of randomness.
 //!
 //! Every random choice — the train/validation split, weight initialisation, the order of
-//! training windows, dropout masks, the composer's seed window and sampling — draws from a
+//! training windows, dropout masks, the composer's primer window and sampling — draws from a
 //! [`SeededRng`] made from the single `seed` in `pipeline.toml` plus a purpose label.
 //!
 //! Key design decision: each purpose gets its *own* stream ([`SeededRng::new`] mixes the

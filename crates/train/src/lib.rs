@@ -681,7 +681,7 @@ mod tests {
             tokens: (0..120).map(|i| i % 6).collect(),
         };
         let dataset = DatasetArtifact {
-            encoding: Encoding::Seed { chord_window_quarters: 0.0 },
+            encoding: Encoding::Names { chord_window_quarters: 0.0 },
             vocabulary: Vocabulary::from_tokens((0..6).map(|i| format!("C{i}"))),
             seq_len: 8,
             stride: 2,

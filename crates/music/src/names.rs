@@ -1,4 +1,4 @@
-//! The `seed` encoding: the original design's note and chord names.
+//! The `names` encoding (once called `seed`): the original design's note and chord names.
 //!
 //! Notes are grouped by onset. A group with one pitch becomes that pitch's name (`E4`,
 //! `F#3`; MIDI 60 is `C4`); a group with several becomes a chord: its pitch classes in
@@ -27,7 +27,7 @@ pub fn normal_order(pitch_classes: &[u8]) -> Vec<u8> {
     (0..n).map(rotation).min_by_key(|r| (packing(r), r[0])).expect("n >= 2 rotations")
 }
 
-/// Encodes a piece's notes as `seed` tokens, one per onset group.
+/// Encodes a piece's notes as `names` tokens, one per onset group.
 ///
 /// Notes are grouped when their onsets lie within `chord_window` quarter notes of the
 /// group's first onset. Expects `notes` sorted by onset (as `notes.bin` stores them).
@@ -51,7 +51,7 @@ pub fn encode_piece(notes: &[Note], chord_window: f64) -> Vec<String> {
 
 /// The pitches a token stands for: a note name gives its pitch; a chord gives its pitch
 /// classes voiced upwards from the octave above middle C's octave start (first pitch class
-/// in 60..72, each next one above the previous). `None` for text that is no `seed` token.
+/// in 60..72, each next one above the previous). `None` for text that is no `names` token.
 pub fn decode_token(token: &str) -> Option<Vec<u8>> {
     if let Some(pitch) = parse_pitch_name(token) {
         return Some(vec![pitch]);
