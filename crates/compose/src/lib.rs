@@ -356,18 +356,7 @@ fn compose_on_this_thread(
         .map(|(primer, rng)| Piece {
             primer,
             rng,
-            grammar: match model.encoding {
-                Encoding::Performance { step_ms, .. } => Some(grammar::Grammar::new(
-                    &model.vocabulary.tokens,
-                    grammar::Limits {
-                        step_seconds: f64::from(step_ms) / 1000.0,
-                        max_shift_run: settings.max_shift_run,
-                        max_held: settings.max_held,
-                        max_note_seconds: settings.max_note_seconds,
-                    },
-                )),
-                Encoding::Names { .. } => None,
-            },
+            grammar: grammar_for(model, settings),
             // `tokens` is an upper bound, and with `seconds` set far from the usual length.
             generated: Vec::with_capacity(settings.tokens.min(1 << 16)),
             elapsed: 0.0,
@@ -442,6 +431,18 @@ struct Piece<'a> {
     /// Seconds of music generated so far.
     elapsed: f64,
     phrases: form::Phrases,
+}
+
+/// The rules a piece's tokens are drawn under: `performance` has a grammar, `names` none.
+fn grammar_for(model: &ModelArtifact, settings: &ComposeConfig) -> Option<grammar::Grammar> {
+    let Encoding::Performance { step_ms, .. } = model.encoding else { return None };
+    let limits = grammar::Limits {
+        step_seconds: f64::from(step_ms) / 1000.0,
+        max_shift_run: settings.max_shift_run,
+        max_held: settings.max_held,
+        max_note_seconds: settings.max_note_seconds,
+    };
+    Some(grammar::Grammar::new(&model.vocabulary.tokens, limits))
 }
 
 /// The network's choice of the next token from its `scores`: the grammar's refusals

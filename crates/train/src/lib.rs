@@ -374,130 +374,227 @@ pub fn train(
     dataset: &DatasetArtifact,
     device: &Device,
     start: Start,
-    hooks: Hooks,
+    mut hooks: Hooks,
 ) -> Result<Trained, TrainError> {
-    let settings = &config.train;
-    let hyperparameters = Hyperparameters {
-        vocab_size: dataset.vocabulary.len(),
-        embedding: settings.embedding,
-        hidden: settings.hidden,
-        layers: settings.layers,
-        dropout: settings.dropout,
-        seq_len: dataset.seq_len,
-    };
-    let mut train_windows = dataset.windows(Split::Train);
-    let validation_windows = dataset.windows(Split::Validation);
-    let mut order_rng = SeededRng::new(config.seed, "order");
-    let mut dropout_rng = SeededRng::new(config.seed, "dropout");
-    let initialised_from = start.initialised_from().cloned();
-    let (model, mut optimizer, mut history) =
-        starting_point(&start, &hyperparameters, config, &mut dropout_rng, device)?;
-    let resume = match &start {
-        Start::Resume(checkpoint) => Some(checkpoint.as_ref()),
-        _ => None,
-    };
-    let mut timings: Vec<EpochTiming> = resume.map_or_else(Vec::new, |c| c.timings.clone());
-    let parameters: usize = model.vars().iter().map(|v| v.elem_count()).sum();
-    tracing::info!(
-        "train: {parameters} parameters (vocabulary {}, embedding {}, {}×LSTM {}), {} training windows, \
-         batch {}, {} epochs on {device:?} with {} threads",
-        hyperparameters.vocab_size,
-        hyperparameters.embedding,
-        hyperparameters.layers,
-        hyperparameters.hidden,
-        train_windows.len(),
-        settings.batch_size,
-        settings.epochs,
-        candle_core::utils::get_num_threads()
-    );
-
-    // Everything a checkpoint needs besides the running totals.
-    let snapshot =
-        |model: &LstmModel, optimizer: &Adam, history: &Vec<EpochRecord>| -> Result<ModelArtifact, TrainError> {
-            Ok(ModelArtifact {
-                hyperparameters: hyperparameters.clone(),
-                encoding: dataset.encoding.clone(),
-                vocabulary: dataset.vocabulary.clone(),
-                weights: model.to_named()?,
-                optimizer: optimizer.state(model.names()),
-                initialised_from: initialised_from.clone(),
-                weights_epoch: history.last().map_or(0, |e| e.epoch),
-                history: history.clone(),
-            })
-        };
-    let mut best: Option<BestWeights> = resume.and_then(|c| c.best.clone());
-    // The finished model: the best epoch's weights where there is one.
-    let finish = |model: ModelArtifact, best: Option<BestWeights>| match best {
-        Some(best) => ModelArtifact { weights: best.weights, weights_epoch: best.epoch, ..model },
-        None => model,
-    };
-    let start_epoch = resume.map_or(1, |c| c.epoch);
-    // The window order of each epoch is a shuffle of the previous one: replay those before
-    // the epoch we resume in, so it sees the order it would have seen.
-    for _ in 1..start_epoch {
-        order_rng.shuffle(&mut train_windows);
+    let mut run = Run::begin(config, dataset, device, &start)?;
+    for epoch in run.first_epoch()..=config.train.epochs {
+        let out_of_time = run.train_epoch(epoch, &mut hooks)?;
+        run.end_epoch(epoch, &mut hooks)?;
+        if let Some(ending) = run.reason_to_stop(epoch, out_of_time) {
+            return run.finish(ending);
+        }
     }
-    let budget_seconds = settings.max_minutes * 60.0;
-    let trained_before = resume.map_or(0.0, |c| c.trained_seconds);
-    let started = Instant::now();
-    let trained_seconds = || trained_before + started.elapsed().as_secs_f64();
-    let mut last_save = (Instant::now(), 0usize);
-    let mut steps = 0usize;
-    let mut step_losses: Vec<(f64, f32)> = Vec::new();
-    for epoch in start_epoch..=settings.epochs {
-        let epoch_started = Instant::now();
-        order_rng.shuffle(&mut train_windows);
-        let batches: Vec<&[(usize, usize)]> = train_windows.chunks(settings.batch_size).collect();
-        let resumed = resume.filter(|c| c.epoch == epoch);
+    run.finish(Ending::Completed)
+}
+
+/// One training run in progress: the network and optimizer, the random streams, and what
+/// the run has recorded so far. A resumed run starts with the checkpoint's values.
+struct Run<'a> {
+    config: &'a PipelineConfig,
+    dataset: &'a DatasetArtifact,
+    device: &'a Device,
+    hyperparameters: Hyperparameters,
+    initialised_from: Option<InputDigest>,
+    resume: Option<&'a CheckpointArtifact>,
+    model: LstmModel,
+    optimizer: Adam,
+    order_rng: SeededRng,
+    dropout_rng: SeededRng,
+    train_windows: Vec<(usize, usize)>,
+    validation_windows: Vec<(usize, usize)>,
+    history: Vec<EpochRecord>,
+    timings: Vec<EpochTiming>,
+    /// The weights after the epoch with the lowest validation loss so far.
+    best: Option<BestWeights>,
+    /// This run's steps, and each step's loss at its position in epochs (for the curve).
+    steps: usize,
+    step_losses: Vec<(f64, f32)>,
+    /// When, and after how many steps, the last checkpoint was saved.
+    last_save: (Instant, usize),
+    /// Training time before this run (from the checkpoint), and when this run started.
+    trained_before: f64,
+    started: Instant,
+    /// The running totals of the epoch in progress: loss sum, targets, seconds before this run.
+    epoch_totals: (f64, usize, f64),
+    epoch_started: Instant,
+}
+
+impl<'a> Run<'a> {
+    fn begin(
+        config: &'a PipelineConfig,
+        dataset: &'a DatasetArtifact,
+        device: &'a Device,
+        start: &'a Start,
+    ) -> Result<Self, TrainError> {
+        let settings = &config.train;
+        let hyperparameters = Hyperparameters {
+            vocab_size: dataset.vocabulary.len(),
+            embedding: settings.embedding,
+            hidden: settings.hidden,
+            layers: settings.layers,
+            dropout: settings.dropout,
+            seq_len: dataset.seq_len,
+        };
+        let mut dropout_rng = SeededRng::new(config.seed, "dropout");
+        let (model, optimizer, history) = starting_point(start, &hyperparameters, config, &mut dropout_rng, device)?;
+        let resume = match start {
+            Start::Resume(checkpoint) => Some(checkpoint.as_ref()),
+            _ => None,
+        };
+        let mut run = Run {
+            config,
+            dataset,
+            device,
+            initialised_from: start.initialised_from().cloned(),
+            resume,
+            model,
+            optimizer,
+            order_rng: SeededRng::new(config.seed, "order"),
+            dropout_rng,
+            train_windows: dataset.windows(Split::Train),
+            validation_windows: dataset.windows(Split::Validation),
+            history,
+            timings: resume.map_or_else(Vec::new, |c| c.timings.clone()),
+            best: resume.and_then(|c| c.best.clone()),
+            steps: 0,
+            step_losses: Vec::new(),
+            last_save: (Instant::now(), 0),
+            trained_before: resume.map_or(0.0, |c| c.trained_seconds),
+            started: Instant::now(),
+            epoch_totals: (0.0, 0, 0.0),
+            epoch_started: Instant::now(),
+            hyperparameters,
+        };
+        // The window order of each epoch is a shuffle of the previous one: replay those before
+        // the epoch we resume in, so it sees the order it would have seen.
+        for _ in 1..run.first_epoch() {
+            run.order_rng.shuffle(&mut run.train_windows);
+        }
+        run.log_start();
+        Ok(run)
+    }
+
+    fn first_epoch(&self) -> usize {
+        self.resume.map_or(1, |c| c.epoch)
+    }
+
+    fn trained_seconds(&self) -> f64 {
+        self.trained_before + self.started.elapsed().as_secs_f64()
+    }
+
+    fn log_start(&self) {
+        let (hp, settings) = (&self.hyperparameters, &self.config.train);
+        let parameters: usize = self.model.vars().iter().map(|v| v.elem_count()).sum();
+        tracing::info!(
+            "train: {parameters} parameters (vocabulary {}, embedding {}, {}×LSTM {}), {} training windows, \
+             batch {}, {} epochs on {:?} with {} threads",
+            hp.vocab_size,
+            hp.embedding,
+            hp.layers,
+            hp.hidden,
+            self.train_windows.len(),
+            settings.batch_size,
+            settings.epochs,
+            self.device,
+            candle_core::utils::get_num_threads()
+        );
+    }
+
+    /// The model as it stands, with everything a checkpoint needs besides the running totals.
+    fn snapshot(&self) -> Result<ModelArtifact, TrainError> {
+        Ok(ModelArtifact {
+            hyperparameters: self.hyperparameters.clone(),
+            encoding: self.dataset.encoding.clone(),
+            vocabulary: self.dataset.vocabulary.clone(),
+            weights: self.model.to_named()?,
+            optimizer: self.optimizer.state(self.model.names()),
+            initialised_from: self.initialised_from.clone(),
+            weights_epoch: self.history.last().map_or(0, |e| e.epoch),
+            history: self.history.clone(),
+        })
+    }
+
+    /// Runs the steps of `epoch` (those not already in a resumed checkpoint), saving a
+    /// checkpoint when one is due, on an interrupt, and when the time budget runs out.
+    /// Returns whether the budget ran out.
+    fn train_epoch(&mut self, epoch: usize, hooks: &mut Hooks) -> Result<bool, TrainError> {
+        let settings = &self.config.train;
+        self.epoch_started = Instant::now();
+        self.order_rng.shuffle(&mut self.train_windows);
+        let windows = self.train_windows.clone();
+        let batches: Vec<&[(usize, usize)]> = windows.chunks(settings.batch_size).collect();
+        let resumed = self.resume.filter(|c| c.epoch == epoch);
         let skip = resumed.map_or(0, |c| c.batches_done);
-        let (mut loss_sum, mut targets, seconds_before) =
-            resumed.map_or((0.0, 0, 0.0), |c| (c.epoch_loss_sum, c.epoch_targets, c.epoch_seconds));
+        self.epoch_totals = resumed.map_or((0.0, 0, 0.0), |c| (c.epoch_loss_sum, c.epoch_targets, c.epoch_seconds));
+        let budget_seconds = settings.max_minutes * 60.0;
         let mut progress = Progress::new("train", "batches", (batches.len() - skip.min(batches.len())) as u64);
-        let mut out_of_time = false;
         for (index, windows) in batches.iter().enumerate().skip(skip) {
-            let (loss_value, count) =
-                step(&model, &mut optimizer, dataset, windows, &mut dropout_rng, settings, device)?
-                    .ok_or(TrainError::Diverged { epoch })?;
-            loss_sum += loss_value * count as f64;
-            targets += count;
-            steps += 1;
-            step_losses.push(((epoch - 1) as f64 + (index + 1) as f64 / batches.len() as f64, loss_value as f32));
+            let (loss_value, count) = step(
+                &self.model,
+                &mut self.optimizer,
+                self.dataset,
+                windows,
+                &mut self.dropout_rng,
+                settings,
+                self.device,
+            )?
+            .ok_or(TrainError::Diverged { epoch })?;
+            self.epoch_totals.0 += loss_value * count as f64;
+            self.epoch_totals.1 += count;
+            self.steps += 1;
+            let position = (epoch - 1) as f64 + (index + 1) as f64 / batches.len() as f64;
+            self.step_losses.push((position, loss_value as f32));
+            let (loss_sum, targets, _) = self.epoch_totals;
             progress.advance(1, || {
                 let rate = (targets - resumed.map_or(0, |c| c.epoch_targets)) as f64
-                    / epoch_started.elapsed().as_secs_f64().max(1e-9);
+                    / self.epoch_started.elapsed().as_secs_f64().max(1e-9);
                 format!(", loss {:.3}, {rate:.0} targets/s", loss_sum / targets as f64)
             });
 
             let interrupted = hooks.interrupt.load(Ordering::Relaxed);
-            out_of_time = budget_seconds > 0.0 && trained_seconds() >= budget_seconds;
-            let due = (settings.checkpoint_steps > 0 && steps - last_save.1 >= settings.checkpoint_steps)
+            let out_of_time = budget_seconds > 0.0 && self.trained_seconds() >= budget_seconds;
+            let due = (settings.checkpoint_steps > 0 && self.steps - self.last_save.1 >= settings.checkpoint_steps)
                 || (settings.checkpoint_seconds > 0.0
-                    && last_save.0.elapsed().as_secs_f64() >= settings.checkpoint_seconds);
+                    && self.last_save.0.elapsed().as_secs_f64() >= settings.checkpoint_seconds);
             if interrupted || due || out_of_time {
-                (hooks.save)(&CheckpointArtifact {
-                    model: snapshot(&model, &optimizer, &history)?,
-                    epoch,
-                    batches_done: index + 1,
-                    epoch_loss_sum: loss_sum,
-                    epoch_targets: targets,
-                    epoch_seconds: seconds_before + epoch_started.elapsed().as_secs_f64(),
-                    dropout_rng_position: dropout_rng.position(),
-                    trained_seconds: trained_seconds(),
-                    best: best.clone(),
-                    settings: Vec::new(),
-                    timings: timings.clone(),
-                })?;
-                last_save = (Instant::now(), steps);
+                (hooks.save)(&self.checkpoint(epoch, index + 1)?)?;
+                self.last_save = (Instant::now(), self.steps);
             }
             if interrupted {
                 return Err(TrainError::Interrupted { checkpoint: PathBuf::new() });
             }
             if out_of_time {
-                break;
+                return Ok(true);
             }
         }
-        let seconds = seconds_before + epoch_started.elapsed().as_secs_f64();
-        let validation = evaluate(&model, dataset, &validation_windows, settings.batch_size, device)?;
+        Ok(false)
+    }
+
+    /// Everything needed to continue `epoch` after its first `batches_done` batches.
+    fn checkpoint(&self, epoch: usize, batches_done: usize) -> Result<CheckpointArtifact, TrainError> {
+        let (epoch_loss_sum, epoch_targets, seconds_before) = self.epoch_totals;
+        Ok(CheckpointArtifact {
+            model: self.snapshot()?,
+            epoch,
+            batches_done,
+            epoch_loss_sum,
+            epoch_targets,
+            epoch_seconds: seconds_before + self.epoch_started.elapsed().as_secs_f64(),
+            dropout_rng_position: self.dropout_rng.position(),
+            trained_seconds: self.trained_seconds(),
+            best: self.best.clone(),
+            settings: Vec::new(),
+            timings: self.timings.clone(),
+        })
+    }
+
+    /// Validates, records the epoch and its timing, keeps the weights if they are the best
+    /// so far, and tells the hooks.
+    fn end_epoch(&mut self, epoch: usize, hooks: &mut Hooks) -> Result<(), TrainError> {
+        let (loss_sum, targets, seconds_before) = self.epoch_totals;
+        let seconds = seconds_before + self.epoch_started.elapsed().as_secs_f64();
+        let batch_size = self.config.train.batch_size;
+        let validation = evaluate(&self.model, self.dataset, &self.validation_windows, batch_size, self.device)?;
         let record = EpochRecord {
             epoch,
             train_loss: (loss_sum / targets.max(1) as f64) as f32,
@@ -505,37 +602,48 @@ pub fn train(
             validation_accuracy: validation.map(|v| v.1),
         };
         let timing = EpochTiming { epoch, seconds, targets_per_second: targets as f64 / seconds.max(1e-9) };
-        log_epoch(&record, &timing, settings.epochs, trained_seconds());
-        timings.push(timing);
+        log_epoch(&record, &timing, self.config.train.epochs, self.trained_seconds());
+        self.timings.push(timing);
         if let Some(loss) = record.validation_loss
-            && best.as_ref().is_none_or(|b| loss < b.validation_loss)
+            && self.best.as_ref().is_none_or(|b| loss < b.validation_loss)
         {
-            best = Some(BestWeights { epoch, validation_loss: loss, weights: model.to_named()? });
+            self.best = Some(BestWeights { epoch, validation_loss: loss, weights: self.model.to_named()? });
         }
-        history.push(record);
-        (hooks.epoch_done)(&history, &step_losses)?;
+        self.history.push(record);
+        (hooks.epoch_done)(&self.history, &self.step_losses)
+    }
+
+    /// Why training should stop after `epoch`, if it should: the time budget ran out, or
+    /// `train.patience` epochs brought no lower validation loss.
+    fn reason_to_stop(&self, epoch: usize, out_of_time: bool) -> Option<Ending> {
+        let settings = &self.config.train;
         if out_of_time {
             tracing::info!(
                 "train: {:.1} minutes of training reached train.max_minutes = {} in epoch {epoch}",
-                trained_seconds() / 60.0,
+                self.trained_seconds() / 60.0,
                 settings.max_minutes
             );
-            let model = finish(snapshot(&model, &optimizer, &history)?, best);
-            return Ok(Trained { model, ending: Ending::TimeBudget, timings });
+            return Some(Ending::TimeBudget);
         }
-        if let Some(b) = best.as_ref().filter(|b| settings.patience > 0 && epoch - b.epoch >= settings.patience) {
-            tracing::info!(
-                "train: no lower validation loss for {} epochs (train.patience): stopping; the best was {:.3} in epoch {}",
-                settings.patience,
-                b.validation_loss,
-                b.epoch
-            );
-            let model = finish(snapshot(&model, &optimizer, &history)?, best);
-            return Ok(Trained { model, ending: Ending::Patience, timings });
-        }
+        let b = self.best.as_ref().filter(|b| settings.patience > 0 && epoch - b.epoch >= settings.patience)?;
+        tracing::info!(
+            "train: no lower validation loss for {} epochs (train.patience): stopping; the best was {:.3} in epoch {}",
+            settings.patience,
+            b.validation_loss,
+            b.epoch
+        );
+        Some(Ending::Patience)
     }
-    let model = finish(snapshot(&model, &optimizer, &history)?, best);
-    Ok(Trained { model, ending: Ending::Completed, timings })
+
+    /// The finished model: the best epoch's weights where there is one.
+    fn finish(self, ending: Ending) -> Result<Trained, TrainError> {
+        let model = self.snapshot()?;
+        let model = match self.best {
+            Some(best) => ModelArtifact { weights: best.weights, weights_epoch: best.epoch, ..model },
+            None => model,
+        };
+        Ok(Trained { model, ending, timings: self.timings })
+    }
 }
 
 /// The network, its optimizer and the history so far at the start of a run, and the dropout
