@@ -69,6 +69,9 @@ pub struct MusicComparison {
 #[derive(Debug, Serialize)]
 pub struct GeneratedFigures {
     pub file: String,
+    /// BLAKE3 of the MIDI file's bytes, so a reader can tell whether these figures still
+    /// describe the file of that name.
+    pub blake3: String,
     pub music: MusicComparison,
     pub longest_copied_tokens: memorisation::CopiedRun,
     pub longest_copied_notes: memorisation::CopiedRun,
@@ -234,6 +237,7 @@ pub fn evaluate(
         let stats = MusicStats::of(&[plain(&piece)]);
         figures.push(GeneratedFigures {
             file: path.display().to_string(),
+            blake3: artifacts::hex(&artifacts::digest(&bytes)),
             music: MusicComparison { against_validation: music::compare(&stats, &validation_music), stats },
             longest_copied_tokens: memorisation::longest_copied_run(&tokens, &training_tokens),
             longest_copied_notes: memorisation::longest_copied_run(&pitches, &training_pitches),

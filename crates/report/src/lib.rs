@@ -41,7 +41,7 @@ pub fn page(folder: &Path) -> String {
     what_ran(&mut page, folder, report("notes.report.json"), report("dataset.report.json"));
     training(&mut page, folder, report("model.report.json"));
     artifact_table(&mut page, folder);
-    let evaluation = report("evaluation.json").map(|e| (e, modified(&folder.join("evaluation.json"))));
+    let evaluation = report("evaluation.json");
     for piece in generated_pieces(folder) {
         generated_piece(&mut page, folder, &piece, evaluation.as_ref());
     }
@@ -229,7 +229,7 @@ fn generated_pieces(folder: &Path) -> Vec<String> {
     pieces
 }
 
-fn generated_piece(page: &mut Page, folder: &Path, midi: &str, evaluation: Option<&(Value, Option<SystemTime>)>) {
+fn generated_piece(page: &mut Page, folder: &Path, midi: &str, evaluation: Option<&Value>) {
     let stem = midi.trim_end_matches(".mid");
     let id = escape(stem);
     page.heading(&format!("Generated: {}", escape(midi)));
@@ -259,14 +259,16 @@ fn generated_piece(page: &mut Page, folder: &Path, midi: &str, evaluation: Optio
              on Debian or Ubuntu, or set <code>compose.soundfont</code>.</p>",
         );
     }
-    let Some((evaluation, evaluated)) = evaluation else { return };
+    let Some(evaluation) = evaluation else { return };
     let entry =
         evaluation["generated"].as_array().into_iter().flatten().find(|g| {
             g["file"].as_str().and_then(|f| Path::new(f).file_name()).is_some_and(|f| f.to_str() == Some(midi))
         });
     let Some(entry) = entry else { return };
-    if !matches!((evaluated, made), (Some(a), Some(b)) if *a >= b) {
-        page.raw("<p class=\"note\">The evaluation is older than this piece: run <code>make evaluate</code>.</p>");
+    // The figures describe the piece only if they were made from these very bytes.
+    let current = artifacts::read_file(&folder.join(midi)).map(|bytes| artifacts::hex(&artifacts::digest(&bytes)));
+    if entry["blake3"].as_str() != current.as_deref().ok() {
+        page.raw("<p class=\"note\">The evaluation is of an earlier piece: run <code>make evaluate</code>.</p>");
         return;
     }
     let rows: Vec<Vec<String>> = entry["music"]["against_validation"]
