@@ -195,8 +195,11 @@ fn page_url(dir: &Path, name: &str) -> String {
 fn browse(browser: &Path, url: &str, flags: &[String]) -> std::process::Output {
     let scratch = tempfile::tempdir().unwrap();
     let (stdout, stderr) = (scratch.path().join("stdout"), scratch.path().join("stderr"));
+    // No sandbox: CI runs as root, where Chromium's sandbox refuses to start; shared memory
+    // in a temporary file: containers often have a tiny /dev/shm.
     let mut child = Command::new(browser)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars", "--mute-audio"])
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"])
+        .args(["--hide-scrollbars", "--mute-audio"])
         .arg(format!("--user-data-dir={}", scratch.path().join("profile").display()))
         .args(flags)
         .arg(url)
