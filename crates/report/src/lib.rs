@@ -26,9 +26,14 @@ use std::time::SystemTime;
 /// The page's file name inside the artifacts folder.
 pub const PAGE: &str = "index.html";
 
-/// Writes `folder/index.html` from what `folder` holds; returns the page's path.
+/// Writes `folder/index.html` from what `folder` holds; returns the page's path. A folder
+/// that does not exist is an error (a mistyped `--artifacts` must not get a page of blanks).
 pub fn write_page(folder: &Path) -> Result<PathBuf, artifacts::ArtifactError> {
     let path = folder.join(PAGE);
+    if !folder.is_dir() {
+        let missing = std::io::Error::new(std::io::ErrorKind::NotFound, "no such folder: run the pipeline first");
+        return Err(artifacts::ArtifactError::Io { path: folder.to_path_buf(), source: missing });
+    }
     let outcome = artifacts::write_if_changed(&path, page(folder).as_bytes())?;
     stage_cli::log_outcome(&path, outcome);
     Ok(path)
@@ -323,4 +328,38 @@ fn quality_section(page: &mut Page, quality: &Value) {
         "<p>Longest run copied from a training piece in any transposition: {} notes.</p>",
         text(&quality["longest_copy_notes"])
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_without_reports_gets_a_page_that_says_what_to_run() {
+        let folder = tempfile::tempdir().unwrap();
+        let page = page(folder.path());
+        for stage in ["extract", "encode", "train"] {
+            assert!(page.contains(&format!("run <code>{stage}</code>")), "{page}");
+        }
+        assert!(!page.contains("<img"), "no pictures that do not exist");
+    }
+
+    #[test]
+    fn a_missing_folder_is_an_error_and_nothing_is_created() {
+        let folder = tempfile::tempdir().unwrap();
+        let missing = folder.path().join("not-there");
+        assert!(write_page(&missing).is_err());
+        assert!(!missing.exists());
+    }
+
+    #[test]
+    fn damaged_reports_are_shown_as_unknown_not_a_panic() {
+        let folder = tempfile::tempdir().unwrap();
+        std::fs::write(folder.path().join("notes.report.json"), r#"{"files_read": "x", "skipped": 5}"#).unwrap();
+        std::fs::write(folder.path().join("model.report.json"), "not json").unwrap();
+        std::fs::write(folder.path().join("x.mid.report.json"), "{}").unwrap();
+        std::fs::write(folder.path().join("x.mid"), b"").unwrap();
+        let page = page(folder.path());
+        assert!(page.contains("<span id=\"files-read\">x</span>") && page.contains("Generated: x.mid"), "{page}");
+    }
 }
