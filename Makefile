@@ -36,8 +36,9 @@ unless_present = $(if $(wildcard $(1)),,ALWAYS)
 # ---------------------------------------------------------------------------------------
 # Stamps. Written while the Makefile is read, and rewritten only when their content
 # changes, so their mtimes say "this changed" and nothing else:
-#   inputs.stamp       the list of MIDI files under DATA, by extract's own rule (names
-#                      with spaces are fine here, unlike in make prerequisites)
+#   inputs.stamp       the MIDI files under DATA with their modification times, as the
+#                      extract binary lists them (`--print-inputs`; names with spaces
+#                      are fine here, unlike in make prerequisites)
 #   <stage>.stamp      the digest of the settings the stage's output depends on, as the
 #                      stage binary computes it (`--print-config-digest`: its section,
 #                      with seed and [runtime] where they matter), so no setting is parsed
@@ -47,33 +48,28 @@ $(shell mkdir -p $(STAMPS))
 
 # $(call stage_digest,STAGE,ARGS): the command that prints the stage's settings digest.
 stage_digest = $(BIN)/$(1) --config $(CONFIG) $(2) --print-config-digest
-# $(call record_digest,STAGE,ARGS): rewrites the stage's stamp from its binary, where it
-# exists. Where the binary cannot read the config, the stamp is left alone and this expands
-# to ALWAYS, a prerequisite that makes the stage run (and say what is wrong); once the config
-# is right again, only what really changed reruns.
-record_digest = $(if $(wildcard $(BIN)/$(1)),$(shell \
-    if $(call stage_digest,$(1),$(2)) > $(STAMPS)/$(1).new 2>/dev/null; then \
+# $(call record_stamp,NAME,STAGE,COMMAND): where the STAGE binary exists, COMMAND's output
+# becomes $(STAMPS)/NAME.stamp if it differs. Where the command fails (the binary cannot
+# read the config, the folder is missing), the stamp is left alone and this expands to
+# ALWAYS, a prerequisite that makes the stage run (and say what is wrong); once that is
+# fixed, only what really changed reruns.
+record_stamp = $(if $(wildcard $(BIN)/$(2)),$(shell \
+    if $(3) > $(STAMPS)/$(1).new 2>/dev/null; then \
         cmp -s $(STAMPS)/$(1).new $(STAMPS)/$(1).stamp || mv $(STAMPS)/$(1).new $(STAMPS)/$(1).stamp; \
     else echo ALWAYS; fi; rm -f $(STAMPS)/$(1).new))
 # A stamp no binary could write yet: missing, so the stage runs (and its recipe writes it).
 $(STAMPS)/%.stamp: ;
 EXTRACT_INPUT = $(if $(DATA),--input "$(DATA)")
+# The MIDI files with their modification times, listed by extract itself (its own rule for
+# what a MIDI file is); its recipe writes the list again for what it read.
+list_inputs = $(BIN)/extract --config $(CONFIG) $(EXTRACT_INPUT) --print-inputs
 
-# The input list changes when a file is added or removed; a file modified (or touched) since
-# the stamp was written counts as a change too. Plain POSIX find, so this works on macOS.
-# extract's recipe writes the list again for the folder it read, so a first build (when
-# DATA was not yet known here) leaves a stamp the next make agrees with.
-midi_files = find "$(1)" \( -iname '*.mid' -o -iname '*.midi' -o -iname '*.rmi' \) ! -type d $(2) 2>/dev/null
-inputs_listing = { echo "DATA=$(1)"; $(call midi_files,$(1)) | LC_ALL=C sort; }
-$(shell $(call inputs_listing,$(DATA)) > $(STAMPS)/inputs.new; \
-    if ! cmp -s $(STAMPS)/inputs.new $(STAMPS)/inputs.stamp || \
-       [ -n "$$($(call midi_files,$(DATA),-newer $(STAMPS)/inputs.stamp) | head -n 1)" ]; \
-    then mv $(STAMPS)/inputs.new $(STAMPS)/inputs.stamp; else rm -f $(STAMPS)/inputs.new; fi)
-UNREADABLE_FOR_EXTRACT  := $(call record_digest,extract,$(EXTRACT_INPUT))
-UNREADABLE_FOR_ENCODE   := $(call record_digest,encode)
-UNREADABLE_FOR_TRAIN    := $(call record_digest,train)
-UNREADABLE_FOR_COMPOSE  := $(call record_digest,compose)
-UNREADABLE_FOR_EVALUATE := $(call record_digest,evaluate)
+UNREADABLE_FOR_EXTRACT  := $(call record_stamp,inputs,extract,$(list_inputs)) \
+                           $(call record_stamp,extract,extract,$(call stage_digest,extract,$(EXTRACT_INPUT)))
+UNREADABLE_FOR_ENCODE   := $(call record_stamp,encode,encode,$(call stage_digest,encode))
+UNREADABLE_FOR_TRAIN    := $(call record_stamp,train,train,$(call stage_digest,train))
+UNREADABLE_FOR_COMPOSE  := $(call record_stamp,compose,compose,$(call stage_digest,compose))
+UNREADABLE_FOR_EVALUATE := $(call record_stamp,evaluate,evaluate,$(call stage_digest,evaluate))
 
 # ---------------------------------------------------------------------------------------
 # Binaries. Cargo writes for each binary the list of source files it was built from
@@ -102,8 +98,7 @@ $(addprefix $(BIN)/,$(BINARIES)): Cargo.toml Cargo.lock $(wildcard crates/*/Carg
 $(NOTES): $(STAMPS)/extract.ran ;
 $(STAMPS)/extract.ran: $(BIN)/extract $(STAMPS)/inputs.stamp $(STAMPS)/extract.stamp $(UNREADABLE_FOR_EXTRACT) $(call unless_present,$(NOTES))
 	$(BIN)/extract --config $(CONFIG) $(EXTRACT_INPUT) --output $(NOTES)
-	@folder="$$($(BIN)/extract --config $(CONFIG) $(EXTRACT_INPUT) --print-input)" && \
-	    $(call inputs_listing,$$folder) > $(STAMPS)/inputs.stamp
+	@$(list_inputs) > $(STAMPS)/inputs.stamp
 	@$(call stage_digest,extract,$(EXTRACT_INPUT)) > $(STAMPS)/extract.stamp
 	@touch $@
 

@@ -230,6 +230,23 @@ fn grouped_reasons(rejected: &[RejectedFile]) -> String {
     format!(" ({})", parts.join(", "))
 }
 
+/// The MIDI files under `folder` as `make` compares them from run to run: one line each,
+/// the modification time in nanoseconds (0 where there is none) and the path, sorted by path.
+pub fn input_listing(folder: &Path) -> Result<String, ExtractError> {
+    let mut listing = String::new();
+    for path in music::files::find_midi_files(folder)? {
+        // The entry itself, not what a link points to: a link's target is read (and
+        // refused) by extract the same way whatever it points to.
+        let modified = std::fs::symlink_metadata(&path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        listing.push_str(&format!("{modified} {}\n", relative_name(folder, &path)));
+    }
+    Ok(listing)
+}
+
 /// `path` relative to `root`, `/`-separated, as recorded in the artifact. Bytes of a name
 /// that are not UTF-8 are written as `\xNN`, so two such names never record as one.
 fn relative_name(root: &Path, path: &Path) -> String {

@@ -19,6 +19,11 @@ struct Args {
     /// how `make` learns the default folder without parsing `pipeline.toml` itself.
     #[arg(long)]
     print_input: bool,
+    /// Print the MIDI files this run would read, one a line with its modification time, and
+    /// exit: `make` compares the list with the last run's, so a file added, removed or
+    /// modified reruns extract, by extract's own rule for what a MIDI file is.
+    #[arg(long)]
+    print_inputs: bool,
     /// The notes artifact to write.
     #[arg(long, default_value = "artifacts/notes.bin", value_name = "FILE")]
     output: PathBuf,
@@ -34,6 +39,10 @@ fn main() -> std::process::ExitCode {
         }
         if args.print_input {
             println!("{}", config.extract.input.display());
+            return Ok(());
+        }
+        if args.print_inputs {
+            print!("{}", extract::input_listing(&config.extract.input)?);
             return Ok(());
         }
         if args.digest.print_if_asked(&config, config::Section::Extract) {
