@@ -256,7 +256,7 @@ clean:
 help:
 	@echo "make              run extract, encode, train, compose on DATA ($(DATA)); writes $(MUSIC)"
 	@echo "make DATA=dir     the same on another folder of .mid/.midi files (searched recursively)"
-	@echo "make test         the test suite (tests that need ../shared/data or a SoundFont skip without them)"
+	@echo "make test         the test suite (tests that need ../shared/data, a SoundFont or Chromium skip without them)"
 	@echo "make base-model   retrain models/piano.bin on BASE_CORPUS/BASE_LIST (see models/README.md)"
 	@echo "make quality      the base model's music against held-out pieces: artifacts/quality.md"
 	@echo "make bench-maestro a MAESTRO-sized corpus (1,276 files) through extract, encode and a minute of training"
