@@ -333,18 +333,24 @@ fn compose_on_this_thread(
     streams: Vec<(&[u32], SeededRng)>,
 ) -> Result<Vec<Composition>, ComposeError> {
     let settings = &config.compose;
-    // Seconds of music each token adds: time shifts (performance) or one step per element (names).
-    let step_seconds = |id: u32| -> f64 {
-        match model.encoding {
-            Encoding::Performance { step_ms, .. } => match Event::parse(model.vocabulary.token(id)) {
+    // Seconds of music each token id adds: time shifts (performance) or one step per element
+    // (names). Worked out once per dictionary entry, not parsed again at every step.
+    let token_seconds: Vec<f64> = model
+        .vocabulary
+        .tokens
+        .iter()
+        .map(|token| match model.encoding {
+            Encoding::Performance { step_ms, .. } => match Event::parse(token) {
                 Some(Event::Shift(n)) => f64::from(n) * f64::from(step_ms) / 1000.0,
                 _ => 0.0,
             },
             Encoding::Names { .. } => settings.step_quarters * 60.0 / settings.tempo_bpm,
-        }
-    };
-    let is_shift: Vec<bool> = (0..model.vocabulary.len() as u32)
-        .map(|id| matches!(model.encoding, Encoding::Performance { .. }) && step_seconds(id) > 0.0)
+        })
+        .collect();
+    let step_seconds = |id: u32| token_seconds[id as usize];
+    let is_shift: Vec<bool> = token_seconds
+        .iter()
+        .map(|&seconds| matches!(model.encoding, Encoding::Performance { .. }) && seconds > 0.0)
         .collect();
     let form = form::Form { phrase_seconds: settings.phrase_seconds, repeat: settings.repeat };
     let primer_length = streams.first().map_or(0, |(primer, _)| primer.len());

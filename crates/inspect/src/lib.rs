@@ -26,13 +26,18 @@ pub struct Description {
 /// The description of the artifact at `path`, or why it is not one.
 pub fn describe(path: &Path) -> Result<Description, String> {
     let bytes = read_file(path).map_err(|e| e.to_string())?;
-    let (header, _) = read_header(&bytes).ok_or_else(|| format!("{}: not a pipeline artifact", path.display()))?;
+    describe_bytes(path, &bytes)
+}
+
+/// [`describe`] for an artifact's bytes already read from `path` (named in the text).
+pub fn describe_bytes(path: &Path, bytes: &[u8]) -> Result<Description, String> {
+    let (header, _) = read_header(bytes).ok_or_else(|| format!("{}: not a pipeline artifact", path.display()))?;
     let mut out = describe_header(path, &header, bytes.len());
     let summary = match header.kind {
-        ArtifactKind::Notes => from_bytes::<NotesArtifact>(&bytes, path).map(|(_, a)| notes(&a)),
-        ArtifactKind::Dataset => from_bytes::<DatasetArtifact>(&bytes, path).map(|(_, a)| dataset(&a)),
-        ArtifactKind::Model => from_bytes::<ModelArtifact>(&bytes, path).map(|(_, a)| model(&a)),
-        ArtifactKind::Checkpoint => from_bytes::<CheckpointArtifact>(&bytes, path).map(|(_, a)| checkpoint(&a)),
+        ArtifactKind::Notes => from_bytes::<NotesArtifact>(bytes, path).map(|(_, a)| notes(&a)),
+        ArtifactKind::Dataset => from_bytes::<DatasetArtifact>(bytes, path).map(|(_, a)| dataset(&a)),
+        ArtifactKind::Model => from_bytes::<ModelArtifact>(bytes, path).map(|(_, a)| model(&a)),
+        ArtifactKind::Checkpoint => from_bytes::<CheckpointArtifact>(bytes, path).map(|(_, a)| checkpoint(&a)),
     };
     let payload_readable = summary.is_ok();
     match summary {

@@ -203,7 +203,7 @@ fn artifact_table(page: &mut Page, folder: &Path) {
             format!("{:.1} MB", bytes.len() as f64 / 1e6),
             format!("<code>{}</code>", &artifacts::hex(&header.payload_digest)[..16]),
         ]);
-        if let Ok(description) = inspect::describe(&path) {
+        if let Ok(description) = inspect::describe_bytes(&path, &bytes) {
             let _ = write!(details, "<pre>{}</pre>", escape(&description.text));
         }
     }
