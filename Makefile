@@ -31,7 +31,7 @@ PAGE     := $(ART)/index.html
 # $(call unless_present,FILE): nothing when FILE exists, else a prerequisite that is always stale.
 unless_present = $(if $(wildcard $(1)),,ALWAYS)
 .PHONY: ALWAYS
-.PHONY: all test test-deps evaluate listen corpus inspect bench bench-maestro clean help base-model quality page
+.PHONY: all test test-deps evaluate listen corpus inspect bench bench-peers bench-maestro clean help base-model quality page
 
 # ---------------------------------------------------------------------------------------
 # Stamps. Written while the Makefile is read, and rewritten only when their content
@@ -181,8 +181,19 @@ inspect: $(BIN)/inspect
 # A few minutes; BENCH_CORPUS is the MIDI folder that extract and encode are timed on.
 BENCH_CORPUS ?= ../shared/data/piano
 bench:
-	cargo build --release --locked $(CARGO_FLAGS) --bin bench
+	cargo build --release --locked $(CARGO_FLAGS) --bin bench --bin extract --bin encode
 	$(BIN)/bench --corpus "$(BENCH_CORPUS)" --output $(ART)/bench.json
+
+# The same, then PyTorch (float32 and bfloat16 autocast) and symusic at the bench's shapes
+# and on its corpus, in the same run: bench.json gains `peers` and `ratios`. The first run
+# installs them (crates/bench/peers-requirements.txt) into $(PEERS_ENV), outside the source.
+PEERS_ENV ?= target/bench-peers
+bench-peers: $(PEERS_ENV)/installed bench
+	$(PEERS_ENV)/bin/python crates/bench/peers.py --bench $(ART)/bench.json --corpus "$(BENCH_CORPUS)"
+$(PEERS_ENV)/installed: crates/bench/peers-requirements.txt
+	python3 -m venv $(PEERS_ENV)
+	$(PEERS_ENV)/bin/pip install --quiet -r $<
+	touch $@
 
 # The base model that `make` fine-tunes from: the pipeline on a real corpus, the files named
 # in BASE_LIST (paths relative to BASE_CORPUS), trained for train.max_minutes of
@@ -265,6 +276,7 @@ help:
 	@echo "make listen       render the generated music to artifacts/generated_music.wav"
 	@echo "make inspect      print what each artifact is and what made it"
 	@echo "make bench        speed of every stage on this machine: a table and artifacts/bench.json"
+	@echo "make bench-peers  the same beside PyTorch and symusic, installed under target/ (needs python3)"
 	@echo "make corpus       re-render data/*.mid from data/scores/*.score"
 	@echo "make clean        delete the artifacts"
 	@echo "variables: CONFIG=$(CONFIG) ART=$(ART) DATA=$(DATA) CARGO_FLAGS=$(CARGO_FLAGS)"

@@ -1,21 +1,26 @@
 //! `make bench`: how fast each stage runs on this machine, printed as a table and written
 //! to `artifacts/bench.json`.
 //!
-//! Reads a folder of MIDI files (by default `../shared/data/piano`) and nothing else; the
-//! training and generation figures use random tokens at the "seed config" (vocabulary 400,
-//! embedding 128, 2 LSTM layers, batch 64, sequence 50, loss at every position), so they
-//! depend only on the shapes, not on any data set.
+//! Reads a folder of MIDI files (by default `../shared/data/piano`) and nothing else. Extract
+//! and encode are timed twice over: the stage binaries as a user runs them (files on disk →
+//! `notes.bin` → `dataset.bin`, with the page cache warm and, for extract, cold) and MIDI
+//! parsing alone on bytes already in memory. The training and generation figures use random
+//! tokens at the "seed config" (vocabulary 400, embedding 128, 2 LSTM layers, batch 64,
+//! sequence 50, loss at every position), so they depend only on the shapes, not on any data.
 //!
-//! Key design decision: every figure is the median of several timed repetitions after an
-//! untimed warm-up, and training is compared in the same process against candle-nn's LSTM
-//! on the same shapes, optimizer and thread count, so the ratios hold for this machine
-//! whatever its speed. The roofline is what the matrix products alone would cost at the
-//! measured large-matmul rate: 6 floating-point operations per matmul weight per target
-//! (2 forward, 4 backward), which no LSTM trainer doing all of that work can beat. This
-//! project's first layer does less (its input projection once per distinct token, about
-//! 7 % of that count at the seed config), so its share of the roofline flatters it by that much.
+//! Key design decision: every figure is [`SAMPLES`] or more timed repetitions after an
+//! untimed warm-up, reported as min / median / max, and training is compared in the same
+//! process against candle-nn's LSTM on the same shapes, optimizer and thread count, so the
+//! ratios hold for this machine whatever its speed. The stages are timed by running their
+//! binaries, not by calling their libraries: a tool stands on the floor crates, never on a
+//! stage's library, and a user waits for the whole binary. The roofline is what the matrix
+//! products alone would cost at the measured large-matmul rate: 6 floating-point operations
+//! per matmul weight per target (2 forward, 4 backward), which no LSTM trainer doing all of
+//! that work can beat. This project's first layer does less (its input projection once per
+//! distinct token, about 7 % of that count at the seed config), so its share of the
+//! roofline flatters it by that much.
 
-use artifacts::{Hyperparameters, NotesArtifact};
+use artifacts::{DatasetArtifact, Hyperparameters, NotesArtifact};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::rnn::{LSTMConfig, RNN};
 use candle_nn::{Module, VarBuilder, VarMap};
@@ -23,13 +28,19 @@ use lstm::adam::Adam;
 use lstm::{Generator, LstmModel};
 use rayon::prelude::*;
 use seeded_rng::SeededRng;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Instant;
+
+/// The fewest timed samples behind any figure (after an untimed warm-up).
+pub const SAMPLES: usize = 10;
 
 /// Everything `make bench` measures; written as `bench.json`.
 #[derive(Debug, serde::Serialize)]
 pub struct BenchReport {
     pub threads: usize,
+    /// The shapes training and generation are timed at, for peers measuring the same.
+    pub shapes: Shapes,
     pub extract: Option<ExtractFigures>,
     pub encode: Option<EncodeFigures>,
     /// Large matrix product `[3200, 512] × [512, 2048]` through Candle, GFLOP/s, at the start.
@@ -38,18 +49,66 @@ pub struct BenchReport {
     pub generation: Vec<GenerationFigures>,
 }
 
+/// The network and batch shapes of the training and generation figures.
+#[derive(Debug, serde::Serialize)]
+pub struct Shapes {
+    pub vocab_size: usize,
+    pub embedding: usize,
+    pub layers: usize,
+    pub batch: usize,
+    pub seq_len: usize,
+    pub generated_tokens: usize,
+}
+
+/// The spread of one figure over its samples. Invariant: `min ≤ median ≤ max`.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct Spread {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+}
+
+/// Timed repetitions of one piece of work that handles `units` things (notes, tokens,
+/// targets) each time: its seconds and its rate, each as min / median / max.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct Timing {
+    pub samples: usize,
+    pub seconds: Spread,
+    pub per_second: Spread,
+}
+
+impl Timing {
+    fn of(units: usize, mut seconds: Vec<f64>) -> Self {
+        seconds.sort_by(f64::total_cmp);
+        let spread = Spread { min: seconds[0], median: seconds[seconds.len() / 2], max: seconds[seconds.len() - 1] };
+        let rate = |s: f64| units as f64 / s;
+        Timing {
+            samples: seconds.len(),
+            seconds: spread,
+            per_second: Spread { min: rate(spread.max), median: rate(spread.median), max: rate(spread.min) },
+        }
+    }
+}
+
 #[derive(Debug, serde::Serialize)]
 pub struct ExtractFigures {
     pub files: usize,
     pub notes: usize,
-    pub notes_per_second: f64,
-    pub files_per_second: f64,
+    /// `music::midi_in` on every file's bytes already in memory, in parallel: notes/s.
+    pub parse_in_memory: Timing,
+    /// The `extract` binary, folder on disk → `notes.bin`, files in the page cache: notes/s.
+    pub stage_warm: Option<Timing>,
+    /// The same with the MIDI files evicted from the page cache before every sample.
+    pub stage_cold: Option<Timing>,
+    /// Why a stage figure is missing (no binary beside this one, no eviction on this OS).
+    pub missing: Vec<String>,
 }
 
 #[derive(Debug, serde::Serialize)]
 pub struct EncodeFigures {
     pub tokens: usize,
-    pub tokens_per_second: f64,
+    /// The `encode` binary, `notes.bin` → `dataset.bin` at the default settings: tokens/s.
+    pub stage: Timing,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -57,11 +116,11 @@ pub struct TrainingFigures {
     pub hidden: usize,
     /// `fused` (this project's CPU path) or `candle-nn` (candle_nn::rnn::LSTM).
     pub trainer: String,
-    pub seconds_per_step: f64,
-    pub targets_per_second: f64,
+    /// Training steps: targets/s.
+    pub step: Timing,
     /// The large-matmul rate around this row, GFLOP/s: the higher of the medians measured
-    /// just before and just after it (this machine's speed drifts by ±15 % over minutes,
-    /// so each row gets its own, and a slow moment cannot make the ratio look better).
+    /// just before and just after it (a shared machine's speed drifts over minutes, so each
+    /// row gets its own, and a slow moment cannot make the ratio look better).
     pub matmul_gflops: f64,
     /// Targets per second if only the matrix products ran, at that rate.
     pub roofline_targets_per_second: f64,
@@ -71,74 +130,177 @@ pub struct TrainingFigures {
 pub struct GenerationFigures {
     pub hidden: usize,
     pub streams: usize,
-    pub tokens_per_second: f64,
+    /// Generated tokens/s, all streams together.
+    pub run: Timing,
 }
 
-/// The median of `repeats` timings of `work`, after `warmup` untimed runs.
-pub fn median_seconds(warmup: usize, repeats: usize, mut work: impl FnMut()) -> f64 {
+/// `samples` timings of `work`, after `warmup` untimed runs.
+pub fn time(warmup: usize, samples: usize, mut work: impl FnMut()) -> Vec<f64> {
     for _ in 0..warmup {
         work();
     }
-    let mut times: Vec<f64> = (0..repeats.max(1))
+    (0..samples.max(1))
         .map(|_| {
             let started = Instant::now();
             work();
             started.elapsed().as_secs_f64()
         })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+        .collect()
+}
+
+/// Times `work` like [`time`], stopping at its first error.
+fn time_fallible<E>(warmup: usize, samples: usize, mut work: impl FnMut() -> Result<(), E>) -> Result<Vec<f64>, E> {
+    let mut failure = None;
+    let seconds = time(warmup, samples, || {
+        if failure.is_none() {
+            failure = work().err();
+        }
+    });
+    failure.map_or(Ok(seconds), Err)
 }
 
 /// Parses every MIDI file under `folder` from memory, in parallel as the extract stage
-/// does; `None` if the folder has no MIDI files.
-pub fn extract(folder: &Path, limits: &config::ExtractConfig) -> Option<(ExtractFigures, NotesArtifact)> {
+/// does; `None` if the folder has no MIDI files. Returns the files read and the figures
+/// (the stage figures still empty).
+pub fn parse_in_memory(folder: &Path, limits: &config::ExtractConfig) -> Option<(Vec<PathBuf>, ExtractFigures)> {
     let paths = music::files::find_midi_files(folder).ok()?;
-    let files: Vec<(String, Vec<u8>)> =
-        paths.iter().filter_map(|p| std::fs::read(p).ok().map(|bytes| (p.display().to_string(), bytes))).collect();
+    let files: Vec<Vec<u8>> = paths.iter().filter_map(|p| std::fs::read(p).ok()).collect();
     if files.is_empty() {
         return None;
     }
     let options = limits.read_options();
-    let parse = || -> Vec<Option<Vec<artifacts::Note>>> {
-        files.par_iter().map(|(_, bytes)| music::midi_in::notes_of_midi(bytes, &options).ok()).collect()
+    let parse = || -> usize {
+        files.par_iter().filter_map(|bytes| music::midi_in::notes_of_midi(bytes, &options).ok()).map(|n| n.len()).sum()
     };
-    let parsed = parse();
-    let notes: usize = parsed.iter().flatten().map(Vec::len).sum();
-    let seconds = median_seconds(1, 5, || {
+    let notes = parse();
+    let seconds = time(1, SAMPLES, || {
         std::hint::black_box(parse());
     });
-    let artifact = NotesArtifact {
-        files: files
-            .iter()
-            .zip(parsed)
-            .filter_map(|((path, bytes), notes)| {
-                Some(artifacts::ExtractedFile {
-                    path: path.clone(),
-                    content_digest: artifacts::digest(bytes),
-                    notes: notes?,
-                })
-            })
-            .collect(),
-        rejected: Vec::new(),
-    };
     let figures = ExtractFigures {
         files: files.len(),
         notes,
-        notes_per_second: notes as f64 / seconds,
-        files_per_second: files.len() as f64 / seconds,
+        parse_in_memory: Timing::of(notes, seconds),
+        stage_warm: None,
+        stage_cold: None,
+        missing: Vec::new(),
     };
-    Some((figures, artifact))
+    Some((paths, figures))
 }
 
-/// Encodes the extracted notes with `config`'s encoding (augmentation included).
-pub fn encode(config: &config::PipelineConfig, notes: &NotesArtifact) -> Option<EncodeFigures> {
-    let dataset = encode::encode(config, notes).ok()?;
-    let tokens = dataset.pieces.iter().map(|p| p.tokens.len()).sum();
-    let seconds = median_seconds(1, 3, || {
-        std::hint::black_box(encode::encode(config, notes).ok());
-    });
-    Some(EncodeFigures { tokens, tokens_per_second: tokens as f64 / seconds })
+/// Runs the `extract` and `encode` binaries that sit beside this one as a user runs them,
+/// at the default settings (an empty config file), in a scratch folder under `work`.
+pub struct Stages {
+    binaries: PathBuf,
+    work: PathBuf,
+}
+
+impl Stages {
+    /// `None` with the reason when a stage binary is not beside this one (build them:
+    /// `cargo build --release --bins`, which `make bench` does).
+    pub fn beside_this_binary(work: PathBuf) -> Result<Self, String> {
+        let me = std::env::current_exe().map_err(|e| format!("cannot locate the bench binary: {e}"))?;
+        let binaries = me.parent().map(Path::to_path_buf).unwrap_or_default();
+        for stage in ["extract", "encode"] {
+            if !binaries.join(stage).is_file() {
+                return Err(format!("no {stage} binary in {} (cargo build --release --bins)", binaries.display()));
+            }
+        }
+        std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+        std::fs::write(work.join("defaults.toml"), "# every setting at its default\n")
+            .map_err(|e| format!("{}: {e}", work.display()))?;
+        Ok(Stages { binaries, work })
+    }
+
+    fn notes_path(&self) -> PathBuf {
+        self.work.join("notes.bin")
+    }
+
+    fn run(&self, stage: &str, input: &Path, output: &Path) -> Result<(), String> {
+        // A byte-identical output is left untouched by the stages; removing it first makes
+        // every sample write its artifact, as a first run does.
+        let _ = std::fs::remove_file(output);
+        let result = Command::new(self.binaries.join(stage))
+            .arg("--config")
+            .arg(self.work.join("defaults.toml"))
+            .arg("--input")
+            .arg(input)
+            .arg("--output")
+            .arg(output)
+            .env("RUST_LOG", "warn")
+            .output()
+            .map_err(|e| format!("{stage}: {e}"))?;
+        if !result.status.success() {
+            return Err(format!("{stage} failed: {}", String::from_utf8_lossy(&result.stderr).trim()));
+        }
+        Ok(())
+    }
+
+    /// The extract binary on `folder`, warm then cold; fills `figures`' stage fields.
+    pub fn extract(&self, folder: &Path, files: &[PathBuf], figures: &mut ExtractFigures) -> Result<(), String> {
+        let output = self.notes_path();
+        let seconds = time_fallible(1, SAMPLES, || self.run("extract", folder, &output))?;
+        let (notes, _) = artifacts::read_input::<NotesArtifact>(&output).map_err(|e| e.to_string())?;
+        let notes = notes.files.iter().map(|f| f.notes.len()).sum();
+        figures.stage_warm = Some(Timing::of(notes, seconds));
+        match page_cache::can_evict() {
+            Ok(()) => {
+                let mut cold = Vec::with_capacity(SAMPLES);
+                for _ in 0..SAMPLES {
+                    page_cache::evict(files).map_err(|e| format!("evicting the corpus from the page cache: {e}"))?;
+                    cold.extend(time_fallible(0, 1, || self.run("extract", folder, &output))?);
+                }
+                figures.stage_cold = Some(Timing::of(notes, cold));
+            }
+            Err(why) => figures.missing.push(format!("extract, cold: {why}")),
+        }
+        Ok(())
+    }
+
+    /// The encode binary on the `notes.bin` that [`Stages::extract`] wrote.
+    pub fn encode(&self) -> Result<EncodeFigures, String> {
+        let output = self.work.join("dataset.bin");
+        let seconds = time_fallible(1, SAMPLES, || self.run("encode", &self.notes_path(), &output))?;
+        let (dataset, _) = artifacts::read_input::<DatasetArtifact>(&output).map_err(|e| e.to_string())?;
+        let tokens = dataset.pieces.iter().map(|p| p.tokens.len()).sum();
+        Ok(EncodeFigures { tokens, stage: Timing::of(tokens, seconds) })
+    }
+}
+
+impl Drop for Stages {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.work);
+    }
+}
+
+/// Dropping files from the page cache, so a "cold" sample reads them from the disk.
+mod page_cache {
+    use std::path::PathBuf;
+
+    /// `Err` with the reason where this build cannot evict files.
+    pub fn can_evict() -> Result<(), String> {
+        if cfg!(target_os = "linux") { Ok(()) } else { Err("no posix_fadvise on this OS".into()) }
+    }
+
+    /// Asks the kernel to drop each file's cached pages (`POSIX_FADV_DONTNEED`): clean
+    /// pages of a file go, with no root rights and nothing else on the machine disturbed.
+    #[cfg(target_os = "linux")]
+    pub fn evict(files: &[PathBuf]) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        for path in files {
+            let file = std::fs::File::open(path)?;
+            // SAFETY: the descriptor is open for the whole call; the call only advises the kernel.
+            let code = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+            if code != 0 {
+                return Err(std::io::Error::from_raw_os_error(code));
+            }
+        }
+        Ok(())
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn evict(_: &[PathBuf]) -> std::io::Result<()> {
+        Err(std::io::Error::other("no posix_fadvise on this OS"))
+    }
 }
 
 /// GFLOP/s of Candle's matmul on a large product, the rate the roofline assumes.
@@ -147,10 +309,10 @@ pub fn matmul_rate() -> candle_core::Result<f64> {
     let mut rng = SeededRng::new(1, "bench");
     let a = random(&mut rng, &[m, k])?;
     let b = random(&mut rng, &[k, n])?;
-    let seconds = median_seconds(3, 41, || {
+    let seconds = time(3, 41, || {
         std::hint::black_box(a.matmul(&b).expect("shapes fit"));
     });
-    Ok(2.0 * (m * k * n) as f64 / seconds / 1e9)
+    Ok(Timing::of(2 * m * k * n, seconds).per_second.median / 1e9)
 }
 
 fn random(rng: &mut SeededRng, shape: &[usize]) -> candle_core::Result<Tensor> {
@@ -178,35 +340,21 @@ fn token_batch(hp: &Hyperparameters, batch: usize) -> candle_core::Result<(Tenso
     Ok((all.narrow(1, 0, hp.seq_len)?.contiguous()?, all.narrow(1, 1, hp.seq_len)?.contiguous()?))
 }
 
-/// Times `work` like [`median_seconds`], stopping at its first error.
-fn median_seconds_of(
-    warmup: usize,
-    repeats: usize,
-    mut work: impl FnMut() -> candle_core::Result<()>,
-) -> candle_core::Result<f64> {
-    let mut failure = None;
-    let seconds = median_seconds(warmup, repeats, || {
-        if failure.is_none() {
-            failure = work().err();
-        }
-    });
-    failure.map_or(Ok(seconds), Err)
-}
-
-/// Seconds per training step (forward, loss, backward, Adam) of this project's model.
-pub fn train_fused(hp: &Hyperparameters, batch: usize, repeats: usize) -> candle_core::Result<f64> {
+/// Training steps (forward, loss, backward, Adam) of this project's model: targets/s.
+pub fn train_fused(hp: &Hyperparameters, batch: usize, samples: usize) -> candle_core::Result<Timing> {
     let model = LstmModel::new(hp.clone(), 1, &Device::Cpu)?;
     let mut adam = Adam::new(model.vars(), 1e-3);
     let (inputs, targets) = token_batch(hp, batch)?;
-    median_seconds_of(1, repeats, || {
+    let seconds = time_fallible(1, samples, || {
         let (_, grads) = model.loss_and_gradients(&inputs, &targets, None)?;
         adam.update(model.vars(), &grads)
-    })
+    })?;
+    Ok(Timing::of(batch * hp.seq_len, seconds))
 }
 
-/// Seconds per training step of the same network built from candle-nn's layers
-/// (`Embedding`, two `candle_nn::rnn::LSTM` run with `seq`, `Linear`).
-pub fn train_candle_nn(hp: &Hyperparameters, batch: usize, repeats: usize) -> candle_core::Result<f64> {
+/// Training steps of the same network built from candle-nn's layers (`Embedding`, two
+/// `candle_nn::rnn::LSTM` run with `seq`, `Linear`): targets/s.
+pub fn train_candle_nn(hp: &Hyperparameters, batch: usize, samples: usize) -> candle_core::Result<Timing> {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
     let embedding = candle_nn::embedding(hp.vocab_size, hp.embedding, vb.pp("embedding"))?;
@@ -220,7 +368,7 @@ pub fn train_candle_nn(hp: &Hyperparameters, batch: usize, repeats: usize) -> ca
     let vars = varmap.all_vars();
     let mut adam = Adam::new(&vars, 1e-3);
     let (inputs, targets) = token_batch(hp, batch)?;
-    median_seconds_of(1, repeats, || {
+    let seconds = time_fallible(1, samples, || {
         let mut x = embedding.forward(&inputs)?;
         for layer in &layers {
             x = layer.states_to_tensor(&layer.seq(&x)?)?;
@@ -233,18 +381,19 @@ pub fn train_candle_nn(hp: &Hyperparameters, batch: usize, repeats: usize) -> ca
             .map(|v| grads.get(v).expect("every weight is used").flatten_all()?.to_vec1())
             .collect::<candle_core::Result<_>>()?;
         adam.update(&vars, &grads)
-    })
+    })?;
+    Ok(Timing::of(batch * hp.seq_len, seconds))
 }
 
-/// Tokens per second generating `streams` sequences at once (greedy, so sampling costs
-/// nothing beyond the network).
-pub fn generate(hp: &Hyperparameters, streams: usize, tokens: usize) -> candle_core::Result<f64> {
+/// Generating `tokens` tokens in each of `streams` sequences at once (greedy, so sampling
+/// costs nothing beyond the network): tokens/s, all streams together.
+pub fn generate(hp: &Hyperparameters, streams: usize, tokens: usize) -> candle_core::Result<Timing> {
     let model = LstmModel::new(hp.clone(), 1, &Device::Cpu)?;
     let mut generator = Generator::new(&model, streams)?;
     let mut next: Vec<u32> = (0..streams as u32).collect();
     // As compose runs it: the loop on a kernel thread.
     let seconds = lstm::on_kernel_threads(|| {
-        median_seconds_of(1, 5, || {
+        time_fallible(1, SAMPLES, || -> candle_core::Result<()> {
             for _ in 0..tokens {
                 let logits = generator.step(&next)?;
                 for (stream, row) in logits.chunks_exact(hp.vocab_size).enumerate() {
@@ -254,47 +403,67 @@ pub fn generate(hp: &Hyperparameters, streams: usize, tokens: usize) -> candle_c
             Ok(())
         })
     })?;
-    Ok((tokens * streams) as f64 / seconds)
+    Ok(Timing::of(tokens * streams, seconds))
 }
 
-/// The report as a plain-text table.
+/// `min  median  max` of a rate, each right-aligned in `width`.
+fn spread(rate: &Spread, width: usize) -> String {
+    format!("{:>width$.0} {:>width$.0} {:>width$.0}", rate.min, rate.median, rate.max)
+}
+
+/// The report as a plain-text table: each figure's rate as min / median / max of its samples.
 pub fn table(report: &BenchReport) -> String {
-    let mut out = format!("pianola bench ({} threads)\n\n", report.threads);
+    let mut out =
+        format!("pianola bench ({} threads; every rate: min, median, max of ≥ {SAMPLES} samples)\n\n", report.threads);
     if let Some(e) = &report.extract {
-        out += &format!(
-            "extract   {:>12.0} notes/s {:>8.0} files/s   ({} files, {} notes)\n",
-            e.notes_per_second, e.files_per_second, e.files, e.notes
-        );
+        out += &format!("extract ({} files, {} notes), notes/s\n", e.files, e.notes);
+        out += &format!("  parse in memory       {}\n", spread(&e.parse_in_memory.per_second, 11));
+        for (name, figure) in [("stage, warm cache   ", &e.stage_warm), ("stage, cold cache   ", &e.stage_cold)] {
+            if let Some(timing) = figure {
+                out += &format!("  {name}  {}\n", spread(&timing.per_second, 11));
+            }
+        }
+        for why in &e.missing {
+            out += &format!("  not measured: {why}\n");
+        }
     }
     if let Some(e) = &report.encode {
-        out += &format!("encode    {:>12.0} tokens/s   ({} tokens)\n", e.tokens_per_second, e.tokens);
+        out += &format!("encode ({} tokens), tokens/s\n", e.tokens);
+        out += &format!("  stage                 {}\n", spread(&e.stage.per_second, 11));
     }
-    out += &format!("matmul    {:>12.1} GFLOP/s  ([3200,512]×[512,2048] through Candle)\n\n", report.matmul_gflops);
-    out += "training (vocabulary 400, embedding 128, 2 layers, batch 64, sequence 50)\n";
-    out += "  H    trainer     ms/step   targets/s   matmul GFLOP/s   roofline   of roofline\n";
+    let s = &report.shapes;
+    if !report.training.is_empty() {
+        out += &format!("\nmatmul {:.1} GFLOP/s ([3200,512]×[512,2048] through Candle)\n\n", report.matmul_gflops);
+        out += &format!(
+            "training (vocabulary {}, embedding {}, {} layers, batch {}, sequence {}), targets/s\n",
+            s.vocab_size, s.embedding, s.layers, s.batch, s.seq_len
+        );
+        out += "  H    trainer             min    median       max   matmul GFLOP/s   roofline   of roofline\n";
+    }
     for t in &report.training {
         out += &format!(
-            "  {:<4} {:<10} {:>8.1} {:>11.0} {:>16.0} {:>10.0} {:>12.0} %\n",
+            "  {:<4} {:<10} {} {:>16.0} {:>10.0} {:>12.0} %\n",
             t.hidden,
             t.trainer,
-            t.seconds_per_step * 1e3,
-            t.targets_per_second,
+            spread(&t.step.per_second, 9),
             t.matmul_gflops,
             t.roofline_targets_per_second,
-            100.0 * t.targets_per_second / t.roofline_targets_per_second
+            100.0 * t.step.per_second.median / t.roofline_targets_per_second
         );
     }
     for hidden in [256, 512] {
         let rate = |name: &str| {
-            report.training.iter().find(|t| t.hidden == hidden && t.trainer == name).map(|t| t.targets_per_second)
+            report.training.iter().find(|t| t.hidden == hidden && t.trainer == name).map(|t| t.step.per_second.median)
         };
         if let (Some(fused), Some(reference)) = (rate("fused"), rate("candle-nn")) {
-            out += &format!("  H={hidden}: fused is {:.1}× candle-nn\n", fused / reference);
+            out += &format!("  H={hidden}: fused is {:.1}× candle-nn (medians)\n", fused / reference);
         }
     }
-    out += "\ngeneration (H = 512)\n";
+    if !report.generation.is_empty() {
+        out += &format!("\ngeneration ({} tokens per stream), tokens/s\n", s.generated_tokens);
+    }
     for g in &report.generation {
-        out += &format!("  {:>2} stream(s) {:>10.0} tokens/s\n", g.streams, g.tokens_per_second);
+        out += &format!("  H={} {:>2} stream(s)  {}\n", g.hidden, g.streams, spread(&g.run.per_second, 9));
     }
     out
 }

@@ -1,12 +1,15 @@
-use bench::{BenchReport, GenerationFigures, TrainingFigures};
+use bench::{BenchReport, EncodeFigures, ExtractFigures, GenerationFigures, Shapes, TrainingFigures};
 use clap::Parser;
 use std::path::PathBuf;
 
-/// Measures how fast every stage runs on this machine: extract (notes/s, files/s over a
-/// folder of MIDI files), encode (tokens/s), training (targets/s of this project's fused
+/// Measures how fast every stage runs on this machine: extract (notes/s over a folder of
+/// MIDI files: parsing in memory, and the extract binary with the page cache warm and
+/// cold), encode (tokens/s, the encode binary), training (targets/s of this project's fused
 /// LSTM and of candle-nn's LSTM at the seed config, H = 256 and 512, against the roofline
 /// of the measured matmul rate) and generation (tokens/s, one stream and 16 at H = 512).
-/// Prints a table and writes the figures as JSON. Medians after a warm-up; a few minutes.
+/// Every figure is min / median / max of at least 10 samples after a warm-up. Prints a
+/// table and writes the figures as JSON; a few minutes. The extract and encode binaries
+/// must sit beside this one (`cargo build --release --bins`; `make bench` builds them).
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Args {
@@ -19,8 +22,8 @@ struct Args {
     /// Threads for the matrix products and extraction (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Timed training steps per configuration (the median is reported).
-    #[arg(long, default_value_t = 5)]
+    /// Timed training steps per configuration (min, median and max are reported).
+    #[arg(long, default_value_t = bench::SAMPLES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     steps: usize,
     /// Skip candle-nn's LSTM (its H = 512 steps take seconds each).
     #[arg(long)]
@@ -32,8 +35,9 @@ struct Args {
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
 enum Part {
-    /// Extract (and, for encode, the notes it needs).
+    /// Extract: parsing alone, and the stage binary (warm and cold page cache).
     Extract,
+    /// Encode: the stage binary on extract's output (so extract runs too).
     Encode,
     Training,
     Generation,
@@ -45,6 +49,11 @@ impl Args {
     }
 }
 
+/// Sequences per training step.
+const BATCH: usize = 64;
+/// Tokens generated per stream in each generation sample.
+const GENERATED_TOKENS: usize = 400;
+
 fn main() -> std::process::ExitCode {
     stage_cli::init_logging();
     let args = Args::parse();
@@ -55,20 +64,21 @@ fn main() -> std::process::ExitCode {
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let config = config::PipelineConfig::default();
     let threads = candle_core::utils::get_num_threads();
-    tracing::info!("bench: {threads} threads; extracting {}", args.corpus.display());
-    let wants_notes = args.runs(Part::Extract) || args.runs(Part::Encode);
-    let extracted = if wants_notes { bench::extract(&args.corpus, &config.extract) } else { None };
-    if extracted.is_none() && wants_notes {
-        tracing::warn!("no MIDI files under {}: extract and encode skipped", args.corpus.display());
-    }
-    let encode =
-        extracted.as_ref().filter(|_| args.runs(Part::Encode)).and_then(|(_, notes)| bench::encode(&config, notes));
+    let (extract, encode) =
+        if args.runs(Part::Extract) || args.runs(Part::Encode) { stages(args, &config) } else { (None, None) };
+    let seed = bench::seed_config(512);
+    let shapes = Shapes {
+        vocab_size: seed.vocab_size,
+        embedding: seed.embedding,
+        layers: seed.layers,
+        batch: BATCH,
+        seq_len: seed.seq_len,
+        generated_tokens: GENERATED_TOKENS,
+    };
     let matmul_gflops = if args.runs(Part::Training) { bench::matmul_rate()? } else { 0.0 };
-    let batch = 64;
     let mut training = Vec::new();
     for hidden in [256, 512].into_iter().filter(|_| args.runs(Part::Training)) {
         let hp = bench::seed_config(hidden);
-        let targets = (batch * hp.seq_len) as f64;
         let mut trainers = vec!["fused"];
         if !args.no_candle_nn {
             trainers.push("candle-nn");
@@ -76,17 +86,16 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         for trainer in trainers {
             tracing::info!("bench: training with {trainer} at H = {hidden}");
             let rate_before = bench::matmul_rate()?;
-            let seconds = match trainer {
-                "fused" => bench::train_fused(&hp, batch, args.steps)?,
-                _ => bench::train_candle_nn(&hp, batch, args.steps.min(3))?,
+            let step = match trainer {
+                "fused" => bench::train_fused(&hp, BATCH, args.steps)?,
+                _ => bench::train_candle_nn(&hp, BATCH, args.steps)?,
             };
             // The higher of the rates around the run: a slow moment must not flatter the ratio.
             let rate = rate_before.max(bench::matmul_rate()?);
             training.push(TrainingFigures {
                 hidden,
                 trainer: trainer.to_string(),
-                seconds_per_step: seconds,
-                targets_per_second: targets / seconds,
+                step,
                 matmul_gflops: rate,
                 roofline_targets_per_second: rate * 1e9 / (6.0 * bench::matmul_weights(&hp) as f64),
             });
@@ -94,18 +103,11 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut generation = Vec::new();
     for streams in [1, 16].into_iter().filter(|_| args.runs(Part::Generation)) {
-        let hp = bench::seed_config(512);
-        let tokens_per_second = bench::generate(&hp, streams, 400)?;
-        generation.push(GenerationFigures { hidden: 512, streams, tokens_per_second });
+        tracing::info!("bench: generating {streams} stream(s) at H = 512");
+        let run = bench::generate(&bench::seed_config(512), streams, GENERATED_TOKENS)?;
+        generation.push(GenerationFigures { hidden: 512, streams, run });
     }
-    let report = BenchReport {
-        threads,
-        extract: extracted.map(|(figures, _)| figures),
-        encode,
-        matmul_gflops,
-        training,
-        generation,
-    };
+    let report = BenchReport { threads, shapes, extract, encode, matmul_gflops, training, generation };
     print!("{}", bench::table(&report));
     if let Some(parent) = args.output.parent() {
         std::fs::create_dir_all(parent)?;
@@ -113,4 +115,35 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     artifacts::write_if_changed(&args.output, serde_json::to_string_pretty(&report)?.as_bytes())?;
     tracing::info!("bench: figures written to {}", args.output.display());
     Ok(())
+}
+
+/// Extract (parsing in memory, then the binary warm and cold) and the encode binary on
+/// extract's output; what cannot be measured is logged and left out, never guessed.
+fn stages(args: &Args, config: &config::PipelineConfig) -> (Option<ExtractFigures>, Option<EncodeFigures>) {
+    tracing::info!("bench: extracting {}", args.corpus.display());
+    let Some((files, mut extract)) = bench::parse_in_memory(&args.corpus, &config.extract) else {
+        tracing::warn!("no MIDI files under {}: extract and encode skipped", args.corpus.display());
+        return (None, None);
+    };
+    let work = std::env::temp_dir().join(format!("pianola-bench-{}", std::process::id()));
+    let stages = match bench::Stages::beside_this_binary(work) {
+        Ok(stages) => stages,
+        Err(why) => {
+            tracing::warn!("bench: stage binaries not timed: {why}");
+            extract.missing.push(why);
+            return (Some(extract), None);
+        }
+    };
+    if let Err(why) = stages.extract(&args.corpus, &files, &mut extract) {
+        tracing::warn!("bench: {why}");
+        extract.missing.push(why);
+        return (Some(extract), None);
+    }
+    let encode = if args.runs(Part::Encode) {
+        tracing::info!("bench: encoding {} notes", extract.notes);
+        stages.encode().map_err(|why| tracing::warn!("bench: {why}")).ok()
+    } else {
+        None
+    };
+    (Some(extract), encode)
 }

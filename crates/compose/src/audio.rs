@@ -1,7 +1,7 @@
 //! Listening: renders a MIDI file to a WAV file with a General MIDI SoundFont, in pure Rust
 //! (rustysynth), so no player or synthesizer needs to be installed.
 
-use music::midi_out::{self as midi_file, MidiNote};
+use music::midi_out as midi_file;
 use rustysynth::{MidiFile, MidiFileSequencer, SoundFont, Synthesizer, SynthesizerSettings};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,16 +62,8 @@ pub fn render_wav(midi: &Path, soundfont: &Path, wav: &Path) -> Result<f64, Stri
     if length > MAX_RENDER_SECONDS {
         return Err(format!("{}: {length:.0} s of music; at most {MAX_RENDER_SECONDS} s are rendered", midi.display()));
     }
-    // At 120 BPM a quarter note is half a second.
-    let notes: Vec<MidiNote> = notes
-        .iter()
-        .map(|n| MidiNote {
-            pitch: n.pitch,
-            velocity: n.velocity,
-            onset_quarters: n.onset_seconds * 2.0,
-            duration_quarters: n.duration_seconds * 2.0,
-        })
-        .collect();
+    // As heard, at one steady tempo: the synthesizer plays the file's seconds, whatever its tempo map.
+    let notes: Vec<music::Note> = notes.iter().map(|n| music::Note::at_steady_tempo(n.into(), 120.0)).collect();
     let rewritten = midi_file::to_bytes(&notes, 120.0);
     let midi_file = Arc::new(
         MidiFile::new(&mut std::io::Cursor::new(rewritten)).map_err(|e| format!("{}: {e:?}", midi.display()))?,

@@ -28,7 +28,7 @@ use artifacts::{DatasetArtifact, Encoding, ModelArtifact};
 use config::{ComposeConfig, PipelineConfig, Sampling};
 use lstm::LstmModel;
 use music::grammar;
-use music::midi_out::{self as midi_file, MidiNote};
+use music::midi_out as midi_file;
 use music::performance::Event;
 use seeded_rng::SeededRng;
 use stage_cli::Progress;
@@ -91,7 +91,7 @@ impl From<candle_core::Error> for ComposeError {
 /// What [`compose`] made: the generated token strings and the notes they decode to.
 pub struct Composition {
     pub tokens: Vec<String>,
-    pub notes: Vec<MidiNote>,
+    pub notes: Vec<artifacts::Note>,
 }
 
 /// Where a piece starts from.
@@ -147,7 +147,10 @@ pub fn run(
         config.compose.max_note_seconds = config.compose.max_note_seconds.min(longest);
     }
     let config = &config;
-    let device = lstm::select_device(config.runtime.device)?;
+    let device = {
+        use lstm::Backend;
+        lstm::select_device(config.runtime.device.pick(Backend::Auto, Backend::Cpu, Backend::Cuda, Backend::Metal))?
+    };
     let network = LstmModel::from_named(model.hyperparameters.clone(), &model.weights, &device)?;
     // Each output draws from its own random stream, so adding outputs never changes the earlier ones' seeds.
     let mut streams = Vec::with_capacity(config.compose.outputs);
@@ -568,19 +571,14 @@ pub fn sample(scores: &[f32], temperature: f64, top_k: usize, top_p: f64, rng: &
 /// design; `performance` tokens carry their own timing and velocities. Decoding is
 /// defensive: text that is no token is skipped, a release of a key that is not down is
 /// ignored, and a note still sounding after `compose.max_note_seconds` is ended there.
-pub fn decode(encoding: &Encoding, tokens: &[String], settings: &ComposeConfig) -> Vec<MidiNote> {
+pub fn decode(encoding: &Encoding, tokens: &[String], settings: &ComposeConfig) -> Vec<artifacts::Note> {
     let quarters_per_second = settings.tempo_bpm / 60.0;
     let timing =
         music::NamesTiming { step_seconds: settings.step_quarters / quarters_per_second, velocity: settings.velocity };
     music::Codec::new(encoding)
         .decode(tokens, timing, settings.max_note_seconds)
         .into_iter()
-        .map(|n| MidiNote {
-            pitch: n.pitch,
-            velocity: n.velocity,
-            onset_quarters: n.onset_seconds * quarters_per_second,
-            duration_quarters: n.duration_seconds * quarters_per_second,
-        })
+        .map(|sound| artifacts::Note::at_steady_tempo(sound, settings.tempo_bpm))
         .collect()
 }
 

@@ -66,6 +66,20 @@ pub enum Device {
     Metal,
 }
 
+impl Device {
+    /// The value among the four given, in the order of this enum's variants, that stands for
+    /// this choice: how a stage hands the setting to a crate with its own device type (`lstm`
+    /// knows nothing of the pipeline's settings) without a mapping written in every stage.
+    pub fn pick<T>(self, auto: T, cpu: T, cuda: T, metal: T) -> T {
+        match self {
+            Device::Auto => auto,
+            Device::Cpu => cpu,
+            Device::Cuda => cuda,
+            Device::Metal => metal,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExtractConfig {

@@ -147,7 +147,10 @@ pub fn run(config: &PipelineConfig, inputs: Inputs, output: &Path) -> Result<Eva
             inputs.model.display()
         )));
     }
-    let device = lstm::select_device(config.runtime.device)?;
+    let device = {
+        use lstm::Backend;
+        lstm::select_device(config.runtime.device.pick(Backend::Auto, Backend::Cpu, Backend::Cuda, Backend::Metal))?
+    };
     let evaluation = evaluate(config, &dataset, &model, &notes, inputs.generated, &device)?;
 
     let json = serde_json::to_string_pretty(&evaluation).expect("plain data serializes") + "\n";

@@ -381,14 +381,24 @@ fn named_tensors<'a>(names: &[String], tensors: impl Iterator<Item = &'a Tensor>
         .collect()
 }
 
-/// The Candle device for a config choice. `Auto` takes CUDA, then Metal, when this build
-/// has the feature and the machine has the device, else the CPU.
-pub fn select_device(choice: config::Device) -> Result<Device> {
-    match choice {
-        config::Device::Cpu => Ok(Device::Cpu),
-        config::Device::Cuda => Device::new_cuda(0),
-        config::Device::Metal => Device::new_metal(0),
-        config::Device::Auto => {
+/// Where the network runs, as a user chooses it. The stages map their `runtime.device`
+/// setting onto this, so the network knows nothing of the pipeline's settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// CUDA, then Metal, when this build has the feature and the machine has the device, else the CPU.
+    Auto,
+    Cpu,
+    Cuda,
+    Metal,
+}
+
+/// The Candle device for a backend; an error when this build or machine lacks it.
+pub fn select_device(backend: Backend) -> Result<Device> {
+    match backend {
+        Backend::Cpu => Ok(Device::Cpu),
+        Backend::Cuda => Device::new_cuda(0),
+        Backend::Metal => Device::new_metal(0),
+        Backend::Auto => {
             if candle_core::utils::cuda_is_available() {
                 Device::new_cuda(0)
             } else if candle_core::utils::metal_is_available() {

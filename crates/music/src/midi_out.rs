@@ -1,5 +1,6 @@
 //! Writing notes as a standard MIDI file that any player opens.
 
+use crate::Note;
 use midly::num::{u4, u7, u15, u24, u28};
 use midly::{Format, Header, MetaMessage, MidiMessage, Smf, Timing, TrackEvent, TrackEventKind};
 
@@ -7,18 +8,12 @@ use midly::{Format, Header, MetaMessage, MidiMessage, Smf, Timing, TrackEvent, T
 /// every common note value lands on a whole tick.
 pub const TICKS_PER_QUARTER: u16 = 480;
 
-/// A note to write, in quarter notes. Invariant: `pitch` and `velocity` ≤ 127, velocity > 0.
-#[derive(Clone, Debug, PartialEq)]
-pub struct MidiNote {
-    pub pitch: u8,
-    pub velocity: u8,
-    pub onset_quarters: f64,
-    pub duration_quarters: f64,
-}
-
 /// A format-0 MIDI file: one track on channel 1, program 0 (acoustic grand piano), the
-/// tempo set to `tempo_bpm`. Notes of zero length after rounding to ticks are skipped.
-pub fn to_bytes(notes: &[MidiNote], tempo_bpm: f64) -> Vec<u8> {
+/// tempo set to `tempo_bpm`, each note placed by its quarter notes (its seconds, channel and
+/// program are not read: [`Note::at_steady_tempo`] makes notes that agree with this file).
+/// Notes of zero length after rounding to ticks are skipped; pitch and velocity are
+/// clamped into MIDI's range.
+pub fn to_bytes(notes: &[Note], tempo_bpm: f64) -> Vec<u8> {
     let channel = u4::new(0);
     let ticks = |quarters: f64| (quarters * f64::from(TICKS_PER_QUARTER)).round().max(0.0) as u64;
     // (tick, 0 = off / 1 = on so offs sort first at a tick, pitch, velocity)
@@ -74,9 +69,9 @@ mod tests {
     #[test]
     fn written_file_reads_back_with_midly() {
         let notes = vec![
-            MidiNote { pitch: 60, velocity: 90, onset_quarters: 0.0, duration_quarters: 0.5 },
-            MidiNote { pitch: 60, velocity: 80, onset_quarters: 0.5, duration_quarters: 0.5 },
-            MidiNote { pitch: 64, velocity: 70, onset_quarters: 0.5, duration_quarters: 1.0 },
+            Note::of_score(60, 90, 0.0, 0.5, 100.0),
+            Note::of_score(60, 80, 0.5, 0.5, 100.0),
+            Note::of_score(64, 70, 0.5, 1.0, 100.0),
         ];
         let bytes = to_bytes(&notes, 100.0);
         let smf = Smf::parse(&bytes).unwrap();

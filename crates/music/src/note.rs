@@ -23,6 +23,40 @@ pub struct Note {
     pub duration_quarters: f64,
 }
 
+impl Note {
+    /// The note as the pipeline writes it: played at a steady `tempo_bpm` on the first
+    /// channel with the piano's program, so its quarter notes are its seconds at that tempo.
+    pub fn at_steady_tempo(sound: TimedNote, tempo_bpm: f64) -> Note {
+        let quarters_per_second = tempo_bpm / 60.0;
+        Note {
+            pitch: sound.pitch,
+            velocity: sound.velocity,
+            channel: 0,
+            program: 0,
+            onset_seconds: sound.onset_seconds,
+            duration_seconds: sound.duration_seconds,
+            onset_quarters: sound.onset_seconds * quarters_per_second,
+            duration_quarters: sound.duration_seconds * quarters_per_second,
+        }
+    }
+
+    /// A note of a score written in quarter notes, played at a steady `tempo_bpm` on the
+    /// first channel with the piano's program; the quarter notes are kept exactly.
+    pub fn of_score(pitch: u8, velocity: u8, onset_quarters: f64, duration_quarters: f64, tempo_bpm: f64) -> Note {
+        let seconds_per_quarter = 60.0 / tempo_bpm;
+        Note {
+            pitch,
+            velocity,
+            channel: 0,
+            program: 0,
+            onset_seconds: onset_quarters * seconds_per_quarter,
+            duration_seconds: duration_quarters * seconds_per_quarter,
+            onset_quarters,
+            duration_quarters,
+        }
+    }
+}
+
 /// A note as it sounds, in seconds: what a decoder gives, a piano roll draws and the music
 /// statistics count. [`Note`] is the same with what extract also keeps (channel, program,
 /// the score's quarter notes).

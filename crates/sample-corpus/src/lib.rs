@@ -23,7 +23,7 @@
 //! (a repeat may span them).
 //! Dynamics `pp p mp mf f ff` set the velocity of the following notes of that voice.
 
-use music::midi_out::MidiNote;
+use music::Note;
 use std::collections::BTreeMap;
 
 /// A parsed score: its metadata and every note of every voice.
@@ -32,13 +32,15 @@ pub struct Score {
     pub title: String,
     pub composer: String,
     pub tempo_bpm: f64,
-    pub notes: Vec<MidiNote>,
+    pub notes: Vec<Note>,
     /// Where each voice ends, in quarter notes: equal for a well-formed score.
     pub voice_ends: Vec<(String, f64)>,
 }
 
 /// Where a voice stands while its lines are read.
 struct VoiceCursor {
+    /// The score's tempo, which turns quarter notes into seconds.
+    tempo_bpm: f64,
     time: f64,
     duration: f64,
     velocity: u8,
@@ -75,7 +77,7 @@ pub fn parse_score(text: &str) -> Result<Score, String> {
         }
     }
     for (voice, tokens) in voices {
-        let mut cursor = VoiceCursor { time: 0.0, duration: 1.0, velocity: 72 };
+        let mut cursor = VoiceCursor { tempo_bpm: score.tempo_bpm, time: 0.0, duration: 1.0, velocity: 72 };
         play(&tokens, &mut cursor, &mut score.notes)
             .map_err(|(line, message)| format!("line {line} ({voice}): {message}"))?;
         score.voice_ends.push((voice, cursor.time));
@@ -121,11 +123,7 @@ fn tokenize(body: &str) -> Vec<String> {
 }
 
 /// Plays tokens into `notes`, advancing the voice's cursor.
-fn play(
-    tokens: &[(usize, String)],
-    cursor: &mut VoiceCursor,
-    notes: &mut Vec<MidiNote>,
-) -> Result<(), (usize, String)> {
+fn play(tokens: &[(usize, String)], cursor: &mut VoiceCursor, notes: &mut Vec<Note>) -> Result<(), (usize, String)> {
     let mut i = 0;
     while i < tokens.len() {
         let (line, token) = (tokens[i].0, tokens[i].1.as_str());
@@ -182,12 +180,7 @@ fn play(
             vec![parse_pitch(pitch_part).ok_or_else(|| fail(format!("bad token `{token}`")))?]
         };
         for pitch in pitches {
-            notes.push(MidiNote {
-                pitch,
-                velocity: cursor.velocity,
-                onset_quarters: cursor.time,
-                duration_quarters: cursor.duration,
-            });
+            notes.push(Note::of_score(pitch, cursor.velocity, cursor.time, cursor.duration, cursor.tempo_bpm));
         }
         cursor.time += cursor.duration;
     }

@@ -105,7 +105,10 @@ pub fn run(
     artifacts::refuse_input_as_output(output, &[input, &config.train.init]).map_err(TrainError::Artifact)?;
     let (dataset, dataset_digest) = artifacts::read_input::<DatasetArtifact>(input).map_err(TrainError::Artifact)?;
     let init = read_init(&config.train.init, &dataset, config)?;
-    let device = lstm::select_device(config.runtime.device)?;
+    let device = {
+        use lstm::Backend;
+        lstm::select_device(config.runtime.device.pick(Backend::Auto, Backend::Cpu, Backend::Cuda, Backend::Metal))?
+    };
     let checkpoint_path = checkpoint_path(output);
     let mut identity = config.training_identity();
     identity.extend(init.as_ref().map(|(_, from)| ("train.init digest".to_owned(), artifacts::hex(&from.digest))));
