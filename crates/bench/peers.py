@@ -162,20 +162,21 @@ def ratios(bench, peers):
             return rows[0]["targets_per_second"]["median"] if rows else None
 
         for row in bench.get("training", []):
-            if row["trainer"] != "fused":
+            if not row["trainer"].startswith("fused"):
                 continue
             ours = row["step"]["per_second"]["median"]
             for precision in ("float32", "bfloat16 autocast"):
                 theirs = theirs_training(row["hidden"], precision)
                 if theirs:
-                    key = f"training H={row['hidden']} vs PyTorch {precision}"
-                    out[key] = ours / theirs
+                    out[f"training H={row['hidden']} {row['trainer']} vs PyTorch {precision}"] = ours / theirs
         for row in bench.get("generation", []):
-            best = max((g["tokens_per_second"]["median"] for g in torch["generation"]
-                        if g["streams"] == row["streams"] and g["setting"].startswith("float32")), default=None)
-            if best:
-                out[f"generation {row['streams']} stream(s) vs PyTorch float32's best"] = \
-                    row["run"]["per_second"]["median"] / best
+            for precision in ("float32", ""):
+                best = max((g["tokens_per_second"]["median"] for g in torch["generation"]
+                            if g["streams"] == row["streams"] and g["setting"].startswith(precision)), default=None)
+                if best:
+                    theirs = f"PyTorch {precision}'s best" if precision else "PyTorch's best (any setting)"
+                    key = f"generation {row['streams']} stream(s) {row.get('precision', 'f32')} vs {theirs}"
+                    out[key] = row["run"]["per_second"]["median"] / best
     music = peers.get("symusic")
     extract = bench.get("extract")
     if music and extract:
@@ -204,7 +205,7 @@ def main():
     bench["ratios"] = ratios(bench, peers)
     print("ratios, ours / theirs (medians; above 1: this project is faster)")
     for key, value in bench["ratios"].items():
-        print(f"  {key:<55} {value:5.2f}×")
+        print(f"  {key:<62} {value:5.2f}×")
     temporary = bench_path.with_suffix(".json.tmp")
     temporary.write_text(json.dumps(bench, indent=2) + "\n")
     os.replace(temporary, bench_path)

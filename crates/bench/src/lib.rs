@@ -45,6 +45,8 @@ pub struct BenchReport {
     pub encode: Option<EncodeFigures>,
     /// Large matrix product `[3200, 512] × [512, 2048]` through Candle, GFLOP/s, at the start.
     pub matmul_gflops: f64,
+    /// The same product read as bfloat16 (`lstm::bf16`), GFLOP/s; absent without AVX-512 BF16.
+    pub matmul_bf16_gflops: Option<f64>,
     pub training: Vec<TrainingFigures>,
     pub generation: Vec<GenerationFigures>,
 }
@@ -114,7 +116,8 @@ pub struct EncodeFigures {
 #[derive(Debug, serde::Serialize)]
 pub struct TrainingFigures {
     pub hidden: usize,
-    /// `fused` (this project's CPU path) or `candle-nn` (candle_nn::rnn::LSTM).
+    /// `fused` (this project's CPU path, float32), `fused bf16` (its products in bfloat16)
+    /// or `candle-nn` (candle_nn::rnn::LSTM).
     pub trainer: String,
     /// Training steps: targets/s.
     pub step: Timing,
@@ -130,6 +133,8 @@ pub struct TrainingFigures {
 pub struct GenerationFigures {
     pub hidden: usize,
     pub streams: usize,
+    /// `f32` or `bf16`: how the products read the weights.
+    pub precision: String,
     /// Generated tokens/s, all streams together.
     pub run: Timing,
 }
@@ -305,7 +310,7 @@ mod page_cache {
 
 /// GFLOP/s of Candle's matmul on a large product, the rate the roofline assumes.
 pub fn matmul_rate() -> candle_core::Result<f64> {
-    let (m, k, n) = (3200, 512, 2048);
+    let (m, k, n) = MATMUL_SHAPE;
     let mut rng = SeededRng::new(1, "bench");
     let a = random(&mut rng, &[m, k])?;
     let b = random(&mut rng, &[k, n])?;
@@ -314,6 +319,28 @@ pub fn matmul_rate() -> candle_core::Result<f64> {
     });
     Ok(Timing::of(2 * m * k * n, seconds).per_second.median / 1e9)
 }
+
+/// The same product with both operands read as bfloat16 (`lstm::bf16`), GFLOP/s; `None`
+/// where the processor lacks AVX-512 BF16.
+pub fn matmul_rate_bf16() -> Option<f64> {
+    let (m, k, n) = MATMUL_SHAPE;
+    let mut rng = SeededRng::new(1, "bench");
+    let a: Vec<f32> = (0..m * k).map(|_| rng.unit_f32() * 2.0 - 1.0).collect();
+    let b: Vec<f32> = (0..k * n).map(|_| rng.unit_f32() * 2.0 - 1.0).collect();
+    let threads = candle_core::utils::get_num_threads();
+    let product =
+        || lstm::bf16::product(lstm::kernels::Mat::dense(&a, m, k), lstm::kernels::Mat::dense(&b, k, n), threads);
+    lstm::bf16::available().then(|| {
+        let seconds = time(3, 41, || {
+            std::hint::black_box(product());
+        });
+        Timing::of(2 * m * k * n, seconds).per_second.median / 1e9
+    })
+}
+
+/// `[m, k] × [k, n]` of the matmul rates: one layer's input projection at H = 512 and a
+/// batch of 64 × 50 positions.
+const MATMUL_SHAPE: (usize, usize, usize) = (3200, 512, 2048);
 
 fn random(rng: &mut SeededRng, shape: &[usize]) -> candle_core::Result<Tensor> {
     let count: usize = shape.iter().product();
@@ -340,9 +367,16 @@ fn token_batch(hp: &Hyperparameters, batch: usize) -> candle_core::Result<(Tenso
     Ok((all.narrow(1, 0, hp.seq_len)?.contiguous()?, all.narrow(1, 1, hp.seq_len)?.contiguous()?))
 }
 
-/// Training steps (forward, loss, backward, Adam) of this project's model: targets/s.
-pub fn train_fused(hp: &Hyperparameters, batch: usize, samples: usize) -> candle_core::Result<Timing> {
-    let model = LstmModel::new(hp.clone(), 1, &Device::Cpu)?;
+/// Training steps (forward, loss, backward, Adam) of this project's model, its products in
+/// `precision`: targets/s.
+pub fn train_fused(
+    hp: &Hyperparameters,
+    batch: usize,
+    samples: usize,
+    precision: lstm::Precision,
+) -> candle_core::Result<Timing> {
+    let mut model = LstmModel::new(hp.clone(), 1, &Device::Cpu)?;
+    model.set_precision(precision)?;
     let mut adam = Adam::new(model.vars(), 1e-3);
     let (inputs, targets) = token_batch(hp, batch)?;
     let seconds = time_fallible(1, samples, || {
@@ -386,9 +420,15 @@ pub fn train_candle_nn(hp: &Hyperparameters, batch: usize, samples: usize) -> ca
 }
 
 /// Generating `tokens` tokens in each of `streams` sequences at once (greedy, so sampling
-/// costs nothing beyond the network): tokens/s, all streams together.
-pub fn generate(hp: &Hyperparameters, streams: usize, tokens: usize) -> candle_core::Result<Timing> {
-    let model = LstmModel::new(hp.clone(), 1, &Device::Cpu)?;
+/// costs nothing beyond the network), products in `precision`: tokens/s, all streams together.
+pub fn generate(
+    hp: &Hyperparameters,
+    streams: usize,
+    tokens: usize,
+    precision: lstm::Precision,
+) -> candle_core::Result<Timing> {
+    let mut model = LstmModel::new(hp.clone(), 1, &Device::Cpu)?;
+    model.set_precision(precision)?;
     let mut generator = Generator::new(&model, streams)?;
     let mut next: Vec<u32> = (0..streams as u32).collect();
     // As compose runs it: the loop on a kernel thread.
@@ -433,7 +473,11 @@ pub fn table(report: &BenchReport) -> String {
     }
     let s = &report.shapes;
     if !report.training.is_empty() {
-        out += &format!("\nmatmul {:.1} GFLOP/s ([3200,512]×[512,2048] through Candle)\n\n", report.matmul_gflops);
+        out += &format!("\nmatmul {:.1} GFLOP/s ([3200,512]×[512,2048] through Candle)", report.matmul_gflops);
+        if let Some(rate) = report.matmul_bf16_gflops {
+            out += &format!(", {rate:.1} GFLOP/s in bfloat16");
+        }
+        out += "\n\n";
         out += &format!(
             "training (vocabulary {}, embedding {}, {} layers, batch {}, sequence {}), targets/s\n",
             s.vocab_size, s.embedding, s.layers, s.batch, s.seq_len
@@ -458,12 +502,21 @@ pub fn table(report: &BenchReport) -> String {
         if let (Some(fused), Some(reference)) = (rate("fused"), rate("candle-nn")) {
             out += &format!("  H={hidden}: fused is {:.1}× candle-nn (medians)\n", fused / reference);
         }
+        if let (Some(fused), Some(bf16)) = (rate("fused"), rate("fused bf16")) {
+            out += &format!("  H={hidden}: fused bf16 is {:.2}× fused float32 (medians)\n", bf16 / fused);
+        }
     }
     if !report.generation.is_empty() {
         out += &format!("\ngeneration ({} tokens per stream), tokens/s\n", s.generated_tokens);
     }
     for g in &report.generation {
-        out += &format!("  H={} {:>2} stream(s)  {}\n", g.hidden, g.streams, spread(&g.run.per_second, 9));
+        out += &format!(
+            "  H={} {:>2} stream(s) {:<4}  {}\n",
+            g.hidden,
+            g.streams,
+            g.precision,
+            spread(&g.run.per_second, 9)
+        );
     }
     out
 }

@@ -1,5 +1,6 @@
 use bench::{BenchReport, EncodeFigures, ExtractFigures, GenerationFigures, Shapes, TrainingFigures};
 use clap::Parser;
+use lstm::Precision;
 use std::path::PathBuf;
 
 /// Measures how fast every stage runs on this machine: extract (notes/s over a folder of
@@ -76,10 +77,14 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         generated_tokens: GENERATED_TOKENS,
     };
     let matmul_gflops = if args.runs(Part::Training) { bench::matmul_rate()? } else { 0.0 };
+    let matmul_bf16_gflops = if args.runs(Part::Training) { bench::matmul_rate_bf16() } else { None };
     let mut training = Vec::new();
     for hidden in [256, 512].into_iter().filter(|_| args.runs(Part::Training)) {
         let hp = bench::seed_config(hidden);
         let mut trainers = vec!["fused"];
+        if lstm::bf16::available() {
+            trainers.push("fused bf16");
+        }
         if !args.no_candle_nn {
             trainers.push("candle-nn");
         }
@@ -87,7 +92,8 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             tracing::info!("bench: training with {trainer} at H = {hidden}");
             let rate_before = bench::matmul_rate()?;
             let step = match trainer {
-                "fused" => bench::train_fused(&hp, BATCH, args.steps)?,
+                "fused" => bench::train_fused(&hp, BATCH, args.steps, Precision::F32)?,
+                "fused bf16" => bench::train_fused(&hp, BATCH, args.steps, Precision::Bf16)?,
                 _ => bench::train_candle_nn(&hp, BATCH, args.steps)?,
             };
             // The higher of the rates around the run: a slow moment must not flatter the ratio.
@@ -102,12 +108,17 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let mut generation = Vec::new();
+    let precisions = if lstm::bf16::available() { vec![Precision::F32, Precision::Bf16] } else { vec![Precision::F32] };
     for streams in [1, 16].into_iter().filter(|_| args.runs(Part::Generation)) {
-        tracing::info!("bench: generating {streams} stream(s) at H = 512");
-        let run = bench::generate(&bench::seed_config(512), streams, GENERATED_TOKENS)?;
-        generation.push(GenerationFigures { hidden: 512, streams, run });
+        for &precision in &precisions {
+            tracing::info!("bench: generating {streams} stream(s) at H = 512 in {precision:?}");
+            let run = bench::generate(&bench::seed_config(512), streams, GENERATED_TOKENS, precision)?;
+            let precision = if precision == Precision::Bf16 { "bf16" } else { "f32" }.to_owned();
+            generation.push(GenerationFigures { hidden: 512, streams, precision, run });
+        }
     }
-    let report = BenchReport { threads, shapes, extract, encode, matmul_gflops, training, generation };
+    let report =
+        BenchReport { threads, shapes, extract, encode, matmul_gflops, matmul_bf16_gflops, training, generation };
     print!("{}", bench::table(&report));
     if let Some(parent) = args.output.parent() {
         std::fs::create_dir_all(parent)?;

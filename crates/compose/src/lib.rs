@@ -26,7 +26,7 @@ pub mod form;
 
 use artifacts::{DatasetArtifact, Encoding, ModelArtifact};
 use config::{ComposeConfig, PipelineConfig, Sampling};
-use lstm::LstmModel;
+use lstm::{LstmModel, Precision};
 use music::grammar;
 use music::midi_out as midi_file;
 use music::performance::Event;
@@ -151,7 +151,10 @@ pub fn run(
         use lstm::Backend;
         lstm::select_device(config.runtime.device.pick(Backend::Auto, Backend::Cpu, Backend::Cuda, Backend::Metal))?
     };
-    let network = LstmModel::from_named(model.hyperparameters.clone(), &model.weights, &device)?;
+    let mut network = LstmModel::from_named(model.hyperparameters.clone(), &model.weights, &device)?;
+    if let Err(why) = network.set_precision(config.compose.precision.pick(Precision::F32, Precision::Bf16)) {
+        tracing::warn!("compose.precision = \"bf16\": {why}; composing in float32");
+    }
     // Each output draws from its own random stream, so adding outputs never changes the earlier ones' seeds.
     let mut streams = Vec::with_capacity(config.compose.outputs);
     for number in 1..=config.compose.outputs {

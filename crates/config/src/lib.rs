@@ -185,6 +185,9 @@ pub struct TrainConfig {
     /// Who made the training data and under which license, written into the training
     /// report (a model derived from a corpus carries its credit).
     pub credit: String,
+    /// `"f32"` or `"bf16"`: how the training step's matrix products read their operands.
+    #[serde(skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 /// The `[train]` keys that only say how long to train, how often to save or what the report
@@ -234,6 +237,39 @@ pub struct ComposeConfig {
     /// …and after each, with this probability, the next phrase restates an earlier one of
     /// the same piece (0 = never), so motifs come back.
     pub repeat: f64,
+    /// `"f32"` or `"bf16"`: how generation's matrix products read the weights.
+    #[serde(skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
+}
+
+/// How the network's matrix products read their operands (`train.precision`,
+/// `compose.precision`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Float32 throughout.
+    #[default]
+    F32,
+    /// bfloat16 copies of weights and activations in the products, float32 sums, weights,
+    /// optimizer state and gate math: faster on processors with AVX-512 BF16 (elsewhere the
+    /// stage says so and computes in float32).
+    Bf16,
+}
+
+impl Precision {
+    /// The value among the two given, in the order of this enum's variants (see [`Device::pick`]).
+    pub fn pick<T>(self, f32: T, bf16: T) -> T {
+        match self {
+            Precision::F32 => f32,
+            Precision::Bf16 => bf16,
+        }
+    }
+
+    /// Float32, the default: left out of the settings' digests, so configs written before
+    /// the key existed keep their digests and artifacts.
+    pub fn is_f32(&self) -> bool {
+        *self == Precision::F32
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -315,6 +351,7 @@ impl Default for TrainConfig {
             max_minutes: 0.0,
             init: PathBuf::new(),
             credit: String::new(),
+            precision: Precision::F32,
         }
     }
 }
@@ -340,6 +377,7 @@ impl Default for ComposeConfig {
             shift_temperature: 1.0,
             phrase_seconds: 4.0,
             repeat: 0.5,
+            precision: Precision::F32,
         }
     }
 }

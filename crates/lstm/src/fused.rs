@@ -6,6 +6,7 @@
 //! functions itself, which spares Candle's per-gradient bookkeeping (a zero tensor and an
 //! addition for every gradient it collects).
 
+use crate::kernels::Precision;
 use crate::layers::{self, Dims, RecurrenceSaved};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Device, Layout, Result, Shape, Storage, Tensor, bail};
 use std::sync::Mutex;
@@ -54,7 +55,7 @@ impl CustomOp3 for Affine {
             bail!("fused affine: x {:?}, W {:?}, b {:?}", x_layout.dims(), w_layout.dims(), b_layout.dims());
         }
         let (x, w, b) = (contiguous(x, x_layout, "x")?, contiguous(w, w_layout, "W")?, contiguous(b, b_layout, "b")?);
-        Ok((CpuStorage::F32(layers::affine_forward(w, b, x, (m, k, n))), Shape::from((m, n))))
+        Ok((CpuStorage::F32(layers::affine_forward(w, b, x, (m, k, n), Precision::F32)), Shape::from((m, n))))
     }
 
     fn bwd(
@@ -67,7 +68,9 @@ impl CustomOp3 for Affine {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let ((k, n), (m, _)) = (x.dims2()?, w.dims2()?);
         let (dx, dw, db) = with_data(x, "x", |x| {
-            with_data(w, "W", |w| with_data(dy, "dy", |dy| Ok(layers::affine_backward(w, x, dy, (m, k, n)))))
+            with_data(w, "W", |w| {
+                with_data(dy, "dy", |dy| Ok(layers::affine_backward(w, x, dy, (m, k, n), Precision::F32)))
+            })
         })?;
         Ok((on_cpu(dx, (k, n))?, on_cpu(dw, (m, k))?, on_cpu(db, m)?))
     }
@@ -115,7 +118,7 @@ impl CustomOp2 for Recurrence {
     ) -> Result<(CpuStorage, Shape)> {
         let dims = self.dims(p_layout.dims(), w_layout.dims())?;
         let (p, w_hh) = (contiguous(p, p_layout, "P")?, contiguous(w, w_layout, "W_hh")?);
-        let (h, saved) = layers::recurrence_forward(p, None, w_hh, dims);
+        let (h, saved) = layers::recurrence_forward(p, None, w_hh, dims, Precision::F32);
         *self.saved.lock().expect("no panics while the lock is held") = Some(saved);
         Ok((CpuStorage::F32(h), Shape::from((dims.hidden, dims.steps * dims.batch))))
     }
@@ -126,7 +129,9 @@ impl CustomOp2 for Recurrence {
             bail!("fused recurrence: backward ran twice or before forward");
         };
         let (d_p, dw_hh) = with_data(w_hh, "W_hh", |w_hh| {
-            with_data(h, "h", |h| with_data(dh, "dh", |dh| Ok(layers::recurrence_backward(&saved, w_hh, h, dh, dims))))
+            with_data(h, "h", |h| {
+                with_data(dh, "dh", |dh| Ok(layers::recurrence_backward(&saved, w_hh, h, dh, dims, Precision::F32)))
+            })
         })?;
         Ok((on_cpu(d_p, p.dims())?, on_cpu(dw_hh, w_hh.dims())?))
     }

@@ -25,14 +25,38 @@ pub(crate) fn threads() -> usize {
     candle_core::utils::get_num_threads()
 }
 
+/// How the matrix products read their operands. Either way they accumulate in float32, and
+/// everything else (weights kept for training, optimizer state, cell state, gate math)
+/// stays float32.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// Float32 operands.
+    #[default]
+    F32,
+    /// bfloat16 copies of both operands ([`crate::bf16`]): twice the products per
+    /// instruction and half the bytes, with 8 bits of precision per operand. Only where
+    /// [`crate::bf16::available`].
+    Bf16,
+}
+
+impl Precision {
+    /// `a · b` as a new dense row-major matrix, in this precision.
+    pub fn product(self, a: Mat, b: Mat, threads: usize) -> Vec<f32> {
+        match self {
+            Precision::F32 => product(a, b, threads),
+            Precision::Bf16 => crate::bf16::product(a, b, threads),
+        }
+    }
+}
+
 /// A read-only view of a matrix inside a slice: element `(r, c)` is
 /// `data[offset + r * row_stride + c * col_stride]`. Invariant: every element is in `data`.
 #[derive(Clone, Copy)]
 pub struct Mat<'a> {
     data: &'a [f32],
     offset: usize,
-    rows: usize,
-    cols: usize,
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
     row_stride: usize,
     col_stride: usize,
 }
@@ -53,6 +77,22 @@ impl<'a> Mat<'a> {
     /// The transpose, as a view of the same memory.
     pub fn t(self) -> Self {
         Mat { rows: self.cols, cols: self.rows, row_stride: self.col_stride, col_stride: self.row_stride, ..self }
+    }
+
+    /// Row `r` as a slice, where the row's values are adjacent (`None` otherwise or past the last row).
+    pub(crate) fn row(&self, r: usize) -> Option<&'a [f32]> {
+        (self.col_stride == 1 && r < self.rows).then(|| &self.data[self.offset + r * self.row_stride..][..self.cols])
+    }
+
+    /// Column `c` as a slice, where the column's values are adjacent (`None` otherwise or past the last column).
+    pub(crate) fn column(&self, c: usize) -> Option<&'a [f32]> {
+        (self.row_stride == 1 && c < self.cols).then(|| &self.data[self.offset + c * self.col_stride..][..self.rows])
+    }
+
+    /// Element `(r, c)`; panics outside the view's data.
+    #[inline(always)]
+    pub fn at(&self, r: usize, c: usize) -> f32 {
+        self.data[self.offset + r * self.row_stride + c * self.col_stride]
     }
 
     fn fits(&self, len: usize) -> bool {
@@ -205,15 +245,22 @@ enum StepLayout {
     /// `⌈M / PANEL⌉` panels of `K × PANEL` values, rows past M zero.
     Panels(Vec<f32>),
     Dense(Vec<f32>),
+    /// bfloat16 panels; each product rounds x to bfloat16 first.
+    Bf16(crate::bf16::PackedRows),
 }
 
 /// Rows per panel: 12 rows × 2 registers of 16 columns is 24 accumulators, which leaves
 /// room for the two input registers and the broadcast weight among AVX-512's 32.
-const PANEL: usize = 12;
+pub(crate) const PANEL: usize = 12;
 
 impl StepWeights {
-    /// Lays out `weights`: a dense matrix (W_hh) or the transpose of one (W_hhᵀ, read in place).
-    pub fn new(weights: Mat) -> Self {
+    /// Lays out `weights`: a dense matrix (W_hh) or the transpose of one (W_hhᵀ, read in
+    /// place), for products in `precision`.
+    pub fn new(weights: Mat, precision: Precision) -> Self {
+        if precision == Precision::Bf16 {
+            let packed = crate::bf16::PackedRows::new(weights);
+            return StepWeights { rows: packed.rows(), depth: packed.depth(), layout: StepLayout::Bf16(packed) };
+        }
         #[cfg(target_arch = "x86_64")]
         let panels = std::is_x86_feature_detected!("avx512f");
         #[cfg(not(target_arch = "x86_64"))]
@@ -270,6 +317,10 @@ impl StepWeights {
     /// band whole panels: for generation, where the weights are the whole work and each
     /// thread then streams only its share of them.
     pub fn multiply_add_banded(&self, dst: &mut [f32], x: &[f32], columns: usize, threads: usize) {
+        if let StepLayout::Bf16(packed) = &self.layout {
+            let x = crate::bf16::pack_columns(Mat::dense(x, self.depth, columns));
+            return packed.multiply_add(dst, &x, columns, threads);
+        }
         let band = self.rows.div_ceil(threads.max(1)).next_multiple_of(PANEL).max(PANEL);
         dst[..self.rows * columns].par_chunks_mut(band * columns.max(1)).enumerate().for_each(|(index, dst_band)| {
             let first = index * band;
@@ -299,13 +350,18 @@ impl StepWeights {
                 let a = Mat::block(dense, rows.start * k, count, k, k);
                 matmul(dst, 0, columns, a, Mat::dense(x, k, columns), true, 1)
             }
+            StepLayout::Bf16(packed) => {
+                assert_eq!(rows, 0..self.rows, "bfloat16 step weights are multiplied whole");
+                packed.multiply_add(dst, &crate::bf16::pack_columns(Mat::dense(x, k, columns)), columns, 1)
+            }
         }
     }
 }
 
-/// The products of [`StepWeights`] written for AVX-512 by hand.
+/// The products of [`StepWeights`] written for AVX-512 by hand, and the pieces that
+/// [`crate::bf16`]'s kernels share with them.
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(crate) mod avx512 {
     use super::PANEL;
     use std::arch::x86_64::*;
 
@@ -331,22 +387,68 @@ mod avx512 {
                 unsafe { panel_column(&mut dst[first_row..][..rows], weights, &x[..k]) };
                 continue;
             }
-            let mut column = 0;
-            while column < columns {
-                let left = columns - column;
-                let first = first_lanes(left);
+            for (column, masks, wide) in column_runs(0, columns) {
+                let place = (first_row, rows, column, masks);
                 // SAFETY (both): the caller's sizes; the masks cover only existing columns.
-                if left > 16 {
-                    let second = first_lanes(left - 16);
-                    unsafe {
-                        panel_block::<2>(dst, weights, x, (first_row, rows, column, [first, second]), (k, columns))
-                    };
-                    column += 32;
-                } else {
-                    unsafe { panel_block::<1>(dst, weights, x, (first_row, rows, column, [first, 0]), (k, columns)) };
-                    column += 16;
+                match wide {
+                    true => unsafe { panel_block::<2>(dst, weights, x, place, (k, columns)) },
+                    false => unsafe { panel_block::<1>(dst, weights, x, place, (k, columns)) },
                 }
             }
+        }
+    }
+
+    /// The runs in which a panel meets columns `start..end`: 32 columns (two registers) at
+    /// a time while more than 16 are left, then one register; each run's column, the masks
+    /// of its existing columns, and whether it takes two registers.
+    pub(crate) fn column_runs(start: usize, end: usize) -> impl Iterator<Item = (usize, [__mmask16; 2], bool)> {
+        let mut column = start;
+        std::iter::from_fn(move || {
+            let left = end.checked_sub(column).filter(|&left| left > 0)?;
+            let run = (column, [first_lanes(left), first_lanes(left.saturating_sub(16))], left > 16);
+            column += if left > 16 { 32 } else { 16 };
+            Some(run)
+        })
+    }
+
+    /// `dst[first_row + r][column ..] += acc[r]` for the first `rows` rows, C registers of
+    /// columns each, only where the masks say a column exists.
+    ///
+    /// # Safety
+    /// The processor must have AVX-512F; `dst` holds those rows (`columns` apart) and columns.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(crate) unsafe fn add_block<const C: usize>(
+        dst: &mut [f32],
+        acc: &[[__m512; C]; PANEL],
+        (first_row, rows, column, masks): (usize, usize, usize, [__mmask16; 2]),
+        columns: usize,
+    ) {
+        let d = dst.as_mut_ptr();
+        for (r, row) in acc.iter().enumerate().take(rows) {
+            for (c, a) in row.iter().enumerate() {
+                // SAFETY: the caller's sizes; the masks select only existing columns.
+                unsafe {
+                    let out = d.add((first_row + r) * columns + column + 16 * c);
+                    _mm512_mask_storeu_ps(out, masks[c], _mm512_add_ps(_mm512_maskz_loadu_ps(masks[c], out), *a));
+                }
+            }
+        }
+    }
+
+    /// Adds the lanes of four partial sums into `dst`, one lane per row (a panel times one column).
+    #[target_feature(enable = "avx512f")]
+    pub(crate) fn add_partial_sums(dst: &mut [f32], acc: [__m512; 4]) {
+        let mut sums = [0.0f32; 16];
+        // SAFETY: `sums` holds 16 values.
+        unsafe {
+            _mm512_storeu_ps(
+                sums.as_mut_ptr(),
+                _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])),
+            )
+        };
+        for (out, sum) in dst.iter_mut().zip(sums) {
+            *out += sum;
         }
     }
 
@@ -361,7 +463,7 @@ mod avx512 {
         (first_row, rows, column, masks): (usize, usize, usize, [__mmask16; 2]),
         (k, columns): (usize, usize),
     ) {
-        let (w, xp, d) = (weights.as_ptr(), x.as_ptr(), dst.as_mut_ptr());
+        let (w, xp) = (weights.as_ptr(), x.as_ptr());
         let mut acc = [[_mm512_setzero_ps(); C]; PANEL];
         // SAFETY: `weights` holds k × PANEL values; x's row i has `columns` values, of which
         // the masks select only existing ones; dst rows first_row..first_row+rows exist.
@@ -378,12 +480,7 @@ mod avx512 {
                     }
                 }
             }
-            for (r, row) in acc.iter().enumerate().take(rows) {
-                for (c, a) in row.iter().enumerate() {
-                    let out = d.add((first_row + r) * columns + column + 16 * c);
-                    _mm512_mask_storeu_ps(out, masks[c], _mm512_add_ps(_mm512_maskz_loadu_ps(masks[c], out), *a));
-                }
-            }
+            add_block(dst, &acc, (first_row, rows, column, masks), columns);
         }
     }
 
@@ -411,21 +508,11 @@ mod avx512 {
                 acc[j] = _mm512_fmadd_ps(column, _mm512_set1_ps(x[i]), acc[j]);
             }
         }
-        let mut sums = [0.0f32; 16];
-        // SAFETY: `sums` holds 16 values.
-        unsafe {
-            _mm512_storeu_ps(
-                sums.as_mut_ptr(),
-                _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])),
-            )
-        };
-        for (out, sum) in dst.iter_mut().zip(sums) {
-            *out += sum;
-        }
+        add_partial_sums(dst, acc);
     }
 
     /// The mask of the first `n` lanes of a register (all 16 when n ≥ 16).
-    fn first_lanes(n: usize) -> __mmask16 {
+    pub(crate) fn first_lanes(n: usize) -> __mmask16 {
         ((1u32 << n.min(16)) - 1) as __mmask16
     }
 }
@@ -662,8 +749,8 @@ mod tests {
             let transposed = transpose(&weights, m, k);
             let inputs: Vec<f32> = (0..k * s).map(|v| (v as f32 * 0.11).cos()).collect();
             for (name, step_weights) in [
-                ("dense", StepWeights::new(Mat::dense(&weights, m, k))),
-                ("transposed", StepWeights::new(Mat::dense(&transposed, k, m).t())),
+                ("dense", StepWeights::new(Mat::dense(&weights, m, k), Precision::F32)),
+                ("transposed", StepWeights::new(Mat::dense(&transposed, k, m).t(), Precision::F32)),
                 ("dense, gemm", StepWeights::with_layout(Mat::dense(&weights, m, k), false)),
                 ("transposed, gemm", StepWeights::with_layout(Mat::dense(&transposed, k, m).t(), false)),
             ] {

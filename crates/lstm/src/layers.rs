@@ -20,12 +20,18 @@
 //! An LSTM layer is `recurrence(affine(x, W_ih, b), W_hh)`; the output layer is one more
 //! `affine`. Weights are `[outputs, inputs]` row-major, as PyTorch and candle-nn store them.
 
-use crate::kernels::{Mat, StepWeights, cell_backward, cell_forward, exp_shifted, product, row_sums, threads};
+use crate::kernels::{Mat, Precision, StepWeights, cell_backward, cell_forward, exp_shifted, row_sums, threads};
 use rayon::prelude::*;
 
 /// `y[M, N] = W[M, K] · x[K, N] + b[M]`.
-pub fn affine_forward(w: &[f32], b: &[f32], x: &[f32], (m, k, n): (usize, usize, usize)) -> Vec<f32> {
-    let mut y = product(Mat::dense(w, m, k), Mat::dense(x, k, n), threads());
+pub fn affine_forward(
+    w: &[f32],
+    b: &[f32],
+    x: &[f32],
+    (m, k, n): (usize, usize, usize),
+    precision: Precision,
+) -> Vec<f32> {
+    let mut y = precision.product(Mat::dense(w, m, k), Mat::dense(x, k, n), threads());
     for (row, bias) in y.chunks_exact_mut(n.max(1)).zip(b) {
         row.iter_mut().for_each(|v| *v += bias);
     }
@@ -38,10 +44,11 @@ pub fn affine_backward(
     x: &[f32],
     dy: &[f32],
     (m, k, n): (usize, usize, usize),
+    precision: Precision,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let dy_mat = Mat::dense(dy, m, n);
-    let dx = product(Mat::dense(w, m, k).t(), dy_mat, threads());
-    let dw = product(dy_mat, Mat::dense(x, k, n).t(), threads());
+    let dx = precision.product(Mat::dense(w, m, k).t(), dy_mat, threads());
+    let dw = precision.product(dy_mat, Mat::dense(x, k, n).t(), threads());
     let db = row_sums(dy, n);
     (dx, dw, db)
 }
@@ -84,9 +91,9 @@ impl EmbeddedProjection {
     }
 
     /// `P = W · x`, `[M, N]`, for `W` `[M, K]`.
-    pub fn forward(&self, w: &[f32], (m, k): (usize, usize)) -> Vec<f32> {
+    pub fn forward(&self, w: &[f32], (m, k): (usize, usize), precision: Precision) -> Vec<f32> {
         let used = self.used.len();
-        let q = product(Mat::dense(w, m, k), Mat::dense(&self.rows, used, k).t(), threads());
+        let q = precision.product(Mat::dense(w, m, k), Mat::dense(&self.rows, used, k).t(), threads());
         let columns = self.slot.len();
         let mut p = Vec::with_capacity(m * columns);
         p.spare_capacity_mut()[..m * columns].par_chunks_mut(columns.max(1)).zip(q.par_chunks(used.max(1))).for_each(
@@ -108,6 +115,7 @@ impl EmbeddedProjection {
         w: &[f32],
         d_p: &[f32],
         (m, k, vocab): (usize, usize, usize),
+        precision: Precision,
     ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let (used, columns) = (self.used.len(), self.slot.len());
         let mut d_used = vec![0.0f32; m * used];
@@ -118,8 +126,8 @@ impl EmbeddedProjection {
         });
         let db = row_sums(&d_used, used);
         let d_used_mat = Mat::dense(&d_used, m, used);
-        let dw = product(d_used_mat, Mat::dense(&self.rows, used, k), threads());
-        let d_rows = product(d_used_mat.t(), Mat::dense(w, m, k), threads());
+        let dw = precision.product(d_used_mat, Mat::dense(&self.rows, used, k), threads());
+        let d_rows = precision.product(d_used_mat.t(), Mat::dense(w, m, k), threads());
         let mut d_table = vec![0.0f32; vocab * k];
         for (&id, d_row) in self.used.iter().zip(d_rows.chunks_exact(k.max(1))) {
             d_table[id as usize * k..][..k].copy_from_slice(d_row);
@@ -234,9 +242,15 @@ struct Group {
 ///
 /// `bias`, if given, is added to P on the way in (one pass fewer over P than adding it
 /// beforehand); its gradient is then the row sums of dP, as for a bias inside P.
-pub fn recurrence_forward(p: &[f32], bias: Option<&[f32]>, w_hh: &[f32], dims: Dims) -> (Vec<f32>, RecurrenceSaved) {
+pub fn recurrence_forward(
+    p: &[f32],
+    bias: Option<&[f32]>,
+    w_hh: &[f32],
+    dims: Dims,
+    precision: Precision,
+) -> (Vec<f32>, RecurrenceSaved) {
     let Dims { hidden, steps, .. } = dims;
-    let w_hh = StepWeights::new(Mat::dense(w_hh, 4 * hidden, hidden));
+    let w_hh = StepWeights::new(Mat::dense(w_hh, 4 * hidden, hidden), precision);
     let groups: Vec<(Group, Vec<f32>)> = dims
         .groups()
         .into_par_iter()
@@ -277,10 +291,11 @@ pub fn recurrence_backward(
     h: &[f32],
     dh: &[f32],
     dims: Dims,
+    precision: Precision,
 ) -> (Vec<f32>, Vec<f32>) {
     let Dims { hidden, steps, batch } = dims;
     let columns = dims.columns();
-    let w_hh_t = StepWeights::new(Mat::dense(w_hh, 4 * hidden, hidden).t());
+    let w_hh_t = StepWeights::new(Mat::dense(w_hh, 4 * hidden, hidden).t(), precision);
     let d_groups: Vec<Vec<f32>> = saved
         .groups
         .par_iter()
@@ -320,7 +335,7 @@ pub fn recurrence_backward(
     // dW_hh = Σ_{t≥1} dgates_t · h_{t−1}ᵀ: columns B.. of dP against columns ..N−B of h.
     let d_later = Mat::block(&d_p, batch, 4 * hidden, columns - batch, columns);
     let h_earlier = Mat::block(h, 0, hidden, columns - batch, columns).t();
-    let dw_hh = product(d_later, h_earlier, threads());
+    let dw_hh = precision.product(d_later, h_earlier, threads());
     (d_p, dw_hh)
 }
 

@@ -40,6 +40,7 @@ use seeded_rng::SeededRng;
 pub use candle_core;
 
 pub mod adam;
+pub mod bf16;
 pub mod fused;
 mod generator;
 pub mod kernels;
@@ -47,6 +48,7 @@ pub mod layers;
 pub mod network;
 
 pub use generator::{Generator, on_kernel_threads};
+pub use kernels::Precision;
 
 /// Candle's error type, re-exported so callers need not depend on candle-core for it.
 pub type Result<T> = candle_core::Result<T>;
@@ -57,6 +59,8 @@ pub struct LstmModel {
     pub hyperparameters: Hyperparameters,
     weights: Vec<Var>,
     names: Vec<String>,
+    /// How the CPU path's products read their operands; float32 unless set.
+    precision: Precision,
 }
 
 /// Which implementation computes the LSTM layers. Both compute the same function.
@@ -147,10 +151,36 @@ impl LstmModel {
             }
             weights.push(Var::from_tensor(&Tensor::from_slice(&tensor.data, shape.as_slice(), device)?)?);
         }
-        Ok(LstmModel { hyperparameters, weights, names: expected.into_iter().map(|(n, _)| n).collect() })
+        Ok(LstmModel {
+            hyperparameters,
+            weights,
+            names: expected.into_iter().map(|(n, _)| n).collect(),
+            precision: Precision::F32,
+        })
     }
 
     /// The weights in storage order, for the optimizer.
+    /// How the CPU training step and [`Generator`] multiply: [`Precision::Bf16`] only on
+    /// the CPU where [`bf16::available`] (an error says what is missing otherwise, and the
+    /// model stays as it was). The Candle-ops path (CUDA, Metal, evaluation) computes in float32.
+    pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        if precision == Precision::Bf16 {
+            if !self.weights[0].device().is_cpu() {
+                candle_core::bail!("bfloat16 products are written for the CPU; on a GPU Candle computes in float32");
+            }
+            if !bf16::available() {
+                candle_core::bail!("bfloat16 products need a processor with AVX-512 BF16, which this one lacks");
+            }
+        }
+        self.precision = precision;
+        Ok(())
+    }
+
+    /// See [`LstmModel::set_precision`].
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
     pub fn vars(&self) -> &[Var] {
         &self.weights
     }

@@ -14,7 +14,7 @@
 //! ```
 
 use crate::fused::contiguous;
-use crate::kernels::{self, Mat, threads};
+use crate::kernels::{Mat, threads};
 use crate::layers::{self, Dims};
 use crate::{LstmModel, Result, head_slots, layer_slots};
 use candle_core::{Storage, bail};
@@ -34,6 +34,7 @@ pub(crate) fn loss_and_gradients(
     check_ids(tokens, vocab, columns)?;
     check_ids(targets, vocab, columns)?;
     let dims = Dims { hidden, steps: columns / batch.max(1), batch };
+    let precision = model.precision();
     // The weights, read in place.
     let guards: Vec<_> = model.vars().iter().map(|v| v.as_tensor().storage_and_layout()).collect();
     let weights: Vec<&[f32]> = guards
@@ -54,26 +55,26 @@ pub(crate) fn loss_and_gradients(
         let [w_ih, w_hh, bias] = layer(l);
         // P = W_ih·x; the recurrence adds b as it reads P.
         let p = match l {
-            0 => embedded.forward(w_ih, (4 * hidden, embedding)),
-            _ => kernels::product(
+            0 => embedded.forward(w_ih, (4 * hidden, embedding), precision),
+            _ => precision.product(
                 Mat::dense(w_ih, 4 * hidden, hidden),
                 Mat::dense(layer_input(&outputs, l), hidden, columns),
                 threads(),
             ),
         };
-        let (h, saved) = layers::recurrence_forward(&p, Some(bias), w_hh, dims);
+        let (h, saved) = layers::recurrence_forward(&p, Some(bias), w_hh, dims, precision);
         let dropped = mask.as_ref().map(|mask| apply_mask(&h, mask, hidden, columns));
         outputs.push(LayerOutput { h, saved, dropped });
     }
     let top = layer_input(&outputs, hp.layers);
-    let z = layers::affine_forward(head_w, head_b, top, (vocab, hidden, columns));
+    let z = layers::affine_forward(head_w, head_b, top, (vocab, hidden, columns), precision);
     let (loss, probabilities) = layers::cross_entropy_forward(&z, targets, vocab);
     drop(z);
 
     // Backward.
     let mut grads: Vec<Vec<f32>> = vec![Vec::new(); weights.len()];
     let dz = layers::cross_entropy_backward(probabilities, targets, 1.0);
-    let (mut dx, dw_head, db_head) = layers::affine_backward(head_w, top, &dz, (vocab, hidden, columns));
+    let (mut dx, dw_head, db_head) = layers::affine_backward(head_w, top, &dz, (vocab, hidden, columns), precision);
     drop(dz);
     let [w_slot, b_slot] = head_slots(weights.len());
     (grads[w_slot], grads[b_slot]) = (dw_head, db_head);
@@ -84,16 +85,16 @@ pub(crate) fn loss_and_gradients(
             Some(mask) => apply_mask(&dx, mask, hidden, columns),
             None => dx,
         };
-        let (d_p, dw_hh) = layers::recurrence_backward(saved, w_hh, h, &dh, dims);
+        let (d_p, dw_hh) = layers::recurrence_backward(saved, w_hh, h, &dh, dims, precision);
         let [ih_slot, hh_slot, bias_slot] = layer_slots(l);
         grads[hh_slot] = dw_hh;
         if l == 0 {
             (grads[0], grads[ih_slot], grads[bias_slot]) =
-                embedded.backward(w_ih, &d_p, (4 * hidden, embedding, vocab));
+                embedded.backward(w_ih, &d_p, (4 * hidden, embedding, vocab), precision);
             break;
         }
         let (d_input, dw_ih, db) =
-            layers::affine_backward(w_ih, layer_input(&outputs, l), &d_p, (4 * hidden, hidden, columns));
+            layers::affine_backward(w_ih, layer_input(&outputs, l), &d_p, (4 * hidden, hidden, columns), precision);
         (grads[ih_slot], grads[bias_slot]) = (dw_ih, db);
         dx = d_input;
     }

@@ -26,8 +26,8 @@ use artifacts::{
 use candle_core::{D, Device};
 pub use checkpoint::{checkpoint_path, interrupt_on_signals};
 use config::{PipelineConfig, Section};
-use lstm::LstmModel;
 use lstm::adam::{self, Adam};
+use lstm::{LstmModel, Precision};
 use seeded_rng::SeededRng;
 use stage_cli::Progress;
 use std::fmt;
@@ -659,7 +659,7 @@ fn starting_point(
     device: &Device,
 ) -> Result<(LstmModel, Adam, Vec<EpochRecord>), TrainError> {
     let rate = config.train.learning_rate;
-    Ok(match start {
+    let (mut model, optimizer, history) = match start {
         Start::Random => {
             let model = LstmModel::new(hyperparameters.clone(), config.seed, device)?;
             let optimizer = Adam::new(model.vars(), rate);
@@ -676,7 +676,11 @@ fn starting_point(
             dropout_rng.set_position(checkpoint.dropout_rng_position);
             (model, optimizer, checkpoint.model.history.clone())
         }
-    })
+    };
+    if let Err(why) = model.set_precision(config.train.precision.pick(Precision::F32, Precision::Bf16)) {
+        tracing::warn!("train.precision = \"bf16\": {why}; training in float32");
+    }
+    Ok((model, optimizer, history))
 }
 
 /// One training step on a batch of windows:

@@ -1,0 +1,381 @@
+//! Matrix products that read bfloat16 copies of their operands and accumulate in float32,
+//! for `train.precision = "bf16"` and `compose.precision = "bf16"`.
+//!
+//! bfloat16 is float32 with the low 16 bits of the mantissa dropped (8 bits of precision,
+//! the same range). AVX-512 BF16's `vdpbf16ps` multiplies two pairs of bfloat16 values per
+//! float32 lane and adds both products into a float32 accumulator: twice the products per
+//! instruction of a float32 multiply-add, from half the bytes. The products themselves are
+//! exact in float32 (8 × 8 bits); what is lost is each operand's rounding to 8 bits (a
+//! relative error of at most 2⁻⁸, so at most 2⁻⁷ per product and, with errors of random
+//! sign, about 2⁻⁸·√K of the terms' size for a sum of K), and master weights, Adam's moments, the cell state and the
+//! gate math stay float32.
+//!
+//! Layout, as in [`crate::kernels::StepWeights`]: the left operand in panels of [`PANEL`]
+//! rows, the right operand's rows in pairs, so that one 32-bit lane holds the pair
+//! `(k, k+1)` of one row (left) or one column (right):
+//!
+//! ```text
+//! left panel  [K/2][PANEL] pairs   (w[r][k], w[r][k+1])
+//! right       [K/2][N] pairs       (x[k][n], x[k+1][n])
+//! dst[r][n] += Σ over pairs  w[r][k]·x[k][n] + w[r][k+1]·x[k+1][n]
+//! ```
+//!
+//! An odd K gets a zero pair partner. Each output is summed over k in order by one thread,
+//! so the result depends neither on the thread count nor on the other columns.
+
+use crate::kernels::Mat;
+use rayon::prelude::*;
+
+use crate::kernels::PANEL;
+/// Columns of the right operand kept in the L2 cache while a band of panels passes over them.
+const COLUMN_BLOCK: usize = 256;
+
+/// Whether this processor multiplies bfloat16 (AVX-512 BF16); the bf16 precision needs it.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `x` rounded to the nearest bfloat16 (ties to even), as its 16 bits. NaN stays NaN.
+/// Written as a select rather than an early return so that loops over it vectorise.
+#[inline(always)]
+pub fn round(x: f32) -> u16 {
+    let bits = x.to_bits();
+    let nearest = bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) >> 16;
+    let quiet_nan = (bits >> 16) | 0x40;
+    (if x.is_nan() { quiet_nan } else { nearest }) as u16
+}
+
+/// The float32 value of a bfloat16.
+#[inline(always)]
+pub fn widen(half: u16) -> f32 {
+    f32::from_bits(u32::from(half) << 16)
+}
+
+#[inline(always)]
+fn pair(low: f32, high: f32) -> u32 {
+    u32::from(round(low)) | u32::from(round(high)) << 16
+}
+
+/// A matrix rounded to bfloat16 and laid out in panels of [`PANEL`] rows with k in pairs.
+/// Invariant: `data` holds `⌈rows / PANEL⌉ · pairs · PANEL` pairs, rows past `rows` zero.
+pub struct PackedRows {
+    rows: usize,
+    depth: usize,
+    data: Vec<u32>,
+}
+
+impl PackedRows {
+    /// Packs `a` (any strides; a dense matrix and the transpose of one are read in order).
+    pub fn new(a: Mat) -> Self {
+        let (rows, depth) = (a.rows, a.cols);
+        let pairs = depth.div_ceil(2);
+        let mut data = vec![0u32; rows.div_ceil(PANEL) * pairs * PANEL];
+        data.par_chunks_mut((pairs * PANEL).max(1)).enumerate().for_each(|(panel, values)| {
+            let (first, count) = (panel * PANEL, (rows - panel * PANEL).min(PANEL));
+            if a.row(0).is_some() {
+                // Rows in place: each row's pairs are adjacent values.
+                for r in 0..count {
+                    let row = a.row(first + r).expect("rows are contiguous");
+                    for (p, lane) in values.iter_mut().skip(r).step_by(PANEL).enumerate() {
+                        *lane = pair(row[2 * p], row.get(2 * p + 1).copied().unwrap_or(0.0));
+                    }
+                }
+            } else if a.column(0).is_some() {
+                // The transpose of a dense matrix: a pair is two adjacent columns of this
+                // panel's rows.
+                for (p, lanes) in values.chunks_exact_mut(PANEL).enumerate() {
+                    let low = &a.column(2 * p).expect("columns are contiguous")[first..][..count];
+                    let high = a.column(2 * p + 1).map(|c| &c[first..][..count]);
+                    for (r, lane) in lanes.iter_mut().take(count).enumerate() {
+                        *lane = pair(low[r], high.map_or(0.0, |h| h[r]));
+                    }
+                }
+            } else {
+                for (p, lanes) in values.chunks_exact_mut(PANEL).enumerate() {
+                    for (r, lane) in lanes.iter_mut().enumerate().take(count) {
+                        let high = if 2 * p + 1 < depth { a.at(first + r, 2 * p + 1) } else { 0.0 };
+                        *lane = pair(a.at(first + r, 2 * p), high);
+                    }
+                }
+            }
+        });
+        PackedRows { rows, depth, data }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+
+    /// `dst += self · x` for `x` packed by [`pack_columns`] (`[⌈K/2⌉, columns]` pairs) and
+    /// dense row-major `dst` `[rows, columns]`, with the rows split into one band per thread.
+    pub fn multiply_add(&self, dst: &mut [f32], x: &[u32], columns: usize, threads: usize) {
+        let pairs = self.depth.div_ceil(2);
+        assert!(dst.len() >= self.rows * columns && x.len() >= pairs * columns, "bf16 product out of bounds");
+        if self.rows == 0 || columns == 0 {
+            return;
+        }
+        let band = self.rows.div_ceil(threads.max(1)).next_multiple_of(PANEL);
+        let work = |(index, dst_band): (usize, &mut [f32])| {
+            let first_panel = index * band / PANEL;
+            let rows = dst_band.len() / columns;
+            let panels = &self.data[first_panel * pairs * PANEL..][..rows.div_ceil(PANEL) * pairs * PANEL];
+            // SAFETY: `PackedRows` and the callers of `multiply_add` exist only where
+            // `available()` said yes (`Precision::Bf16` is refused otherwise); the sizes
+            // were checked above.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                kernels::band_product(dst_band, panels, x, (rows, pairs, columns))
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            unreachable!("bf16 products run on x86-64 only: {}", panels.len());
+        };
+        let dst = &mut dst[..self.rows * columns];
+        if threads > 1 && self.rows > band {
+            dst.par_chunks_mut(band * columns).enumerate().for_each(work);
+        } else {
+            work((0, dst));
+        }
+    }
+}
+
+/// `b` (any strides; a dense matrix and the transpose of one are read in order) rounded
+/// to bfloat16 with its rows in pairs: `[⌈K/2⌉, N]`.
+pub fn pack_columns(b: Mat) -> Vec<u32> {
+    let (depth, columns) = (b.rows, b.cols);
+    let mut out = vec![0u32; depth.div_ceil(2) * columns];
+    if b.column(0).is_some() && b.row(0).is_none() {
+        // The transpose of a dense matrix: a column's pairs are adjacent values. Written
+        // in bands of columns, so each task reads its columns once.
+        const BAND: usize = 64;
+        let mut bands: Vec<Vec<u32>> = (0..columns.div_ceil(BAND))
+            .into_par_iter()
+            .map(|band| {
+                let first = band * BAND;
+                let width = (columns - first).min(BAND);
+                let mut block = vec![0u32; depth.div_ceil(2) * width];
+                for n in 0..width {
+                    let column = b.column(first + n).expect("columns are contiguous");
+                    for (p, values) in column.chunks(2).enumerate() {
+                        block[p * width + n] = pair(values[0], values.get(1).copied().unwrap_or(0.0));
+                    }
+                }
+                block
+            })
+            .collect();
+        for (band, block) in bands.iter_mut().enumerate() {
+            let (first, width) = (band * BAND, block.len() / depth.div_ceil(2).max(1));
+            for (p, values) in block.chunks_exact(width.max(1)).enumerate() {
+                out[p * columns + first..][..width].copy_from_slice(values);
+            }
+        }
+        return out;
+    }
+    out.par_chunks_mut(columns.max(1)).enumerate().for_each(|(p, lanes)| {
+        let k = 2 * p;
+        match (b.row(k), b.row(k + 1)) {
+            (Some(low), high) => match high.filter(|_| k + 1 < depth) {
+                Some(high) => {
+                    lanes.iter_mut().zip(low.iter().zip(high)).for_each(|(lane, (&l, &h))| *lane = pair(l, h))
+                }
+                None => lanes.iter_mut().zip(low).for_each(|(lane, &l)| *lane = pair(l, 0.0)),
+            },
+            _ => {
+                for (n, lane) in lanes.iter_mut().enumerate() {
+                    let high = if k + 1 < depth { b.at(k + 1, n) } else { 0.0 };
+                    *lane = pair(b.at(k, n), high);
+                }
+            }
+        }
+    });
+    out
+}
+
+/// `a · b` as a new dense row-major matrix, both operands read as bfloat16.
+pub fn product(a: Mat, b: Mat, threads: usize) -> Vec<f32> {
+    assert_eq!(a.cols, b.rows, "inner dimensions differ");
+    let mut out = vec![0.0; a.rows * b.cols];
+    PackedRows::new(a).multiply_add(&mut out, &pack_columns(b), b.cols, threads);
+    out
+}
+
+/// The `vdpbf16ps` kernels.
+#[cfg(target_arch = "x86_64")]
+mod kernels {
+    use super::{COLUMN_BLOCK, PANEL};
+    use crate::kernels::avx512::{add_block, add_partial_sums, column_runs, first_lanes};
+    use std::arch::x86_64::*;
+
+    /// `dst += panels · x` for one band: `rows` rows (⌈rows / PANEL⌉ panels of `pairs × PANEL`),
+    /// `x` `[pairs, columns]`. Columns go in blocks of [`COLUMN_BLOCK`] (kept in L2 while
+    /// every panel of the band passes), each in runs of 32 or 16 (one register each).
+    ///
+    /// # Safety
+    /// The processor must have AVX-512F and AVX-512 BF16; the slices hold these sizes.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn band_product(
+        dst: &mut [f32],
+        panels: &[u32],
+        x: &[u32],
+        (rows, pairs, columns): (usize, usize, usize),
+    ) {
+        for block in (0..columns).step_by(COLUMN_BLOCK) {
+            let end = (block + COLUMN_BLOCK).min(columns);
+            for panel in 0..rows.div_ceil(PANEL) {
+                let count = (rows - panel * PANEL).min(PANEL);
+                let weights = &panels[panel * pairs * PANEL..][..pairs * PANEL];
+                let first_row = panel * PANEL;
+                if columns == 1 {
+                    // SAFETY: the caller's sizes.
+                    unsafe { panel_column(&mut dst[first_row..][..count], weights, &x[..pairs]) };
+                    continue;
+                }
+                for (column, masks, wide) in column_runs(block, end) {
+                    let place = (first_row, count, column, masks);
+                    // SAFETY (both): the caller's sizes; the masks cover only existing columns.
+                    match wide {
+                        true => unsafe { panel_block::<2>(dst, weights, x, place, (pairs, columns)) },
+                        false => unsafe { panel_block::<1>(dst, weights, x, place, (pairs, columns)) },
+                    }
+                }
+            }
+        }
+    }
+
+    /// One panel times `C` registers of columns: PANEL × C float32 accumulators held across
+    /// all pairs; per pair one load of x per register and one broadcast pair per row.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[inline]
+    unsafe fn panel_block<const C: usize>(
+        dst: &mut [f32],
+        weights: &[u32],
+        x: &[u32],
+        (first_row, rows, column, masks): (usize, usize, usize, [__mmask16; 2]),
+        (pairs, columns): (usize, usize),
+    ) {
+        let (w, xp) = (weights.as_ptr(), x.as_ptr());
+        let mut acc = [[_mm512_setzero_ps(); C]; PANEL];
+        // SAFETY: `weights` holds pairs × PANEL lanes; x's pair row p has `columns` lanes,
+        // of which the masks select only existing ones; dst rows first_row..+rows exist.
+        // `__m512i` and `__m512bh` are both 64 bytes of plain lanes.
+        unsafe {
+            for p in 0..pairs {
+                let mut xv: [__m512bh; C] = [std::mem::transmute::<__m512i, __m512bh>(_mm512_setzero_si512()); C];
+                for (c, v) in xv.iter_mut().enumerate() {
+                    let lanes = _mm512_maskz_loadu_epi32(masks[c], xp.add(p * columns + column + 16 * c) as *const i32);
+                    *v = std::mem::transmute::<__m512i, __m512bh>(lanes);
+                }
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let weight =
+                        std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(*w.add(p * PANEL + r) as i32));
+                    for (a, &v) in row.iter_mut().zip(&xv) {
+                        *a = _mm512_dpbf16_ps(*a, weight, v);
+                    }
+                }
+            }
+            add_block(dst, &acc, (first_row, rows, column, masks), columns);
+        }
+    }
+
+    /// One panel times a single column (one generated stream): each pair's PANEL weight
+    /// pairs are adjacent, so a pair is one masked load, a broadcast of x's pair and one
+    /// `vdpbf16ps` into the rows' lanes; four interleaved accumulators hide its latency.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn panel_column(dst: &mut [f32], weights: &[u32], x: &[u32]) {
+        let lanes = first_lanes(PANEL);
+        let (w, pairs) = (weights.as_ptr(), x.len());
+        let mut acc = [_mm512_setzero_ps(); 4];
+        // SAFETY: `weights` holds pairs × PANEL lanes and each load reads PANEL of them.
+        unsafe {
+            let step = |acc: __m512, p: usize| {
+                let column = _mm512_maskz_loadu_epi32(lanes, w.add(p * PANEL) as *const i32);
+                let pair = _mm512_set1_epi32(*x.get_unchecked(p) as i32);
+                _mm512_dpbf16_ps(
+                    acc,
+                    std::mem::transmute::<__m512i, __m512bh>(column),
+                    std::mem::transmute::<__m512i, __m512bh>(pair),
+                )
+            };
+            let mut p = 0;
+            while p + 4 <= pairs {
+                acc[0] = step(acc[0], p);
+                acc[1] = step(acc[1], p + 1);
+                acc[2] = step(acc[2], p + 2);
+                acc[3] = step(acc[3], p + 3);
+                p += 4;
+            }
+            for (j, p) in (p..pairs).enumerate() {
+                acc[j] = step(acc[j], p);
+            }
+        }
+        add_partial_sums(dst, acc);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use seeded_rng::SeededRng;
+
+    #[test]
+    fn rounding_is_to_nearest_even() {
+        assert_eq!(widen(round(1.0)), 1.0);
+        assert_eq!(widen(round(-2.5)), -2.5);
+        // 1 + 2⁻⁸ lies halfway between 1 and 1 + 2⁻⁷: ties go to the even mantissa, 1.
+        assert_eq!(widen(round(1.0 + 1.0 / 256.0)), 1.0);
+        assert_eq!(widen(round(1.0 + 3.0 / 256.0)), 1.0 + 4.0 / 256.0);
+        assert!(widen(round(f32::NAN)).is_nan());
+        assert_eq!(widen(round(f32::INFINITY)), f32::INFINITY);
+    }
+
+    /// Each output against the float32 product of the bfloat16-rounded operands (which
+    /// `vdpbf16ps` computes up to float32 summation order) and against the exact product
+    /// within bfloat16's stated error.
+    #[test]
+    fn products_match_the_rounded_operands_product() {
+        if !available() {
+            eprintln!("skipped: products_match_the_rounded_operands_product: this CPU has no AVX-512 BF16");
+            return;
+        }
+        let mut rng = SeededRng::new(5, "bf16 test");
+        for (m, k, n) in [(1, 1, 1), (13, 7, 1), (25, 33, 17), (12, 64, 32), (40, 129, 300), (7, 2, 45)] {
+            let a: Vec<f32> = (0..m * k).map(|_| rng.unit_f32() * 2.0 - 1.0).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| rng.unit_f32() * 2.0 - 1.0).collect();
+            let (a_t, b_t) = (crate::kernels::transpose(&a, m, k), crate::kernels::transpose(&b, k, n));
+            let views = [
+                ("dense", Mat::dense(&a, m, k), Mat::dense(&b, k, n)),
+                ("left transposed", Mat::dense(&a_t, k, m).t(), Mat::dense(&b, k, n)),
+                ("right transposed", Mat::dense(&a, m, k), Mat::dense(&b_t, n, k).t()),
+            ];
+            for threads in [1, 3] {
+                for (name, a_view, b_view) in views {
+                    let got = product(a_view, b_view, threads);
+                    for r in 0..m {
+                        for c in 0..n {
+                            let terms = (0..k).map(|i| (a[r * k + i], b[i * n + c]));
+                            let rounded: f64 =
+                                terms.clone().map(|(x, y)| f64::from(widen(round(x)) * widen(round(y)))).sum();
+                            let exact: f64 = terms.clone().map(|(x, y)| f64::from(x) * f64::from(y)).sum();
+                            let size: f64 = terms.map(|(x, y)| f64::from((x * y).abs())).sum();
+                            let value = f64::from(got[r * n + c]);
+                            assert!((value - rounded).abs() <= 1e-5 * size.max(1.0), "{name} ({m},{k},{n}) [{r},{c}]");
+                            // Each operand is off by at most 2⁻⁸ of itself, so each product by 2⁻⁷ + 2⁻¹⁶.
+                            let bound = (2.0f64.powi(-7) + 2.0f64.powi(-16)) * size + 1e-5 * size.max(1.0);
+                            assert!((value - exact).abs() <= bound, "{name} ({m},{k},{n}) [{r},{c}] vs exact");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
