@@ -454,7 +454,7 @@ fn spread(rate: &Spread, width: usize) -> String {
 /// The report as a plain-text table: each figure's rate as min / median / max of its samples.
 pub fn table(report: &BenchReport) -> String {
     let mut out =
-        format!("pianola bench ({} threads; every rate: min, median, max of ≥ {SAMPLES} samples)\n\n", report.threads);
+        format!("pianola bench ({} threads; every rate: min, median, max of its samples)\n\n", report.threads);
     if let Some(e) = &report.extract {
         out += &format!("extract ({} files, {} notes), notes/s\n", e.files, e.notes);
         out += &format!("  parse in memory       {}\n", spread(&e.parse_in_memory.per_second, 11));

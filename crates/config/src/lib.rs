@@ -188,6 +188,26 @@ pub struct TrainConfig {
     /// `"f32"` or `"bf16"`: how the training step's matrix products read their operands.
     #[serde(skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
+    /// The learning rate rises linearly to `learning_rate` over this many epochs' worth of
+    /// steps (0 = none), so fine-tuning's first steps, where Adam moves every weight by the
+    /// full rate whatever its gradient, do not shake a trained model. In epochs, not steps,
+    /// so it means the same on nine pieces and on thousands.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub warmup_epochs: f64,
+    /// After each epoch that brings no lower validation loss than the best before it, the
+    /// learning rate is multiplied by this (1 = never changes).
+    #[serde(skip_serializing_if = "is_one")]
+    pub plateau_decay: f64,
+}
+
+// The defaults of keys added after artifacts existed are left out of the settings' digests,
+// so a config that does not set them keeps its digest and its artifacts stay fresh.
+fn is_zero(value: &f64) -> bool {
+    *value == 0.0
+}
+
+fn is_one(value: &f64) -> bool {
+    *value == 1.0
 }
 
 /// The `[train]` keys that only say how long to train, how often to save or what the report
@@ -352,6 +372,8 @@ impl Default for TrainConfig {
             init: PathBuf::new(),
             credit: String::new(),
             precision: Precision::F32,
+            warmup_epochs: 0.0,
+            plateau_decay: 1.0,
         }
     }
 }
@@ -625,6 +647,12 @@ impl TrainConfig {
         }
         if !(self.max_minutes >= 0.0 && self.max_minutes.is_finite()) {
             return invalid("train.max_minutes", format!("must be 0 (no limit) or positive, got {}", self.max_minutes));
+        }
+        if !(self.warmup_epochs >= 0.0 && self.warmup_epochs.is_finite()) {
+            return invalid("train.warmup_epochs", format!("must be 0 (none) or positive, got {}", self.warmup_epochs));
+        }
+        if !(self.plateau_decay > 0.0 && self.plateau_decay <= 1.0) {
+            return invalid("train.plateau_decay", format!("must be in (0, 1] (1 = off), got {}", self.plateau_decay));
         }
         Ok(())
     }

@@ -56,6 +56,16 @@ impl Adam {
         }
     }
 
+    /// Sets the step size of the updates from now on (a schedule's rate for the next step).
+    pub fn set_learning_rate(&mut self, learning_rate: f64) {
+        self.learning_rate = learning_rate;
+    }
+
+    /// Updates made so far (`t` after the last one), counted across checkpoints.
+    pub fn steps_taken(&self) -> u64 {
+        self.step
+    }
+
     /// One update of every weight from its gradient (same order as `vars`), as PyTorch
     /// computes it:
     ///

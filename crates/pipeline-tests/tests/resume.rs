@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 /// Long enough to be interrupted, with a checkpoint after every step.
 const TRAIN_FLAGS: [&str; 4] = ["--set", "train.checkpoint_steps=1", "--epochs", "40"];
+/// A learning-rate schedule (warm-up, decay on plateaus) that a resumed run must pick up
+/// where it was: every run here trains with it.
+const SCHEDULE_FLAGS: [&str; 4] = ["--set", "train.warmup_epochs=1.5", "--set", "train.plateau_decay=0.7"];
 
 fn prepare(dir: &Path) {
     for (stage, args) in [
@@ -22,6 +25,7 @@ fn prepare(dir: &Path) {
 fn train(dir: &Path, output: &str) -> std::process::Output {
     let mut args = vec!["--input", "dataset.bin", "--output", output];
     args.extend(TRAIN_FLAGS);
+    args.extend(SCHEDULE_FLAGS);
     run_stage("train", dir, &args)
 }
 
@@ -35,6 +39,7 @@ fn model_bytes(path: &Path) -> Vec<u8> {
 fn interrupt(dir: &Path, output: &str, delay: Duration, signal: &str) -> std::process::Output {
     let mut args = vec!["--input", "dataset.bin", "--output", output];
     args.extend(TRAIN_FLAGS);
+    args.extend(SCHEDULE_FLAGS);
     let mut child = Command::new(release_bin().join("train"))
         .args(&args)
         .current_dir(dir)
@@ -109,14 +114,19 @@ fn more_epochs_or_other_threads_resume_the_checkpoint() {
     let project = tiny_project(2);
     let dir = project.path();
     prepare(dir);
-    let reference = run_stage("train", dir, &["--input", "dataset.bin", "--output", "reference.bin", "--epochs", "41"]);
+    let reference_flags = ["--input", "dataset.bin", "--output", "reference.bin", "--epochs", "41"];
+    let reference = run_stage("train", dir, &[&reference_flags[..], &SCHEDULE_FLAGS].concat());
     assert!(reference.status.success(), "{}", describe(&reference));
     let stopped = interrupt(dir, "model.bin", Duration::from_millis(5), "INT");
     assert!(!stopped.status.success());
     let output = run_stage(
         "train",
         dir,
-        &["--input", "dataset.bin", "--output", "model.bin", "--epochs", "41", "--threads", "2"],
+        &[
+            &["--input", "dataset.bin", "--output", "model.bin", "--epochs", "41", "--threads", "2"][..],
+            &SCHEDULE_FLAGS,
+        ]
+        .concat(),
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success() && stderr.contains("resuming from"), "{stderr}");

@@ -531,7 +531,10 @@ impl<'a> Run<'a> {
         self.epoch_totals = resumed.map_or((0.0, 0, 0.0), |c| (c.epoch_loss_sum, c.epoch_targets, c.epoch_seconds));
         let budget_seconds = settings.max_minutes * 60.0;
         let mut progress = Progress::new("train", "batches", (batches.len() - skip.min(batches.len())) as u64);
+        let plateaus = plateaus(&self.history);
         for (index, windows) in batches.iter().enumerate().skip(skip) {
+            let rate = learning_rate(settings, (self.optimizer.steps_taken() + 1, batches.len()), plateaus);
+            self.optimizer.set_learning_rate(rate);
             let (loss_value, count) = step(
                 &self.model,
                 &mut self.optimizer,
@@ -683,6 +686,37 @@ fn starting_point(
     Ok((model, optimizer, history))
 }
 
+/// The learning rate of optimizer step `step` (counted from 1 since the weights were
+/// initialised) with `steps_per_epoch` batches an epoch, after `plateaus` epochs that
+/// brought no lower validation loss:
+///
+/// ```text
+/// warm-up = min(1, step / (train.warmup_epochs · steps_per_epoch))     (1 without warm-up)
+/// rate    = train.learning_rate · warm-up · train.plateau_decay^plateaus
+/// ```
+///
+/// Both factors follow from what a checkpoint holds (Adam's step count, the epoch history),
+/// so a resumed run takes the same steps as one that never stopped.
+fn learning_rate(settings: &config::TrainConfig, (step, steps_per_epoch): (u64, usize), plateaus: usize) -> f64 {
+    let warmup_steps = settings.warmup_epochs * steps_per_epoch as f64;
+    let warmup = if warmup_steps > 0.0 { (step as f64 / warmup_steps).min(1.0) } else { 1.0 };
+    settings.learning_rate * warmup * settings.plateau_decay.powi(plateaus as i32)
+}
+
+/// How many epochs of `history` brought no lower validation loss than every epoch before them.
+fn plateaus(history: &[EpochRecord]) -> usize {
+    let mut best = f32::INFINITY;
+    let mut count = 0;
+    for loss in history.iter().filter_map(|e| e.validation_loss) {
+        if loss < best {
+            best = loss;
+        } else {
+            count += 1;
+        }
+    }
+    count
+}
+
 /// One training step on a batch of windows:
 ///
 /// ```text
@@ -759,6 +793,30 @@ mod tests {
     use super::*;
     use artifacts::{EncodedPiece, Encoding, Vocabulary};
     use candle_core::Var;
+
+    #[test]
+    fn the_learning_rate_warms_up_then_decays_on_each_plateau() {
+        // Half an epoch of 8 steps: 4 steps of warm-up.
+        let settings =
+            config::TrainConfig { learning_rate: 0.01, warmup_epochs: 0.5, plateau_decay: 0.5, ..Default::default() };
+        let rates: Vec<f64> = (1..=6).map(|step| learning_rate(&settings, (step, 8), 0)).collect();
+        assert_eq!(rates, [0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01]);
+        assert_eq!(learning_rate(&settings, (9, 8), 2), 0.0025);
+        let defaults = config::TrainConfig { learning_rate: 0.01, ..Default::default() };
+        assert_eq!(learning_rate(&defaults, (1, 8), 3), 0.01, "no warm-up and no decay by default");
+
+        let epoch = |validation: Option<f32>| EpochRecord {
+            epoch: 0,
+            train_loss: 1.0,
+            validation_loss: validation,
+            validation_accuracy: None,
+        };
+        // 3.0 is new, 3.1 and 3.0 are no lower than the best, 2.5 is lower, 2.6 is not.
+        let history: Vec<EpochRecord> =
+            [3.0, 3.1, 3.0, 2.5, 2.6].into_iter().map(Some).chain([None]).map(epoch).collect();
+        assert_eq!(plateaus(&history), 3);
+        assert_eq!(plateaus(&[]), 0);
+    }
 
     #[test]
     fn adam_takes_learning_rate_sized_steps_and_converges() {
