@@ -200,7 +200,7 @@ pub struct Stages {
 }
 
 impl Stages {
-    /// `None` with the reason when a stage binary is not beside this one (build them:
+    /// An error saying why when a stage binary is not beside this one (build them:
     /// `cargo build --release --bins`, which `make bench` does).
     pub fn beside_this_binary(work: PathBuf) -> Result<Self, String> {
         let me = std::env::current_exe().map_err(|e| format!("cannot locate the bench binary: {e}"))?;

@@ -40,6 +40,14 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// The value among the two given that stands for this precision (a name, a setting).
+    pub fn pick<T>(self, f32: T, bf16: T) -> T {
+        match self {
+            Precision::F32 => f32,
+            Precision::Bf16 => bf16,
+        }
+    }
+
     /// `a · b` as a new dense row-major matrix, in this precision.
     pub fn product(self, a: Mat, b: Mat, threads: usize) -> Vec<f32> {
         match self {

@@ -29,6 +29,10 @@
 //! [`LayerPath::CandleOps`]) and Candle's autograd derives the backward pass. Tests hold
 //! the two paths, candle-nn's LSTM and finite differences to the same numbers.
 //!
+//! On the CPU every matrix product reads float32 by default, or bfloat16 copies of its
+//! operands ([`bf16`], [`Precision`]: twice the products per instruction on processors with
+//! AVX-512 BF16, float32 sums, weights and gate math), as [`LstmModel::set_precision`] says.
+//!
 //! What training and evaluation share beside the network lives here too: the optimizer
 //! ([`adam`]) and [`batch`], which turns a data set's windows into input and target ids.
 //! Generation ([`Generator`]) carries the state and steps many streams at once.
@@ -159,7 +163,6 @@ impl LstmModel {
         })
     }
 
-    /// The weights in storage order, for the optimizer.
     /// How the CPU training step and [`Generator`] multiply: [`Precision::Bf16`] only on
     /// the CPU where [`bf16::available`] (an error says what is missing otherwise, and the
     /// model stays as it was). The Candle-ops path (CUDA, Metal, evaluation) computes in float32.
@@ -181,6 +184,7 @@ impl LstmModel {
         self.precision
     }
 
+    /// The weights in storage order, for the optimizer.
     pub fn vars(&self) -> &[Var] {
         &self.weights
     }

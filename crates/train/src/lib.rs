@@ -490,7 +490,7 @@ impl<'a> Run<'a> {
         let parameters: usize = self.model.vars().iter().map(|v| v.elem_count()).sum();
         tracing::info!(
             "train: {parameters} parameters (vocabulary {}, embedding {}, {}×LSTM {}), {} training windows, \
-             batch {}, {} epochs on {:?} with {} threads",
+             batch {}, {} epochs on {:?} with {} threads, {} products",
             hp.vocab_size,
             hp.embedding,
             hp.layers,
@@ -499,7 +499,8 @@ impl<'a> Run<'a> {
             settings.batch_size,
             settings.epochs,
             self.device,
-            candle_core::utils::get_num_threads()
+            candle_core::utils::get_num_threads(),
+            self.model.precision().pick("float32", "bfloat16")
         );
     }
 
