@@ -109,17 +109,21 @@ impl PackedRows {
         PackedRows { rows, depth, data }
     }
 
+    /// M, the rows of the packed matrix.
     pub fn rows(&self) -> usize {
         self.rows
     }
 
+    /// K, the columns of the packed matrix (the depth of its products).
     pub fn depth(&self) -> usize {
         self.depth
     }
 
     /// `dst += self · x` for `x` packed by [`pack_columns`] (`[⌈K/2⌉, columns]` pairs) and
     /// dense row-major `dst` `[rows, columns]`, with the rows split into one band per thread.
+    /// Panics where [`available`] is false (the kernels' instructions would not exist).
     pub fn multiply_add(&self, dst: &mut [f32], x: &[u32], columns: usize, threads: usize) {
+        assert!(available(), "bfloat16 products need AVX-512 BF16, which this processor lacks");
         let pairs = self.depth.div_ceil(2);
         assert!(dst.len() >= self.rows * columns && x.len() >= pairs * columns, "bf16 product out of bounds");
         if self.rows == 0 || columns == 0 {
@@ -130,9 +134,8 @@ impl PackedRows {
             let first_panel = index * band / PANEL;
             let rows = dst_band.len() / columns;
             let panels = &self.data[first_panel * pairs * PANEL..][..rows.div_ceil(PANEL) * pairs * PANEL];
-            // SAFETY: `PackedRows` and the callers of `multiply_add` exist only where
-            // `available()` said yes (`Precision::Bf16` is refused otherwise); the sizes
-            // were checked above.
+            // SAFETY: the processor has AVX-512F and AVX-512 BF16 (asserted above); the
+            // sizes were checked above.
             #[cfg(target_arch = "x86_64")]
             unsafe {
                 kernels::band_product(dst_band, panels, x, (rows, pairs, columns))
