@@ -49,6 +49,11 @@ impl Artifact for DatasetArtifact {
 }
 
 impl DatasetArtifact {
+    /// The indices of the pieces on one side of the split, in data set order.
+    pub fn pieces_of(&self, split: Split) -> Vec<usize> {
+        (0..self.pieces.len()).filter(|&i| self.pieces[i].split == split).collect()
+    }
+
     /// The training windows of one side of the split, as `(piece index, start)`.
     ///
     /// A window covers tokens `start..start + seq_len + 1`: `seq_len` inputs, each paired

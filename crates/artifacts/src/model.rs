@@ -152,6 +152,9 @@ pub struct CheckpointArtifact {
     pub settings: Vec<(String, String)>,
     /// How long each completed epoch took, for the report of the run that finishes.
     pub timings: Vec<EpochTiming>,
+    /// With `train.carry_state`, the state each lane carries into its next window (see
+    /// `lstm::LaneStates`); empty otherwise.
+    pub carried_state: Vec<f32>,
 }
 
 impl Artifact for CheckpointArtifact {
@@ -160,7 +163,8 @@ impl Artifact for CheckpointArtifact {
     // 3: holds a version-3 model, the training time so far and the settings it resumes under.
     // 4: the header carries the payload's digest.
     // 5: holds a version-5 model and the epochs' timings.
-    const FORMAT_VERSION: u32 = 5;
+    // 6: holds the lanes' carried state.
+    const FORMAT_VERSION: u32 = 6;
 
     fn check(&self) -> Result<(), String> {
         check_weights(&self.model.weights)?;

@@ -198,6 +198,13 @@ pub struct TrainConfig {
     /// learning rate is multiplied by this (1 = never changes).
     #[serde(skip_serializing_if = "is_one")]
     pub plateau_decay: f64,
+    /// Carry each LSTM layer's state from one window to the next window of the same piece
+    /// (truncated backpropagation through time), as composing carries it through the whole
+    /// piece: the pieces are read start to end in `batch_size` lanes of consecutive windows,
+    /// not as shuffled windows that each start from zero. (Validation always reads whole
+    /// pieces so.)
+    #[serde(skip_serializing_if = "is_false")]
+    pub carry_state: bool,
 }
 
 // The defaults of keys added after artifacts existed are left out of the settings' digests,
@@ -208,6 +215,10 @@ fn is_zero(value: &f64) -> bool {
 
 fn is_one(value: &f64) -> bool {
     *value == 1.0
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// The `[train]` keys that only say how long to train, how often to save or what the report
@@ -374,6 +385,7 @@ impl Default for TrainConfig {
             precision: Precision::F32,
             warmup_epochs: 0.0,
             plateau_decay: 1.0,
+            carry_state: false,
         }
     }
 }

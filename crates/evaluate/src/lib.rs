@@ -15,9 +15,10 @@
 //! - memorisation ([`memorisation`]): the longest run of tokens and of notes copied from
 //!   the training set, from which piece and where, and the share of copied n-grams.
 //!
-//! Key design decision: the model figures are computed over exactly the windows `train`
-//! validates on, so the loss here equals the last validation loss in `model.bin` — a test
-//! checks it — and the per-note and per-second figures scale that one number by the
+//! Key design decision: the model figures are computed over exactly what `train` validates
+//! on — every validation piece read start to end, the state carried from window to window,
+//! as compose runs the model — so the loss here equals the validation loss in `model.bin`
+//! (a test checks it), and the per-note and per-second figures scale that one number by the
 //! validation pieces' tokens per note and per second.
 
 pub mod memorisation;
@@ -46,7 +47,7 @@ pub struct Evaluation {
     pub generated_total: Option<MusicComparison>,
 }
 
-/// The model's figures on the validation windows.
+/// The model's figures on the validation pieces.
 #[derive(Debug, Serialize)]
 pub struct ModelFigures {
     pub targets: usize,
@@ -275,24 +276,23 @@ fn token_type(token: &str) -> &'static str {
     }
 }
 
-/// Loss, accuracy and loss by type over the validation windows (`None` without any).
+/// Loss, accuracy and loss by type over the validation pieces (`None` without any), each
+/// read start to end with the state carried, as train validates and compose generates.
 fn model_figures(
     dataset: &DatasetArtifact,
     model: &ModelArtifact,
     device: &Device,
 ) -> Result<Option<ModelFigures>, EvaluateError> {
-    let windows = dataset.windows(Split::Validation);
-    if windows.is_empty() {
+    let batches = lstm::whole_pieces(dataset, Split::Validation, 32);
+    if batches.is_empty() {
         return Ok(None);
     }
     let network = LstmModel::from_named(model.hyperparameters.clone(), &model.weights, device)?;
     let (mut nats, mut top1, mut top5, mut targets) = (0.0f64, 0usize, 0usize, 0usize);
     let mut by_type: BTreeMap<String, (usize, f64)> = BTreeMap::new();
-    for chunk in windows.chunks(32) {
-        let (inputs, expected) = lstm::batch(dataset, chunk, device)?;
-        let log_probs = candle_nn::ops::log_softmax(&network.forward(&inputs, None)?.flatten_to(1)?, D::Minus1)?;
-        let rows = log_probs.to_vec2::<f32>()?;
-        let expected = expected.flatten_all()?.to_vec1::<u32>()?;
+    lstm::read_in_order(&network, dataset, &batches, device, |logits, expected| {
+        let rows = candle_nn::ops::log_softmax(&logits, D::Minus1)?.to_vec2::<f32>()?;
+        let expected = expected.to_vec1::<u32>()?;
         for (row, &target) in rows.iter().zip(&expected) {
             let score = row[target as usize];
             let better = row.iter().filter(|&&s| s > score).count();
@@ -304,7 +304,8 @@ fn model_figures(
             entry.0 += 1;
             entry.1 -= f64::from(score);
         }
-    }
+        Ok(())
+    })?;
     for entry in by_type.values_mut() {
         entry.1 /= entry.0 as f64;
     }
@@ -353,7 +354,7 @@ fn write_pictures(evaluation: &Evaluation, output: &Path) -> Result<Vec<(String,
 fn markdown(e: &Evaluation, pictures: &[(String, PathBuf)]) -> String {
     let mut md = format!("# Evaluation\n\nEncoding: `{}`.\n\n## The model, on the validation pieces\n\n", e.encoding);
     match &e.model {
-        None => md.push_str("No validation windows: no model figures.\n"),
+        None => md.push_str("No validation piece long enough for a window: no model figures.\n"),
         Some(m) => {
             let _ = writeln!(md, "| figure | value |\n|---|---|");
             let _ = writeln!(md, "| targets | {} |", m.targets);

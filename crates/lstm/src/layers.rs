@@ -219,9 +219,12 @@ enum StepOrder {
 }
 
 /// What [`recurrence_forward`] keeps for [`recurrence_backward`]: per group of sequences,
-/// the gate activations (T blocks of `[4H, b]`) and cell states (T blocks of `[H, b]`).
+/// the gate activations (T blocks of `[4H, b]`) and cell states (T blocks of `[H, b]`),
+/// and the state the sequences started from, if not zero.
 pub struct RecurrenceSaved {
     groups: Vec<Group>,
+    /// h_{−1} feature-major `[H, B]`, when the recurrence started from a carried state.
+    initial_h: Option<Vec<f32>>,
 }
 
 /// One thread's share of the batch: sequences `first .. first + size`, and its buffers.
@@ -230,10 +233,51 @@ struct Group {
     size: usize,
     gates: Vec<f32>,
     cells: Vec<f32>,
+    /// c_{−1} as a `[H, b]` block, when the recurrence started from a carried state.
+    initial_cells: Option<Vec<f32>>,
 }
 
-/// The LSTM recurrence from zero state: input projections `P[4H, N]` (x·W_ih + b for every
-/// step, gate order i f g o) and `W_hh[4H, H]` in; hidden states `h[H, N]` out.
+/// The state of one LSTM layer for every sequence of a batch: h and c, each `[B, H]` (row b
+/// is sequence b). What one window hands to the next of the same piece when training carries
+/// the state (truncated backpropagation through time).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StreamState {
+    pub h: Vec<f32>,
+    pub c: Vec<f32>,
+}
+
+impl StreamState {
+    /// The all-zero state of `batch` sequences, where every recurrence starts by default.
+    pub fn zeros(batch: usize, hidden: usize) -> Self {
+        StreamState { h: vec![0.0; batch * hidden], c: vec![0.0; batch * hidden] }
+    }
+}
+
+/// Sequences `first .. first + size` of a `[B, H]` state as a feature-major `[H, size]`
+/// block, the layout of one step of a group.
+fn state_columns(state: &[f32], hidden: usize, (first, size): (usize, usize)) -> Vec<f32> {
+    let mut block = vec![0.0; hidden * size];
+    for (j, row) in state.chunks_exact(hidden).skip(first).take(size).enumerate() {
+        for (u, &value) in row.iter().enumerate() {
+            block[u * size + j] = value;
+        }
+    }
+    block
+}
+
+/// Writes a feature-major `[H, size]` block back into rows `first ..` of a `[B, H]` state.
+fn write_state_columns(block: &[f32], hidden: usize, (first, size): (usize, usize), state: &mut [f32]) {
+    for (j, row) in state.chunks_exact_mut(hidden).skip(first).take(size).enumerate() {
+        for (u, value) in row.iter_mut().enumerate() {
+            *value = block[u * size + j];
+        }
+    }
+}
+
+/// The LSTM recurrence: input projections `P[4H, N]` (x·W_ih + b for every step, gate
+/// order i f g o) and `W_hh[4H, H]` in; hidden states `h[H, N]` out, with the state after
+/// the last step. It starts from `initial` (h_{−1}, c_{−1}) where given, else from zero; no
+/// gradient flows back into `initial` (the truncation of backpropagation through time).
 ///
 /// The sequences are independent, so the batch is split into one group per thread and each
 /// thread runs its group through all T steps alone: no thread waits for another between
@@ -248,8 +292,9 @@ pub fn recurrence_forward(
     w_hh: &[f32],
     dims: Dims,
     precision: Precision,
-) -> (Vec<f32>, RecurrenceSaved) {
-    let Dims { hidden, steps, .. } = dims;
+    initial: Option<&StreamState>,
+) -> (Vec<f32>, RecurrenceSaved, StreamState) {
+    let Dims { hidden, steps, batch } = dims;
     let w_hh = StepWeights::new(Mat::dense(w_hh, 4 * hidden, hidden), precision);
     let groups: Vec<(Group, Vec<f32>)> = dims
         .groups()
@@ -257,34 +302,50 @@ pub fn recurrence_forward(
         .map(|(first, size)| {
             let (gate_block, state_block) = (4 * hidden * size, hidden * size);
             let mut gates = dims.gather_all(4 * hidden, (first, size), p, bias);
+            let initial_h = initial.map(|state| state_columns(&state.h, hidden, (first, size)));
+            let initial_cells = initial.map(|state| state_columns(&state.c, hidden, (first, size)));
             let mut cells = Vec::with_capacity(steps * state_block);
             let mut h = Vec::with_capacity(steps * state_block);
             for step in 0..steps {
-                // The cell starts from c_{t−1} (zero at the first step).
-                match step {
-                    0 => cells.resize(state_block, 0.0),
+                // The cell starts from c_{t−1}: the carried or zero state at the first step.
+                match (step, &initial_cells) {
+                    (0, Some(c0)) => cells.extend_from_slice(c0),
+                    (0, None) => cells.resize(state_block, 0.0),
                     _ => cells.extend_from_within((step - 1) * state_block..step * state_block),
                 }
                 h.resize((step + 1) * state_block, 0.0);
                 let gates_t = &mut gates[step * gate_block..][..gate_block];
                 let (h_before, h_t) = h.split_at_mut(step * state_block);
-                if step > 0 {
-                    // gates_t += W_hh · h_{t−1}.
-                    w_hh.multiply_add(gates_t, &h_before[(step - 1) * state_block..], size);
+                // gates_t += W_hh · h_{t−1} (nothing to add for a zero h_{−1}).
+                match (step, &initial_h) {
+                    (0, Some(h0)) => w_hh.multiply_add(gates_t, h0, size),
+                    (0, None) => {}
+                    _ => w_hh.multiply_add(gates_t, &h_before[(step - 1) * state_block..], size),
                 }
                 cell_forward(gates_t, &mut cells[step * state_block..], h_t);
             }
-            (Group { first, size, gates, cells }, h)
+            (Group { first, size, gates, cells, initial_cells }, h)
         })
         .collect();
+    let mut last = StreamState::zeros(batch, hidden);
+    for (group, h) in &groups {
+        let (range, state_block) = ((group.first, group.size), hidden * group.size);
+        if steps > 0 {
+            write_state_columns(&h[(steps - 1) * state_block..], hidden, range, &mut last.h);
+            write_state_columns(&group.cells[(steps - 1) * state_block..], hidden, range, &mut last.c);
+        }
+    }
     let ranges: Vec<(usize, usize)> = groups.iter().map(|(g, _)| (g.first, g.size)).collect();
     let h_groups: Vec<&[f32]> = groups.iter().map(|(_, h)| h.as_slice()).collect();
     let h = dims.scatter_all(hidden, &ranges, &h_groups, StepOrder::Forward);
-    (h, RecurrenceSaved { groups: groups.into_iter().map(|(group, _)| group).collect() })
+    let initial_h = initial.map(|state| state_columns(&state.h, hidden, (0, batch)));
+    let saved = RecurrenceSaved { groups: groups.into_iter().map(|(group, _)| group).collect(), initial_h };
+    (h, saved, last)
 }
 
 /// The gradients of [`recurrence_forward`] from `dh` = ∂loss/∂h `[H, N]`, given its output
-/// `h`: `(dP [4H, N], dW_hh [4H, H])`.
+/// `h`: `(dP [4H, N], dW_hh [4H, H])`. A carried initial state contributes to dW_hh through
+/// the first step, and receives no gradient itself.
 pub fn recurrence_backward(
     saved: &RecurrenceSaved,
     w_hh: &[f32],
@@ -312,7 +373,10 @@ pub fn recurrence_backward(
                     w_hh_t.multiply_add(dh_t, &d_gates[d_gates.len() - gate_block..], group.size);
                 }
                 let cells_t = &group.cells[step * state_block..][..state_block];
-                let previous = (step > 0).then(|| &group.cells[(step - 1) * state_block..][..state_block]);
+                let previous = match step {
+                    0 => group.initial_cells.as_deref(),
+                    _ => Some(&group.cells[(step - 1) * state_block..][..state_block]),
+                };
                 let gates_t = &group.gates[step * gate_block..][..gate_block];
                 let d_now = d_gates.len();
                 cell_backward(
@@ -335,7 +399,16 @@ pub fn recurrence_backward(
     // dW_hh = Σ_{t≥1} dgates_t · h_{t−1}ᵀ: columns B.. of dP against columns ..N−B of h.
     let d_later = Mat::block(&d_p, batch, 4 * hidden, columns - batch, columns);
     let h_earlier = Mat::block(h, 0, hidden, columns - batch, columns).t();
-    let dw_hh = precision.product(d_later, h_earlier, threads());
+    let mut dw_hh = precision.product(d_later, h_earlier, threads());
+    if let Some(h0) = &saved.initial_h {
+        // … + dgates_0 · h_{−1}ᵀ when the first step read a carried state.
+        let first = precision.product(
+            Mat::block(&d_p, 0, 4 * hidden, batch, columns),
+            Mat::dense(h0, hidden, batch).t(),
+            threads(),
+        );
+        dw_hh.iter_mut().zip(first).for_each(|(sum, value)| *sum += value);
+    }
     (d_p, dw_hh)
 }
 

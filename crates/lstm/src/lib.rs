@@ -37,7 +37,7 @@
 //! ([`adam`]) and [`batch`], which turns a data set's windows into input and target ids.
 //! Generation ([`Generator`]) carries the state and steps many streams at once.
 
-use artifacts::{DatasetArtifact, Hyperparameters, NamedTensor};
+use artifacts::{DatasetArtifact, Hyperparameters, NamedTensor, Split};
 use candle_core::{D, DType, Device, Tensor, Var};
 use seeded_rng::SeededRng;
 
@@ -53,6 +53,7 @@ pub mod network;
 
 pub use generator::{Generator, on_kernel_threads};
 pub use kernels::Precision;
+pub use layers::StreamState;
 
 /// Candle's error type, re-exported so callers need not depend on candle-core for it.
 pub type Result<T> = candle_core::Result<T>;
@@ -246,8 +247,34 @@ impl LstmModel {
     ) -> Result<Tensor> {
         match path {
             LayerPath::Fused => self.logits_fused(tokens, dropout)?.t()?.contiguous(),
-            LayerPath::CandleOps => self.logits_ops(tokens, dropout),
+            LayerPath::CandleOps => self.logits_ops(tokens, dropout, None),
         }
+    }
+
+    /// [`LstmModel::logits`] without dropout, every sequence starting from `state` (one
+    /// [`StreamState`] per layer, `[B, H]` each), which is left holding the state after the
+    /// last position: how a piece longer than one window is read window by window.
+    pub fn carried_logits(&self, tokens: &Tensor, state: &mut [StreamState]) -> Result<Tensor> {
+        self.carried_logits_on(tokens, None, state, LayerPath::for_device(tokens.device()))
+    }
+
+    /// [`LstmModel::carried_logits`] on a chosen path, with dropout as in
+    /// [`LstmModel::forward`]; [`LayerPath::Fused`] needs the CPU.
+    pub fn carried_logits_on(
+        &self,
+        tokens: &Tensor,
+        dropout: Option<(&mut SeededRng, f32)>,
+        state: &mut [StreamState],
+        path: LayerPath,
+    ) -> Result<Tensor> {
+        if path == LayerPath::CandleOps {
+            return self.logits_ops(tokens, dropout, Some(state));
+        }
+        let masks = self.dropout_values(tokens.elem_count(), dropout);
+        let ids = time_major(tokens)?.to_vec1::<u32>()?;
+        let (z, last) = network::logits(self, &ids, tokens.dim(0)?, &masks, Some(state))?;
+        state.clone_from_slice(&last);
+        Tensor::from_vec(z, (self.hyperparameters.vocab_size, ids.len()), tokens.device())?.t()?.contiguous()
     }
 
     /// The mean loss of predicting `targets` `[B, T]` from `tokens` `[B, T]` and every
@@ -262,13 +289,34 @@ impl LstmModel {
         targets: &Tensor,
         dropout: Option<(&mut SeededRng, f32)>,
     ) -> Result<(f32, Vec<Vec<f32>>)> {
+        self.carried_loss_and_gradients(tokens, targets, dropout, None)
+    }
+
+    /// [`LstmModel::loss_and_gradients`] with every sequence starting from `state` where
+    /// given (one [`StreamState`] per layer), which is then left holding the state after the
+    /// last position, for the next window of the same pieces: truncated backpropagation
+    /// through time. No gradient flows into the state it started from.
+    pub fn carried_loss_and_gradients(
+        &self,
+        tokens: &Tensor,
+        targets: &Tensor,
+        dropout: Option<(&mut SeededRng, f32)>,
+        state: Option<&mut [StreamState]>,
+    ) -> Result<(f32, Vec<Vec<f32>>)> {
         if LayerPath::for_device(tokens.device()) == LayerPath::Fused {
             let masks = self.dropout_values(tokens.elem_count(), dropout);
             let ids = time_major(tokens)?.to_vec1::<u32>()?;
             let targets = time_major(targets)?.to_vec1::<u32>()?;
-            return network::loss_and_gradients(self, &ids, &targets, tokens.dim(0)?, &masks);
+            let initial = state.as_deref();
+            let (loss, grads, last) =
+                network::loss_and_gradients(self, &ids, &targets, tokens.dim(0)?, &masks, initial)?;
+            if let Some(state) = state {
+                state.clone_from_slice(&last);
+            }
+            return Ok((loss, grads));
         }
-        let loss = candle_nn::loss::cross_entropy(&self.logits_ops(tokens, dropout)?, &time_major(targets)?)?;
+        let logits = self.logits_ops(tokens, dropout, state)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &time_major(targets)?)?;
         let grads = loss.backward()?;
         let grads = self
             .vars()
@@ -328,20 +376,40 @@ impl LstmModel {
     /// The portable path: Candle tensor ops, one tensor per time step. (Slicing one
     /// `[T·B, ·]` tensor per step instead would cost O(T²) in the backward pass: every
     /// slice's gradient is a zero-padded copy of the whole tensor.)
-    fn logits_ops(&self, tokens: &Tensor, dropout: Option<(&mut SeededRng, f32)>) -> Result<Tensor> {
+    /// Every layer starts from `carried` where given, which is left holding the state after
+    /// the last step (as plain numbers, so no gradient reaches back into an earlier window).
+    fn logits_ops(
+        &self,
+        tokens: &Tensor,
+        dropout: Option<(&mut SeededRng, f32)>,
+        mut carried: Option<&mut [StreamState]>,
+    ) -> Result<Tensor> {
         let (batch, steps) = tokens.dims2()?;
         let masks = self.dropout_masks(tokens, dropout)?;
         let ids = time_major(tokens)?;
+        let (device, shape) = (ids.device(), (batch, self.hyperparameters.hidden));
         let mut sequence: Vec<Tensor> =
             (0..steps).map(|t| self.embedding().embedding(&ids.narrow(0, t * batch, batch)?)).collect::<Result<_>>()?;
         for (layer, mask) in masks.iter().enumerate() {
             let (w_ih, w_hh, bias) = self.layer(layer);
-            let mut state = self.zero_layer_state(batch, ids.device())?;
+            let mut state = match carried.as_deref() {
+                Some(states) => LayerState {
+                    h: Tensor::from_slice(&states[layer].h, shape, device)?,
+                    c: Tensor::from_slice(&states[layer].c, shape, device)?,
+                },
+                None => self.zero_layer_state(batch, device)?,
+            };
             for (t, x_t) in sequence.iter_mut().enumerate() {
                 state = cell(&x_t.matmul(&w_ih.t()?)?.broadcast_add(bias)?, w_hh, &state)?;
                 *x_t = match mask {
                     Some(mask) => state.h.mul(&mask.narrow(0, t * batch, batch)?)?,
                     None => state.h.clone(),
+                };
+            }
+            if let Some(states) = carried.as_deref_mut() {
+                states[layer] = StreamState {
+                    h: state.h.flatten_all()?.to_vec1::<f32>()?,
+                    c: state.c.flatten_all()?.to_vec1::<f32>()?,
                 };
             }
         }
@@ -461,13 +529,13 @@ pub fn set_cpu_threads(threads: usize) {
 /// shifted by one token.
 pub fn batch(
     dataset: &DatasetArtifact,
-    windows: &[(usize, usize)],
+    windows: &[LaneWindow],
     device: &Device,
 ) -> candle_core::Result<(Tensor, Tensor)> {
     let steps = dataset.seq_len;
     let mut inputs = Vec::with_capacity(windows.len() * steps);
     let mut targets = Vec::with_capacity(windows.len() * steps);
-    for &(piece, start) in windows {
+    for &LaneWindow { piece, start, .. } in windows {
         let tokens = &dataset.pieces[piece].tokens[start..start + steps + 1];
         inputs.extend_from_slice(&tokens[..steps]);
         targets.extend_from_slice(&tokens[1..]);
@@ -478,12 +546,235 @@ pub fn batch(
     ))
 }
 
+/// One window of a lane of [`lane_batches`]: tokens `start ..= start + seq_len` of piece
+/// `piece` (inputs and the targets one token on), read by lane `lane`. `continues` says it
+/// follows the lane's previous window in the same piece, so it starts from the state that
+/// window ended in; otherwise it opens a piece and starts from zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaneWindow {
+    pub lane: usize,
+    pub piece: usize,
+    pub start: usize,
+    pub continues: bool,
+}
+
+/// The pieces `pieces` (indices into the data set, in this order) cut into consecutive,
+/// non-overlapping windows of `seq_len` and dealt to `lanes` lanes, for reading with the
+/// state carried from window to window (truncated backpropagation through time): batch k
+/// holds the k-th window of every lane that has one, so each lane reads its pieces from
+/// start to end, one window a batch.
+///
+/// Each piece goes whole to one lane, the longest pieces first, each to the lane with the
+/// fewest windows so far, so the lanes run out close together and the last batches are
+/// barely smaller (dealt in the given order instead, one long piece dealt last left
+/// batches of a few lanes for hundreds of steps). A lane then reads its pieces in the
+/// given order. Windows start every `seq_len` tokens: a piece's last tokens that do not
+/// fill a window (fewer than `seq_len`) are left out, as are pieces shorter than
+/// `seq_len + 1` tokens.
+pub fn lane_batches(dataset: &DatasetArtifact, pieces: &[usize], lanes: usize) -> Vec<Vec<LaneWindow>> {
+    let steps = dataset.seq_len.max(1);
+    let windows_of = |piece: usize| dataset.pieces[piece].tokens.len().saturating_sub(1) / steps;
+    // (position in `pieces`, piece), longest first; the sort is stable, so equal lengths
+    // keep the given order.
+    let mut by_length: Vec<(usize, usize)> =
+        pieces.iter().copied().enumerate().filter(|&(_, p)| windows_of(p) > 0).collect();
+    by_length.sort_by_key(|&(_, piece)| std::cmp::Reverse(windows_of(piece)));
+    let mut dealt: Vec<(usize, Vec<(usize, usize)>)> = vec![(0, Vec::new()); lanes.max(1)];
+    for (position, piece) in by_length {
+        let (load, lane) = dealt.iter_mut().min_by_key(|(load, _)| *load).expect("at least one lane");
+        *load += windows_of(piece);
+        lane.push((position, piece));
+    }
+    let queues: Vec<Vec<LaneWindow>> = dealt
+        .into_iter()
+        .enumerate()
+        .map(|(lane, (_, mut assigned))| {
+            assigned.sort_unstable();
+            let window = |piece, k| LaneWindow { lane, piece, start: k * steps, continues: k > 0 };
+            assigned.into_iter().flat_map(|(_, piece)| (0..windows_of(piece)).map(move |k| window(piece, k))).collect()
+        })
+        .collect();
+    let longest = queues.iter().map(Vec::len).max().unwrap_or(0);
+    (0..longest).map(|k| queues.iter().filter_map(|queue| queue.get(k)).copied().collect()).collect()
+}
+
+/// Windows `(piece, start)` (as [`DatasetArtifact::windows`] gives them) in batches of
+/// `batch_size`, in this order, each read from zero state.
+pub fn window_batches(windows: &[(usize, usize)], batch_size: usize) -> Vec<Vec<LaneWindow>> {
+    windows
+        .chunks(batch_size.max(1))
+        .map(|chunk| {
+            let window = |(lane, &(piece, start))| LaneWindow { lane, piece, start, continues: false };
+            chunk.iter().enumerate().map(window).collect()
+        })
+        .collect()
+}
+
+/// The batches in which the model is measured on one side of the split: each piece read
+/// start to end in one of `lanes` lanes, the state carried from window to window, as
+/// compose runs the model through a whole piece (windows that each start from zero would
+/// measure a model that forgets every `seq_len` tokens). The figures do not depend on
+/// `lanes`, only the batch sizes do.
+pub fn whole_pieces(dataset: &DatasetArtifact, split: Split, lanes: usize) -> Vec<Vec<LaneWindow>> {
+    lane_batches(dataset, &dataset.pieces_of(split), lanes)
+}
+
+/// Reads `batches` in order without dropout, each lane's state carried into its next
+/// window, and hands `each` every batch's logits `[T·B, V]` with its target ids `[T·B]`,
+/// both time-major.
+pub fn read_in_order(
+    model: &LstmModel,
+    dataset: &DatasetArtifact,
+    batches: &[Vec<LaneWindow>],
+    device: &Device,
+    mut each: impl FnMut(Tensor, Tensor) -> Result<()>,
+) -> Result<()> {
+    let hp = &model.hyperparameters;
+    let lane_count = batches.iter().flatten().map(|w| w.lane + 1).max().unwrap_or(0);
+    let mut lanes = LaneStates::new(lane_count, hp.layers, hp.hidden);
+    for batch in batches {
+        let (inputs, expected) = self::batch(dataset, batch, device)?;
+        let mut state = lanes.start_of(batch);
+        let logits = model.carried_logits(&inputs, &mut state)?;
+        lanes.keep(batch, &state);
+        each(logits, time_major(&expected)?)?;
+    }
+    Ok(())
+}
+
+/// The state every lane of [`lane_batches`] carries from one of its windows to the next.
+/// Invariant: `values` holds, per lane, per layer, h then c, `hidden` values each.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LaneStates {
+    layers: usize,
+    hidden: usize,
+    values: Vec<f32>,
+}
+
+impl LaneStates {
+    /// Every lane at zero, before its first window.
+    pub fn new(lanes: usize, layers: usize, hidden: usize) -> Self {
+        LaneStates { layers, hidden, values: vec![0.0; lanes * layers * 2 * hidden] }
+    }
+
+    /// The states as stored in a checkpoint, checked against the shape they must have.
+    pub fn from_values(lanes: usize, layers: usize, hidden: usize, values: Vec<f32>) -> Option<Self> {
+        (values.len() == lanes * layers * 2 * hidden).then_some(LaneStates { layers, hidden, values })
+    }
+
+    /// The values, for a checkpoint; [`LaneStates::from_values`] reads them back.
+    pub fn values(&self) -> &[f32] {
+        &self.values
+    }
+
+    fn slot(&self, lane: usize, layer: usize) -> usize {
+        (lane * self.layers + layer) * 2 * self.hidden
+    }
+
+    /// The state a batch starts from, per layer `[B, H]`: a window that continues its lane
+    /// starts where the lane's last window ended, one that opens a piece from zero.
+    pub fn start_of(&self, batch: &[LaneWindow]) -> Vec<StreamState> {
+        let hidden = self.hidden;
+        (0..self.layers)
+            .map(|layer| {
+                let mut state = StreamState::zeros(batch.len(), hidden);
+                for (row, window) in batch.iter().enumerate().filter(|(_, w)| w.continues) {
+                    let at = self.slot(window.lane, layer);
+                    state.h[row * hidden..][..hidden].copy_from_slice(&self.values[at..][..hidden]);
+                    state.c[row * hidden..][..hidden].copy_from_slice(&self.values[at + hidden..][..hidden]);
+                }
+                state
+            })
+            .collect()
+    }
+
+    /// Keeps the state `batch` ended in (per layer `[B, H]`) for each lane's next window.
+    pub fn keep(&mut self, batch: &[LaneWindow], ended: &[StreamState]) {
+        let hidden = self.hidden;
+        for (layer, state) in ended.iter().enumerate() {
+            for (row, window) in batch.iter().enumerate() {
+                let at = self.slot(window.lane, layer);
+                self.values[at..][..hidden].copy_from_slice(&state.h[row * hidden..][..hidden]);
+                self.values[at + hidden..][..hidden].copy_from_slice(&state.c[row * hidden..][..hidden]);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn tiny() -> Hyperparameters {
         Hyperparameters { vocab_size: 7, embedding: 3, hidden: 4, layers: 2, dropout: 0.0, seq_len: 5 }
+    }
+
+    fn dataset_of(lengths: &[usize], seq_len: usize) -> DatasetArtifact {
+        let piece = |len: usize| artifacts::EncodedPiece {
+            source: String::new(),
+            split: Split::Train,
+            augmentation: None,
+            tokens: vec![0; len],
+        };
+        DatasetArtifact {
+            encoding: artifacts::Encoding::Names { chord_window_quarters: 0.0 },
+            vocabulary: artifacts::Vocabulary::default(),
+            seq_len,
+            stride: seq_len,
+            pieces: lengths.iter().map(|&len| piece(len)).collect(),
+        }
+    }
+
+    #[test]
+    fn lanes_read_every_piece_start_to_end_and_run_out_together() {
+        // Windows of 10: 0, 3, 9, 1 (too short), 5, 2 and 4 windows; tails left out.
+        let dataset = dataset_of(&[5, 35, 95, 10, 55, 29, 41], 10);
+        let batches = lane_batches(&dataset, &[6, 5, 4, 3, 2, 1, 0], 3);
+        let mut by_lane: Vec<Vec<LaneWindow>> = vec![Vec::new(); 3];
+        for batch in &batches {
+            let mut lanes: Vec<usize> = batch.iter().map(|w| w.lane).collect();
+            lanes.dedup();
+            assert_eq!(lanes.len(), batch.len(), "one window per lane in a batch: {batch:?}");
+            batch.iter().for_each(|w| by_lane[w.lane].push(*w));
+        }
+        let total: usize = by_lane.iter().map(Vec::len).sum();
+        assert_eq!(total, 3 + 9 + 5 + 2 + 4);
+        // The 9-window piece alone in one lane, 5 + 2 and 4 + 3 in the others.
+        assert_eq!(batches.len(), 9, "the lanes end together: {:?}", by_lane.iter().map(Vec::len).collect::<Vec<_>>());
+        for lane in &by_lane {
+            for pair in lane.windows(2) {
+                let (a, b) = (pair[0], pair[1]);
+                if b.piece == a.piece {
+                    assert!(b.continues && b.start == a.start + 10, "consecutive windows: {a:?} then {b:?}");
+                } else {
+                    assert!(!b.continues && b.start == 0, "a new piece starts from zero: {b:?}");
+                }
+            }
+            assert!(!lane[0].continues);
+        }
+        // Within a lane, the pieces come in the order given (6 before 5 before 4 …).
+        for lane in &by_lane {
+            let mut pieces: Vec<usize> = lane.iter().map(|w| w.piece).collect();
+            pieces.dedup();
+            assert!(pieces.windows(2).all(|p| p[0] > p[1]), "{pieces:?}");
+        }
+    }
+
+    #[test]
+    fn lane_states_carry_only_into_a_continuing_window() {
+        let mut lanes = LaneStates::new(2, 1, 2);
+        let opening = [LaneWindow { lane: 1, piece: 0, start: 0, continues: false }];
+        assert_eq!(lanes.start_of(&opening), vec![StreamState::zeros(1, 2)]);
+        lanes.keep(&opening, &[StreamState { h: vec![1.0, 2.0], c: vec![3.0, 4.0] }]);
+        let next = [
+            LaneWindow { lane: 0, piece: 1, start: 0, continues: false },
+            LaneWindow { lane: 1, piece: 0, start: 10, continues: true },
+        ];
+        let state = lanes.start_of(&next);
+        assert_eq!(state, vec![StreamState { h: vec![0.0, 0.0, 1.0, 2.0], c: vec![0.0, 0.0, 3.0, 4.0] }]);
+        let restored = LaneStates::from_values(2, 1, 2, lanes.values().to_vec()).unwrap();
+        assert_eq!(restored, lanes);
+        assert!(LaneStates::from_values(3, 1, 2, lanes.values().to_vec()).is_none(), "the shape is checked");
     }
 
     #[test]

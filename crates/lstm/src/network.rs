@@ -7,7 +7,8 @@
 //! x₀ = embedding rows of the tokens         dE[token] = Σ its positions' dx₀
 //! P_l = W_ih_l·x_l (+ b_l, added as read)     dx_l, dW_ih_l, db_l  from dP_l
 //!   (for l = 0 via EmbeddedProjection: once per distinct token, x₀ never built)
-//! h_l = recurrence(P_l, W_hh_l)              dP_l, dW_hh_l        from dh_l
+//! h_l = recurrence(P_l, W_hh_l, state_l)     dP_l, dW_hh_l        from dh_l
+//!   (state_l: h, c carried from the last window, or zero; no gradient flows into it)
 //! x_{l+1} = h_l ⊙ dropout mask_l             dh_l = dx_{l+1} ⊙ mask_l
 //! z = W_head·x_L + b_head                    dx_L, dW_head, db_head from dz
 //! loss = cross-entropy(z, targets)           dz = (softmax(z) − onehot) / N
@@ -15,27 +16,84 @@
 
 use crate::fused::contiguous;
 use crate::kernels::{Mat, threads};
-use crate::layers::{self, Dims};
+use crate::layers::{self, Dims, StreamState};
 use crate::{LstmModel, Result, head_slots, layer_slots};
 use candle_core::{Storage, bail};
 
 /// The mean loss over every position and each weight's gradient, flattened, in the order of
-/// [`LstmModel::vars`]. `tokens` and `targets` are time-major (position t·B + b is step t of
-/// sequence b); `masks` holds per layer an optional dropout mask `[T·B, H]` (position-major).
+/// [`LstmModel::vars`], and each layer's state after the last step. `tokens` and `targets`
+/// are time-major (position t·B + b is step t of sequence b); `masks` holds per layer an
+/// optional dropout mask `[T·B, H]` (position-major); `initial` holds per layer the state the
+/// sequences start from (zero without it), which receives no gradient.
 pub(crate) fn loss_and_gradients(
     model: &LstmModel,
     tokens: &[u32],
     targets: &[u32],
     batch: usize,
     masks: &[Option<Vec<f32>>],
-) -> Result<(f32, Vec<Vec<f32>>)> {
+    initial: Option<&[StreamState]>,
+) -> Result<(f32, Vec<Vec<f32>>, Vec<StreamState>)> {
     let hp = &model.hyperparameters;
     let (vocab, embedding, hidden, columns) = (hp.vocab_size, hp.embedding, hp.hidden, tokens.len());
-    check_ids(tokens, vocab, columns)?;
     check_ids(targets, vocab, columns)?;
-    let dims = Dims { hidden, steps: columns / batch.max(1), batch };
     let precision = model.precision();
-    // The weights, read in place.
+    with_weights(model, |weights| {
+        let Forward { embedded, outputs, z, last } = forward(model, weights, tokens, batch, masks, initial)?;
+        let [head_w, _] = head_slots(weights.len()).map(|i| weights[i]);
+        let layer = |l: usize| layer_slots(l).map(|i| weights[i]);
+        let dims = Dims { hidden, steps: columns / batch.max(1), batch };
+        let top = layer_input(&outputs, hp.layers);
+        let (loss, probabilities) = layers::cross_entropy_forward(&z, targets, vocab);
+        drop(z);
+
+        // Backward.
+        let mut grads: Vec<Vec<f32>> = vec![Vec::new(); weights.len()];
+        let dz = layers::cross_entropy_backward(probabilities, targets, 1.0);
+        let (mut dx, dw_head, db_head) = layers::affine_backward(head_w, top, &dz, (vocab, hidden, columns), precision);
+        drop(dz);
+        let [w_slot, b_slot] = head_slots(weights.len());
+        (grads[w_slot], grads[b_slot]) = (dw_head, db_head);
+        for l in (0..hp.layers).rev() {
+            let [w_ih, w_hh, _] = layer(l);
+            let LayerOutput { h, saved, .. } = &outputs[l];
+            let dh = match &masks[l] {
+                Some(mask) => apply_mask(&dx, mask, hidden, columns),
+                None => dx,
+            };
+            let (d_p, dw_hh) = layers::recurrence_backward(saved, w_hh, h, &dh, dims, precision);
+            let [ih_slot, hh_slot, bias_slot] = layer_slots(l);
+            grads[hh_slot] = dw_hh;
+            if l == 0 {
+                (grads[0], grads[ih_slot], grads[bias_slot]) =
+                    embedded.backward(w_ih, &d_p, (4 * hidden, embedding, vocab), precision);
+                break;
+            }
+            let (d_input, dw_ih, db) =
+                layers::affine_backward(w_ih, layer_input(&outputs, l), &d_p, (4 * hidden, hidden, columns), precision);
+            (grads[ih_slot], grads[bias_slot]) = (dw_ih, db);
+            dx = d_input;
+        }
+        Ok((loss, grads, last))
+    })
+}
+
+/// The logits `[V, N]` of every position and each layer's state after the last step; the
+/// arguments as for [`loss_and_gradients`].
+pub(crate) fn logits(
+    model: &LstmModel,
+    tokens: &[u32],
+    batch: usize,
+    masks: &[Option<Vec<f32>>],
+    initial: Option<&[StreamState]>,
+) -> Result<(Vec<f32>, Vec<StreamState>)> {
+    with_weights(model, |weights| {
+        let Forward { z, last, .. } = forward(model, weights, tokens, batch, masks, initial)?;
+        Ok((z, last))
+    })
+}
+
+/// Runs `f` on the model's weights read in place, in the order of [`LstmModel::vars`].
+fn with_weights<R>(model: &LstmModel, f: impl FnOnce(&[&[f32]]) -> Result<R>) -> Result<R> {
     let guards: Vec<_> = model.vars().iter().map(|v| v.as_tensor().storage_and_layout()).collect();
     let weights: Vec<&[f32]> = guards
         .iter()
@@ -44,13 +102,50 @@ pub(crate) fn loss_and_gradients(
             _ => bail!("the CPU training step needs the weights on the CPU"),
         })
         .collect::<Result<_>>()?;
+    f(&weights)
+}
+
+/// What the forward pass hands to the loss and the backward pass.
+struct Forward {
+    embedded: layers::EmbeddedProjection,
+    outputs: Vec<LayerOutput>,
+    /// The logits, `[V, N]`.
+    z: Vec<f32>,
+    /// Each layer's state after the last step.
+    last: Vec<StreamState>,
+}
+
+/// The forward pass: embedding, the LSTM layers (each from its `initial` state, or zero),
+/// dropout after each as `masks` says, and the output layer.
+fn forward(
+    model: &LstmModel,
+    weights: &[&[f32]],
+    tokens: &[u32],
+    batch: usize,
+    masks: &[Option<Vec<f32>>],
+    initial: Option<&[StreamState]>,
+) -> Result<Forward> {
+    let hp = &model.hyperparameters;
+    let (vocab, embedding, hidden, columns) = (hp.vocab_size, hp.embedding, hp.hidden, tokens.len());
+    check_ids(tokens, vocab, columns)?;
+    if columns % batch.max(1) != 0 {
+        bail!("{columns} positions are not a whole number of steps of a batch of {batch}");
+    }
+    let dims = Dims { hidden, steps: columns / batch.max(1), batch };
+    if let Some(states) = initial
+        && (states.len() != hp.layers
+            || states.iter().any(|s| s.h.len() != batch * hidden || s.c.len() != batch * hidden))
+    {
+        bail!("the carried state does not fit {} layers of {batch} sequences × {hidden} units", hp.layers);
+    }
+    let precision = model.precision();
     let embedding_table = weights[0];
     let [head_w, head_b] = head_slots(weights.len()).map(|i| weights[i]);
     let layer = |l: usize| layer_slots(l).map(|i| weights[i]);
 
-    // Forward.
     let embedded = layers::EmbeddedProjection::new(embedding_table, tokens, embedding, vocab);
     let mut outputs: Vec<LayerOutput> = Vec::with_capacity(hp.layers);
+    let mut last = Vec::with_capacity(hp.layers);
     for (l, mask) in masks.iter().enumerate() {
         let [w_ih, w_hh, bias] = layer(l);
         // P = W_ih·x; the recurrence adds b as it reads P.
@@ -62,43 +157,15 @@ pub(crate) fn loss_and_gradients(
                 threads(),
             ),
         };
-        let (h, saved) = layers::recurrence_forward(&p, Some(bias), w_hh, dims, precision);
+        let start = initial.map(|states| &states[l]);
+        let (h, saved, state) = layers::recurrence_forward(&p, Some(bias), w_hh, dims, precision, start);
         let dropped = mask.as_ref().map(|mask| apply_mask(&h, mask, hidden, columns));
         outputs.push(LayerOutput { h, saved, dropped });
+        last.push(state);
     }
     let top = layer_input(&outputs, hp.layers);
     let z = layers::affine_forward(head_w, head_b, top, (vocab, hidden, columns), precision);
-    let (loss, probabilities) = layers::cross_entropy_forward(&z, targets, vocab);
-    drop(z);
-
-    // Backward.
-    let mut grads: Vec<Vec<f32>> = vec![Vec::new(); weights.len()];
-    let dz = layers::cross_entropy_backward(probabilities, targets, 1.0);
-    let (mut dx, dw_head, db_head) = layers::affine_backward(head_w, top, &dz, (vocab, hidden, columns), precision);
-    drop(dz);
-    let [w_slot, b_slot] = head_slots(weights.len());
-    (grads[w_slot], grads[b_slot]) = (dw_head, db_head);
-    for l in (0..hp.layers).rev() {
-        let [w_ih, w_hh, _] = layer(l);
-        let LayerOutput { h, saved, .. } = &outputs[l];
-        let dh = match &masks[l] {
-            Some(mask) => apply_mask(&dx, mask, hidden, columns),
-            None => dx,
-        };
-        let (d_p, dw_hh) = layers::recurrence_backward(saved, w_hh, h, &dh, dims, precision);
-        let [ih_slot, hh_slot, bias_slot] = layer_slots(l);
-        grads[hh_slot] = dw_hh;
-        if l == 0 {
-            (grads[0], grads[ih_slot], grads[bias_slot]) =
-                embedded.backward(w_ih, &d_p, (4 * hidden, embedding, vocab), precision);
-            break;
-        }
-        let (d_input, dw_ih, db) =
-            layers::affine_backward(w_ih, layer_input(&outputs, l), &d_p, (4 * hidden, hidden, columns), precision);
-        (grads[ih_slot], grads[bias_slot]) = (dw_ih, db);
-        dx = d_input;
-    }
-    Ok((loss, grads))
+    Ok(Forward { embedded, outputs, z, last })
 }
 
 /// What one LSTM layer's forward pass leaves for the backward pass.

@@ -137,26 +137,31 @@ fn more_epochs_or_other_threads_resume_the_checkpoint() {
 
 #[test]
 fn a_run_stopped_by_its_time_budget_continues_when_the_budget_grows() {
-    let project = tiny_project(2);
-    let dir = project.path();
-    prepare(dir);
-    let flags = ["--input", "dataset.bin", "--epochs", "40"];
-    let reference = run_stage("train", dir, &[&flags[..], &["--output", "reference.bin"]].concat());
-    assert!(reference.status.success(), "{}", describe(&reference));
+    // Also with the state carried from window to window: the checkpoint, taken part-way
+    // through the lanes, must hand each lane's state to the resumed run.
+    for carry in ["train.carry_state=false", "train.carry_state=true"] {
+        let project = tiny_project(2);
+        let dir = project.path();
+        prepare(dir);
+        let flags = ["--input", "dataset.bin", "--epochs", "40", "--set", carry];
+        let reference = run_stage("train", dir, &[&flags[..], &["--output", "reference.bin"]].concat());
+        assert!(reference.status.success(), "{}", describe(&reference));
 
-    // 0.0005 minutes = 30 ms: a few steps of the first epoch.
-    let budget = run_stage("train", dir, &[&flags[..], &["--output", "model.bin", "--max-minutes", "0.0005"]].concat());
-    let stderr = String::from_utf8_lossy(&budget.stderr);
-    assert!(budget.status.success() && stderr.contains("reached train.max_minutes"), "{stderr}");
-    let (_, cut) = artifacts::read::<artifacts::ModelArtifact>(&dir.join("model.bin")).unwrap();
-    assert!(cut.history.len() < 40, "stopped early: {} epochs", cut.history.len());
-    assert!(dir.join("model.bin.checkpoint").exists(), "the checkpoint stays, to continue from");
+        // 0.0005 minutes = 30 ms: a few steps of the first epoch.
+        let budget =
+            run_stage("train", dir, &[&flags[..], &["--output", "model.bin", "--max-minutes", "0.0005"]].concat());
+        let stderr = String::from_utf8_lossy(&budget.stderr);
+        assert!(budget.status.success() && stderr.contains("reached train.max_minutes"), "{carry}: {stderr}");
+        let (_, cut) = artifacts::read::<artifacts::ModelArtifact>(&dir.join("model.bin")).unwrap();
+        assert!(cut.history.len() < 40, "{carry}: stopped early: {} epochs", cut.history.len());
+        assert!(dir.join("model.bin.checkpoint").exists(), "the checkpoint stays, to continue from");
 
-    let more = run_stage("train", dir, &[&flags[..], &["--output", "model.bin", "--max-minutes", "0"]].concat());
-    let stderr = String::from_utf8_lossy(&more.stderr);
-    assert!(more.status.success() && stderr.contains("resuming from"), "{stderr}");
-    // The same model; only the header's config digest differs (the thread count is a setting).
-    let payload = |name: &str| artifacts::read::<artifacts::ModelArtifact>(&dir.join(name)).unwrap().1;
-    assert!(payload("model.bin") == payload("reference.bin"), "resumed on other threads: weights differ");
-    assert!(!dir.join("model.bin.checkpoint").exists(), "a completed run removes its checkpoint");
+        let more = run_stage("train", dir, &[&flags[..], &["--output", "model.bin", "--max-minutes", "0"]].concat());
+        let stderr = String::from_utf8_lossy(&more.stderr);
+        assert!(more.status.success() && stderr.contains("resuming from"), "{carry}: {stderr}");
+        // The same model; only the header's config digest differs (the thread count is a setting).
+        let payload = |name: &str| artifacts::read::<artifacts::ModelArtifact>(&dir.join(name)).unwrap().1;
+        assert!(payload("model.bin") == payload("reference.bin"), "{carry}: resumed: weights differ");
+        assert!(!dir.join("model.bin.checkpoint").exists(), "a completed run removes its checkpoint");
+    }
 }

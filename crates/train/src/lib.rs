@@ -27,7 +27,7 @@ use candle_core::{D, Device};
 pub use checkpoint::{checkpoint_path, interrupt_on_signals};
 use config::{PipelineConfig, Section};
 use lstm::adam::{self, Adam};
-use lstm::{LstmModel, Precision};
+use lstm::{LaneStates, LaneWindow, LstmModel, Precision};
 use seeded_rng::SeededRng;
 use stage_cli::Progress;
 use std::fmt;
@@ -403,8 +403,14 @@ struct Run<'a> {
     optimizer: Adam,
     order_rng: SeededRng,
     dropout_rng: SeededRng,
+    /// What each epoch shuffles: the training windows, or with `train.carry_state` the
+    /// training pieces (each then read start to end).
     train_windows: Vec<(usize, usize)>,
-    validation_windows: Vec<(usize, usize)>,
+    train_pieces: Vec<usize>,
+    /// The validation pieces in lanes, each read start to end, the same every epoch.
+    validation: Vec<Vec<LaneWindow>>,
+    /// With `train.carry_state`, the state each lane carries into its next window.
+    lanes: Option<LaneStates>,
     history: Vec<EpochRecord>,
     timings: Vec<EpochTiming>,
     /// The weights after the epoch with the lowest validation loss so far.
@@ -455,7 +461,14 @@ impl<'a> Run<'a> {
             order_rng: SeededRng::new(config.seed, "order"),
             dropout_rng,
             train_windows: dataset.windows(Split::Train),
-            validation_windows: dataset.windows(Split::Validation),
+            train_pieces: dataset.pieces_of(Split::Train),
+            validation: lstm::whole_pieces(dataset, Split::Validation, settings.batch_size),
+            lanes: settings.carry_state.then(|| {
+                let carried = resume.map(|c| c.carried_state.clone()).unwrap_or_default();
+                let (lanes, layers, hidden) = (settings.batch_size, settings.layers, settings.hidden);
+                LaneStates::from_values(lanes, layers, hidden, carried)
+                    .unwrap_or_else(|| LaneStates::new(lanes, layers, hidden))
+            }),
             history,
             timings: resume.map_or_else(Vec::new, |c| c.timings.clone()),
             best: resume.and_then(|c| c.best.clone()),
@@ -468,10 +481,10 @@ impl<'a> Run<'a> {
             epoch_started: Instant::now(),
             hyperparameters,
         };
-        // The window order of each epoch is a shuffle of the previous one: replay those before
-        // the epoch we resume in, so it sees the order it would have seen.
+        // The order of each epoch is a shuffle of the previous one: replay those before the
+        // epoch we resume in, so it sees the order it would have seen.
         for _ in 1..run.first_epoch() {
-            run.order_rng.shuffle(&mut run.train_windows);
+            run.shuffle();
         }
         run.log_start();
         Ok(run)
@@ -489,13 +502,17 @@ impl<'a> Run<'a> {
         let (hp, settings) = (&self.hyperparameters, &self.config.train);
         let parameters: usize = self.model.vars().iter().map(|v| v.elem_count()).sum();
         tracing::info!(
-            "train: {parameters} parameters (vocabulary {}, embedding {}, {}×LSTM {}), {} training windows, \
+            "train: {parameters} parameters (vocabulary {}, embedding {}, {}×LSTM {}), {} training windows{}, \
              batch {}, {} epochs on {:?} with {} threads, {} products",
             hp.vocab_size,
             hp.embedding,
             hp.layers,
             hp.hidden,
-            self.train_windows.len(),
+            match settings.carry_state {
+                true => lstm::lane_batches(self.dataset, &self.train_pieces, 1).len(),
+                false => self.train_windows.len(),
+            },
+            if settings.carry_state { " read in order, the state carried (train.carry_state)" } else { "" },
             settings.batch_size,
             settings.epochs,
             self.device,
@@ -518,15 +535,32 @@ impl<'a> Run<'a> {
         })
     }
 
+    /// The next epoch's order: a shuffle of the last one's.
+    fn shuffle(&mut self) {
+        match self.config.train.carry_state {
+            true => self.order_rng.shuffle(&mut self.train_pieces),
+            false => self.order_rng.shuffle(&mut self.train_windows),
+        }
+    }
+
+    /// The batches of the next epoch: the shuffled windows, or the shuffled pieces dealt
+    /// into lanes.
+    fn epoch_batches(&mut self) -> Vec<Vec<LaneWindow>> {
+        self.shuffle();
+        let batch_size = self.config.train.batch_size;
+        match self.config.train.carry_state {
+            true => lstm::lane_batches(self.dataset, &self.train_pieces, batch_size),
+            false => lstm::window_batches(&self.train_windows, batch_size),
+        }
+    }
+
     /// Runs the steps of `epoch` (those not already in a resumed checkpoint), saving a
     /// checkpoint when one is due, on an interrupt, and when the time budget runs out.
     /// Returns whether the budget ran out.
     fn train_epoch(&mut self, epoch: usize, hooks: &mut Hooks) -> Result<bool, TrainError> {
         let settings = &self.config.train;
         self.epoch_started = Instant::now();
-        self.order_rng.shuffle(&mut self.train_windows);
-        let windows = self.train_windows.clone();
-        let batches: Vec<&[(usize, usize)]> = windows.chunks(settings.batch_size).collect();
+        let batches = self.epoch_batches();
         let resumed = self.resume.filter(|c| c.epoch == epoch);
         let skip = resumed.map_or(0, |c| c.batches_done);
         self.epoch_totals = resumed.map_or((0.0, 0, 0.0), |c| (c.epoch_loss_sum, c.epoch_targets, c.epoch_seconds));
@@ -539,8 +573,7 @@ impl<'a> Run<'a> {
             let (loss_value, count) = step(
                 &self.model,
                 &mut self.optimizer,
-                self.dataset,
-                windows,
+                (self.dataset, windows, self.lanes.as_mut()),
                 &mut self.dropout_rng,
                 settings,
                 self.device,
@@ -592,6 +625,7 @@ impl<'a> Run<'a> {
             best: self.best.clone(),
             settings: Vec::new(),
             timings: self.timings.clone(),
+            carried_state: self.lanes.as_ref().map_or_else(Vec::new, |lanes| lanes.values().to_vec()),
         })
     }
 
@@ -600,8 +634,7 @@ impl<'a> Run<'a> {
     fn end_epoch(&mut self, epoch: usize, hooks: &mut Hooks) -> Result<(), TrainError> {
         let (loss_sum, targets, seconds_before) = self.epoch_totals;
         let seconds = seconds_before + self.epoch_started.elapsed().as_secs_f64();
-        let batch_size = self.config.train.batch_size;
-        let validation = evaluate(&self.model, self.dataset, &self.validation_windows, batch_size, self.device)?;
+        let validation = evaluate(&self.model, self.dataset, &self.validation, self.device)?;
         let record = EpochRecord {
             epoch,
             train_loss: (loss_sum / targets.max(1) as f64) as f32,
@@ -721,26 +754,32 @@ fn plateaus(history: &[EpochRecord]) -> usize {
 /// One training step on a batch of windows:
 ///
 /// ```text
-/// loss, grads = forward and backward (cross-entropy at every position, with dropout)
+/// state       = where each lane's last window ended (train.carry_state), else zero
+/// loss, grads = forward and backward from that state (cross-entropy at every position,
+///               with dropout; no gradient flows into the state)
 /// clip grads to train.grad_clip;  adam.update(weights, grads)
 /// ```
 ///
 /// Returns the mean loss and the number of targets, or `None` when the loss is not finite,
-/// before the weights are touched (so the last checkpoint stays good).
+/// before the weights or the lanes' states are touched (so the last checkpoint stays good).
 fn step(
     model: &LstmModel,
     optimizer: &mut Adam,
-    dataset: &DatasetArtifact,
-    windows: &[(usize, usize)],
+    (dataset, windows, lanes): (&DatasetArtifact, &[LaneWindow], Option<&mut LaneStates>),
     dropout_rng: &mut SeededRng,
     settings: &config::TrainConfig,
     device: &Device,
 ) -> Result<Option<(f64, usize)>, TrainError> {
     let (inputs, expected) = lstm::batch(dataset, windows, device)?;
-    let (loss, mut grads) = model.loss_and_gradients(&inputs, &expected, Some((dropout_rng, settings.dropout)))?;
+    let mut state = lanes.as_ref().map(|lanes| lanes.start_of(windows));
+    let dropout = Some((dropout_rng, settings.dropout));
+    let (loss, mut grads) = model.carried_loss_and_gradients(&inputs, &expected, dropout, state.as_deref_mut())?;
     let loss = f64::from(loss);
     if !loss.is_finite() {
         return Ok(None);
+    }
+    if let (Some(lanes), Some(ended)) = (lanes, &state) {
+        lanes.keep(windows, ended);
     }
     adam::clip_global_norm(&mut grads, settings.grad_clip);
     optimizer.update(model.vars(), &grads)?;
@@ -762,30 +801,28 @@ fn log_epoch(record: &EpochRecord, timing: &EpochTiming, epochs: usize, elapsed:
     );
 }
 
-/// Mean cross-entropy (nats per target) and top-1 accuracy over `windows`, without dropout;
-/// `None` when there are no windows.
+/// Mean cross-entropy (nats per target) and top-1 accuracy over `batches` (see
+/// [`lstm::whole_pieces`]), without dropout, each lane's state carried into its next
+/// window; `None` when there are no windows.
 pub fn evaluate(
     model: &LstmModel,
     dataset: &DatasetArtifact,
-    windows: &[(usize, usize)],
-    batch_size: usize,
+    batches: &[Vec<LaneWindow>],
     device: &Device,
 ) -> candle_core::Result<Option<(f32, f32)>> {
-    if windows.is_empty() {
+    if batches.is_empty() {
         return Ok(None);
     }
     let (mut loss_sum, mut correct, mut targets) = (0.0f64, 0.0f64, 0usize);
-    for chunk in windows.chunks(batch_size) {
-        let (inputs, expected) = lstm::batch(dataset, chunk, device)?;
-        let logits = model.logits(&inputs, None)?;
-        let expected = lstm::time_major(&expected)?;
+    lstm::read_in_order(model, dataset, batches, device, |logits, expected| {
         let count = expected.elem_count();
         let loss = candle_nn::loss::cross_entropy(&logits, &expected)?.to_scalar::<f32>()?;
         let hits = logits.argmax(D::Minus1)?.eq(&expected)?.to_dtype(candle_core::DType::F32)?.sum_all()?;
         loss_sum += f64::from(loss) * count as f64;
         correct += f64::from(hits.to_scalar::<f32>()?);
         targets += count;
-    }
+        Ok(())
+    })?;
     Ok(Some(((loss_sum / targets as f64) as f32, (correct / targets as f64) as f32)))
 }
 
@@ -900,6 +937,7 @@ mod tests {
             best: None,
             settings: Vec::new(),
             timings: Vec::new(),
+            carried_state: Vec::new(),
         };
         let stop = AtomicBool::new(false);
         let mut saves = 0;
