@@ -14,11 +14,18 @@
 //! the longest held note, and the longest run of notes copied from the training pieces in
 //! any transposition (compared as interval sequences).
 //!
+//! Beside the generated set, the same figures of real music at the same sample size
+//! ([`RealExcerpts`]): sets of as many random excerpts of the training pieces, as long as
+//! the generated pieces. A few minutes of music are a small sample of seven histograms, so
+//! even real pieces of the corpus land well below 1; that spread, not 1, is the scale on
+//! which a generated set's figures are read.
+//!
 //! Key design decision: every set is read by extract's own reader with the sustain pedal
 //! applied, generated files included, so both sides of a comparison see durations alike.
 
 use crate::memorisation::longest_copied_run;
 use artifacts::Note;
+use seeded_rng::SeededRng;
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -258,7 +265,110 @@ pub struct QualityReport {
     pub excerpt_seconds: f64,
     /// The longest note in the training pieces (0 without them).
     pub training_longest_note_seconds: f64,
+    /// The same figures of sets of real excerpts (`None` without training pieces or draws).
+    pub real_excerpts: Option<RealExcerpts>,
     pub pieces: Vec<PieceFigures>,
+}
+
+/// The lowest, the median and the highest of a figure over several draws.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Spread {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// The spread of `values`; all zero when there are none.
+    pub fn of(mut values: Vec<f64>) -> Spread {
+        if values.is_empty() {
+            return Spread { min: 0.0, median: 0.0, max: 0.0 };
+        }
+        values.sort_by(f64::total_cmp);
+        let middle = values.len() / 2;
+        let median = if values.len() % 2 == 1 { values[middle] } else { (values[middle - 1] + values[middle]) / 2.0 };
+        Spread { min: values[0], median, max: values[values.len() - 1] }
+    }
+}
+
+/// What real music scores at the generated set's sample size: `draws` sets of
+/// `pieces_per_draw` excerpts of `seconds` each, cut at random (seeded) from random training
+/// pieces at least that long, each set compared with the reference as the generated set is.
+#[derive(Clone, Debug, Serialize)]
+pub struct RealExcerpts {
+    pub draws: usize,
+    pub pieces_per_draw: usize,
+    pub seconds: f64,
+    pub overlaps: Vec<(String, Spread)>,
+    pub mean_overlap: Spread,
+    pub lowest_overlap: Spread,
+    /// Means over each set's excerpts.
+    pub repetition: Spread,
+    pub pulse: Spread,
+    pub notes_per_second: Spread,
+}
+
+/// Notes of `piece` starting in `start .. start + seconds`, moved to start at 0 and cut to
+/// end by the excerpt's end, as a generated piece of that length ends.
+fn excerpt(piece: &[Note], start: f64, seconds: f64) -> Vec<Note> {
+    let end = start + seconds;
+    piece
+        .iter()
+        .filter(|n| n.onset_seconds >= start && n.onset_seconds < end)
+        .map(|n| Note {
+            onset_seconds: n.onset_seconds - start,
+            duration_seconds: n.duration_seconds.min(end - n.onset_seconds),
+            ..n.clone()
+        })
+        .collect()
+}
+
+/// [`RealExcerpts`] of `training`, or `None` when no training piece lasts `seconds`.
+pub fn real_excerpts(
+    training: &[(String, Vec<Note>)],
+    reference: &Histograms,
+    (draws, pieces_per_draw, seconds): (usize, usize, f64),
+    rng: &mut SeededRng,
+) -> Option<RealExcerpts> {
+    let long_enough: Vec<&Vec<Note>> =
+        training.iter().map(|(_, notes)| notes).filter(|notes| length_seconds(notes) >= seconds).collect();
+    if long_enough.is_empty() || draws == 0 || pieces_per_draw == 0 {
+        return None;
+    }
+    /// One drawn set: each excerpt's figures and the set's seven overlaps.
+    struct Drawn {
+        pieces: Vec<PieceFigures>,
+        overlaps: [f64; 7],
+    }
+    let sets: Vec<Drawn> = (0..draws)
+        .map(|_| {
+            let set: Vec<Vec<Note>> = (0..pieces_per_draw)
+                .map(|_| {
+                    let piece = long_enough[rng.below(long_enough.len())];
+                    excerpt(piece, rng.unit_f64() * (length_seconds(piece) - seconds), seconds)
+                })
+                .collect();
+            let pieces = set.iter().map(|notes| piece_figures("", notes, &[])).collect();
+            Drawn { pieces, overlaps: Histograms::of(&set).overlaps(reference) }
+        })
+        .collect();
+    let spread = |figure: &dyn Fn(&Drawn) -> f64| Spread::of(sets.iter().map(figure).collect());
+    let mean_of = |pick: fn(&PieceFigures) -> f64| move |set: &Drawn| mean(set.pieces.iter().map(pick));
+    Some(RealExcerpts {
+        draws,
+        pieces_per_draw,
+        seconds,
+        overlaps: HISTOGRAM_NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (name.to_string(), spread(&|set| set.overlaps[i])))
+            .collect(),
+        mean_overlap: spread(&|set| mean(set.overlaps.into_iter())),
+        lowest_overlap: spread(&|set| set.overlaps.into_iter().fold(1.0, f64::min)),
+        repetition: spread(&mean_of(|p| p.repetition)),
+        pulse: spread(&mean_of(|p| p.pulse)),
+        notes_per_second: spread(&mean_of(|p| p.notes_per_second)),
+    })
 }
 
 fn mean(values: impl Iterator<Item = f64>) -> f64 {
@@ -268,15 +378,18 @@ fn mean(values: impl Iterator<Item = f64>) -> f64 {
 
 /// Compares `generated` with `reference`, with memorisation against `training` (may be empty).
 /// The reference's repetition and pulse are measured on excerpts of `excerpt_seconds`, the
-/// length the generated pieces are usually asked for.
+/// length the generated pieces are usually asked for; `real_draws` sets of real excerpts
+/// of that length, drawn from `training` with `rng`, are measured as the generated set is.
 pub fn compare(
     generated: &[(String, Vec<Note>)],
     reference: &[(String, Vec<Note>)],
     training: &[(String, Vec<Note>)],
     excerpt_seconds: f64,
+    (real_draws, rng): (usize, &mut SeededRng),
 ) -> QualityReport {
     let notes_of = |set: &[(String, Vec<Note>)]| set.iter().map(|(_, n)| n.clone()).collect::<Vec<_>>();
-    let overlaps = Histograms::of(&notes_of(generated)).overlaps(&Histograms::of(&notes_of(reference)));
+    let reference_histograms = Histograms::of(&notes_of(reference));
+    let overlaps = Histograms::of(&notes_of(generated)).overlaps(&reference_histograms);
     let training_sequences = training_intervals(training);
     let pieces: Vec<PieceFigures> =
         generated.iter().map(|(name, notes)| piece_figures(name, notes, &training_sequences)).collect();
@@ -307,6 +420,12 @@ pub fn compare(
             .iter()
             .flat_map(|(_, notes)| notes.iter().map(|n| n.duration_seconds))
             .fold(0.0, f64::max),
+        real_excerpts: real_excerpts(
+            training,
+            &reference_histograms,
+            (real_draws, generated.len(), excerpt_seconds),
+            rng,
+        ),
         pieces,
     }
 }
@@ -341,6 +460,33 @@ pub fn markdown(report: &QualityReport) -> String {
          (training pieces: {:.1} s).\n",
         report.longest_copy_notes, report.longest_note_seconds, report.training_longest_note_seconds
     ));
+    if let Some(real) = &report.real_excerpts {
+        md.push_str(&format!(
+            "\n## Real music at this sample size\n\n{} sets of {} random {:.0}-second excerpts of the training \
+             pieces, each set compared with the reference as the generated set is (lowest / median / highest \
+             of the sets). A generated set inside this range is as close to the reference as real music of \
+             the corpus is at this size.\n\n",
+            real.draws, real.pieces_per_draw, real.seconds
+        ));
+        let show = |s: &Spread| format!("{:.2} / {:.2} / {:.2}", s.min, s.median, s.max);
+        md.push_str("| figure | generated | real excerpts |\n|---|---|---|\n");
+        for ((name, generated), (_, real)) in report.overlaps.iter().zip(&real.overlaps) {
+            md.push_str(&format!("| {name} | {generated:.2} | {} |\n", show(real)));
+        }
+        for (name, generated, real) in [
+            ("**mean overlap**", report.mean_overlap, &real.mean_overlap),
+            ("lowest overlap", report.lowest_overlap, &real.lowest_overlap),
+            ("repetition", report.repetition, &real.repetition),
+            ("pulse", report.pulse, &real.pulse),
+        ] {
+            md.push_str(&format!("| {name} | {generated:.2} | {} |\n", show(real)));
+        }
+        let nps = &real.notes_per_second;
+        md.push_str(&format!(
+            "| notes per second | {:.1} | {:.1} / {:.1} / {:.1} |\n",
+            report.notes_per_second, nps.min, nps.median, nps.max
+        ));
+    }
     md
 }
 
@@ -359,6 +505,28 @@ mod tests {
             onset_quarters: onset * 2.0,
             duration_quarters: duration * 2.0,
         }
+    }
+
+    #[test]
+    fn real_excerpts_are_cut_from_long_enough_pieces_and_drawn_from_the_seed() {
+        let cut = excerpt(&[note(60, 1.0, 0.5), note(62, 9.5, 2.0), note(64, 11.0, 1.0)], 1.0, 10.0);
+        assert_eq!(cut.len(), 2, "onsets in [1, 11) only");
+        assert_eq!((cut[0].onset_seconds, cut[1].onset_seconds), (0.0, 8.5));
+        assert_eq!(cut[1].duration_seconds, 1.5, "a note ringing past the end is cut there");
+
+        // A 100-second scale piece and one too short to cut from.
+        let long: Vec<Note> = (0..400).map(|i| note(48 + (i % 24) as u8, i as f64 * 0.25, 0.2)).collect();
+        let training = vec![("long".to_string(), long.clone()), ("short".to_string(), vec![note(60, 0.0, 1.0)])];
+        let reference = Histograms::of(&[long]);
+        let draw = |seed| real_excerpts(&training, &reference, (5, 3, 20.0), &mut SeededRng::new(seed, "t")).unwrap();
+        let (a, b) = (draw(1), draw(1));
+        assert_eq!((a.draws, a.pieces_per_draw), (5, 3));
+        assert_eq!(a.mean_overlap, b.mean_overlap, "the same seed draws the same excerpts");
+        assert!((a.notes_per_second.median - 4.0).abs() < 0.3, "{:?}", a.notes_per_second);
+        assert!(a.mean_overlap.min <= a.mean_overlap.median && a.mean_overlap.median <= a.mean_overlap.max);
+        assert!(a.mean_overlap.max <= 1.0 && a.mean_overlap.min > 0.5, "{:?}", a.mean_overlap);
+        assert!(real_excerpts(&training, &reference, (5, 3, 200.0), &mut SeededRng::new(1, "t")).is_none());
+        assert_eq!(Spread::of(vec![3.0, 1.0, 2.0, 10.0]), Spread { min: 1.0, median: 2.5, max: 10.0 });
     }
 
     #[test]

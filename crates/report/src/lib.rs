@@ -307,14 +307,33 @@ fn quality_section(page: &mut Page, quality: &Value) {
         number(&quality["mean_overlap"], 3),
         number(&quality["lowest_overlap"], 3),
     ));
-    let overlaps: Vec<Vec<String>> = quality["overlaps"]
+    // Real excerpts of the training pieces at the same sample size, where measured: the
+    // scale the generated figures are read on.
+    let real = &quality["real_excerpts"];
+    let spread =
+        |s: &Value| format!("{} – {} – {}", number(&s["min"], 2), number(&s["median"], 2), number(&s["max"], 2));
+    let mut overlaps: Vec<Vec<String>> = quality["overlaps"]
         .as_array()
         .into_iter()
         .flatten()
-        .map(|pair| vec![text(&pair[0]), number(&pair[1], 2)])
+        .enumerate()
+        .map(|(i, pair)| vec![text(&pair[0]), number(&pair[1], 2), spread(&real["overlaps"][i][1])])
         .collect();
-    page.table(&["histogram", "overlap"], &overlaps);
-    let rows = vec![
+    overlaps.push(vec!["mean".into(), number(&quality["mean_overlap"], 2), spread(&real["mean_overlap"])]);
+    if real.is_object() {
+        page.raw(&format!(
+            "<p>Beside them, {} sets of {} random excerpts of the training pieces, as long as the generated \
+             pieces, compared the same way (lowest – median – highest): what real music of the corpus scores \
+             at this sample size.</p>",
+            text(&real["draws"]),
+            text(&real["pieces_per_draw"])
+        ));
+        page.table(&["histogram", "overlap", "real excerpts"], &overlaps);
+    } else {
+        let plain: Vec<Vec<String>> = overlaps.into_iter().map(|row| row[..2].to_vec()).collect();
+        page.table(&["histogram", "overlap"], &plain);
+    }
+    let mut rows = vec![
         vec!["repetition".into(), number(&quality["repetition"], 2), number(&quality["reference_repetition"], 2)],
         vec!["pulse".into(), number(&quality["pulse"], 2), number(&quality["reference_pulse"], 2)],
         vec![
@@ -323,7 +342,14 @@ fn quality_section(page: &mut Page, quality: &Value) {
             number(&quality["reference_notes_per_second"], 1),
         ],
     ];
-    page.table(&["", "generated", "real"], &rows);
+    if real.is_object() {
+        for (row, key) in rows.iter_mut().zip(["repetition", "pulse", "notes_per_second"]) {
+            row.push(spread(&real[key]));
+        }
+        page.table(&["", "generated", "reference openings", "real excerpts"], &rows);
+    } else {
+        page.table(&["", "generated", "reference openings"], &rows);
+    }
     page.raw(&format!(
         "<p>Longest run copied from a training piece in any transposition: {} notes.</p>",
         text(&quality["longest_copy_notes"])
@@ -333,6 +359,41 @@ fn quality_section(page: &mut Page, quality: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_quality_section_reads_the_generated_figures_on_the_real_excerpts_scale() {
+        let folder = tempfile::tempdir().unwrap();
+        let spread = |min: f64, median: f64, max: f64| serde_json::json!({"min": min, "median": median, "max": max});
+        let overlaps: Vec<_> = ["pitch class", "pitch", "interval", "inter-onset", "duration", "velocity", "polyphony"]
+            .iter()
+            .map(|name| serde_json::json!([name, 0.8]))
+            .collect();
+        let mut quality = serde_json::json!({
+            "generated_pieces": 4, "reference_pieces": 29, "mean_overlap": 0.8, "lowest_overlap": 0.8,
+            "overlaps": overlaps, "repetition": 0.6, "reference_repetition": 0.62, "pulse": 0.3,
+            "reference_pulse": 0.39, "notes_per_second": 11.0, "reference_notes_per_second": 8.5,
+            "longest_copy_notes": 9,
+        });
+        std::fs::write(folder.path().join("quality.json"), quality.to_string()).unwrap();
+        let plain = page(folder.path());
+        assert!(plain.contains("reference openings") && !plain.contains("real excerpts"), "{plain}");
+
+        let real_overlaps: Vec<_> =
+            overlaps_named(&quality).into_iter().map(|n| serde_json::json!([n, spread(0.7, 0.8, 0.9)])).collect();
+        quality["real_excerpts"] = serde_json::json!({
+            "draws": 20, "pieces_per_draw": 4, "seconds": 60.0, "overlaps": real_overlaps,
+            "mean_overlap": spread(0.72, 0.79, 0.87), "lowest_overlap": spread(0.5, 0.68, 0.8),
+            "repetition": spread(0.35, 0.54, 0.74), "pulse": spread(0.2, 0.3, 0.5), "notes_per_second": spread(7.9, 9.8, 17.1),
+        });
+        std::fs::write(folder.path().join("quality.json"), quality.to_string()).unwrap();
+        let page = page(folder.path());
+        assert!(page.contains("20 sets of 4 random excerpts"), "{page}");
+        assert!(page.contains("0.72 – 0.79 – 0.87") && page.contains("7.90 – 9.80 – 17.10"), "{page}");
+    }
+
+    fn overlaps_named(quality: &Value) -> Vec<String> {
+        quality["overlaps"].as_array().unwrap().iter().map(|pair| pair[0].as_str().unwrap().to_owned()).collect()
+    }
 
     #[test]
     fn a_folder_without_reports_gets_a_page_that_says_what_to_run() {

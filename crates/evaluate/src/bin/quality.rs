@@ -29,6 +29,12 @@ struct Args {
     /// like with like (the length of the generated pieces).
     #[arg(long, default_value_t = 60.0)]
     excerpt_seconds: f64,
+    /// Sets of real excerpts to measure beside the generated set (0 = none): each as many
+    /// random excerpts of --training pieces as there are generated files, excerpt-seconds
+    /// long, drawn with the config's seed. They show what real music of the corpus scores
+    /// at this sample size.
+    #[arg(long, default_value_t = 20)]
+    real_draws: usize,
     /// The report to write; quality.md goes beside it.
     #[arg(long, default_value = "artifacts/quality.json", value_name = "FILE")]
     output: PathBuf,
@@ -76,7 +82,9 @@ fn main() -> std::process::ExitCode {
             Some(folder) => read_set(folder, args.training_list.as_deref(), &config.extract)?,
             None => Vec::new(),
         };
-        let report = evaluate::quality::compare(&generated, &reference, &training, args.excerpt_seconds);
+        let mut rng = seeded_rng::SeededRng::new(config.seed, "real excerpts");
+        let real = (args.real_draws, &mut rng);
+        let report = evaluate::quality::compare(&generated, &reference, &training, args.excerpt_seconds, real);
         let markdown = evaluate::quality::markdown(&report);
         let json = serde_json::to_string_pretty(&report)? + "\n";
         artifacts::write_if_changed(&args.output, json.as_bytes())?;
