@@ -10,7 +10,7 @@
 //! sign, about 2⁻⁸·√K of the terms' size for a sum of K), and master weights, Adam's moments, the cell state and the
 //! gate math stay float32.
 //!
-//! Layout, as in [`crate::kernels::StepWeights`]: the left operand in panels of [`PANEL`]
+//! Layout, as in [`crate::kernels::StepWeights`]: the left operand in panels of `PANEL` (12)
 //! rows, the right operand's rows in pairs, so that one 32-bit lane holds the pair
 //! `(k, k+1)` of one row (left) or one column (right):
 //!
@@ -63,7 +63,7 @@ fn pair(low: f32, high: f32) -> u32 {
     u32::from(round(low)) | u32::from(round(high)) << 16
 }
 
-/// A matrix rounded to bfloat16 and laid out in panels of [`PANEL`] rows with k in pairs.
+/// A matrix rounded to bfloat16 and laid out in panels of `PANEL` (12) rows with k in pairs.
 /// Invariant: `data` holds `⌈rows / PANEL⌉ · pairs · PANEL` pairs, rows past `rows` zero.
 pub struct PackedRows {
     rows: usize,

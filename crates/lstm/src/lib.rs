@@ -34,7 +34,10 @@
 //! AVX-512 BF16, float32 sums, weights and gate math), as [`LstmModel::set_precision`] says.
 //!
 //! What training and evaluation share beside the network lives here too: the optimizer
-//! ([`adam`]) and [`batch`], which turns a data set's windows into input and target ids.
+//! ([`adam`]), [`batch`], which turns a data set's windows into input and target ids, and
+//! lanes ([`lane_batches`], [`LaneStates`], [`whole_pieces`], [`read_in_order`]), which
+//! read pieces start to end a window at a time with the state carried from window to
+//! window — how validation measures the model, and `train.carry_state` trains it.
 //! Generation ([`Generator`]) carries the state and steps many streams at once.
 
 use artifacts::{DatasetArtifact, Hyperparameters, NamedTensor, Split};

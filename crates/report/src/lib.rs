@@ -310,8 +310,15 @@ fn quality_section(page: &mut Page, quality: &Value) {
     // Real excerpts of the training pieces at the same sample size, where measured: the
     // scale the generated figures are read on.
     let real = &quality["real_excerpts"];
-    let spread =
-        |s: &Value| format!("{} – {} – {}", number(&s["min"], 2), number(&s["median"], 2), number(&s["max"], 2));
+    let spread_to = |s: &Value, decimals| {
+        format!(
+            "{} – {} – {}",
+            number(&s["min"], decimals),
+            number(&s["median"], decimals),
+            number(&s["max"], decimals)
+        )
+    };
+    let spread = |s: &Value| spread_to(s, 2);
     let mut overlaps: Vec<Vec<String>> = quality["overlaps"]
         .as_array()
         .into_iter()
@@ -343,8 +350,8 @@ fn quality_section(page: &mut Page, quality: &Value) {
         ],
     ];
     if real.is_object() {
-        for (row, key) in rows.iter_mut().zip(["repetition", "pulse", "notes_per_second"]) {
-            row.push(spread(&real[key]));
+        for (row, (key, decimals)) in rows.iter_mut().zip([("repetition", 2), ("pulse", 2), ("notes_per_second", 1)]) {
+            row.push(spread_to(&real[key], decimals));
         }
         page.table(&["", "generated", "reference openings", "real excerpts"], &rows);
     } else {
@@ -388,7 +395,7 @@ mod tests {
         std::fs::write(folder.path().join("quality.json"), quality.to_string()).unwrap();
         let page = page(folder.path());
         assert!(page.contains("20 sets of 4 random excerpts"), "{page}");
-        assert!(page.contains("0.72 – 0.79 – 0.87") && page.contains("7.90 – 9.80 – 17.10"), "{page}");
+        assert!(page.contains("0.72 – 0.79 – 0.87") && page.contains("7.9 – 9.8 – 17.1"), "{page}");
     }
 
     fn overlaps_named(quality: &Value) -> Vec<String> {

@@ -509,6 +509,7 @@ impl<'a> Run<'a> {
             hp.layers,
             hp.hidden,
             match settings.carry_state {
+                // One lane reads every window once, in one batch each.
                 true => lstm::lane_batches(self.dataset, &self.train_pieces, 1).len(),
                 false => self.train_windows.len(),
             },
