@@ -7,6 +7,9 @@ use candle_core::{Device, Tensor};
 use lstm::{LayerPath, LstmModel, StreamState};
 use seeded_rng::SeededRng;
 
+mod common;
+use common::assert_matches_autograd;
+
 fn hyperparameters() -> Hyperparameters {
     Hyperparameters { vocab_size: 11, embedding: 5, hidden: 6, layers: 2, dropout: 0.2, seq_len: 4 }
 }
@@ -65,17 +68,7 @@ fn the_carried_training_step_matches_autograd_and_hands_on_its_state() {
     let mut rng = SeededRng::new(4, "dropout");
     let logits =
         model.carried_logits_on(&inputs, Some((&mut rng, 0.2)), &mut reference_state, LayerPath::CandleOps).unwrap();
-    let reference = candle_nn::loss::cross_entropy(&logits, &lstm::time_major(&targets).unwrap()).unwrap();
-    let expected = reference.backward().unwrap();
-    let reference = reference.to_scalar::<f32>().unwrap();
-    assert!((loss - reference).abs() < 1e-5 * reference, "loss {loss} vs {reference}");
-    for ((name, var), got) in model.names().iter().zip(model.vars()).zip(&grads) {
-        let got = Tensor::from_slice(got, var.dims(), &Device::Cpu).unwrap();
-        let want = expected.get(var).unwrap();
-        let difference =
-            max_difference(&got, want) / want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(difference < 1e-4, "gradient of {name} differs by {difference:e}");
-    }
+    assert_matches_autograd(&model, (loss, &grads), &logits, &targets);
     for (layer, (got, want)) in state.iter().zip(&reference_state).enumerate() {
         for (a, b) in got.h.iter().chain(&got.c).zip(want.h.iter().chain(&want.c)) {
             assert!((a - b).abs() < 1e-5, "layer {layer}'s state after the window: {a} vs {b}");

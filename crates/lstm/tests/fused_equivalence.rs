@@ -7,17 +7,13 @@ use lstm::fused::{Affine, Recurrence};
 use lstm::{LayerPath, LstmModel};
 use seeded_rng::SeededRng;
 
+mod common;
+use common::{assert_matches_autograd, relative_difference};
+
 fn random(rng: &mut SeededRng, shape: &[usize], scale: f32) -> Tensor {
     let count: usize = shape.iter().product();
     let data: Vec<f32> = (0..count).map(|_| (rng.unit_f32() * 2.0 - 1.0) * scale).collect();
     Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
-}
-
-/// max |a − b| / max |b|: the difference relative to the reference's scale.
-fn relative_difference(a: &Tensor, b: &Tensor) -> f32 {
-    let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-    let scale = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-    diff / scale.max(1e-12)
 }
 
 /// One fused layer: x `[B, T, In]` (batch-major, as candle-nn takes it) → h `[B, T, H]`.
@@ -178,15 +174,7 @@ fn the_cpu_training_step_matches_autograd() {
 
     let mut rng = SeededRng::new(4, "dropout");
     let logits = model.logits_on(&inputs, Some((&mut rng, 0.25)), LayerPath::CandleOps).unwrap();
-    let reference = candle_nn::loss::cross_entropy(&logits, &lstm::time_major(&targets).unwrap()).unwrap();
-    let expected = reference.backward().unwrap();
-    let reference = reference.to_scalar::<f32>().unwrap();
-    assert!((loss - reference).abs() < 1e-5 * reference, "loss {loss} vs {reference}");
-    for ((name, var), got) in model.names().iter().zip(model.vars()).zip(&grads) {
-        let got = Tensor::from_slice(got, var.dims(), &Device::Cpu).unwrap();
-        let difference = relative_difference(&got, expected.get(var).unwrap());
-        assert!(difference < 1e-4, "gradient of {name} differs by {difference:e}");
-    }
+    assert_matches_autograd(&model, (loss, &grads), &logits, &targets);
     assert!(grads[0][11 * 5..].iter().all(|&g| g == 0.0), "unused tokens' embedding rows are untouched");
     let outside = Tensor::full(13u32, (3, 6), &Device::Cpu).unwrap();
     assert!(model.loss_and_gradients(&inputs, &outside, None).is_err(), "a target outside the vocabulary is refused");
