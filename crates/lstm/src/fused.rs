@@ -1,10 +1,12 @@
 //! The CPU layers of [`crate::layers`] as Candle custom ops (the affine map and the
-//! recurrence), so a model built from Candle tensors (evaluation, tests against candle-nn)
-//! runs them with Candle's autograd calling their hand-written backward passes.
+//! recurrence), so a model built from Candle tensors ([`crate::LstmModel::logits`], the tests
+//! against candle-nn and against Candle's autograd) runs them with Candle's autograd calling
+//! their hand-written backward passes.
 //!
-//! Training on the CPU does not go through these: [`crate::network`] chains the same layer
-//! functions itself, which spares Candle's per-gradient bookkeeping (a zero tensor and an
-//! addition for every gradient it collects).
+//! Training and measuring on the CPU do not go through these: [`crate::network`] chains the
+//! same layer functions itself, which spares Candle's per-gradient bookkeeping (a zero
+//! tensor and an addition for every gradient it collects) and carries the state between
+//! windows.
 
 use crate::kernels::Precision;
 use crate::layers::{self, Dims, RecurrenceSaved};

@@ -169,7 +169,8 @@ impl LstmModel {
 
     /// How the CPU training step and [`Generator`] multiply: [`Precision::Bf16`] only on
     /// the CPU where [`bf16::available`] (an error says what is missing otherwise, and the
-    /// model stays as it was). The Candle-ops path (CUDA, Metal, evaluation) computes in float32.
+    /// model stays as it was). Measuring ([`LstmModel::carried_logits`]) and the Candle-ops path
+    /// (CUDA, Metal) compute in float32.
     pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
         if precision == Precision::Bf16 {
             if !self.weights[0].device().is_cpu() {
@@ -256,7 +257,8 @@ impl LstmModel {
 
     /// [`LstmModel::logits`] without dropout, every sequence starting from `state` (one
     /// [`StreamState`] per layer, `[B, H]` each), which is left holding the state after the
-    /// last position: how a piece longer than one window is read window by window.
+    /// last position: how a piece longer than one window is read window by window. In
+    /// float32 whatever [`LstmModel::set_precision`] says, as every measurement of the model.
     pub fn carried_logits(&self, tokens: &Tensor, state: &mut [StreamState]) -> Result<Tensor> {
         self.carried_logits_on(tokens, None, state, LayerPath::for_device(tokens.device()))
     }

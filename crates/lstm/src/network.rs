@@ -15,7 +15,7 @@
 //! ```
 
 use crate::fused::contiguous;
-use crate::kernels::{Mat, threads};
+use crate::kernels::{Mat, Precision, threads};
 use crate::layers::{self, Dims, StreamState};
 use crate::{LstmModel, Result, head_slots, layer_slots};
 use candle_core::{Storage, bail};
@@ -38,7 +38,7 @@ pub(crate) fn loss_and_gradients(
     check_ids(targets, vocab, columns)?;
     let precision = model.precision();
     with_weights(model, |weights| {
-        let Forward { embedded, outputs, z, last } = forward(model, weights, tokens, batch, masks, initial)?;
+        let Forward { embedded, outputs, z, last } = forward(model, weights, tokens, batch, masks, initial, precision)?;
         let [head_w, _] = head_slots(weights.len()).map(|i| weights[i]);
         let layer = |l: usize| layer_slots(l).map(|i| weights[i]);
         let dims = Dims { hidden, steps: columns / batch.max(1), batch };
@@ -78,7 +78,9 @@ pub(crate) fn loss_and_gradients(
 }
 
 /// The logits `[V, N]` of every position and each layer's state after the last step; the
-/// arguments as for [`loss_and_gradients`].
+/// arguments as for [`loss_and_gradients`]. Always in float32, whatever the training
+/// precision: these are what the model is measured by, and a measurement must not move
+/// with the precision the weights were trained in.
 pub(crate) fn logits(
     model: &LstmModel,
     tokens: &[u32],
@@ -87,7 +89,7 @@ pub(crate) fn logits(
     initial: Option<&[StreamState]>,
 ) -> Result<(Vec<f32>, Vec<StreamState>)> {
     with_weights(model, |weights| {
-        let Forward { z, last, .. } = forward(model, weights, tokens, batch, masks, initial)?;
+        let Forward { z, last, .. } = forward(model, weights, tokens, batch, masks, initial, Precision::F32)?;
         Ok((z, last))
     })
 }
@@ -116,7 +118,7 @@ struct Forward {
 }
 
 /// The forward pass: embedding, the LSTM layers (each from its `initial` state, or zero),
-/// dropout after each as `masks` says, and the output layer.
+/// dropout after each as `masks` says, and the output layer, the products in `precision`.
 fn forward(
     model: &LstmModel,
     weights: &[&[f32]],
@@ -124,6 +126,7 @@ fn forward(
     batch: usize,
     masks: &[Option<Vec<f32>>],
     initial: Option<&[StreamState]>,
+    precision: Precision,
 ) -> Result<Forward> {
     let hp = &model.hyperparameters;
     let (vocab, embedding, hidden, columns) = (hp.vocab_size, hp.embedding, hp.hidden, tokens.len());
@@ -138,7 +141,6 @@ fn forward(
     {
         bail!("the carried state does not fit {} layers of {batch} sequences × {hidden} units", hp.layers);
     }
-    let precision = model.precision();
     let embedding_table = weights[0];
     let [head_w, head_b] = head_slots(weights.len()).map(|i| weights[i]);
     let layer = |l: usize| layer_slots(l).map(|i| weights[i]);

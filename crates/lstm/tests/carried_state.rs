@@ -113,3 +113,25 @@ fn whole_pieces_measure_the_same_in_any_number_of_lanes_and_unlike_fresh_windows
     let windows = mean_loss(&model, &dataset, &fresh);
     assert!((one - windows).abs() > 1e-4, "carried {one} vs windows from zero {windows}: the state must carry");
 }
+
+/// Measuring reads in float32 whatever the training precision, so a model's validation loss
+/// does not move with `train.precision` and equals what `evaluate` computes afresh.
+#[test]
+fn measuring_reads_in_float32_whatever_the_training_precision() {
+    if !lstm::bf16::available() {
+        eprintln!(
+            "skipped: measuring_reads_in_float32_whatever_the_training_precision: this processor has no AVX-512 BF16"
+        );
+        return;
+    }
+    let f32_model = LstmModel::new(hyperparameters(), 9, &Device::Cpu).unwrap();
+    let mut bf16_model = LstmModel::new(hyperparameters(), 9, &Device::Cpu).unwrap();
+    bf16_model.set_precision(lstm::Precision::Bf16).unwrap();
+    let ids: Vec<u32> = (0..3 * 4).map(|i| (i * 5 % 11) as u32).collect();
+    let tokens = Tensor::from_vec(ids, (3, 4), &Device::Cpu).unwrap();
+    let read = |model: &LstmModel| {
+        let mut state = zero_state(3);
+        model.carried_logits(&tokens, &mut state).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    assert_eq!(read(&bf16_model), read(&f32_model));
+}
