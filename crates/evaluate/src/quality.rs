@@ -330,8 +330,11 @@ pub fn real_excerpts(
     (draws, pieces_per_draw, seconds): (usize, usize, f64),
     rng: &mut SeededRng,
 ) -> Option<RealExcerpts> {
-    let long_enough: Vec<&Vec<Note>> =
-        training.iter().map(|(_, notes)| notes).filter(|notes| length_seconds(notes) >= seconds).collect();
+    let long_enough: Vec<(&[Note], f64)> = training
+        .iter()
+        .map(|(_, notes)| (notes.as_slice(), length_seconds(notes)))
+        .filter(|&(_, length)| length >= seconds)
+        .collect();
     if long_enough.is_empty() || draws == 0 || pieces_per_draw == 0 {
         return None;
     }
@@ -344,8 +347,8 @@ pub fn real_excerpts(
         .map(|_| {
             let set: Vec<Vec<Note>> = (0..pieces_per_draw)
                 .map(|_| {
-                    let piece = long_enough[rng.below(long_enough.len())];
-                    excerpt(piece, rng.unit_f64() * (length_seconds(piece) - seconds), seconds)
+                    let (piece, length) = long_enough[rng.below(long_enough.len())];
+                    excerpt(piece, rng.unit_f64() * (length - seconds), seconds)
                 })
                 .collect();
             let pieces = set.iter().map(|notes| piece_figures("", notes, &[])).collect();
