@@ -197,26 +197,28 @@ $(PEERS_ENV)/installed: crates/bench/peers-requirements.txt
 
 # The base model that `make` fine-tunes from: the pipeline on a real corpus, the files named
 # in BASE_LIST (paths relative to BASE_CORPUS), trained for train.max_minutes of
-# models/piano.toml (BASE_MINUTES overrides it). Written without Adam's moments.
+# models/$(BASE_MODEL).toml (BASE_MINUTES overrides it) into models/$(BASE_MODEL).bin.
+# Written without Adam's moments. BASE_MODEL=piano-beats trains the `beats` model.
+BASE_MODEL   ?= piano
 BASE_CORPUS  ?= ../shared/data/piano/piano-midi-de
 BASE_LIST    ?= ../shared/splits/piano-midi-de.train.txt
 BASE_MINUTES ?=
 BASE_FLAGS   ?=
-BASE         := $(ART)/base
+BASE         := $(ART)/base/$(BASE_MODEL)
 base-model: $(BIN)/extract $(BIN)/encode $(BIN)/train
 	@test -d "$(BASE_CORPUS)" && test -f "$(BASE_LIST)" || \
 	    { echo "base-model: needs BASE_CORPUS (a folder) and BASE_LIST (a file of paths in it)"; exit 1; }
 	rm -rf $(BASE)/corpus && mkdir -p $(BASE)/corpus
 	while IFS= read -r f; do [ -n "$$f" ] || continue; mkdir -p "$(BASE)/corpus/$$(dirname "$$f")"; \
 	    cp "$(BASE_CORPUS)/$$f" "$(BASE)/corpus/$$f" || exit 1; done < "$(BASE_LIST)"
-	$(BIN)/extract --config models/piano.toml --input $(BASE)/corpus --output $(BASE)/notes.bin
-	$(BIN)/encode --config models/piano.toml --input $(BASE)/notes.bin --output $(BASE)/dataset.bin
-	$(BIN)/train --config models/piano.toml --input $(BASE)/dataset.bin --output $(BASE)/piano.bin --weights-only \
-	    $(if $(BASE_MINUTES),--max-minutes $(BASE_MINUTES)) $(BASE_FLAGS)
-	cp $(BASE)/piano.bin models/piano.bin
-	cp $(BASE)/piano.report.json models/piano.report.json
-	cp $(BASE)/training_curve.svg models/piano.training_curve.svg
-	@echo "base model: models/piano.bin"
+	$(BIN)/extract --config models/$(BASE_MODEL).toml --input $(BASE)/corpus --output $(BASE)/notes.bin
+	$(BIN)/encode --config models/$(BASE_MODEL).toml --input $(BASE)/notes.bin --output $(BASE)/dataset.bin
+	$(BIN)/train --config models/$(BASE_MODEL).toml --input $(BASE)/dataset.bin --output $(BASE)/model.bin \
+	    --weights-only $(if $(BASE_MINUTES),--max-minutes $(BASE_MINUTES)) $(BASE_FLAGS)
+	cp $(BASE)/model.bin models/$(BASE_MODEL).bin
+	cp $(BASE)/model.report.json models/$(BASE_MODEL).report.json
+	cp $(BASE)/training_curve.svg models/$(BASE_MODEL).training_curve.svg
+	@echo "base model: models/$(BASE_MODEL).bin"
 
 # How close a model's music is to pieces it never saw (artifacts/quality.md and .json):
 # QUALITY_PIECES pieces of 60 s composed from the model alone, against the files named in

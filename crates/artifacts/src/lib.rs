@@ -24,7 +24,7 @@ pub use dataset::{DatasetArtifact, EncodedPiece, Split};
 pub use model::{
     AdamState, BestWeights, CheckpointArtifact, EpochRecord, EpochTiming, Hyperparameters, ModelArtifact, NamedTensor,
 };
-pub use music::{Augmentation, Encoding, Note, Vocabulary, parse_pitch_name, pitch_name};
+pub use music::{Augmentation, Encoding, Metre, Note, Vocabulary, parse_pitch_name, pitch_name};
 pub use notes::{ExtractedFile, NotesArtifact, RejectedFile};
 
 use serde::{Serialize, de::DeserializeOwned};
@@ -473,6 +473,7 @@ mod tests {
                     onset_quarters: 1.0,
                     duration_quarters: 0.5,
                 }],
+                metre: Metre::default(),
             }],
             rejected: vec![RejectedFile { path: "bad.mid".into(), reason: "truncated".into() }],
         }

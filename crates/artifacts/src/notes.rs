@@ -1,6 +1,6 @@
 //! `notes.bin`: what `extract` found in each MIDI file.
 
-use crate::{Artifact, ArtifactKind, Digest, Note};
+use crate::{Artifact, ArtifactKind, Digest, Metre, Note};
 use serde::{Deserialize, Serialize};
 
 /// A MIDI file that was read.
@@ -13,6 +13,8 @@ pub struct ExtractedFile {
     /// BLAKE3 of the file's bytes.
     pub content_digest: Digest,
     pub notes: Vec<Note>,
+    /// Its time signatures and tempo map, in the quarter notes the notes' `onset_quarters` count.
+    pub metre: Metre,
 }
 
 /// A file that was skipped, and the one-line reason why.
@@ -31,6 +33,6 @@ pub struct NotesArtifact {
 
 impl Artifact for NotesArtifact {
     const KIND: ArtifactKind = ArtifactKind::Notes;
-    // 2: the header carries the payload's digest.
-    const FORMAT_VERSION: u32 = 2;
+    // 2: the header carries the payload's digest. 3: each file's metre.
+    const FORMAT_VERSION: u32 = 3;
 }

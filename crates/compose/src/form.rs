@@ -3,7 +3,8 @@
 //! An LSTM sampled one token at a time wanders: in 60 seconds of its music almost no 4-note
 //! pattern recurs, where real pieces repeat half of theirs (motifs, sequences, repeated
 //! bars). So the composer plans the form the network cannot: the music is cut into phrases
-//! of `compose.phrase_seconds`, and when a phrase ends, with probability `compose.repeat`
+//! of `compose.phrase_seconds` (or, for a `beats` model, of `compose.phrase_bars` whole
+//! bars, each starting on a downbeat), and when a phrase ends, with probability `compose.repeat`
 //! the next one restates an earlier drawn phrase of the same piece, chosen at random. A
 //! restatement is fed through the network token by token like the primer window, so the state that
 //! continues afterwards has heard it, and the grammar still rules every token:
@@ -19,11 +20,20 @@ use seeded_rng::SeededRng;
 use std::collections::VecDeque;
 use std::ops::Range;
 
+/// How long a phrase is.
+#[derive(Clone, Copy, Debug)]
+pub enum Length {
+    /// Seconds of music (a phrase ends with the time shift that reaches it).
+    Seconds(f64),
+    /// Whole bars: a phrase starts with a bar token and ends before the bar token that
+    /// begins its successor.
+    Bars(usize),
+}
+
 /// How a piece is cut into phrases and how often one comes back.
 #[derive(Clone, Copy, Debug)]
 pub struct Form {
-    /// Seconds of music in a phrase (a phrase ends with the time shift that reaches it).
-    pub phrase_seconds: f64,
+    pub length: Length,
     /// Probability, at each phrase's end, that the next phrase restates an earlier one
     /// (0 = never: every token is drawn from the network).
     pub repeat: f64,
@@ -34,8 +44,9 @@ pub struct Phrases {
     form: Form,
     /// Token ranges (in the generated tokens) of the drawn phrases that have ended.
     finished: Vec<Range<usize>>,
-    /// Where the current phrase starts, and the music time at which it may end.
-    current_start: usize,
+    /// Where the current phrase starts (`None` in bars before the first bar token), and
+    /// the music time (seconds, or bars begun) at which it may end.
+    current_start: Option<usize>,
     current_end: f64,
     /// Tokens of the restatement still to come.
     restating: VecDeque<u32>,
@@ -44,11 +55,15 @@ pub struct Phrases {
 
 impl Phrases {
     pub fn new(form: Form) -> Self {
+        let (current_start, current_end) = match form.length {
+            Length::Seconds(seconds) => (Some(0), seconds),
+            Length::Bars(_) => (None, 0.0),
+        };
         Phrases {
             form,
             finished: Vec::new(),
-            current_start: 0,
-            current_end: form.phrase_seconds,
+            current_start,
+            current_end,
             restating: VecDeque::new(),
             current_is_restatement: false,
         }
@@ -70,7 +85,7 @@ impl Phrases {
         None
     }
 
-    /// Called after each token joins `generated`, with the music time it reached: ends the
+    /// Called after each token joins `generated`, with where the music stands: ends the
     /// phrase once its time is up (and no restatement is under way), and decides whether
     /// the next one restates an earlier phrase. `closing` gives the tokens that end what a
     /// phrase leaves open (keys it presses and releases only after it ends), appended to its
@@ -78,30 +93,66 @@ impl Phrases {
     pub fn after_token(
         &mut self,
         generated: &[u32],
-        elapsed: f64,
+        at: Position,
         closing: impl Fn(&[u32]) -> Vec<u32>,
         rng: &mut SeededRng,
     ) {
-        if !self.restating.is_empty() || elapsed < self.current_end {
+        if !self.restating.is_empty() {
             return;
         }
+        // Where the phrase that ends now ends, and where the next one starts.
+        let (end, next_start, next_end) = match self.form.length {
+            Length::Seconds(seconds) => {
+                if at.seconds < self.current_end {
+                    return;
+                }
+                (generated.len(), generated.len(), at.seconds + seconds)
+            }
+            Length::Bars(bars) => {
+                if !at.starts_bar {
+                    return;
+                }
+                let next_end = (at.bars + bars) as f64;
+                if self.current_start.is_none() || (at.bars as f64) < self.current_end {
+                    // The first downbeat begins the first phrase; bars before it are no phrase.
+                    if self.current_start.is_none() {
+                        (self.current_start, self.current_end) = (Some(generated.len() - 1), next_end);
+                    }
+                    return;
+                }
+                (generated.len() - 1, generated.len() - 1, next_end)
+            }
+        };
+        let start = self.current_start.unwrap_or(0);
         // Only drawn phrases are restated: a restatement restated again would let whichever
         // phrase came back first crowd out the rest.
-        if !self.current_is_restatement {
-            self.finished.push(self.current_start..generated.len());
+        if !self.current_is_restatement && end > start {
+            self.finished.push(start..end);
         }
         self.current_is_restatement = false;
-        self.current_start = generated.len();
-        self.current_end = elapsed + self.form.phrase_seconds;
+        self.current_start = Some(next_start);
+        self.current_end = next_end;
         // No draw at all when repetition is off, so such pieces keep their random stream.
-        if self.form.repeat > 0.0 && rng.unit_f64() < self.form.repeat {
+        if self.form.repeat > 0.0 && !self.finished.is_empty() && rng.unit_f64() < self.form.repeat {
             let earlier = self.finished[rng.below(self.finished.len())].clone();
+            // A phrase in bars begins with its bar token, and a bar token has just begun this one.
+            let skip = usize::from(matches!(self.form.length, Length::Bars(_)));
             let phrase = &generated[earlier];
-            self.restating.extend(phrase);
+            self.restating.extend(&phrase[skip.min(phrase.len())..]);
             self.current_is_restatement = true;
             self.restating.extend(closing(phrase));
         }
     }
+}
+
+/// Where the music stands after a token.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Position {
+    /// Seconds of music so far.
+    pub seconds: f64,
+    /// Bars begun so far, and whether this token began one.
+    pub bars: usize,
+    pub starts_bar: bool,
 }
 
 #[cfg(test)]
@@ -123,21 +174,22 @@ mod tests {
             });
             generated.push(id);
             elapsed += if id == SHIFT { 1.0 } else { 0.0 };
-            phrases.after_token(&generated, elapsed, |_| Vec::new(), &mut rng);
+            let at = Position { seconds: elapsed, ..Position::default() };
+            phrases.after_token(&generated, at, |_| Vec::new(), &mut rng);
         }
         generated
     }
 
     #[test]
     fn without_repeat_every_token_is_drawn() {
-        let drawn = generate(Form { phrase_seconds: 2.0, repeat: 0.0 }, |_| true, 40);
+        let drawn = generate(Form { length: Length::Seconds(2.0), repeat: 0.0 }, |_| true, 40);
         let presses: Vec<u32> = drawn.iter().copied().filter(|&id| id != SHIFT).collect();
         assert_eq!(presses[..5], [1, 3, 5, 7, 9]);
     }
 
     #[test]
     fn with_repeat_always_the_first_phrase_comes_back_whole() {
-        let generated = generate(Form { phrase_seconds: 2.0, repeat: 1.0 }, |_| true, 60);
+        let generated = generate(Form { length: Length::Seconds(2.0), repeat: 1.0 }, |_| true, 60);
         // The first phrase is drawn (press, shift, press, shift); every later one restates it.
         let phrases: Vec<&[u32]> = generated.chunks(4).collect();
         assert_eq!(phrases[0], [1, SHIFT, 3, SHIFT]);
@@ -146,14 +198,41 @@ mod tests {
 
     #[test]
     fn refused_presses_are_dropped_and_refused_shifts_wait() {
-        let mut phrases = Phrases::new(Form { phrase_seconds: 1.0, repeat: 1.0 });
+        let mut phrases = Phrases::new(Form { length: Length::Seconds(1.0), repeat: 1.0 });
         let mut rng = SeededRng::new(1, "t");
-        phrases.after_token(&[3, 4, SHIFT], 1.0, |_| vec![7], &mut rng);
+        phrases.after_token(&[3, 4, SHIFT], Position { seconds: 1.0, ..Position::default() }, |_| vec![7], &mut rng);
         // The press of 3 is refused and dropped; 4 comes; the shift waits while refused.
         assert_eq!(phrases.next_restated(|id| id != 3, |id| id == SHIFT), Some(4));
         assert_eq!(phrases.next_restated(|id| id != SHIFT, |id| id == SHIFT), None);
         assert_eq!(phrases.next_restated(|_| true, |id| id == SHIFT), Some(SHIFT));
         assert_eq!(phrases.next_restated(|_| true, |id| id == SHIFT), Some(7), "the closing release");
         assert_eq!(phrases.next_restated(|_| true, |id| id == SHIFT), None);
+    }
+
+    #[test]
+    fn phrases_in_bars_start_on_a_downbeat_and_come_back_whole() {
+        // Token 0 begins a bar; the others are notes. Two tokens of anacrusis, then bars of
+        // three tokens; phrases of two bars, always restated.
+        const BAR: u32 = 0;
+        let mut phrases = Phrases::new(Form { length: Length::Bars(2), repeat: 1.0 });
+        let mut rng = SeededRng::new(3, "bars test");
+        let (mut generated, mut bars, mut fresh) = (Vec::new(), 0usize, 10u32);
+        let mut network = |position: usize| -> u32 {
+            fresh += 1;
+            if position >= 2 && (position - 2) % 3 == 0 { BAR } else { fresh }
+        };
+        while generated.len() < 40 {
+            let id = phrases.next_restated(|_| true, |_| false).unwrap_or_else(|| network(generated.len()));
+            generated.push(id);
+            bars += usize::from(id == BAR);
+            phrases.after_token(&generated, Position { bars, starts_bar: id == BAR, ..Position::default() }, |_| Vec::new(), &mut rng);
+        }
+        // The first phrase is bars 1–2 (tokens 2..8); every later phrase of two bars repeats it.
+        let first = &generated[2..8];
+        assert_eq!(first[0], BAR);
+        assert_eq!(first[3], BAR);
+        for phrase in generated[8..].chunks(6).filter(|p| p.len() == 6) {
+            assert_eq!(phrase, first, "{generated:?}");
+        }
     }
 }

@@ -5,13 +5,17 @@
 //! shipped model with no data set), runs it through the model, then predicts one token at
 //! a time, each fed back as the next input, until `compose.seconds` of music or
 //! `compose.tokens` tokens. The tokens are decoded back to notes by the model's encoding:
-//! `performance` tokens carry their own timing, durations and velocities (drawn under a
-//! grammar, see [`music::grammar`]); `names` elements follow each other one fixed step
+//! `beats` tokens are a score, bars of one metre (`compose.meter`, or the model's choice),
+//! positions on a grid, the tempo and notes with durations (drawn under
+//! [`music::beats::grammar`]); `performance` tokens carry their own timing, durations and
+//! velocities (drawn under [`music::grammar`]) and are written in 4/4 at
+//! `compose.tempo_bpm`; `names` elements follow each other one fixed step
 //! (`compose.step_quarters`) apart, chords voiced upwards from middle C's octave, as the
 //! original design does. The composer plans the form the network cannot: phrases of
-//! `compose.phrase_seconds` that restate earlier ones (see [`form`]). Each piece is written
-//! as a standard MIDI file for piano (program 0) with the tempo set, with its piano roll and
-//! report beside it.
+//! `compose.phrase_bars` bars (`beats`) or `compose.phrase_seconds` that restate earlier ones
+//! (see [`form`]). Each piece is written as a standard MIDI file for piano (program 0) with
+//! its time signatures and tempo map, and a text event saying where it comes from, with its
+//! piano roll and report beside it.
 //!
 //! Key design decision: the LSTM state is *carried* from step to step ([`lstm::Generator`]),
 //! so each new token costs one step of the network, not a rerun over the whole window, and
@@ -25,11 +29,12 @@ pub mod audio;
 pub mod form;
 
 use artifacts::{DatasetArtifact, Encoding, ModelArtifact};
-use config::{ComposeConfig, PipelineConfig, Sampling};
+use config::{ComposeConfig, PipelineConfig, Sampling, Section};
 use lstm::{LstmModel, Precision};
-use music::grammar;
+use music::beats::{self, Beats};
 use music::midi_out as midi_file;
 use music::performance::Event;
+use music::{Score, grammar};
 use seeded_rng::SeededRng;
 use stage_cli::Progress;
 use std::fmt;
@@ -55,6 +60,11 @@ pub enum ComposeError {
     },
     /// No data set and no primer, and the model's encoding has no built-in start.
     NoOpening,
+    /// `compose.meter` asks for a metre this model cannot write.
+    Meter {
+        meter: String,
+        reason: String,
+    },
 }
 
 impl fmt::Display for ComposeError {
@@ -76,6 +86,7 @@ impl fmt::Display for ComposeError {
                 "this model's encoding has no built-in start: pass --dataset (the data set it was trained \
                  on) or --primer file.mid"
             ),
+            ComposeError::Meter { meter, reason } => write!(f, "compose.meter = {meter:?}: {reason}"),
         }
     }
 }
@@ -88,10 +99,10 @@ impl From<candle_core::Error> for ComposeError {
     }
 }
 
-/// What [`compose`] made: the generated token strings and the notes they decode to.
+/// What [`compose`] made: the generated token strings and the score they decode to.
 pub struct Composition {
     pub tokens: Vec<String>,
-    pub notes: Vec<artifacts::Note>,
+    pub score: Score,
 }
 
 /// Where a piece starts from.
@@ -100,8 +111,9 @@ pub enum Start<'a> {
     Dataset(&'a Path),
     /// The opening of a MIDI file.
     Primer(&'a Path),
-    /// Nothing but the model: the state of a piece's beginning and one velocity token, so a
-    /// shipped model (`models/piano.bin`) composes with no data set at all. `performance` only.
+    /// Nothing but the model: the state of a piece's beginning and one token (a velocity
+    /// for `performance`, the first bar for `beats`), so a shipped model (`models/*.bin`)
+    /// composes with no data set at all.
     Opening,
 }
 
@@ -122,7 +134,8 @@ pub fn run(
     for number in 1..=config.compose.outputs {
         artifacts::refuse_input_as_output(&numbered(output, number), &inputs).map_err(ComposeError::Artifact)?;
     }
-    let (_, model) = artifacts::read::<ModelArtifact>(model_path).map_err(ComposeError::Artifact)?;
+    let (model_header, model) = artifacts::read::<ModelArtifact>(model_path).map_err(ComposeError::Artifact)?;
+    let meter = meter_bar(&model, &config.compose)?;
     let dataset = match start {
         Start::Dataset(path) => {
             let (_, dataset) = artifacts::read::<DatasetArtifact>(path).map_err(ComposeError::Artifact)?;
@@ -138,7 +151,7 @@ pub fn run(
     };
     let fixed_start = match start {
         Start::Primer(path) => Some(primer_tokens(path, &model, config.compose.primer_seconds)?),
-        Start::Opening => Some(opening_tokens(&model).ok_or(ComposeError::NoOpening)?),
+        Start::Opening => Some(opening_tokens(&model, meter).ok_or(ComposeError::NoOpening)?),
         Start::Dataset(_) => None,
     };
     let mut config = config.clone();
@@ -166,10 +179,18 @@ pub fn run(
         };
         streams.push((primer, rng));
     }
+    let provenance = format!(
+        "pianola {}: model {} (payload {}), seed {}, compose settings {}",
+        env!("CARGO_PKG_VERSION"),
+        model_path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        &artifacts::hex(&model_header.payload_digest)[..16],
+        config.seed,
+        &artifacts::hex(&config.section_digest(Section::Compose))[..16],
+    );
     let mut written = Vec::with_capacity(streams.len());
     for (number, composition) in compose(config, &model, &network, streams)?.iter().enumerate() {
         let path = numbered(output, number + 1);
-        write_outputs(&path, composition, &config.compose)?;
+        write_outputs(&path, composition, &provenance)?;
         written.push(path);
     }
     Ok(written)
@@ -190,10 +211,10 @@ pub fn numbered(output: &Path, number: usize) -> PathBuf {
 fn primer_tokens(path: &Path, model: &ModelArtifact, seconds: f64) -> Result<Vec<u32>, ComposeError> {
     let bad = |reason: String| ComposeError::Primer { path: path.display().to_string(), reason };
     let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let notes = music::midi_in::notes_of_midi(&bytes, &music::ReadOptions::default()).map_err(bad)?;
+    let (notes, metre, _) = music::midi_in::read_midi(&bytes, &music::ReadOptions::default()).map_err(bad)?;
     let opening: Vec<artifacts::Note> = notes.into_iter().filter(|n| n.onset_seconds < seconds).collect();
     let ids: Vec<u32> = music::Codec::new(&model.encoding)
-        .encode(&opening)
+        .encode(&opening, &metre)
         .iter()
         .filter_map(|token| model.vocabulary.id(token))
         .collect();
@@ -223,47 +244,71 @@ fn longest_training_note(dataset: &DatasetArtifact, model: &ModelArtifact) -> Op
         .reduce(f64::max)
 }
 
-/// The built-in start of [`Start::Opening`]: one velocity token of a moderate loudness
-/// (`mf`, velocity 64), which is how encoded pieces begin. `None` for the `names` encoding,
-/// whose pieces have no such neutral first token.
-fn opening_tokens(model: &ModelArtifact) -> Option<Vec<u32>> {
-    let music::Codec::Performance(codec) = music::Codec::new(&model.encoding) else {
-        return None;
+/// The bar token `compose.meter` asks for, checked against the model: `None` when no metre
+/// is asked for; an error when the model's encoding has no bars (`names`, `performance`)
+/// or no bar of that metre.
+fn meter_bar(model: &ModelArtifact, settings: &ComposeConfig) -> Result<Option<(u8, u8)>, ComposeError> {
+    let Some((numerator, denominator)) = settings.meter_parts() else { return Ok(None) };
+    let refuse = |reason: String| ComposeError::Meter { meter: settings.meter.clone(), reason };
+    if !matches!(model.encoding, Encoding::Beats { .. }) {
+        return Err(refuse(format!(
+            "a {} model writes no bars; compose with a `beats` model (models/piano-beats.bin) or leave \
+             compose.meter empty",
+            model.encoding.name()
+        )));
+    }
+    let bar = beats::Token::Bar { numerator, denominator }.text();
+    if model.vocabulary.id(&bar).is_none() {
+        let known: Vec<String> = beats::metres().iter().map(|(n, d)| format!("{n}/{d}")).collect();
+        return Err(refuse(format!("the model has no bar of that metre; it writes {}", known.join(", "))));
+    }
+    Ok(Some((numerator, denominator)))
+}
+
+/// The built-in start of [`Start::Opening`]: for `performance`, one velocity token of a
+/// moderate loudness (`mf`, velocity 64), which is how encoded pieces begin; for `beats`,
+/// the first bar, of `meter` or else of 4/4 (the MIDI default). `None` for the `names`
+/// encoding, whose pieces have no such neutral first token.
+fn opening_tokens(model: &ModelArtifact, meter: Option<(u8, u8)>) -> Option<Vec<u32>> {
+    let token = match music::Codec::new(&model.encoding) {
+        music::Codec::Performance(codec) => Event::Velocity(codec.bin(64)).token(),
+        music::Codec::Beats(_) => {
+            let (numerator, denominator) = meter.unwrap_or((4, 4));
+            beats::Token::Bar { numerator, denominator }.text()
+        }
+        music::Codec::Names { .. } => return None,
     };
-    let token = Event::Velocity(codec.bin(64)).token();
     model.vocabulary.id(&token).map(|id| vec![id])
 }
 
 /// Writes a composition's MIDI file, piano roll and report, and logs its summary.
-fn write_outputs(output: &Path, composition: &Composition, settings: &ComposeConfig) -> Result<(), ComposeError> {
-    let bytes = midi_file::to_bytes(&composition.notes, settings.tempo_bpm);
-    let report = ComposeReport::new(output, composition, settings.tempo_bpm);
+fn write_outputs(output: &Path, composition: &Composition, provenance: &str) -> Result<(), ComposeError> {
+    let score = &composition.score;
+    let bytes = midi_file::to_bytes(score, Some(provenance));
+    let report = ComposeReport::new(output, composition);
     tracing::info!(
-        "compose: {} tokens ({} distinct), {} notes from {} to {}, {:.0} s at {} BPM, \
-         {:.1} notes/s, up to {} at once",
+        "compose: {} tokens ({} distinct), {} notes from {} to {}, {:.0} s in {} at {}, \
+         {:.1} notes/s, up to {} at once, {:.0} % of onsets on the sixteenth/triplet grid",
         report.elements,
         report.distinct_elements,
         report.notes,
         report.lowest_pitch,
         report.highest_pitch,
         report.seconds,
-        settings.tempo_bpm,
+        report.meter,
+        report.tempo,
         report.notes_per_second,
-        report.max_polyphony
+        report.max_polyphony,
+        100.0 * report.onsets_on_grid
     );
-    let seconds_per_quarter = 60.0 / settings.tempo_bpm;
-    let roll: Vec<music::TimedNote> = composition
-        .notes
-        .iter()
-        .map(|n| music::TimedNote {
-            pitch: n.pitch,
-            velocity: n.velocity,
-            onset_seconds: n.onset_quarters * seconds_per_quarter,
-            duration_seconds: n.duration_quarters * seconds_per_quarter,
-        })
-        .collect();
-    let title = format!("{} — bars of 4/4 at {} BPM", output.display(), settings.tempo_bpm);
-    let svg = pictures::piano_roll(&roll, Some(4.0 * seconds_per_quarter), &title);
+    let roll: Vec<music::TimedNote> = score.notes.iter().map(music::TimedNote::from).collect();
+    let bar_lines: Vec<f64> =
+        score.metre.bars_until(score.notes.iter().map(|n| n.onset_quarters + n.duration_quarters).fold(0.0, f64::max))
+            .iter()
+            .map(|bar| score.metre.seconds_at(bar.start_quarters))
+            .collect();
+    let title = format!("{} — {} at {}", output.display(), report.meter, report.tempo);
+    let svg = pictures::piano_roll(&roll, &bar_lines, &title);
     artifacts::write_if_changed(&output.with_extension("svg"), svg.as_bytes()).map_err(ComposeError::Artifact)?;
     // The MIDI file last: a failure before it leaves no new music that looks finished.
     artifacts::write_report(output, &report).map_err(ComposeError::Artifact)?;
@@ -285,13 +330,39 @@ pub struct ComposeReport {
     pub notes_per_second: f64,
     /// The most notes sounding at the same moment.
     pub max_polyphony: usize,
+    /// The time signatures written, e.g. `"3/4"` or `"4/4, then 2/4 from bar 9"`.
+    pub meter: String,
+    /// The tempo written: one figure, or the range of a tempo map, in quarter notes a minute.
+    pub tempo: String,
+    /// Share of onsets within 1/48 of a quarter note of a sixteenth or an eighth-note
+    /// triplet of the written file (see [`music::on_grid`]).
+    pub onsets_on_grid: f64,
 }
 
 impl ComposeReport {
-    fn new(output: &Path, composition: &Composition, tempo_bpm: f64) -> Self {
-        let notes = &composition.notes;
-        let seconds =
-            notes.iter().map(|n| n.onset_quarters + n.duration_quarters).fold(0.0, f64::max) * 60.0 / tempo_bpm;
+    fn new(output: &Path, composition: &Composition) -> Self {
+        let (notes, metre) = (&composition.score.notes, &composition.score.metre);
+        let seconds = composition.score.seconds();
+        let meter = metre
+            .signatures
+            .iter()
+            .map(|s| {
+                let bar = metre.locate(s.at_quarters).bar;
+                if bar == 0 {
+                    format!("{}/{}", s.numerator, s.denominator)
+                } else {
+                    format!("{}/{} from bar {}", s.numerator, s.denominator, bar + 1)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", then ");
+        let (slowest, fastest) =
+            metre.tempos.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), t| (lo.min(t.bpm), hi.max(t.bpm)));
+        let tempo = if fastest - slowest < 0.5 {
+            format!("{fastest:.0} BPM")
+        } else {
+            format!("{slowest:.0}–{fastest:.0} BPM")
+        };
         // Sweep over note starts (+1) and ends (−1); ends sort first at equal times.
         let mut changes: Vec<(f64, i32)> =
             notes.iter().flat_map(|n| [(n.onset_quarters, 1), (n.onset_quarters + n.duration_quarters, -1)]).collect();
@@ -312,6 +383,9 @@ impl ComposeReport {
             highest_pitch: artifacts::pitch_name(notes.iter().map(|n| n.pitch).max().unwrap_or(0)),
             notes_per_second: notes.len() as f64 / seconds.max(1e-9),
             max_polyphony: max_polyphony as usize,
+            meter,
+            tempo,
+            onsets_on_grid: music::on_grid_share(notes.iter().map(|n| n.onset_quarters)),
         }
     }
 }
@@ -340,7 +414,8 @@ fn compose_on_this_thread(
 ) -> Result<Vec<Composition>, ComposeError> {
     let settings = &config.compose;
     // Seconds of music each token id adds: time shifts (performance) or one step per element
-    // (names). Worked out once per dictionary entry, not parsed again at every step.
+    // (names); `beats` keeps its clock in its grammar. Worked out once per dictionary entry,
+    // not parsed again at every step.
     let token_seconds: Vec<f64> = model
         .vocabulary
         .tokens
@@ -350,28 +425,33 @@ fn compose_on_this_thread(
                 Some(Event::Shift(n)) => f64::from(n) * f64::from(step_ms) / 1000.0,
                 _ => 0.0,
             },
-            Encoding::Names { .. } => settings.step_quarters * 60.0 / settings.tempo_bpm,
+            Encoding::Names { .. } => settings.step_quarters * 60.0 / settings.steady_tempo_bpm(),
+            Encoding::Beats { .. } => 0.0,
         })
         .collect();
-    let step_seconds = |id: u32| token_seconds[id as usize];
     let is_shift: Vec<bool> = token_seconds
         .iter()
         .map(|&seconds| matches!(model.encoding, Encoding::Performance { .. }) && seconds > 0.0)
         .collect();
-    let form = form::Form { phrase_seconds: settings.phrase_seconds, repeat: settings.repeat };
+    let length = match model.encoding {
+        Encoding::Beats { .. } => form::Length::Bars(settings.phrase_bars),
+        _ => form::Length::Seconds(settings.phrase_seconds),
+    };
+    let form = form::Form { length, repeat: settings.repeat };
     let primer_length = streams.first().map_or(0, |(primer, _)| primer.len());
     if primer_length == 0 || streams.iter().any(|(primer, _)| primer.len() != primer_length) {
         return Err(ComposeError::NoPrimerWindow { seq_len: primer_length.max(1) });
     }
+    let meter = meter_bar(model, settings)?;
     let mut pieces: Vec<Piece> = streams
         .into_iter()
         .map(|(primer, rng)| Piece {
             primer,
             rng,
-            grammar: grammar_for(model, settings),
+            rules: Rules::of(model, settings, meter),
             // `tokens` is an upper bound, and with `seconds` set far from the usual length.
             generated: Vec::with_capacity(settings.tokens.min(1 << 16)),
-            elapsed: 0.0,
+            at: form::Position::default(),
             phrases: form::Phrases::new(form),
         })
         .collect();
@@ -383,16 +463,14 @@ fn compose_on_this_thread(
     for position in 0..primer_length {
         for (piece, token) in pieces.iter_mut().zip(next.iter_mut()) {
             *token = piece.primer[position];
-            if let Some(grammar) = piece.grammar.as_mut() {
-                grammar.observe(*token);
-            }
+            piece.rules.observe(*token);
         }
         if position + 1 < primer_length {
             generator.step(&next)?;
         }
     }
     let done = |piece: &Piece| {
-        piece.generated.len() >= settings.tokens || (settings.seconds > 0.0 && piece.elapsed >= settings.seconds)
+        piece.generated.len() >= settings.tokens || (settings.seconds > 0.0 && piece.at.seconds >= settings.seconds)
     };
     let mut progress = Progress::new("compose", "tokens", (settings.tokens * pieces.len()) as u64);
     while !pieces.iter().all(done) {
@@ -402,23 +480,17 @@ fn compose_on_this_thread(
             if done(piece) {
                 continue; // finished pieces ride along; their outputs are ignored
             }
-            let restated = piece.phrases.next_restated(
-                |id| piece.grammar.as_ref().is_none_or(|grammar| grammar.allows(id)),
-                |id| step_seconds(id) > 0.0,
-            );
+            let restated = piece.phrases.next_restated(|id| piece.rules.allows(id), |id| is_shift[id as usize]);
             *token = match restated {
                 Some(id) => id,
-                None => draw(scores, &is_shift, piece.grammar.as_ref(), settings, &mut piece.rng),
+                None => draw(scores, &is_shift, &piece.rules, settings, &mut piece.rng),
             };
-            if let Some(grammar) = piece.grammar.as_mut() {
-                *token = grammar.shorten(*token);
-                grammar.observe(*token);
-            }
+            *token = piece.rules.shorten(*token);
+            piece.rules.observe(*token);
             piece.generated.push(*token);
-            piece.elapsed += step_seconds(*token);
-            let grammar = piece.grammar.as_ref();
-            let closing = |phrase: &[u32]| grammar.map_or_else(Vec::new, |g| g.closing_releases(phrase));
-            piece.phrases.after_token(&piece.generated, piece.elapsed, closing, &mut piece.rng);
+            piece.at = piece.rules.advance(piece.at, *token, token_seconds[*token as usize]);
+            let rules = &piece.rules;
+            piece.phrases.after_token(&piece.generated, piece.at, |phrase| rules.closing_releases(phrase), &mut piece.rng);
             drawn += 1;
         }
         progress.advance(drawn, String::new);
@@ -427,9 +499,14 @@ fn compose_on_this_thread(
     Ok(pieces
         .iter()
         .map(|piece| {
-            let tokens: Vec<String> = piece.generated.iter().map(|&id| model.vocabulary.token(id).to_owned()).collect();
-            let notes = decode(&model.encoding, &tokens, settings);
-            Composition { tokens, notes }
+            let mut generated = piece.generated.as_slice();
+            // A `beats` piece ends with the bar token that reached its length: no bar follows.
+            if generated.last().is_some_and(|&id| piece.rules.is_bar(id)) && piece.at.seconds >= settings.seconds {
+                generated = &generated[..generated.len() - 1];
+            }
+            let tokens: Vec<String> = generated.iter().map(|&id| model.vocabulary.token(id).to_owned()).collect();
+            let score = decode_after(&model.encoding, &model.vocabulary, piece.primer, &tokens, settings);
+            Composition { tokens, score }
         })
         .collect())
 }
@@ -438,38 +515,112 @@ fn compose_on_this_thread(
 struct Piece<'a> {
     primer: &'a [u32],
     rng: SeededRng,
-    grammar: Option<grammar::Grammar>,
+    rules: Rules,
     generated: Vec<u32>,
-    /// Seconds of music generated so far.
-    elapsed: f64,
+    /// Where the music stands: seconds (for `beats`, at the last bar line) and bars.
+    at: form::Position,
     phrases: form::Phrases,
 }
 
-/// The rules a piece's tokens are drawn under: `performance` has a grammar, `names` none.
-fn grammar_for(model: &ModelArtifact, settings: &ComposeConfig) -> Option<grammar::Grammar> {
-    let Encoding::Performance { step_ms, .. } = model.encoding else { return None };
-    let limits = grammar::Limits {
-        step_seconds: f64::from(step_ms) / 1000.0,
-        max_shift_run: settings.max_shift_run,
-        max_held: settings.max_held,
-        max_note_seconds: settings.max_note_seconds,
-    };
-    Some(grammar::Grammar::new(&model.vocabulary.tokens, limits))
+/// The rules a piece's tokens are drawn under: each encoding's grammar (`names` has none).
+enum Rules {
+    Free,
+    Performance(grammar::Grammar),
+    Beats(beats::grammar::Grammar),
+}
+
+impl Rules {
+    fn of(model: &ModelArtifact, settings: &ComposeConfig, meter: Option<(u8, u8)>) -> Rules {
+        match model.encoding {
+            Encoding::Names { .. } => Rules::Free,
+            Encoding::Performance { step_ms, .. } => {
+                let limits = grammar::Limits {
+                    step_seconds: f64::from(step_ms) / 1000.0,
+                    max_shift_run: settings.max_shift_run,
+                    max_held: settings.max_held,
+                    max_note_seconds: settings.max_note_seconds,
+                };
+                Rules::Performance(grammar::Grammar::new(&model.vocabulary.tokens, limits))
+            }
+            Encoding::Beats { velocity_bins, tempo_bins } => {
+                let limits = beats::grammar::Limits {
+                    max_held: settings.max_held,
+                    max_note_seconds: settings.max_note_seconds,
+                    metre: meter,
+                };
+                let codec = Beats { velocity_bins, tempo_bins };
+                Rules::Beats(beats::grammar::Grammar::new(&model.vocabulary.tokens, codec, limits))
+            }
+        }
+    }
+
+    fn allows(&self, id: u32) -> bool {
+        match self {
+            Rules::Free => true,
+            Rules::Performance(grammar) => grammar.allows(id),
+            Rules::Beats(grammar) => grammar.allows(id),
+        }
+    }
+
+    fn observe(&mut self, id: u32) {
+        match self {
+            Rules::Free => {}
+            Rules::Performance(grammar) => grammar.observe(id),
+            Rules::Beats(grammar) => grammar.observe(id),
+        }
+    }
+
+    fn mask(&self, scores: &mut [f32]) {
+        match self {
+            Rules::Free => {}
+            Rules::Performance(grammar) => grammar.mask(scores),
+            Rules::Beats(grammar) => grammar.mask(scores),
+        }
+    }
+
+    /// A time shift that would hold a key too long, shortened (`performance`); else `id`.
+    fn shorten(&self, id: u32) -> u32 {
+        match self {
+            Rules::Performance(grammar) => grammar.shorten(id),
+            _ => id,
+        }
+    }
+
+    /// The releases a restated passage needs so no key stays down (`performance`).
+    fn closing_releases(&self, phrase: &[u32]) -> Vec<u32> {
+        match self {
+            Rules::Performance(grammar) => grammar.closing_releases(phrase),
+            _ => Vec::new(),
+        }
+    }
+
+    fn is_bar(&self, id: u32) -> bool {
+        matches!(self, Rules::Beats(grammar) if grammar.is_bar(id))
+    }
+
+    /// Where the music stands after token `id` (observed already), which adds `seconds`
+    /// (`names`, `performance`); a `beats` piece's clock moves at bar lines, so a piece
+    /// ends on one.
+    fn advance(&self, at: form::Position, id: u32, seconds: f64) -> form::Position {
+        match self {
+            Rules::Beats(grammar) => {
+                let starts_bar = grammar.is_bar(id);
+                form::Position {
+                    seconds: if starts_bar { grammar.seconds() } else { at.seconds },
+                    bars: at.bars + usize::from(starts_bar),
+                    starts_bar,
+                }
+            }
+            _ => form::Position { seconds: at.seconds + seconds, ..at },
+        }
+    }
 }
 
 /// The network's choice of the next token from its `scores`: the grammar's refusals
 /// masked, time shifts at their own temperature, then the configured sampling.
-fn draw(
-    scores: &[f32],
-    is_shift: &[bool],
-    grammar: Option<&grammar::Grammar>,
-    settings: &ComposeConfig,
-    rng: &mut SeededRng,
-) -> u32 {
+fn draw(scores: &[f32], is_shift: &[bool], rules: &Rules, settings: &ComposeConfig, rng: &mut SeededRng) -> u32 {
     let mut scores = scores.to_vec();
-    if let Some(grammar) = grammar {
-        grammar.mask(&mut scores);
-    }
+    rules.mask(&mut scores);
     if settings.shift_temperature != settings.temperature {
         retemper_group(&mut scores, is_shift, settings.temperature, settings.shift_temperature);
     }
@@ -569,20 +720,55 @@ pub fn sample(scores: &[f32], temperature: f64, top_k: usize, top_p: f64, rng: &
     weights.last().map_or(0, |w| w.0 as u32)
 }
 
-/// Decodes generated tokens to notes in quarter notes at `settings.tempo_bpm`. `names`
-/// elements follow each other every `step_quarters` at one velocity, as in the original
-/// design; `performance` tokens carry their own timing and velocities. Decoding is
-/// defensive: text that is no token is skipped, a release of a key that is not down is
-/// ignored, and a note still sounding after `compose.max_note_seconds` is ended there.
-pub fn decode(encoding: &Encoding, tokens: &[String], settings: &ComposeConfig) -> Vec<artifacts::Note> {
-    let quarters_per_second = settings.tempo_bpm / 60.0;
-    let timing =
-        music::NamesTiming { step_seconds: settings.step_quarters / quarters_per_second, velocity: settings.velocity };
-    music::Codec::new(encoding)
-        .decode(tokens, timing, settings.max_note_seconds)
-        .into_iter()
-        .map(|sound| artifacts::Note::at_steady_tempo(sound, settings.tempo_bpm))
-        .collect()
+/// Decodes generated tokens to a score. `names` elements follow each other every
+/// `step_quarters` at one velocity, as in the original design, and `performance` tokens
+/// carry their own timing and velocities: both are written in 4/4 at `compose.tempo_bpm`
+/// (120 when 0). `beats` tokens carry their bars and tempo, which `compose.tempo_bpm`
+/// overrides when set. Decoding is defensive: text that is no token is skipped, a release
+/// of a key that is not down is ignored, and a note still sounding after
+/// `compose.max_note_seconds` is ended there.
+pub fn decode(encoding: &Encoding, tokens: &[String], settings: &ComposeConfig) -> Score {
+    let tempo_bpm = settings.steady_tempo_bpm();
+    let playback =
+        music::Playback { step_seconds: settings.step_quarters * 60.0 / tempo_bpm, velocity: settings.velocity, tempo_bpm };
+    let score = music::Codec::new(encoding).decode(tokens, playback, settings.max_note_seconds);
+    match encoding {
+        Encoding::Beats { .. } if settings.tempo_bpm > 0.0 => score.at_tempo(settings.tempo_bpm),
+        _ => score,
+    }
+}
+
+/// [`decode`] of tokens generated after `primer`. A `beats` primer usually ends inside a bar,
+/// and its tokens say where that bar began and at what tempo: the primer's last bar (with
+/// the tempo in force there) is decoded with the generated tokens so that they land in
+/// their bar, and its own notes are then left out.
+fn decode_after(
+    encoding: &Encoding,
+    vocabulary: &artifacts::Vocabulary,
+    primer: &[u32],
+    generated: &[String],
+    settings: &ComposeConfig,
+) -> Score {
+    if !matches!(encoding, Encoding::Beats { .. }) {
+        return decode(encoding, generated, settings);
+    }
+    let parse = |id: &u32| beats::Token::parse(vocabulary.token(*id));
+    let Some(bar) = primer.iter().rposition(|id| matches!(parse(id), Some(beats::Token::Bar { .. }))) else {
+        return decode(encoding, generated, settings);
+    };
+    let tempo = primer[..bar].iter().rev().find(|id| matches!(parse(id), Some(beats::Token::Tempo(_))));
+    let mut lead: Vec<String> = vec![vocabulary.token(primer[bar]).to_owned()];
+    lead.extend(tempo.map(|&id| vocabulary.token(id).to_owned()));
+    lead.extend(primer[bar + 1..].iter().map(|&id| vocabulary.token(id).to_owned()));
+    let primed: std::collections::BTreeSet<(u8, u64)> = decode(encoding, &lead, settings)
+        .notes
+        .iter()
+        .map(|n| (n.pitch, (n.onset_quarters * 48.0).round() as u64))
+        .collect();
+    lead.extend(generated.iter().cloned());
+    let mut score = decode(encoding, &lead, settings);
+    score.notes.retain(|n| !primed.contains(&(n.pitch, (n.onset_quarters * 48.0).round() as u64)));
+    score
 }
 
 #[cfg(test)]
@@ -646,7 +832,7 @@ mod tests {
     fn names_decoding_places_elements_on_a_fixed_grid() {
         let tokens: Vec<String> = ["C4", "4.7.11", "G4"].iter().map(|s| s.to_string()).collect();
         let settings = ComposeConfig { velocity: 70, tempo_bpm: 100.0, ..ComposeConfig::default() };
-        let notes = decode(&Encoding::Names { chord_window_quarters: 0.0 }, &tokens, &settings);
+        let notes = decode(&Encoding::Names { chord_window_quarters: 0.0 }, &tokens, &settings).notes;
         let summary: Vec<(u8, f64)> = notes.iter().map(|n| (n.pitch, n.onset_quarters)).collect();
         assert_eq!(summary, vec![(60, 0.0), (64, 0.5), (67, 0.5), (71, 0.5), (67, 1.0)]);
         assert!(notes.iter().all(|n| (n.duration_quarters - 0.5).abs() < 1e-12 && n.velocity == 70));
@@ -658,7 +844,7 @@ mod tests {
             ["vel:20", "on:60", "shift:50", "off:60", "off:61", "on:64"].iter().map(|s| s.to_string()).collect();
         let encoding = Encoding::Performance { step_ms: 10, max_shift_steps: 100, velocity_bins: 32 };
         let settings = ComposeConfig { tempo_bpm: 120.0, ..ComposeConfig::default() };
-        let notes = decode(&encoding, &tokens, &settings);
+        let notes = decode(&encoding, &tokens, &settings).notes;
         // 0.5 s at 120 BPM is one quarter; the hanging E4 keeps one 10 ms step.
         assert_eq!(notes.len(), 2);
         assert_eq!((notes[0].pitch, notes[0].velocity), (60, 78));

@@ -124,7 +124,8 @@ impl ExtractConfig {
 pub struct EncodeConfig {
     /// Token scheme: `"names"` (the original design's note and chord names; `"seed"` is
     /// accepted for it) or
-    /// `"performance"` (key presses, releases, time shifts and velocities).
+    /// `"performance"` (key presses, releases, time shifts and velocities) or `"beats"`
+    /// (bars, positions, tempo, and notes with durations: a score).
     pub encoding: EncodingName,
     /// Notes starting within this many quarter notes of each other form one chord.
     pub chord_window: f64,
@@ -138,8 +139,10 @@ pub struct EncodeConfig {
     pub step_ms: u32,
     /// …the longest single time shift (longer gaps chain shifts)…
     pub max_shift_ms: u32,
-    /// …and the number of velocity bins.
+    /// …and the number of velocity bins (`beats` too).
     pub velocity_bins: u32,
+    /// `beats`: tempo bins, geometric from 10 to 320 quarter notes a minute.
+    pub tempo_bins: u32,
     /// Training pieces are also added transposed by each of these semitone shifts (0 = as
     /// they are; a shift that pushes a note off the 88 keys is skipped for that piece)…
     pub transpose: Vec<i8>,
@@ -155,6 +158,7 @@ pub enum EncodingName {
     #[serde(alias = "seed")]
     Names,
     Performance,
+    Beats,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -235,8 +239,15 @@ pub struct ComposeConfig {
     pub sampling: Sampling,
     /// Divides the logits before sampling: below 1 is safer, above 1 is wilder.
     pub temperature: f64,
-    /// Tempo written to the MIDI file.
+    /// Tempo written to the MIDI file, in quarter notes a minute: 0 = the tempo the model
+    /// composed (`beats`), 120 for `names` and `performance`; any other value overrides it.
     pub tempo_bpm: f64,
+    /// `beats`: the metre of every bar, e.g. `"3/4"`; empty = the model's choice (that of
+    /// the primer, or 4/4 when composing from the model alone).
+    pub meter: String,
+    /// `beats`: the form's phrases are this many bars, each starting on a downbeat
+    /// (replaces `phrase_seconds`).
+    pub phrase_bars: usize,
     /// Each generated element advances time by this many quarter notes (the original
     /// design's fixed half-beat step).
     pub step_quarters: f64,
@@ -359,6 +370,7 @@ impl Default for EncodeConfig {
             step_ms: 10,
             max_shift_ms: 1000,
             velocity_bins: 32,
+            tempo_bins: 64,
             transpose: vec![-3, -2, -1, 0, 1, 2, 3],
             stretch: vec![1.0],
         }
@@ -396,7 +408,9 @@ impl Default for ComposeConfig {
             tokens: 5000,
             sampling: Sampling::Sample,
             temperature: 1.0,
-            tempo_bpm: 120.0,
+            tempo_bpm: 0.0,
+            meter: String::new(),
+            phrase_bars: 4,
             step_quarters: 0.5,
             velocity: 80,
             soundfont: String::new(),
@@ -615,6 +629,9 @@ impl EncodeConfig {
         if !(1..=128).contains(&self.velocity_bins) {
             return invalid("encode.velocity_bins", format!("must be in 1..=128, got {}", self.velocity_bins));
         }
+        if !(2..=256).contains(&self.tempo_bins) {
+            return invalid("encode.tempo_bins", format!("must be in 2..=256, got {}", self.tempo_bins));
+        }
         if self.transpose.is_empty() || self.transpose.iter().any(|t| t.abs() > 24) {
             return invalid(
                 "encode.transpose",
@@ -671,12 +688,38 @@ impl TrainConfig {
 }
 
 impl ComposeConfig {
+    /// `meter` as (numerator, denominator): a numerator of 1–255 over a power of two up to
+    /// 64; `None` when empty or malformed.
+    pub fn meter_parts(&self) -> Option<(u8, u8)> {
+        let (numerator, denominator) = self.meter.trim().split_once('/')?;
+        let numerator: u8 = numerator.trim().parse().ok().filter(|n| *n > 0)?;
+        let denominator: u8 = denominator.trim().parse().ok().filter(|d: &u8| d.is_power_of_two() && *d <= 64)?;
+        Some((numerator, denominator))
+    }
+
+    /// The tempo a piece without its own is written at: `tempo_bpm`, or 120 when it is 0.
+    pub fn steady_tempo_bpm(&self) -> f64 {
+        if self.tempo_bpm > 0.0 { self.tempo_bpm } else { 120.0 }
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if !(self.temperature > 0.0 && self.temperature.is_finite()) {
             return invalid("compose.temperature", format!("must be positive, got {}", self.temperature));
         }
-        if !(self.tempo_bpm >= 1.0 && self.tempo_bpm <= 1000.0) {
-            return invalid("compose.tempo_bpm", format!("must be in [1, 1000], got {}", self.tempo_bpm));
+        if !(self.tempo_bpm == 0.0 || (self.tempo_bpm >= 1.0 && self.tempo_bpm <= 1000.0)) {
+            return invalid(
+                "compose.tempo_bpm",
+                format!("must be 0 (the composed tempo) or in [1, 1000], got {}", self.tempo_bpm),
+            );
+        }
+        if !self.meter.is_empty() && self.meter_parts().is_none() {
+            return invalid(
+                "compose.meter",
+                format!("must be empty or a time signature such as \"3/4\" or \"6/8\", got {:?}", self.meter),
+            );
+        }
+        if !(1..=64).contains(&self.phrase_bars) {
+            return invalid("compose.phrase_bars", format!("must be in 1..=64, got {}", self.phrase_bars));
         }
         if !(self.step_quarters > 0.0 && self.step_quarters <= 16.0) {
             return invalid("compose.step_quarters", format!("must be in (0, 16], got {}", self.step_quarters));

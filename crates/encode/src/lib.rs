@@ -14,7 +14,7 @@
 use artifacts::{Augmentation, DatasetArtifact, EncodedPiece, Encoding, NotesArtifact, Split, Vocabulary};
 use config::{EncodingName, PipelineConfig, Section};
 use music::fidelity::{self, Fidelity};
-use music::{Codec, NamesTiming, augment, augmentations};
+use music::{Codec, Playback, augment, augment_metre, augmentations};
 use rayon::prelude::*;
 use seeded_rng::SeededRng;
 use std::collections::HashMap;
@@ -56,9 +56,7 @@ pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<Datas
     let (notes, input_digest) = artifacts::read_input::<NotesArtifact>(input).map_err(EncodeError::Artifact)?;
     let dataset = encode(config, &notes)?;
 
-    // Seed tokens carry no timing; decoded at the original design's half beat at 120 BPM.
-    let names_timing = NamesTiming { step_seconds: 0.25, velocity: 80 };
-    let report = EncodeReport::new(&dataset, measure_fidelity(&dataset, &notes, names_timing));
+    let report = EncodeReport::new(&dataset, measure_fidelity(&dataset, &notes));
     tracing::info!(
         "encode: {} pieces ({} train, {} validation), {} tokens, vocabulary of {}, \
          {} training and {} validation windows of {}; most frequent: {}",
@@ -86,6 +84,14 @@ pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<Datas
         total.counts.unmatched_offset,
         total.counts.unmatched_velocity
     );
+    if let Some(quarters) = &report.fidelity.in_quarters {
+        tracing::info!(
+            "encode: fidelity in quarter notes (the score's time): precision {:.4}, recall {:.4}, F1 {:.4}",
+            quarters.precision,
+            quarters.recall,
+            quarters.f1
+        );
+    }
     if report.validation_windows == 0 {
         tracing::warn!("no validation window: training will report no validation loss");
     }
@@ -157,6 +163,9 @@ pub fn encode(config: &PipelineConfig, notes: &NotesArtifact) -> Result<DatasetA
             max_shift_steps: settings.max_shift_ms / settings.step_ms,
             velocity_bins: settings.velocity_bins,
         },
+        EncodingName::Beats => {
+            Encoding::Beats { velocity_bins: settings.velocity_bins.max(2), tempo_bins: settings.tempo_bins }
+        }
     };
     let codec = Codec::new(&encoding);
     let splits = draw_split(notes.files.len(), settings.validation_fraction, config.seed);
@@ -174,10 +183,12 @@ pub fn encode(config: &PipelineConfig, notes: &NotesArtifact) -> Result<DatasetA
     let texts: Vec<Vec<String>> = jobs
         .par_iter()
         .map(|&(index, _, augmentation)| {
-            let notes = &notes.files[index].notes;
+            let file = &notes.files[index];
             let texts = match augmentation {
-                None => codec.encode(notes),
-                Some(augmentation) => codec.encode(&augment(notes, augmentation)),
+                None => codec.encode(&file.notes, &file.metre),
+                Some(augmentation) => {
+                    codec.encode(&augment(&file.notes, augmentation), &augment_metre(&file.metre, augmentation))
+                }
             };
             if let Ok(mut progress) = progress.lock() {
                 progress.advance(1, String::new);
@@ -210,27 +221,46 @@ pub fn encode(config: &PipelineConfig, notes: &NotesArtifact) -> Result<DatasetA
     Ok(dataset)
 }
 
-/// Decodes every piece of `dataset` and compares it with the notes `extract` found.
-pub fn measure_fidelity(dataset: &DatasetArtifact, notes: &NotesArtifact, names: NamesTiming) -> FidelityReport {
+/// How `names` tokens, which carry no timing, are played back for the fidelity check: the
+/// original design's half beat at 120 BPM.
+const NAMES_PLAYBACK: Playback = Playback { step_seconds: 0.25, velocity: 80, tempo_bpm: 120.0 };
+
+/// Decodes every piece of `dataset` and compares it with the notes `extract` found: in
+/// seconds, and for an encoding that keeps the score's time (`beats`) in quarter notes too.
+pub fn measure_fidelity(dataset: &DatasetArtifact, notes: &NotesArtifact) -> FidelityReport {
     let codec = Codec::new(&dataset.encoding);
     let tolerance = codec.tolerance();
-    let mut total = Fidelity::default();
+    let quarters_tolerance = codec.quarters_tolerance();
+    let (mut total, mut total_quarters) = (Fidelity::default(), Fidelity::default());
     let mut pieces = Vec::with_capacity(dataset.pieces.len());
     let originals = dataset.pieces.iter().filter(|p| p.augmentation.is_none());
     for (piece, file) in originals.zip(&notes.files) {
         let tokens: Vec<&str> = piece.tokens.iter().map(|&id| dataset.vocabulary.token(id)).collect();
-        let decoded = codec.decode(&tokens, names, f64::INFINITY);
-        let fidelity = fidelity::compare(&file.notes, &decoded, tolerance);
+        let decoded = codec.decode(&tokens, NAMES_PLAYBACK, f64::INFINITY);
+        let sounds: Vec<music::TimedNote> = decoded.notes.iter().map(music::TimedNote::from).collect();
+        let fidelity = fidelity::compare(&file.notes, &sounds, tolerance);
         total.add(&fidelity);
-        pieces.push(PieceFidelity::new(&piece.source, fidelity));
+        let in_quarters = quarters_tolerance.map(|tolerance| {
+            let fidelity = fidelity::compare_in_quarters(&file.notes, &decoded.notes, tolerance);
+            total_quarters.add(&fidelity);
+            PieceFidelity::new(&piece.source, fidelity)
+        });
+        pieces.push(PieceFidelity { in_quarters: in_quarters.map(|f| f.f1), ..PieceFidelity::new(&piece.source, fidelity) });
     }
-    FidelityReport { total: PieceFidelity::new("all pieces", total), pieces }
+    FidelityReport {
+        total: PieceFidelity::new("all pieces", total),
+        in_quarters: quarters_tolerance.map(|_| PieceFidelity::new("all pieces, in quarter notes", total_quarters)),
+        pieces,
+    }
 }
 
 /// The fidelity of the encoding, in `dataset.report.json`.
 #[derive(Debug, serde::Serialize)]
 pub struct FidelityReport {
+    /// In seconds: what a listener hears.
     pub total: PieceFidelity,
+    /// In quarter notes (`beats` only): what a score shows.
+    pub in_quarters: Option<PieceFidelity>,
     pub pieces: Vec<PieceFidelity>,
 }
 
@@ -241,6 +271,9 @@ pub struct PieceFidelity {
     pub precision: f64,
     pub recall: f64,
     pub f1: f64,
+    /// F1 in quarter notes, where the encoding keeps them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_quarters: Option<f64>,
     #[serde(flatten)]
     pub counts: Fidelity,
 }
@@ -252,6 +285,7 @@ impl PieceFidelity {
             precision: counts.precision(),
             recall: counts.recall(),
             f1: counts.f1(),
+            in_quarters: None,
             counts,
         }
     }
@@ -295,7 +329,7 @@ mod tests {
                 duration_quarters: 1.0,
             })
             .collect();
-        ExtractedFile { path: path.into(), content_digest: [0; 32], notes }
+        ExtractedFile { path: path.into(), content_digest: [0; 32], notes, metre: music::Metre::default() }
     }
 
     fn config(seq_len: usize) -> PipelineConfig {
@@ -341,14 +375,13 @@ mod tests {
         config.encode.stretch = vec![0.95, 1.0, 1.05];
         let dataset = encode(&config, &notes).unwrap();
         let codec = Codec::new(&dataset.encoding);
-        let seed = NamesTiming { step_seconds: 0.25, velocity: 80 };
         for piece in &dataset.pieces {
             if let Some(augmentation) = piece.augmentation {
                 assert_eq!(piece.split, Split::Train, "{} was augmented on the validation side", piece.source);
                 assert_ne!((augmentation.transpose, augmentation.stretch), (0, 1.0));
             }
             let tokens: Vec<&str> = piece.tokens.iter().map(|&id| dataset.vocabulary.token(id)).collect();
-            let decoded = codec.decode(&tokens, seed, 60.0);
+            let decoded = codec.decode(&tokens, NAMES_PLAYBACK, 60.0).notes;
             assert!(decoded.iter().all(|n| (21..=108).contains(&n.pitch)), "{} left the keyboard", piece.source);
         }
         // p0 spans 22–103: −3 would leave the keyboard, so it gets +3 (three stretches) and

@@ -17,8 +17,7 @@ fn the_performance_encoding_keeps_the_real_corpus_notes() {
     let (notes, _) = artifacts::read_input::<artifacts::NotesArtifact>(&notes_path).unwrap();
     assert_eq!(notes.files.len(), 387);
     let dataset = encode::encode(&config, &notes).unwrap();
-    let names_timing = music::NamesTiming { step_seconds: 0.25, velocity: 80 };
-    let fidelity = encode::measure_fidelity(&dataset, &notes, names_timing);
+    let fidelity = encode::measure_fidelity(&dataset, &notes);
     assert!(fidelity.total.f1 >= 0.99, "F1 {:.4}: {:?}", fidelity.total.f1, fidelity.total.counts);
     assert_eq!(fidelity.pieces.len(), 387, "every piece is checked");
 }

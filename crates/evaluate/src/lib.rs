@@ -234,8 +234,9 @@ pub fn evaluate(
     for path in generated {
         let midi_error = |reason: String| EvaluateError::Midi { path: path.clone(), reason };
         let bytes = std::fs::read(path).map_err(|e| midi_error(e.to_string()))?;
-        let piece = ::music::midi_in::notes_of_midi(&bytes, &::music::ReadOptions::default()).map_err(midi_error)?;
-        let tokens: Vec<u32> = codec.encode(&piece).iter().filter_map(|t| dataset.vocabulary.id(t)).collect();
+        let (piece, metre, _) =
+            ::music::midi_in::read_midi(&bytes, &::music::ReadOptions::default()).map_err(midi_error)?;
+        let tokens: Vec<u32> = codec.encode(&piece, &metre).iter().filter_map(|t| dataset.vocabulary.id(t)).collect();
         let pitches: Vec<u8> = piece.iter().map(|n| n.pitch).collect();
         let share = memorisation::copied_ngram_share(&pitches, &training_pitches, config.evaluate.ngram);
         let stats = MusicStats::of(&[plain(&piece)]);

@@ -71,8 +71,8 @@ pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<Extra
         .map(|path| {
             let relative = relative_name(input, path);
             let result = extract_file(path, &config.extract)
-                .map(|(content_digest, notes, facts)| {
-                    (ExtractedFile { path: relative.clone(), content_digest, notes }, facts)
+                .map(|(content_digest, notes, metre, facts)| {
+                    (ExtractedFile { path: relative.clone(), content_digest, notes, metre }, facts)
                 })
                 .map_err(|reason| RejectedFile { path: relative, reason });
             if let Ok(mut p) = progress.lock() {
@@ -110,9 +110,9 @@ pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<Extra
     let report = ExtractReport::new(input, &artifact, totals);
     tracing::info!(
         "extract: read {} files, skipped {}{}; {} notes, {:.1} minutes of music, pitches {}–{}, \
-         {:.1} notes/s, {} files with pedal, {} tempo changes; dropped {} notes off the keyboard \
-         and {} of zero length, shortened {} to extract.max_note_seconds and {} rests to \
-         extract.max_rest_seconds",
+         {:.1} notes/s, {} files with pedal, {} tempo changes, {} time signatures ({} repaired); \
+         dropped {} notes off the keyboard and {} of zero length, shortened {} to \
+         extract.max_note_seconds and {} rests to extract.max_rest_seconds",
         report.files_read,
         report.files_skipped,
         grouped_reasons(&artifact.rejected),
@@ -123,6 +123,8 @@ pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<Extra
         report.notes_per_second,
         report.files_with_pedal,
         report.tempo_changes,
+        report.time_signatures,
+        report.signatures_repaired,
         report.dropped_off_keyboard,
         report.dropped_zero_length,
         report.shortened,
@@ -153,6 +155,13 @@ pub struct ExtractReport {
     pub notes_per_second: f64,
     pub files_with_pedal: usize,
     pub tempo_changes: usize,
+    pub time_signatures: usize,
+    /// Time signatures dropped (0/0, 1/2^255) or moved to start a bar (see
+    /// `music::midi_in::read_midi`).
+    pub signatures_repaired: usize,
+    /// Pieces whose time signatures: the metres written in the files, counted once per
+    /// piece by the signature at its start ("4/4" also for files with none).
+    pub opening_metres: BTreeMap<String, usize>,
     /// Notes dropped by the hygiene rules of [`music::midi_in::notes_of_midi`], and notes shortened.
     pub dropped_off_keyboard: usize,
     pub dropped_zero_length: usize,
@@ -165,6 +174,8 @@ pub struct ExtractReport {
 struct Totals {
     files_with_pedal: usize,
     tempo_changes: usize,
+    time_signatures: usize,
+    signatures_repaired: usize,
     off_keyboard: usize,
     zero_length: usize,
     shortened: usize,
@@ -175,6 +186,8 @@ impl Totals {
     fn add(&mut self, facts: &MidiFacts) {
         self.files_with_pedal += usize::from(facts.pedal_presses > 0);
         self.tempo_changes += facts.tempo_changes;
+        self.time_signatures += facts.time_signatures;
+        self.signatures_repaired += facts.signatures_repaired;
         self.off_keyboard += facts.off_keyboard;
         self.zero_length += facts.zero_length;
         self.shortened += facts.shortened;
@@ -191,6 +204,11 @@ impl ExtractReport {
             .map(|f| f.notes.iter().map(|n| n.onset_seconds + n.duration_seconds).fold(0.0, f64::max))
             .sum();
         let notes = all_notes().count();
+        let mut opening_metres: BTreeMap<String, usize> = BTreeMap::new();
+        for file in &artifact.files {
+            let opening = file.metre.signatures[0];
+            *opening_metres.entry(format!("{}/{}", opening.numerator, opening.denominator)).or_default() += 1;
+        }
         let mut skipped: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for r in &artifact.rejected {
             skipped.entry(r.reason.clone()).or_default().push(r.path.clone());
@@ -207,6 +225,9 @@ impl ExtractReport {
             notes_per_second: notes as f64 / seconds.max(1e-9),
             files_with_pedal: totals.files_with_pedal,
             tempo_changes: totals.tempo_changes,
+            time_signatures: totals.time_signatures,
+            signatures_repaired: totals.signatures_repaired,
+            opening_metres,
             dropped_off_keyboard: totals.off_keyboard,
             dropped_zero_length: totals.zero_length,
             shortened: totals.shortened,
@@ -272,14 +293,17 @@ fn escaped_name(name: &std::ffi::OsStr) -> String {
     name.to_string_lossy().into_owned()
 }
 
-/// Reads and extracts one file: its content digest and notes, or a one-line reason.
-pub fn extract_file(path: &Path, limits: &ExtractConfig) -> Result<(artifacts::Digest, Vec<Note>, MidiFacts), String> {
+/// Reads and extracts one file: its content digest, notes and metre, or a one-line reason.
+pub fn extract_file(
+    path: &Path,
+    limits: &ExtractConfig,
+) -> Result<(artifacts::Digest, Vec<Note>, music::Metre, MidiFacts), String> {
     let size = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?.len();
     if size > limits.max_file_bytes {
         return Err(format!("too large: {size} bytes, limit extract.max_file_bytes = {}", limits.max_file_bytes));
     }
     // Capped again while reading: a file under /proc reports no size and may never end.
     let bytes = artifacts::read_capped(path, limits.max_file_bytes).map_err(|e| format!("cannot read: {e}"))?;
-    let (notes, facts) = music::midi_in::read_midi(&bytes, &limits.read_options())?;
-    Ok((artifacts::digest(&bytes), notes, facts))
+    let (notes, metre, facts) = music::midi_in::read_midi(&bytes, &limits.read_options())?;
+    Ok((artifacts::digest(&bytes), notes, metre, facts))
 }

@@ -1,9 +1,10 @@
 //! Encodings behind one face: notes → token strings → notes, and augmentation.
 
+use crate::beats::{self, Beats};
 use crate::encoding::{Augmentation, Encoding, Vocabulary};
 use crate::fidelity::Tolerance;
+use crate::metre::{Metre, Score};
 use crate::names;
-use crate::note::TimedNote;
 use crate::note::{Note, PIANO_KEYS};
 use crate::performance::{Event, Performance};
 
@@ -40,17 +41,30 @@ pub fn augment(notes: &[Note], augmentation: Augmentation) -> Vec<Note> {
         .collect()
 }
 
+/// A piece's metre, stretched: its tempos divided by `factor` (1.05 = 5 % slower).
+pub fn augment_metre(metre: &Metre, augmentation: Augmentation) -> Metre {
+    let mut metre = metre.clone();
+    for tempo in &mut metre.tempos {
+        tempo.bpm /= augmentation.stretch;
+    }
+    metre
+}
+
 /// An encoding, ready to turn notes into tokens and tokens back into notes.
 pub enum Codec {
     Names { chord_window_quarters: f64 },
     Performance(Performance),
+    Beats(Beats),
 }
 
-/// How `names` tokens become timed notes: each element lasts one step, at one loudness.
+/// How tokens that carry no metre of their own are played: `names` elements last one
+/// step each at one loudness; `names` and `performance` music is written in 4/4 at
+/// `tempo_bpm` (the `beats` encoding carries its own bars and tempo).
 #[derive(Clone, Copy, Debug)]
-pub struct NamesTiming {
+pub struct Playback {
     pub step_seconds: f64,
     pub velocity: u8,
+    pub tempo_bpm: f64,
 }
 
 impl Codec {
@@ -62,14 +76,18 @@ impl Codec {
                 max_shift_steps: max_shift_steps.max(1),
                 velocity_bins: velocity_bins.max(1),
             }),
+            Encoding::Beats { velocity_bins, tempo_bins } => {
+                Codec::Beats(Beats { velocity_bins: velocity_bins.max(2), tempo_bins: tempo_bins.max(2) })
+            }
         }
     }
 
-    /// A piece's notes as token strings.
-    pub fn encode(&self, notes: &[Note]) -> Vec<String> {
+    /// A piece's notes as token strings (`metre` is read by `beats` alone).
+    pub fn encode(&self, notes: &[Note], metre: &Metre) -> Vec<String> {
         match self {
             Codec::Names { chord_window_quarters } => names::encode_piece(notes, *chord_window_quarters),
             Codec::Performance(codec) => codec.encode(notes).into_iter().map(Event::token).collect(),
+            Codec::Beats(codec) => codec.encode(notes, metre).into_iter().map(beats::Token::text).collect(),
         }
     }
 
@@ -79,41 +97,73 @@ impl Codec {
         match self {
             Codec::Names { .. } => None,
             Codec::Performance(codec) => Some(codec.vocabulary()),
+            Codec::Beats(codec) => Some(codec.vocabulary()),
         }
     }
 
-    /// Token strings back to notes in seconds. Text that is no token of this encoding is
-    /// skipped; notes never last longer than `max_note_seconds`.
-    pub fn decode<S: AsRef<str>>(&self, tokens: &[S], names: NamesTiming, max_note_seconds: f64) -> Vec<TimedNote> {
+    /// Token strings back to a score. Text that is no token of this encoding is skipped;
+    /// notes never last longer than `max_note_seconds`.
+    pub fn decode<S: AsRef<str>>(&self, tokens: &[S], playback: Playback, max_note_seconds: f64) -> Score {
+        let steady = |sounds: Vec<crate::TimedNote>| Score {
+            notes: sounds.into_iter().map(|sound| Note::at_steady_tempo(sound, playback.tempo_bpm)).collect(),
+            metre: Metre::steady(4, 4, playback.tempo_bpm),
+        };
         match self {
             Codec::Names { .. } => {
                 let mut notes = Vec::new();
                 for (i, token) in tokens.iter().enumerate() {
                     for pitch in names::decode_token(token.as_ref()).unwrap_or_default() {
-                        notes.push(TimedNote {
+                        notes.push(crate::TimedNote {
                             pitch,
-                            velocity: names.velocity,
-                            onset_seconds: i as f64 * names.step_seconds,
-                            duration_seconds: names.step_seconds.min(max_note_seconds),
+                            velocity: playback.velocity,
+                            onset_seconds: i as f64 * playback.step_seconds,
+                            duration_seconds: playback.step_seconds.min(max_note_seconds),
                         });
                     }
                 }
-                notes
+                steady(notes)
             }
             Codec::Performance(codec) => {
                 let events: Vec<Event> = tokens.iter().filter_map(|t| Event::parse(t.as_ref())).collect();
-                codec.decode(&events, max_note_seconds)
+                steady(codec.decode(&events, max_note_seconds))
+            }
+            Codec::Beats(codec) => {
+                let tokens: Vec<beats::Token> = tokens.iter().filter_map(|t| beats::Token::parse(t.as_ref())).collect();
+                codec.decode(&tokens, max_note_seconds)
             }
         }
     }
 
-    /// The tolerances of the fidelity check: one time step for onsets, one step or 50 ms
-    /// for ends, one velocity bin (the `names` encoding is held to 10 ms and 32 bins).
+    /// The tolerances of the fidelity check in seconds: one time step for onsets, one step
+    /// or 50 ms for ends, one velocity bin (the `names` encoding is held to 10 ms and 32
+    /// bins). `beats`, whose clock follows the seconds only to within
+    /// [`beats::TEMPO_TOLERANCE_SECONDS`] and whose durations are a score's: 50 ms for
+    /// onsets, 50 ms or a fifth of the note for ends (the usual transcription measure).
     pub fn tolerance(&self) -> Tolerance {
-        let (step, bins) = match self {
-            Codec::Names { .. } => (0.01, 32),
-            Codec::Performance(codec) => (codec.step_seconds, codec.velocity_bins),
+        let (step, bins, offset_ratio) = match self {
+            Codec::Names { .. } => (0.01, 32, 0.0),
+            Codec::Performance(codec) => (codec.step_seconds, codec.velocity_bins, 0.0),
+            Codec::Beats(codec) => (0.05, codec.velocity_bins, 0.2),
         };
-        Tolerance { onset_seconds: step, offset_seconds: step.max(0.05), velocity: (128 / bins).max(1) as u8 }
+        Tolerance {
+            onset_seconds: step,
+            offset_seconds: step.max(0.05),
+            offset_ratio,
+            velocity: (128 / bins).max(1) as u8,
+        }
+    }
+
+    /// The tolerances in quarter notes, for an encoding that keeps them (`beats`): half a
+    /// grid step for onsets (what rounding to the grid moves), a grid step or a fifth of
+    /// the note for ends.
+    pub fn quarters_tolerance(&self) -> Option<Tolerance> {
+        let Codec::Beats(codec) = self else { return None };
+        let step = 1.0 / f64::from(beats::POSITIONS_PER_QUARTER);
+        Some(Tolerance {
+            onset_seconds: step / 2.0,
+            offset_seconds: step,
+            offset_ratio: 0.2,
+            velocity: (128 / codec.velocity_bins).max(1) as u8,
+        })
     }
 }

@@ -16,6 +16,9 @@ pub enum Encoding {
     /// Key presses, releases, time shifts and velocities (see [`crate::performance`]); the
     /// dictionary is fixed by these parameters.
     Performance { step_ms: u32, max_shift_steps: u32, velocity_bins: u32 },
+    /// Bars, positions on a grid of 12 a quarter note, tempo, and notes with their
+    /// durations (see [`crate::beats`]); the dictionary is fixed by these parameters.
+    Beats { velocity_bins: u32, tempo_bins: u32 },
 }
 
 impl Encoding {
@@ -24,6 +27,7 @@ impl Encoding {
         match self {
             Encoding::Names { .. } => "names",
             Encoding::Performance { .. } => "performance",
+            Encoding::Beats { .. } => "beats",
         }
     }
 }

@@ -15,7 +15,10 @@ use std::collections::BTreeMap;
 #[derive(Clone, Copy, Debug)]
 pub struct Tolerance {
     pub onset_seconds: f64,
+    /// An end matches within `offset_seconds` or `offset_ratio` of the reference note's
+    /// duration, whichever is larger.
     pub offset_seconds: f64,
+    pub offset_ratio: f64,
     pub velocity: u8,
 }
 
@@ -58,6 +61,15 @@ impl Fidelity {
     }
 }
 
+/// [`compare`] in quarter notes rather than seconds: the score's time, for an encoding that
+/// keeps it (the tolerance's "seconds" are then quarter notes).
+pub fn compare_in_quarters(reference: &[Note], decoded: &[Note], tolerance: Tolerance) -> Fidelity {
+    let in_quarters = |n: &Note| Note { onset_seconds: n.onset_quarters, duration_seconds: n.duration_quarters, ..n.clone() };
+    let reference: Vec<Note> = reference.iter().map(in_quarters).collect();
+    let decoded: Vec<TimedNote> = decoded.iter().map(|n| TimedNote::from(&in_quarters(n))).collect();
+    compare(&reference, &decoded, tolerance)
+}
+
 /// Compares decoded notes with the reference notes of one piece.
 pub fn compare(reference: &[Note], decoded: &[TimedNote], tolerance: Tolerance) -> Fidelity {
     let mut by_pitch: BTreeMap<u8, Vec<(&TimedNote, bool)>> = BTreeMap::new();
@@ -73,6 +85,7 @@ pub fn compare(reference: &[Note], decoded: &[TimedNote], tolerance: Tolerance) 
             continue;
         };
         let end = note.onset_seconds + note.duration_seconds;
+        let end_tolerance = tolerance.offset_seconds.max(tolerance.offset_ratio * note.duration_seconds);
         let mut failure = 0; // 1 pitch, 2 onset, 3 offset, 4 velocity: the furthest test reached
         let mut found = None;
         for (index, (candidate, used)) in candidates.iter().enumerate() {
@@ -84,7 +97,7 @@ pub fn compare(reference: &[Note], decoded: &[TimedNote], tolerance: Tolerance) 
                 continue;
             }
             let candidate_end = candidate.onset_seconds + candidate.duration_seconds;
-            if (candidate_end - end).abs() > tolerance.offset_seconds + 1e-9 {
+            if (candidate_end - end).abs() > end_tolerance + 1e-9 {
                 failure = failure.max(3);
                 continue;
             }
@@ -132,7 +145,7 @@ mod tests {
 
     #[test]
     fn counts_matches_and_says_why_the_rest_failed() {
-        let tolerance = Tolerance { onset_seconds: 0.01, offset_seconds: 0.05, velocity: 4 };
+        let tolerance = Tolerance { onset_seconds: 0.01, offset_seconds: 0.05, offset_ratio: 0.0, velocity: 4 };
         let truth = [
             reference(60, 0.0, 0.5, 80),
             reference(62, 1.0, 0.5, 80),

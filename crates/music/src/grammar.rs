@@ -149,10 +149,15 @@ impl Grammar {
 
     /// Sets the scores of every token that may not come next to −∞.
     pub fn mask(&self, scores: &mut [f32]) {
-        for (id, score) in scores.iter_mut().enumerate() {
-            if !self.allows(id as u32) {
-                *score = f32::NEG_INFINITY;
-            }
+        mask_refused(scores, |id| self.allows(id));
+    }
+}
+
+/// Sets the score of every token id that `allows` refuses to −∞, so sampling never draws it.
+pub fn mask_refused(scores: &mut [f32], allows: impl Fn(u32) -> bool) {
+    for (id, score) in scores.iter_mut().enumerate() {
+        if !allows(id as u32) {
+            *score = f32::NEG_INFINITY;
         }
     }
 }

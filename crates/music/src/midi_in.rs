@@ -6,6 +6,7 @@
 //! different track from the notes they affect (format 1 files do this all the time), so
 //! pairing per track would get programs and durations wrong.
 
+use crate::metre::{Metre, Tempo, TimeSignature};
 use crate::note::{Note, PIANO_KEYS};
 use midly::{MetaMessage, MidiMessage, Timing, TrackEventKind};
 use serde::{Deserialize, Serialize};
@@ -183,6 +184,26 @@ impl Clock {
         }
     }
 
+    /// Quarter notes at `tick`, any tick in any order.
+    fn quarters_of(&self, tick: u64) -> f64 {
+        match self.quarters_per_tick {
+            Some(q) => tick as f64 * q,
+            None => tick as f64 * self.segments[0].2 * 2.0,
+        }
+    }
+
+    /// The tempo map in quarter notes (time code files: a steady 120 BPM).
+    fn tempos(&self) -> Vec<Tempo> {
+        match self.quarters_per_tick {
+            Some(q) => self
+                .segments
+                .iter()
+                .map(|&(tick, _, seconds_per_tick)| Tempo { at_quarters: tick as f64 * q, bpm: 60.0 * q / seconds_per_tick })
+                .collect(),
+            None => vec![Tempo { at_quarters: 0.0, bpm: 120.0 }],
+        }
+    }
+
     /// `(seconds, quarter notes)` at `tick`, which must not be earlier than at the previous
     /// call: the events are read in tick order, so the tempo segment is found by stepping
     /// forward from the last one (files with hundreds of tempo changes are common).
@@ -222,7 +243,7 @@ impl Clock {
 /// last track are ignored, and a damaged track is read up to its first unreadable event
 /// (midly's non-strict mode), so a truncated file keeps the notes before the damage.
 pub fn notes_of_midi(bytes: &[u8], options: &ReadOptions) -> Result<Vec<Note>, String> {
-    read_midi(bytes, options).map(|(notes, _)| notes)
+    read_midi(bytes, options).map(|(notes, _, _)| notes)
 }
 
 /// Facts about a file beyond its notes, for the stage report.
@@ -240,6 +261,11 @@ pub struct MidiFacts {
     pub shortened: usize,
     /// Silences shortened to `extract.max_rest_seconds`.
     pub rests_shortened: usize,
+    /// Time signature meta events, across all tracks.
+    pub time_signatures: usize,
+    /// Time signatures repaired (see [`metre_of`]): impossible ones dropped, ones in the
+    /// middle of a bar given a short bar before them or moved to the next bar line.
+    pub signatures_repaired: usize,
 }
 
 /// A MIDI channel event at an absolute tick: one entry of a file's merged event stream.
@@ -251,8 +277,8 @@ thread_local! {
     static EVENTS: std::cell::RefCell<Vec<TimedEvent>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// [`notes_of_midi`], with the [`MidiFacts`] the report needs.
-pub fn read_midi(bytes: &[u8], options: &ReadOptions) -> Result<(Vec<Note>, MidiFacts), String> {
+/// [`notes_of_midi`], with the piece's [`Metre`] and the [`MidiFacts`] the report needs.
+pub fn read_midi(bytes: &[u8], options: &ReadOptions) -> Result<(Vec<Note>, Metre, MidiFacts), String> {
     EVENTS.with_borrow_mut(|events| {
         events.clear();
         let result = read_midi_with(bytes, options, events);
@@ -263,20 +289,25 @@ pub fn read_midi(bytes: &[u8], options: &ReadOptions) -> Result<(Vec<Note>, Midi
 }
 
 /// Shortens every silence longer than `max_rest` seconds to `max_rest`, moving the notes
-/// after it earlier (in seconds, and in quarter notes by the same share of the gap). A
-/// silence is the time before the first note, or from the end of every note so far to the
-/// next onset. Returns how many silences were shortened. `notes` must be in onset order.
-fn shorten_rests(notes: &mut [Note], max_rest: f64) -> usize {
+/// after it earlier. A silence is the time before the first note, or from the end of every
+/// note so far to the next onset. In quarter notes the cut is rounded down to whole bars,
+/// and the metre's signatures and tempos after it move with the notes, so a downbeat stays
+/// a downbeat. Returns how many silences were shortened. `notes` must be in onset order.
+fn shorten_rests(notes: &mut [Note], metre: &mut Metre, max_rest: f64) -> usize {
     let (mut cut_seconds, mut cut_quarters) = (0.0, 0.0);
     let (mut end_seconds, mut end_quarters) = (0.0f64, 0.0f64);
-    let mut shortened = 0;
-    for note in notes {
+    // (where the silence starts, in the file's own quarter notes; quarter notes removed)
+    let mut cuts: Vec<(f64, f64)> = Vec::new();
+    for note in notes.iter_mut() {
         let gap = note.onset_seconds - cut_seconds - end_seconds;
         if gap > max_rest {
             let share = (gap - max_rest) / gap;
+            let gap_quarters = note.onset_quarters - cut_quarters - end_quarters;
+            let bar = metre.locate(note.onset_quarters).signature.bar_quarters();
+            let removed = (gap_quarters * share / bar).floor() * bar;
+            cuts.push((end_quarters + cut_quarters, removed));
             cut_seconds += gap - max_rest;
-            cut_quarters += (note.onset_quarters - cut_quarters - end_quarters) * share;
-            shortened += 1;
+            cut_quarters += removed;
         }
         // Every note moves by the same subtraction, so notes struck together stay together.
         note.onset_seconds -= cut_seconds;
@@ -284,7 +315,88 @@ fn shorten_rests(notes: &mut [Note], max_rest: f64) -> usize {
         end_seconds = end_seconds.max(note.onset_seconds + note.duration_seconds);
         end_quarters = end_quarters.max(note.onset_quarters + note.duration_quarters);
     }
-    shortened
+    if cuts.iter().any(|&(_, removed)| removed > 0.0) {
+        let moved = |at: f64| at - cuts.iter().map(|&(start, removed)| (at - start).clamp(0.0, removed)).sum::<f64>();
+        for signature in &mut metre.signatures {
+            signature.at_quarters = moved(signature.at_quarters);
+        }
+        for tempo in &mut metre.tempos {
+            tempo.at_quarters = moved(tempo.at_quarters);
+        }
+        // Entries inside a cut land on its start: the last of them is the one in force.
+        metre.signatures.reverse();
+        metre.signatures.dedup_by(|later, earlier| (later.at_quarters - earlier.at_quarters).abs() < 1e-9);
+        metre.signatures.reverse();
+        metre.tempos.reverse();
+        metre.tempos.dedup_by(|later, earlier| (later.at_quarters - earlier.at_quarters).abs() < 1e-9);
+        metre.tempos.reverse();
+    }
+    cuts.len()
+}
+
+/// Quarter notes closer than this are the same point of the score.
+const SAME_POINT: f64 = 1e-6;
+
+/// The time signatures of a file, from its `(quarter notes, numerator, power of two of the
+/// denominator)` meta events, repaired so that each starts a bar; with how many were
+/// repaired. Rules:
+/// - no signature at 0 means 4/4 there (the MIDI default); of several at one point, the
+///   last in file order wins;
+/// - a numerator of 0 or a denominator beyond 16 (1/32 notes and the nonsense a damaged
+///   file holds, up to 2^255) is dropped;
+/// - a signature in the middle of a bar ends that bar there: a short bar is inserted at the
+///   bar's start (5 sixteenths become 5/16), or, where the bar so far is no whole number of
+///   sixteenths, the signature moves to the next bar line;
+/// - a signature that restates the one in force is dropped (not counted as a repair).
+fn metre_of(mut raw: Vec<(f64, u8, u8)>) -> (Vec<TimeSignature>, usize) {
+    raw.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut signatures = vec![TimeSignature { at_quarters: 0.0, numerator: 4, denominator: 4 }];
+    let mut repaired = 0;
+    for (at, numerator, power) in raw {
+        if numerator == 0 || power > 4 {
+            repaired += 1;
+            continue;
+        }
+        let mut new = TimeSignature { at_quarters: at, numerator, denominator: 1 << power };
+        let last = *signatures.last().expect("starts non-empty");
+        if at <= last.at_quarters + SAME_POINT {
+            *signatures.last_mut().expect("non-empty") = TimeSignature { at_quarters: last.at_quarters, ..new };
+            continue;
+        }
+        let bar = last.bar_quarters();
+        let bar_start = last.at_quarters + ((at - last.at_quarters) / bar + SAME_POINT).floor() * bar;
+        let into_bar = at - bar_start;
+        if into_bar > SAME_POINT {
+            repaired += 1;
+            let sixteenths = into_bar * 4.0;
+            match short_bar(sixteenths) {
+                Some((numerator, denominator)) => {
+                    signatures.push(TimeSignature { at_quarters: bar_start, numerator, denominator })
+                }
+                None => new.at_quarters = bar_start + bar,
+            }
+        }
+        let last = signatures.last().expect("non-empty");
+        if (last.numerator, last.denominator) != (new.numerator, new.denominator) {
+            signatures.push(new);
+        }
+    }
+    (signatures, repaired)
+}
+
+/// A bar of `sixteenths` (a whole number of them, at most 255) as a signature in lowest
+/// terms: 6 sixteenths are 3/8.
+fn short_bar(sixteenths: f64) -> Option<(u8, u8)> {
+    let whole = sixteenths.round();
+    if (sixteenths - whole).abs() > SAME_POINT * 4.0 || !(1.0..=255.0).contains(&whole) {
+        return None;
+    }
+    let (mut numerator, mut denominator) = (whole as u8, 16u8);
+    while numerator % 2 == 0 && denominator > 4 {
+        numerator /= 2;
+        denominator /= 2;
+    }
+    Some((numerator, denominator))
 }
 
 /// [`read_midi`] with `events` (empty) as the buffer for the merged event stream: parse,
@@ -293,7 +405,7 @@ fn read_midi_with(
     bytes: &[u8],
     options: &ReadOptions,
     events: &mut Vec<TimedEvent>,
-) -> Result<(Vec<Note>, MidiFacts), String> {
+) -> Result<(Vec<Note>, Metre, MidiFacts), String> {
     // Parsed lazily, track by track, so the caps bound memory: nothing is held but the
     // events we keep.
     let (header, tracks) = midly::parse(bytes).map_err(|e| format!("not a readable MIDI file: {e}"))?;
@@ -305,14 +417,19 @@ fn read_midi_with(
     let mut facts = MidiFacts::default();
     let merged = merge_tracks(tracks, options, events, &mut facts)?;
     facts.tempo_changes = merged.tempo_changes.len();
+    facts.time_signatures = merged.time_signatures.len();
     let mut clock = Clock::new(header.timing, merged.tempo_changes)?;
+    let signatures = merged.time_signatures.iter().map(|&(tick, n, power)| (clock.quarters_of(tick), n, power));
+    let (signatures, repaired) = metre_of(signatures.collect());
+    facts.signatures_repaired = repaired;
+    let mut metre = Metre { signatures, tempos: clock.tempos() };
     let mut notes = pair_notes(events, &mut clock, merged.file_end, options, &mut facts);
     // In onset order already; notes that start together go in pitch order (a stable sort,
     // so equal pitches on different channels keep the order they were struck in).
     for chord in notes.chunk_by_mut(|a, b| a.onset_seconds == b.onset_seconds) {
         chord.sort_by_key(|note| note.pitch);
     }
-    facts.rests_shortened = shorten_rests(&mut notes, options.max_rest_seconds);
+    facts.rests_shortened = shorten_rests(&mut notes, &mut metre, options.max_rest_seconds);
     if notes.len() > options.max_notes {
         return Err(format!("too many notes: {}, limit extract.max_notes = {}", notes.len(), options.max_notes));
     }
@@ -325,13 +442,15 @@ fn read_midi_with(
             "no notes".into()
         });
     }
-    Ok((notes, facts))
+    Ok((notes, metre, facts))
 }
 
 /// What merging a file's tracks found beside its channel events.
 struct Merged {
     /// `(tick, microseconds per quarter)` of every tempo change, from any track.
     tempo_changes: Vec<(u64, u32)>,
+    /// `(tick, numerator, power of two of the denominator)` of every time signature.
+    time_signatures: Vec<(u64, u8, u8)>,
     /// The tick of the last event of any track (end-of-track markers included).
     file_end: u64,
     /// Notes on the drum channel, which are left out.
@@ -347,6 +466,7 @@ fn merge_tracks(
     facts: &mut MidiFacts,
 ) -> Result<Merged, String> {
     let mut tempo_changes = Vec::new();
+    let mut time_signatures = Vec::new();
     let mut file_end = 0u64;
     let mut drum_notes = 0usize;
     let mut event_count = 0usize;
@@ -365,6 +485,9 @@ fn merge_tracks(
             tick += u64::from(event.delta.as_int());
             match event.kind {
                 TrackEventKind::Meta(MetaMessage::Tempo(micros)) => tempo_changes.push((tick, micros.as_int())),
+                TrackEventKind::Meta(MetaMessage::TimeSignature(numerator, power, _, _)) => {
+                    time_signatures.push((tick, numerator, power))
+                }
                 TrackEventKind::Midi { channel, message } if channel.as_int() != DRUM_CHANNEL => {
                     if let MidiMessage::Controller { controller: SUSTAIN_PEDAL, value } = message
                         && value >= 64
@@ -384,7 +507,7 @@ fn merge_tracks(
     if !events.is_sorted_by_key(|&(tick, _, _)| tick) {
         events.sort_by_key(|&(tick, _, _)| tick);
     }
-    Ok(Merged { tempo_changes, file_end, drum_notes })
+    Ok(Merged { tempo_changes, time_signatures, file_end, drum_notes })
 }
 
 /// Pairs each note-on with the note-off (or pedal lift, or new strike) that ends it, in the
@@ -528,7 +651,7 @@ mod tests {
         let summary = |notes: &[Note]| -> Vec<(u8, f64, f64)> {
             notes.iter().map(|n| (n.pitch, n.onset_seconds, (n.duration_seconds * 1000.0).round() / 1000.0)).collect()
         };
-        let (notes, facts) = read_midi(&bytes, &ReadOptions::default()).unwrap();
+        let (notes, _, facts) = read_midi(&bytes, &ReadOptions::default()).unwrap();
         assert_eq!(summary(&notes), vec![(60, 0.0, 1.0), (64, 0.0, 0.5), (64, 0.5, 0.5), (67, 1.0, 30.0)]);
         assert_eq!((facts.pedal_presses, facts.off_keyboard, facts.shortened), (1, 1, 1));
         assert!((notes[3].duration_quarters - 60.0).abs() < 1e-9, "30 s at 120 BPM is 60 quarters");
@@ -575,5 +698,36 @@ mod tests {
         assert!(notes_of_midi(&smf_bytes, &ReadOptions::default()).unwrap_err().starts_with("format 2"));
         let drums = file(vec![vec![note(0, 9, 36, 100), note(10, 9, 36, 0)]]);
         assert!(notes_of_midi(&drums, &ReadOptions::default()).unwrap_err().contains("only drums"));
+    }
+
+    fn signature(delta: u32, numerator: u8, power: u8) -> TrackEvent<'static> {
+        event(delta, TrackEventKind::Meta(MetaMessage::TimeSignature(numerator, power, 24, 8)))
+    }
+
+    #[test]
+    fn time_signatures_start_bars_and_bad_ones_are_repaired() {
+        // 3/4 at 0; 0/1 and 255/2^255 (impossible) dropped; 2/4 one beat into bar 2 (tick
+        // 1920): bar 2 is cut to a 1/4 bar; 6/8 at 1 1/3 quarters into a 2/4 bar, no whole
+        // number of sixteenths: moved to the next bar line.
+        let meta = vec![
+            signature(0, 3, 2),
+            signature(480, 0, 0),
+            signature(0, 255, 255),
+            signature(1440, 2, 2),
+            signature(640, 6, 3),
+            note(0, 0, 60, 80),
+            note(480, 0, 60, 0),
+            event(0, TrackEventKind::Meta(MetaMessage::EndOfTrack)),
+        ];
+        let notes_track = vec![note(0, 0, 64, 80), note(4800, 0, 64, 0), event(0, TrackEventKind::Meta(MetaMessage::EndOfTrack))];
+        let (_, metre, facts) = read_midi(&file(vec![meta, notes_track]), &ReadOptions::default()).unwrap();
+        let found: Vec<(f64, u8, u8)> = metre.signatures.iter().map(|s| (s.at_quarters, s.numerator, s.denominator)).collect();
+        assert_eq!(found, vec![(0.0, 3, 4), (3.0, 1, 4), (4.0, 2, 4), (6.0, 6, 8)]);
+        assert_eq!((facts.time_signatures, facts.signatures_repaired), (5, 4));
+        let at = metre.locate(7.5);
+        assert_eq!((at.bar, at.in_bar_quarters, at.signature.numerator), (3, 1.5, 6));
+        // No signature at all: 4/4, the MIDI default.
+        let plain = file(vec![vec![note(0, 0, 60, 80), note(480, 0, 60, 0)]]);
+        assert_eq!(read_midi(&plain, &ReadOptions::default()).unwrap().1.signatures, crate::Metre::default().signatures);
     }
 }

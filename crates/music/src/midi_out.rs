@@ -1,6 +1,8 @@
-//! Writing notes as a standard MIDI file that any player opens.
+//! Writing a score as a standard MIDI file that any player opens, and that a notation
+//! program reads in its bars: time signatures, the tempo map and the notes at the ticks of
+//! their quarter notes.
 
-use crate::Note;
+use crate::metre::Score;
 use midly::num::{u4, u7, u15, u24, u28};
 use midly::{Format, Header, MetaMessage, MidiMessage, Smf, Timing, TrackEvent, TrackEventKind};
 
@@ -8,50 +10,75 @@ use midly::{Format, Header, MetaMessage, MidiMessage, Smf, Timing, TrackEvent, T
 /// every common note value lands on a whole tick.
 pub const TICKS_PER_QUARTER: u16 = 480;
 
+/// What happens at a tick, in the order a file must hold them at one tick: the metre
+/// first, then releases, then presses (so a key released and struck again sounds twice).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Change {
+    TimeSignature { numerator: u8, power: u8 },
+    Tempo { micros_per_quarter: u32 },
+    Release { pitch: u8 },
+    Press { pitch: u8, velocity: u8 },
+}
+
 /// A format-0 MIDI file: one track on channel 1, program 0 (acoustic grand piano), the
-/// tempo set to `tempo_bpm`, each note placed by its quarter notes (its seconds, channel and
-/// program are not read: [`Note::at_steady_tempo`] makes notes that agree with this file).
-/// Notes of zero length after rounding to ticks are skipped; pitch and velocity are
-/// clamped into MIDI's range.
-pub fn to_bytes(notes: &[Note], tempo_bpm: f64) -> Vec<u8> {
+/// score's time signatures and tempo map, each note placed by its quarter notes (its
+/// seconds, channel and program are not read). `text`, when given, is written as a text
+/// meta event at the start (players and notation programs ignore it). Notes of zero length
+/// after rounding to ticks are skipped; pitch and velocity are clamped into MIDI's range.
+pub fn to_bytes(score: &Score, text: Option<&str>) -> Vec<u8> {
     let channel = u4::new(0);
     let ticks = |quarters: f64| (quarters * f64::from(TICKS_PER_QUARTER)).round().max(0.0) as u64;
-    // (tick, 0 = off / 1 = on so offs sort first at a tick, pitch, velocity)
-    let mut changes: Vec<(u64, u8, u8, u8)> = Vec::with_capacity(notes.len() * 2);
-    for note in notes {
+    let mut changes: Vec<(u64, Change)> = Vec::with_capacity(score.notes.len() * 2 + 8);
+    for signature in &score.metre.signatures {
+        let power = signature.denominator.max(1).ilog2() as u8;
+        changes.push((ticks(signature.at_quarters), Change::TimeSignature { numerator: signature.numerator, power }));
+    }
+    for tempo in &score.metre.tempos {
+        let micros_per_quarter = (60_000_000.0 / tempo.bpm).round().clamp(1.0, f64::from(0xFF_FFFF)) as u32;
+        changes.push((ticks(tempo.at_quarters), Change::Tempo { micros_per_quarter }));
+    }
+    for note in &score.notes {
         let (start, end) = (ticks(note.onset_quarters), ticks(note.onset_quarters + note.duration_quarters));
         if end > start {
-            changes.push((start, 1, note.pitch.min(127), note.velocity.clamp(1, 127)));
-            changes.push((end, 0, note.pitch.min(127), 0));
+            let pitch = note.pitch.min(127);
+            changes.push((start, Change::Press { pitch, velocity: note.velocity.clamp(1, 127) }));
+            changes.push((end, Change::Release { pitch }));
         }
     }
     changes.sort_unstable();
 
-    let micros_per_quarter = (60_000_000.0 / tempo_bpm).round().clamp(1.0, f64::from(0xFF_FFFF)) as u32;
     let meta = |message| TrackEventKind::Meta(message);
-    let mut track: Vec<TrackEvent<'static>> = vec![
-        TrackEvent { delta: u28::new(0), kind: meta(MetaMessage::TrackName(b"Piano")) },
-        TrackEvent { delta: u28::new(0), kind: meta(MetaMessage::Tempo(u24::new(micros_per_quarter))) },
-        TrackEvent {
-            delta: u28::new(0),
-            kind: TrackEventKind::Midi { channel, message: MidiMessage::ProgramChange { program: u7::new(0) } },
-        },
-    ];
+    let at_start = |kind| TrackEvent { delta: u28::new(0), kind };
+    let mut track: Vec<TrackEvent<'_>> = vec![at_start(meta(MetaMessage::TrackName(b"Piano")))];
+    if let Some(text) = text {
+        track.push(at_start(meta(MetaMessage::Text(text.as_bytes()))));
+    }
+    track.push(at_start(TrackEventKind::Midi {
+        channel,
+        message: MidiMessage::ProgramChange { program: u7::new(0) },
+    }));
     let mut now = 0u64;
-    for (tick, on, pitch, velocity) in changes {
-        let key = u7::new(pitch);
-        let message = if on == 1 {
-            MidiMessage::NoteOn { key, vel: u7::new(velocity) }
-        } else {
-            MidiMessage::NoteOff { key, vel: u7::new(0) }
+    for (tick, change) in changes {
+        let kind = match change {
+            Change::TimeSignature { numerator, power } => {
+                meta(MetaMessage::TimeSignature(numerator, power, 24, 8))
+            }
+            Change::Tempo { micros_per_quarter } => meta(MetaMessage::Tempo(u24::new(micros_per_quarter))),
+            Change::Release { pitch } => {
+                TrackEventKind::Midi { channel, message: MidiMessage::NoteOff { key: u7::new(pitch), vel: u7::new(0) } }
+            }
+            Change::Press { pitch, velocity } => TrackEventKind::Midi {
+                channel,
+                message: MidiMessage::NoteOn { key: u7::new(pitch), vel: u7::new(velocity) },
+            },
         };
         // Deltas are 28 bits: 155 hours at 480 ticks per quarter and 120 BPM. Our stages
         // never make such a gap, so clamping is a guard, not a rule.
         let delta = (tick - now).min(0x0FFF_FFFF) as u32;
-        track.push(TrackEvent { delta: u28::new(delta), kind: TrackEventKind::Midi { channel, message } });
+        track.push(TrackEvent { delta: u28::new(delta), kind });
         now = tick;
     }
-    track.push(TrackEvent { delta: u28::new(0), kind: meta(MetaMessage::EndOfTrack) });
+    track.push(at_start(meta(MetaMessage::EndOfTrack)));
 
     let smf = Smf {
         header: Header::new(Format::SingleTrack, Timing::Metrical(u15::new(TICKS_PER_QUARTER))),
@@ -65,6 +92,8 @@ pub fn to_bytes(notes: &[Note], tempo_bpm: f64) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metre::Metre;
+    use crate::Note;
 
     #[test]
     fn written_file_reads_back_with_midly() {
@@ -73,7 +102,7 @@ mod tests {
             Note::of_score(60, 80, 0.5, 0.5, 100.0),
             Note::of_score(64, 70, 0.5, 1.0, 100.0),
         ];
-        let bytes = to_bytes(&notes, 100.0);
+        let bytes = to_bytes(&Score { notes, metre: Metre::steady(3, 4, 100.0) }, Some("made by a test"));
         let smf = Smf::parse(&bytes).unwrap();
         assert_eq!(smf.header.timing, Timing::Metrical(u15::new(480)));
         let mut tick = 0;
@@ -82,6 +111,8 @@ mod tests {
             tick += event.delta.as_int();
             match event.kind {
                 TrackEventKind::Meta(MetaMessage::Tempo(t)) => assert_eq!(t.as_int(), 600_000),
+                TrackEventKind::Meta(MetaMessage::TimeSignature(n, d, _, _)) => assert_eq!((tick, n, d), (0, 3, 2)),
+                TrackEventKind::Meta(MetaMessage::Text(text)) => assert_eq!(text, b"made by a test"),
                 TrackEventKind::Midi { message: MidiMessage::NoteOn { key, vel }, .. } => {
                     seen.push((tick, key.as_int(), vel.as_int()))
                 }
@@ -90,5 +121,9 @@ mod tests {
         }
         // The repeated C4 is released before it is struck again at tick 240.
         assert_eq!(seen, vec![(0, 60, 90), (240, 60, 80), (240, 64, 70)]);
+        // Read back by our own reader, the metre is the one written.
+        let (_, metre, _) = crate::midi_in::read_midi(&bytes, &Default::default()).unwrap();
+        assert_eq!(metre.signatures, Metre::steady(3, 4, 100.0).signatures);
+        assert!(metre.tempos.len() == 1 && (metre.tempos[0].bpm - 100.0).abs() < 1e-9);
     }
 }

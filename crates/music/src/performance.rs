@@ -59,6 +59,17 @@ impl Event {
     }
 }
 
+/// The bin (1-based, of `bins` equal ranges of 0–127) of a MIDI velocity.
+pub fn velocity_bin(velocity: u8, bins: u32) -> u32 {
+    (u32::from(velocity.min(127)) * bins / 128 + 1).min(bins)
+}
+
+/// The velocity a bin of [`velocity_bin`] decodes to: the middle of its range.
+pub fn bin_velocity(bin: u32, bins: u32) -> u8 {
+    let width = 128.0 / f64::from(bins);
+    ((f64::from(bin.clamp(1, bins)) - 0.5) * width).round().clamp(1.0, 127.0) as u8
+}
+
 impl Performance {
     /// Every token of the encoding: the dictionary, whatever the data.
     pub fn vocabulary(&self) -> Vocabulary {
@@ -71,13 +82,12 @@ impl Performance {
 
     /// The velocity bin (1-based) of a MIDI velocity.
     pub fn bin(&self, velocity: u8) -> u32 {
-        (u32::from(velocity.min(127)) * self.velocity_bins / 128 + 1).min(self.velocity_bins)
+        velocity_bin(velocity, self.velocity_bins)
     }
 
     /// The velocity a bin decodes to: the middle of its range.
     pub fn bin_velocity(&self, bin: u32) -> u8 {
-        let width = 128.0 / f64::from(self.velocity_bins);
-        ((f64::from(bin.clamp(1, self.velocity_bins)) - 0.5) * width).round().clamp(1.0, 127.0) as u8
+        bin_velocity(bin, self.velocity_bins)
     }
 
     /// Encodes a piece's notes (any order) as event tokens.

@@ -162,13 +162,20 @@ pub fn training_curve(history: &[EpochRecord], steps: &[(f64, f32)]) -> String {
 }
 
 /// The piano roll: time across, the 88 keys (A0–C8) up, one bar per note coloured by its
-/// velocity; grey lines mark every `bar_seconds` (a bar) when given, else every second.
-pub fn piano_roll(notes: &[TimedNote], bar_seconds: Option<f64>, title: &str) -> String {
+/// velocity; grey lines mark the music's own bar lines (`bar_lines`, in seconds) when
+/// given, else every second.
+pub fn piano_roll(notes: &[TimedNote], bar_lines: &[f64], title: &str) -> String {
     let end = notes.iter().map(|n| n.onset_seconds + n.duration_seconds).fold(1.0, f64::max);
     let frame = Frame { x: (0.0, end), y: (20.5, 108.5) };
     let mut svg = String::new();
     open(&mut svg, title);
-    let grid = bar_seconds.filter(|b| *b > 0.0 && end / *b < 400.0).unwrap_or(1.0);
+    let seconds: Vec<f64>;
+    let lines = if bar_lines.is_empty() || bar_lines.len() > 400 {
+        seconds = (1..end.ceil() as usize).map(|s| s as f64).collect();
+        &seconds[..]
+    } else {
+        bar_lines
+    };
     let x_ticks = ticks(0.0, end, 12);
     // C of every octave, labelled like the rest of the project (C4 = middle C = 60).
     let c_keys: Vec<f64> = (24..=108).step_by(12).map(f64::from).collect();
@@ -185,8 +192,7 @@ pub fn piano_roll(notes: &[TimedNote], bar_seconds: Option<f64>, title: &str) ->
         let _ =
             writeln!(svg, r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{label}</text>"#, MARGIN.0 - 6.0, py + 4.0);
     }
-    let mut bar = grid;
-    while bar < end {
+    for &bar in lines.iter().filter(|&&bar| bar > 0.0 && bar < end) {
         let px = frame.px(bar);
         let _ = writeln!(
             svg,
@@ -194,7 +200,6 @@ pub fn piano_roll(notes: &[TimedNote], bar_seconds: Option<f64>, title: &str) ->
             MARGIN.2,
             HEIGHT - MARGIN.3
         );
-        bar += grid;
     }
     let key_height = (frame.py(20.5) - frame.py(21.5)).max(1.0);
     for note in notes.iter().filter(|n| (21..=108).contains(&n.pitch)) {
@@ -282,7 +287,7 @@ mod tests {
     #[test]
     fn the_roll_draws_every_note_on_the_keyboard() {
         let note = |pitch, onset_seconds| TimedNote { pitch, velocity: 80, onset_seconds, duration_seconds: 0.5 };
-        let svg = piano_roll(&[note(60, 0.0), note(64, 0.5), note(5, 1.0)], Some(2.0), "a <test>");
+        let svg = piano_roll(&[note(60, 0.0), note(64, 0.5), note(5, 1.0)], &[0.0, 2.0], "a <test>");
         // Three legend swatches, the frame, the white background, and two notes on the keyboard.
         assert_eq!(svg.matches("<rect").count(), 3 + 1 + 1 + 2);
         assert!(svg.contains("a &lt;test&gt;") && svg.contains(">C4<"));

@@ -14,6 +14,8 @@
 //! title: Minuet in G major
 //! composer: Christian Petzold
 //! tempo: 120                   quarter notes per minute
+//! meter: 3/4                    time signature (default 4/4)
+//! pickup: 1                     quarter notes before the first bar line (default 0)
 //! R: mf d5/4 g4/8 a4 b4 c5 |   right hand: pitch, octave, /note value (sticky)
 //! L: [g3 b3]/2 a3/4 |          left hand: [chords], r = rest, | = bar line (ignored)
 //! R: (e5/16 d#5)*4             ( … )*n repeats; a trailing . dots a value: a4/8.
@@ -32,9 +34,44 @@ pub struct Score {
     pub title: String,
     pub composer: String,
     pub tempo_bpm: f64,
+    /// The time signature, `(numerator, denominator)`.
+    pub meter: (u8, u8),
+    /// Quarter notes of an upbeat before the first full bar.
+    pub pickup_quarters: f64,
     pub notes: Vec<Note>,
     /// Where each voice ends, in quarter notes: equal for a well-formed score.
     pub voice_ends: Vec<(String, f64)>,
+}
+
+/// `"3/4"` as (3, 4): a numerator of 1–16 over 1, 2, 4, 8 or 16.
+fn parse_meter(text: &str) -> Option<(u8, u8)> {
+    let (numerator, denominator) = text.split_once('/')?;
+    let numerator: u8 = numerator.trim().parse().ok().filter(|n| (1..=16).contains(n))?;
+    let denominator: u8 = denominator.trim().parse().ok().filter(|d| [1, 2, 4, 8, 16].contains(d))?;
+    Some((numerator, denominator))
+}
+
+impl Score {
+    /// The score as the MIDI writer takes it: its notes, in its metre (an upbeat is a short
+    /// bar of its own, as MIDI files of scores write it) at its tempo.
+    pub fn to_music(&self) -> music::Score {
+        let (numerator, denominator) = self.meter;
+        let mut metre = music::Metre::steady(numerator, denominator, self.tempo_bpm);
+        if self.pickup_quarters > 0.0 {
+            let mut sixteenths = (self.pickup_quarters * 4.0) as u8;
+            let mut value = 16u8;
+            while sixteenths % 2 == 0 && value > 4 {
+                sixteenths /= 2;
+                value /= 2;
+            }
+            metre.signatures[0].at_quarters = self.pickup_quarters;
+            metre.signatures.insert(
+                0,
+                music::TimeSignature { at_quarters: 0.0, numerator: sixteenths, denominator: value },
+            );
+        }
+        music::Score { notes: self.notes.clone(), metre }
+    }
 }
 
 /// Where a voice stands while its lines are read.
@@ -52,6 +89,8 @@ pub fn parse_score(text: &str) -> Result<Score, String> {
         title: String::new(),
         composer: String::new(),
         tempo_bpm: 100.0,
+        meter: (4, 4),
+        pickup_quarters: 0.0,
         notes: Vec::new(),
         voice_ends: Vec::new(),
     };
@@ -70,6 +109,14 @@ pub fn parse_score(text: &str) -> Result<Score, String> {
             "title" => score.title = body.to_owned(),
             "composer" => score.composer = body.to_owned(),
             "tempo" => score.tempo_bpm = body.parse().map_err(|_| at(&format!("bad tempo `{body}`")))?,
+            "meter" => score.meter = parse_meter(body).ok_or_else(|| at(&format!("bad meter `{body}`")))?,
+            "pickup" => {
+                score.pickup_quarters = body
+                    .parse()
+                    .ok()
+                    .filter(|q: &f64| (0.0..16.0).contains(q) && (q * 4.0).fract() == 0.0)
+                    .ok_or_else(|| at(&format!("bad pickup `{body}`: quarter notes, a whole number of sixteenths")))?
+            }
             voice => {
                 let tokens = voices.entry(voice.to_owned()).or_default();
                 tokens.extend(tokenize(body).into_iter().map(|t| (number + 1, t)));

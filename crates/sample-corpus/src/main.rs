@@ -27,7 +27,7 @@ fn main() -> std::process::ExitCode {
         for path in paths {
             let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             let score = sample_corpus::parse_score(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-            let bytes = music::midi_out::to_bytes(&score.notes, score.tempo_bpm);
+            let bytes = music::midi_out::to_bytes(&score.to_music(), None);
             let name = path.file_stem().expect("a .score file has a stem");
             let target = args.output.join(name).with_extension("mid");
             std::fs::write(&target, bytes).map_err(|e| format!("{}: {e}", target.display()))?;

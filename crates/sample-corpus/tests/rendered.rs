@@ -13,7 +13,7 @@ fn every_bundled_midi_file_is_its_score_rendered() {
     assert!(scores.len() >= 9, "the bundled corpus has its scores");
     for path in scores {
         let score = sample_corpus::parse_score(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        let rendered = music::midi_out::to_bytes(&score.notes, score.tempo_bpm);
+        let rendered = music::midi_out::to_bytes(&score.to_music(), None);
         let midi = data.join(path.file_stem().unwrap()).with_extension("mid");
         assert!(std::fs::read(&midi).unwrap() == rendered, "{} differs from its score", midi.display());
     }

@@ -1,0 +1,254 @@
+//! Grammar-constrained sampling for the `beats` encoding: before each draw, the tokens that
+//! would make the score ill-formed get zero probability.
+//!
+//! - a bar is `bar:N/D`, then optionally a tempo, then positions that only move forward
+//!   inside the bar (`pos:K` with K past the last one and short of the bar's length);
+//! - at a position: optionally one tempo, then notes, each `[vel:B] pitch:P dur:D`;
+//! - no pitch twice at one position, no note while `max_held` notes sound, no duration
+//!   that would hold a key longer than `max_note_seconds` at the tempo in force (the
+//!   shortest always may);
+//! - every bar in the piece's metre: the one `Limits::metre` asks for, or else the first
+//!   bar's; at most [`MAX_EMPTY_BARS`] bars in a row without a note.
+//!
+//! So every generated sequence decodes to a score whose bars all have the piece's metre.
+
+use super::{Beats, Token, bar_positions, is_metre};
+use crate::note::PIANO_KEYS;
+
+/// Bars in a row with no note that the grammar lets the model write.
+pub const MAX_EMPTY_BARS: usize = 2;
+
+/// The limits a [`Grammar`] enforces.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Notes sounding at once (at least 1).
+    pub max_held: usize,
+    /// Seconds a key may stay down.
+    pub max_note_seconds: f64,
+    /// The metre every bar must have; `None`: the first bar's.
+    pub metre: Option<(u8, u8)>,
+}
+
+/// What the last token was, as far as the rules care.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum After {
+    Nothing,
+    Bar,
+    BarTempo,
+    Position,
+    PositionTempo,
+    Velocity,
+    Pitch,
+    Duration,
+}
+
+/// The running state of a sequence, and the rules.
+pub struct Grammar {
+    tokens: Vec<Option<Token>>,
+    codec: Beats,
+    limits: Limits,
+    metre: Option<(u8, u8)>,
+    after: After,
+    /// The bar: its first grid step and length, and the position reached in it.
+    bar_start: i64,
+    bar_steps: i64,
+    started: bool,
+    position: Option<i64>,
+    notes_in_bar: usize,
+    empty_bars: usize,
+    /// Pitches struck at the current position.
+    here: u128,
+    /// Grid steps where the sounding notes end.
+    sounding: Vec<i64>,
+    bpm: f64,
+    /// Seconds at the bar's start, and at the last tempo change (grid step, seconds).
+    tempo_from: (i64, f64),
+}
+
+impl Grammar {
+    /// Rules for a dictionary (`tokens[id]`) of the `beats` encoding `codec`.
+    pub fn new<S: AsRef<str>>(tokens: &[S], codec: Beats, limits: Limits) -> Self {
+        Grammar {
+            tokens: tokens.iter().map(|t| Token::parse(t.as_ref())).collect(),
+            codec,
+            limits: Limits { max_held: limits.max_held.max(1), ..limits },
+            metre: limits.metre,
+            after: After::Nothing,
+            bar_start: 0,
+            bar_steps: i64::from(super::MAX_BAR_POSITIONS),
+            started: false,
+            position: None,
+            notes_in_bar: 0,
+            empty_bars: 0,
+            here: 0,
+            sounding: Vec::new(),
+            bpm: 120.0,
+            tempo_from: (0, 0.0),
+        }
+    }
+
+    fn step(&self) -> i64 {
+        self.bar_start + self.position.unwrap_or(0)
+    }
+
+    /// Seconds of music up to the current position.
+    pub fn seconds(&self) -> f64 {
+        let (from, seconds) = self.tempo_from;
+        seconds + (self.step() - from) as f64 / f64::from(super::POSITIONS_PER_QUARTER) * 60.0 / self.bpm
+    }
+
+    /// Whether token `id` starts a bar.
+    pub fn is_bar(&self, id: u32) -> bool {
+        matches!(self.token(id), Some(Token::Bar { .. }))
+    }
+
+    fn token(&self, id: u32) -> Option<Token> {
+        self.tokens.get(id as usize).copied().flatten()
+    }
+
+    /// Records that token `id` was emitted (or fed in as part of a primer).
+    pub fn observe(&mut self, id: u32) {
+        let Some(token) = self.token(id) else { return };
+        match token {
+            Token::Bar { numerator, denominator } => {
+                if self.started {
+                    self.empty_bars = if self.notes_in_bar == 0 { self.empty_bars + 1 } else { 0 };
+                    self.bar_start += self.bar_steps;
+                }
+                self.started = true;
+                self.bar_steps = i64::from(bar_positions(numerator, denominator));
+                self.metre.get_or_insert((numerator, denominator));
+                self.position = None;
+                self.notes_in_bar = 0;
+                self.here = 0;
+                self.after = After::Bar;
+            }
+            Token::Position(k) => {
+                // A primer may start inside a bar the grammar never saw begin.
+                self.started = true;
+                self.position = Some(i64::from(k));
+                self.here = 0;
+                self.after = After::Position;
+            }
+            Token::Tempo(bin) => {
+                self.tempo_from = (self.step(), self.seconds());
+                self.bpm = self.codec.bin_tempo(bin);
+                self.after = if self.after == After::Bar { After::BarTempo } else { After::PositionTempo };
+            }
+            Token::Velocity(_) => self.after = After::Velocity,
+            Token::Pitch(p) => {
+                self.here |= 1u128 << p;
+                self.after = After::Pitch;
+            }
+            Token::Duration(steps) => {
+                let now = self.step();
+                self.sounding.retain(|&end| end > now);
+                self.sounding.push(now + i64::from(steps));
+                self.notes_in_bar += 1;
+                self.after = After::Duration;
+            }
+        }
+    }
+
+    /// Whether token `id` may come next.
+    pub fn allows(&self, id: u32) -> bool {
+        let Some(token) = self.token(id) else { return false };
+        let at_a_position = matches!(self.after, After::Position | After::PositionTempo | After::Duration);
+        match (self.after, token) {
+            (After::Pitch, Token::Duration(steps)) => {
+                let seconds = f64::from(steps) / f64::from(super::POSITIONS_PER_QUARTER) * 60.0 / self.bpm;
+                seconds <= self.limits.max_note_seconds || steps == 1
+            }
+            (After::Pitch, _) => false,
+            (After::Velocity, Token::Pitch(p)) => self.may_strike(p),
+            (After::Velocity, _) => false,
+            (_, Token::Bar { numerator, denominator }) => {
+                let too_many_empty = self.started && self.notes_in_bar == 0 && self.empty_bars >= MAX_EMPTY_BARS;
+                is_metre(numerator, denominator)
+                    && self.metre.is_none_or(|m| m == (numerator, denominator))
+                    && (!too_many_empty || !self.may_strike_any())
+            }
+            (After::Nothing, _) => false,
+            (_, Token::Position(k)) => {
+                // A position with no note is let past only when no note may start here.
+                let moves_on = matches!(self.after, After::Bar | After::BarTempo | After::Duration)
+                    || !self.may_strike_any();
+                moves_on && i64::from(k) < self.bar_steps && self.position.is_none_or(|p| i64::from(k) > p)
+            }
+            (_, Token::Tempo(bin)) => {
+                matches!(self.after, After::Bar | After::Position) && (1..=self.codec.tempo_bins).contains(&bin)
+            }
+            (_, Token::Velocity(_)) => at_a_position && self.may_strike_any(),
+            (_, Token::Pitch(p)) => at_a_position && self.may_strike(p),
+            (_, Token::Duration(_)) => false,
+        }
+    }
+
+    /// Whether a note of pitch `p` may start at the current position.
+    fn may_strike(&self, p: u8) -> bool {
+        PIANO_KEYS.contains(&p) && self.here & (1u128 << p) == 0 && self.may_strike_any()
+    }
+
+    /// Whether fewer than `max_held` notes sound at the current position.
+    fn may_strike_any(&self) -> bool {
+        let now = self.step();
+        self.sounding.iter().filter(|&&end| end > now).count() < self.limits.max_held
+    }
+
+    /// Sets the scores of every token that may not come next to −∞.
+    pub fn mask(&self, scores: &mut [f32]) {
+        crate::grammar::mask_refused(scores, |id| self.allows(id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use seeded_rng::SeededRng;
+
+    /// Property: under random scores, the constrained sampler writes only well-formed bars
+    /// of one metre, which decode to notes that stay inside their bars' grid.
+    #[test]
+    fn random_scores_never_break_the_grammar() {
+        let codec = Beats { velocity_bins: 32, tempo_bins: 64 };
+        let vocabulary = codec.vocabulary();
+        let mut rng = SeededRng::new(5, "beats grammar test");
+        for run in 0..30 {
+            let metre = if run % 2 == 0 { Some((3, 4)) } else { None };
+            let limits = Limits { max_held: 6, max_note_seconds: 4.0, metre };
+            let mut grammar = Grammar::new(&vocabulary.tokens, codec, limits);
+            let mut tokens = Vec::new();
+            for _ in 0..600 {
+                let mut scores: Vec<f32> = (0..vocabulary.len()).map(|_| rng.unit_f32() * 6.0).collect();
+                grammar.mask(&mut scores);
+                let allowed: Vec<u32> =
+                    (0..scores.len() as u32).filter(|&i| scores[i as usize] > f32::NEG_INFINITY).collect();
+                assert!(!allowed.is_empty(), "nothing may come next after {:?}", tokens.last());
+                let id = allowed[rng.below(allowed.len())];
+                grammar.observe(id);
+                tokens.push(Token::parse(vocabulary.token(id)).unwrap());
+            }
+            let bars: Vec<Token> = tokens.iter().copied().filter(|t| matches!(t, Token::Bar { .. })).collect();
+            assert!(bars.windows(2).all(|w| w[0] == w[1]), "the metre changed: {bars:?}");
+            if let Some((numerator, denominator)) = metre {
+                assert_eq!(bars[0], Token::Bar { numerator, denominator });
+            }
+            let score = codec.decode(&tokens, 60.0);
+            assert_eq!(score.metre.signatures.len(), 1);
+            // Positions only move forward within a bar, so onsets never go back in time.
+            let mut last = (0usize, -1i64);
+            let mut bar = 0usize;
+            for token in &tokens {
+                match token {
+                    Token::Bar { .. } => bar += 1,
+                    Token::Position(k) => {
+                        let now = (bar, i64::from(*k));
+                        assert!(now > last, "position went back: {last:?} → {now:?}");
+                        last = now;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,514 @@
+//! The `beats` encoding: music as a score, in bars and beats (after MidiTok's REMI, Huang &
+//! Yang 2020, here for an LSTM and with a grammar, [`grammar`]).
+//!
+//! | token | meaning |
+//! |---|---|
+//! | `bar:N/D` | a new bar begins, of metre N/D (its length fixes where the next one begins) |
+//! | `pos:K` | the following notes start K grid steps after the bar's downbeat |
+//! | `tempo:T` | from here on, tempo bin T (geometric, 10–320 quarter notes a minute) |
+//! | `vel:B` | the following notes have velocity bin B (sent when the bin changes) |
+//! | `pitch:P` | a note of pitch P (one of the 88 keys) starts… |
+//! | `dur:D` | …and lasts D grid steps |
+//!
+//! A bar reads `bar:3/4 [tempo:T] pos:0 [tempo:T] [vel:B] pitch:P dur:D … pos:12 …`.
+//!
+//! Key design decisions:
+//! - **The grid is 12 steps a quarter note** ([`POSITIONS_PER_QUARTER`]): it holds
+//!   sixteenths (3 steps) and eighth-note triplets (4 steps), where most onsets of scored
+//!   piano music sit, and every bar of a metre with a denominator up to 16 is a whole
+//!   number of steps. What falls between (32nds, ornaments) moves by at most half a step.
+//! - **Tempo tokens keep the seconds, not only the beats.** A scored file's tempo map
+//!   changes every few beats; tempo bins ~5 % apart would let the seconds drift further at
+//!   every bar. So the encoder works like error diffusion: it follows the decoder's clock
+//!   and sends a tempo token only where the next onset would otherwise land more than
+//!   [`TEMPO_TOLERANCE_SECONDS`] from where it is, choosing the bin that brings it back.
+//! - **The dictionary is fixed by the parameters**, like `performance`'s: a model trained
+//!   on one corpus composes from any other, or from none.
+
+pub mod grammar;
+
+use crate::encoding::Vocabulary;
+use crate::metre::{Metre, Score, Tempo, TimeSignature};
+use crate::note::{Note, PIANO_KEYS};
+use crate::performance::{bin_velocity, velocity_bin};
+
+/// Grid steps in a quarter note.
+pub const POSITIONS_PER_QUARTER: u32 = 12;
+/// The longest bar a `bar:N/D` token holds: 8 quarter notes. A longer signature's bars are
+/// written as several bars of this encoding (see [`written_bars`]); the onsets stay put.
+pub const MAX_BAR_POSITIONS: u32 = 8 * POSITIONS_PER_QUARTER;
+/// The slowest and fastest tempo bins, in quarter notes a minute.
+pub const MIN_BPM: f64 = 10.0;
+pub const MAX_BPM: f64 = 320.0;
+/// How far the decoder's clock may drift from the piece's seconds before a tempo token
+/// corrects it.
+pub const TEMPO_TOLERANCE_SECONDS: f64 = 0.03;
+/// The tempo a decoder assumes before the first tempo token.
+const OPENING_BPM: f64 = 120.0;
+
+/// The parameters of the encoding. Invariant: both are at least 2.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Beats {
+    pub velocity_bins: u32,
+    pub tempo_bins: u32,
+}
+
+/// One token, parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Token {
+    Bar { numerator: u8, denominator: u8 },
+    Position(u32),
+    Tempo(u32),
+    Velocity(u32),
+    Pitch(u8),
+    Duration(u32),
+}
+
+impl Token {
+    pub fn parse(text: &str) -> Option<Token> {
+        let (kind, value) = text.split_once(':')?;
+        if kind == "bar" {
+            let (numerator, denominator) = value.split_once('/')?;
+            return Some(Token::Bar { numerator: numerator.parse().ok()?, denominator: denominator.parse().ok()? });
+        }
+        let value: u32 = value.parse().ok()?;
+        match kind {
+            "pos" => Some(Token::Position(value)),
+            "tempo" => Some(Token::Tempo(value)),
+            "vel" => Some(Token::Velocity(value)),
+            "pitch" => u8::try_from(value).ok().filter(|p| *p < 128).map(Token::Pitch),
+            "dur" => Some(Token::Duration(value)),
+            _ => None,
+        }
+    }
+
+    pub fn text(self) -> String {
+        match self {
+            Token::Bar { numerator, denominator } => format!("bar:{numerator}/{denominator}"),
+            Token::Position(k) => format!("pos:{k}"),
+            Token::Tempo(t) => format!("tempo:{t}"),
+            Token::Velocity(b) => format!("vel:{b}"),
+            Token::Pitch(p) => format!("pitch:{p}"),
+            Token::Duration(d) => format!("dur:{d}"),
+        }
+    }
+}
+
+/// Grid steps in a bar of metre `numerator/denominator`.
+pub fn bar_positions(numerator: u8, denominator: u8) -> u32 {
+    u32::from(numerator) * 4 * POSITIONS_PER_QUARTER / u32::from(denominator.max(1))
+}
+
+/// Whether a `bar:N/D` token exists for this metre: a denominator of 2, 4, 8 or 16, a
+/// numerator of 1 to 16, and a bar of at most 8 quarter notes.
+pub fn is_metre(numerator: u8, denominator: u8) -> bool {
+    matches!(denominator, 2 | 4 | 8 | 16)
+        && (1..=16).contains(&numerator)
+        && bar_positions(numerator, denominator) <= MAX_BAR_POSITIONS
+}
+
+/// Every metre a bar token can carry.
+pub fn metres() -> Vec<(u8, u8)> {
+    [2u8, 4, 8, 16].into_iter().flat_map(|d| (1..=16u8).map(move |n| (n, d))).filter(|&(n, d)| is_metre(n, d)).collect()
+}
+
+/// The durations a `dur:D` token can carry, in grid steps: every step up to a half note,
+/// then sixteenths up to a whole note, eighths up to two, quarters up to four whole notes.
+pub fn durations() -> Vec<u32> {
+    (1..=24).chain((27..=48).step_by(3)).chain((54..=96).step_by(6)).chain((108..=192).step_by(12)).collect()
+}
+
+/// The duration token nearest to `steps` grid steps (ties go to the shorter).
+fn nearest_duration(steps: u32) -> u32 {
+    durations().into_iter().min_by_key(|&d| (d.abs_diff(steps), d)).expect("durations are not empty")
+}
+
+/// A piece's bars as this encoding writes them: `(first grid step, steps, numerator,
+/// denominator)`, covering every step up to `end`. A bar whose metre has no token is
+/// written as bars of 8/4 and then the rest in the coarsest of quarters, eighths or
+/// sixteenths that fits, so every onset keeps its place.
+pub fn written_bars(metre: &Metre, end: i64) -> Vec<(i64, i64, u8, u8)> {
+    let mut written = Vec::new();
+    for bar in metre.bars_until(end as f64 / f64::from(POSITIONS_PER_QUARTER) + 1e-9) {
+        let start = grid(bar.start_quarters);
+        let TimeSignature { numerator, denominator, .. } = bar.signature;
+        if is_metre(numerator, denominator) {
+            written.push((start, i64::from(bar_positions(numerator, denominator)), numerator, denominator));
+            continue;
+        }
+        let (mut at, mut left) = (start, i64::from(bar_positions(numerator, denominator)));
+        while left > 0 {
+            let (steps, n, d) = if left >= i64::from(MAX_BAR_POSITIONS) {
+                (i64::from(MAX_BAR_POSITIONS), 8, 4)
+            } else if left % 12 == 0 {
+                (left, (left / 12) as u8, 4)
+            } else if left % 6 == 0 && left / 6 <= 16 {
+                (left, (left / 6) as u8, 8)
+            } else {
+                let sixteenths = (left / 3).clamp(1, 16);
+                (sixteenths * 3, sixteenths as u8, 16)
+            };
+            written.push((at, steps, n, d));
+            at += steps;
+            left -= steps;
+        }
+    }
+    // No bar after the music: a split bar's tail may start past the end.
+    written.retain(|&(start, ..)| start < end.max(1));
+    written
+}
+
+/// Quarter notes to the nearest grid step.
+fn grid(quarters: f64) -> i64 {
+    (quarters * f64::from(POSITIONS_PER_QUARTER)).round().max(0.0) as i64
+}
+
+/// The decoder's clock: the tempo changes so far, as `(grid step, seconds there, bpm)`.
+/// The encoder runs the same clock, to know where the decoder will put each onset.
+struct Clock {
+    changes: Vec<(i64, f64, f64)>,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        Clock { changes: vec![(0, 0.0, OPENING_BPM)] }
+    }
+
+    fn bpm(&self) -> f64 {
+        self.changes.last().expect("starts non-empty").2
+    }
+
+    /// Seconds at grid step `at`, by the changes up to it.
+    fn seconds_at(&self, at: i64) -> f64 {
+        let index = self.changes.partition_point(|c| c.0 <= at).max(1) - 1;
+        let (step, seconds, bpm) = self.changes[index];
+        seconds + (at - step) as f64 / f64::from(POSITIONS_PER_QUARTER) * 60.0 / bpm
+    }
+
+    /// A new tempo from grid step `at` on (not before the last change).
+    fn change(&mut self, at: i64, bpm: f64) {
+        let at = at.max(self.changes.last().expect("non-empty").0);
+        let seconds = self.seconds_at(at);
+        match self.changes.last_mut() {
+            Some(last) if last.0 == at => *last = (at, seconds, bpm),
+            _ => self.changes.push((at, seconds, bpm)),
+        }
+    }
+}
+
+/// Notes that start on one grid step: `(step, seconds of the earliest, notes)`.
+type Onset<'a> = (i64, f64, Vec<&'a Note>);
+
+impl Beats {
+    /// Every token of the encoding: the dictionary, whatever the data.
+    pub fn vocabulary(&self) -> Vocabulary {
+        let tokens = metres()
+            .into_iter()
+            .map(|(numerator, denominator)| Token::Bar { numerator, denominator })
+            .chain((0..MAX_BAR_POSITIONS).map(Token::Position))
+            .chain((1..=self.tempo_bins).map(Token::Tempo))
+            .chain((1..=self.velocity_bins).map(Token::Velocity))
+            .chain(PIANO_KEYS.map(Token::Pitch))
+            .chain(durations().into_iter().map(Token::Duration));
+        Vocabulary::from_tokens(tokens.map(Token::text))
+    }
+
+    /// The tempo bin (1-based) nearest to `bpm` on the geometric scale.
+    pub fn tempo_bin(&self, bpm: f64) -> u32 {
+        let ratio = (MAX_BPM / MIN_BPM).ln() / f64::from(self.tempo_bins - 1);
+        let bin = ((bpm.clamp(MIN_BPM, MAX_BPM) / MIN_BPM).ln() / ratio).round() as u32 + 1;
+        bin.clamp(1, self.tempo_bins)
+    }
+
+    /// The tempo of a bin, in quarter notes a minute.
+    pub fn bin_tempo(&self, bin: u32) -> f64 {
+        let ratio = (MAX_BPM / MIN_BPM).ln() / f64::from(self.tempo_bins - 1);
+        MIN_BPM * (f64::from(bin.clamp(1, self.tempo_bins) - 1) * ratio).exp()
+    }
+
+    /// The tempo bin that takes the decoder's clock from grid step `from` to `to` at
+    /// `to_seconds`, or `None` when the tempo in force (`current`) already lands within
+    /// [`TEMPO_TOLERANCE_SECONDS`] (or the best bin is the one in force).
+    fn retempo(&self, clock: &Clock, from: i64, to: i64, to_seconds: f64, current: Option<u32>) -> Option<u32> {
+        let here = clock.seconds_at(from);
+        let quarters = (to - from) as f64 / f64::from(POSITIONS_PER_QUARTER);
+        let landing = here + quarters * 60.0 / clock.bpm();
+        if current.is_some() && (landing - to_seconds).abs() <= TEMPO_TOLERANCE_SECONDS {
+            return None;
+        }
+        let wanted = if to_seconds - here > 1e-6 { quarters * 60.0 / (to_seconds - here) } else { MAX_BPM };
+        Some(self.tempo_bin(wanted)).filter(|&bin| Some(bin) != current)
+    }
+
+    /// Encodes a piece's notes (any order) in its metre.
+    ///
+    /// Onsets and durations are rounded to the grid (a note keeps at least one step, and
+    /// takes the nearest duration token); two notes of one pitch on one step (two channels
+    /// doubling it) are one, the longer.
+    pub fn encode(&self, notes: &[Note], metre: &Metre) -> Vec<Token> {
+        let mut order: Vec<&Note> = notes.iter().collect();
+        order.sort_by(|a, b| {
+            (grid(a.onset_quarters), a.pitch)
+                .cmp(&(grid(b.onset_quarters), b.pitch))
+                .then(b.duration_quarters.total_cmp(&a.duration_quarters))
+        });
+        order.dedup_by(|later, earlier| {
+            (grid(later.onset_quarters), later.pitch) == (grid(earlier.onset_quarters), earlier.pitch)
+        });
+        let onsets: Vec<Onset> = order
+            .chunk_by(|a, b| grid(a.onset_quarters) == grid(b.onset_quarters))
+            .map(|chord| {
+                let seconds = chord.iter().map(|n| n.onset_seconds).fold(f64::INFINITY, f64::min);
+                (grid(chord[0].onset_quarters), seconds, chord.to_vec())
+            })
+            .collect();
+        let Some(last) = onsets.last().map(|onset| onset.0) else { return Vec::new() };
+
+        let mut tokens = Vec::new();
+        let mut clock = Clock::new();
+        let (mut tempo, mut velocity) = (None, None);
+        let mut next = 0;
+        for (index, (start, steps, numerator, denominator)) in written_bars(metre, last + 1).into_iter().enumerate() {
+            tokens.push(Token::Bar { numerator, denominator });
+            if index == 0 {
+                // The opening tempo: the one that brings the clock to the first onset after 0.
+                let target = onsets.iter().find(|o| o.0 > 0);
+                let bin = match target {
+                    Some(&(to, seconds, _)) => self.retempo(&clock, 0, to, seconds, None),
+                    None => Some(self.tempo_bin(OPENING_BPM)),
+                };
+                if let Some(bin) = bin {
+                    tokens.push(Token::Tempo(bin));
+                    clock.change(0, self.bin_tempo(bin));
+                    tempo = Some(bin);
+                }
+            }
+            while let Some((at, _, chord)) = onsets.get(next).filter(|o| o.0 < start + steps) {
+                tokens.push(Token::Position((at - start) as u32));
+                if let Some(&(to, seconds, _)) = onsets.get(next + 1)
+                    && let Some(bin) = self.retempo(&clock, *at, to, seconds, tempo)
+                {
+                    tokens.push(Token::Tempo(bin));
+                    clock.change(*at, self.bin_tempo(bin));
+                    tempo = Some(bin);
+                }
+                for note in chord {
+                    let bin = velocity_bin(note.velocity, self.velocity_bins);
+                    if velocity != Some(bin) {
+                        tokens.push(Token::Velocity(bin));
+                        velocity = Some(bin);
+                    }
+                    tokens.push(Token::Pitch(note.pitch));
+                    let steps = grid(note.duration_quarters).max(1) as u32;
+                    tokens.push(Token::Duration(nearest_duration(steps)));
+                }
+                next += 1;
+            }
+        }
+        tokens
+    }
+
+    /// Decodes tokens to a score, defensively: a position outside its bar, a duration with
+    /// no pitch before it and text that is no token are skipped; before the first bar token
+    /// the music is in 4/4; a key struck again while it sounds ends the earlier note there;
+    /// notes are cut to `max_note_seconds`.
+    pub fn decode(&self, tokens: &[Token], max_note_seconds: f64) -> Score {
+        let mut clock = Clock::new();
+        let mut signatures: Vec<TimeSignature> = Vec::new();
+        let (mut bar_start, mut bar_steps, mut started) = (0i64, i64::from(bar_positions(4, 4)), false);
+        let mut at = 0i64;
+        let mut velocity = bin_velocity(self.velocity_bins / 2, self.velocity_bins);
+        let mut pitch = None;
+        // (pitch, velocity, onset step, steps)
+        let mut struck: Vec<(u8, u8, i64, i64)> = Vec::new();
+        let begin = |signatures: &mut Vec<TimeSignature>, start: i64, numerator: u8, denominator: u8| {
+            let same = signatures.last().is_some_and(|s| (s.numerator, s.denominator) == (numerator, denominator));
+            if !same {
+                let at_quarters = start as f64 / f64::from(POSITIONS_PER_QUARTER);
+                signatures.push(TimeSignature { at_quarters, numerator, denominator });
+            }
+        };
+        for &token in tokens {
+            match token {
+                Token::Bar { numerator, denominator } if is_metre(numerator, denominator) => {
+                    if started {
+                        bar_start += bar_steps;
+                    }
+                    started = true;
+                    bar_steps = i64::from(bar_positions(numerator, denominator));
+                    at = bar_start;
+                    begin(&mut signatures, bar_start, numerator, denominator);
+                    pitch = None;
+                }
+                Token::Bar { .. } => {}
+                Token::Position(k) => {
+                    if !started {
+                        started = true;
+                        begin(&mut signatures, 0, 4, 4);
+                    }
+                    if i64::from(k) < bar_steps {
+                        at = bar_start + i64::from(k);
+                    }
+                    pitch = None;
+                }
+                Token::Tempo(bin) => clock.change(at, self.bin_tempo(bin)),
+                Token::Velocity(bin) => velocity = bin_velocity(bin, self.velocity_bins),
+                Token::Pitch(p) => pitch = Some(p),
+                Token::Duration(steps) => {
+                    if let Some(p) = pitch.take() {
+                        struck.push((p, velocity, at, i64::from(steps.max(1))));
+                    }
+                }
+            }
+        }
+        if signatures.is_empty() {
+            signatures.push(TimeSignature { at_quarters: 0.0, numerator: 4, denominator: 4 });
+        }
+        // A key cannot be down twice: a re-strike ends the sounding note.
+        struck.sort_by_key(|&(pitch, _, onset, _)| (pitch, onset));
+        for index in 1..struck.len() {
+            let (next_pitch, next_onset) = (struck[index].0, struck[index].2);
+            let earlier = &mut struck[index - 1];
+            if earlier.0 == next_pitch && earlier.2 + earlier.3 > next_onset {
+                earlier.3 = next_onset - earlier.2;
+            }
+        }
+        let per_quarter = f64::from(POSITIONS_PER_QUARTER);
+        let mut notes: Vec<Note> = struck
+            .into_iter()
+            .filter(|&(_, _, _, steps)| steps > 0)
+            .map(|(pitch, velocity, onset, steps)| {
+                let onset_seconds = clock.seconds_at(onset);
+                let mut duration_seconds = clock.seconds_at(onset + steps) - onset_seconds;
+                let mut duration_quarters = steps as f64 / per_quarter;
+                if duration_seconds > max_note_seconds {
+                    duration_quarters *= max_note_seconds / duration_seconds;
+                    duration_seconds = max_note_seconds;
+                }
+                Note {
+                    pitch,
+                    velocity,
+                    channel: 0,
+                    program: 0,
+                    onset_seconds,
+                    duration_seconds,
+                    onset_quarters: onset as f64 / per_quarter,
+                    duration_quarters,
+                }
+            })
+            .collect();
+        notes.sort_by(|a, b| a.onset_quarters.total_cmp(&b.onset_quarters).then(a.pitch.cmp(&b.pitch)));
+        let tempos =
+            clock.changes.iter().map(|&(step, _, bpm)| Tempo { at_quarters: step as f64 / per_quarter, bpm }).collect();
+        Score { notes, metre: Metre { signatures, tempos } }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CODEC: Beats = Beats { velocity_bins: 32, tempo_bins: 64 };
+
+    fn note(pitch: u8, onset_quarters: f64, duration_quarters: f64, bpm: f64) -> Note {
+        Note::of_score(pitch, 80, onset_quarters, duration_quarters, bpm)
+    }
+
+    #[test]
+    fn the_dictionary_is_fixed_and_every_token_reads_back() {
+        let vocabulary = CODEC.vocabulary();
+        let expected = metres().len() + 96 + 64 + 32 + 88 + durations().len();
+        assert_eq!(vocabulary.len(), expected);
+        assert!(vocabulary.id("bar:3/4").is_some() && vocabulary.id("bar:6/8").is_some());
+        assert!(vocabulary.id("bar:9/4").is_none() && vocabulary.id("pitch:20").is_none());
+        for token in &vocabulary.tokens {
+            assert_eq!(Token::parse(token).map(Token::text).as_deref(), Some(token.as_str()));
+        }
+        for bin in 1..=64 {
+            assert_eq!(CODEC.tempo_bin(CODEC.bin_tempo(bin)), bin);
+        }
+    }
+
+    #[test]
+    fn a_waltz_round_trips_in_beats_and_seconds() {
+        let metre = Metre::steady(3, 4, 90.0);
+        let notes = vec![
+            note(48, 0.0, 3.0, 90.0),
+            note(64, 0.0, 1.0, 90.0),
+            note(67, 1.0, 1.0 / 3.0, 90.0), // triplets
+            note(69, 4.0 / 3.0, 1.0 / 3.0, 90.0),
+            note(71, 5.0 / 3.0, 1.0 / 3.0, 90.0),
+            note(72, 3.25, 0.25, 90.0), // a sixteenth in the second bar
+            note(50, 6.0, 12.0, 90.0),  // a long note in the third bar
+        ];
+        let tokens = CODEC.encode(&notes, &metre);
+        let texts: Vec<String> = tokens.iter().map(|t| t.text()).collect();
+        let opening = format!("tempo:{}", CODEC.tempo_bin(90.0));
+        assert_eq!(&texts[..4], ["bar:3/4", &opening, "pos:0", "vel:21"], "{texts:?}");
+        assert_eq!(tokens.iter().filter(|t| matches!(t, Token::Bar { .. })).count(), 3);
+        let score = CODEC.decode(&tokens, 60.0);
+        assert_eq!(score.metre.signatures, metre.signatures);
+        assert_eq!(score.notes.len(), notes.len());
+        for (original, back) in notes.iter().zip(&score.notes) {
+            assert_eq!(original.pitch, back.pitch);
+            assert!((original.onset_quarters - back.onset_quarters).abs() < 1e-9, "{original:?} {back:?}");
+            assert!((original.duration_quarters - back.duration_quarters).abs() < 1e-9, "{original:?} {back:?}");
+            // 90 BPM lies between two bins: the clock is corrected as it drifts.
+            assert!((original.onset_seconds - back.onset_seconds).abs() <= 0.05, "{original:?} {back:?}");
+        }
+    }
+
+    #[test]
+    fn tempo_tokens_keep_the_seconds_of_a_drifting_tempo() {
+        // A ritardando: every quarter note 2 % slower than the one before, over 64 quarters.
+        let mut notes = Vec::new();
+        let mut seconds = 0.0;
+        for quarter in 0..64 {
+            let bpm = 120.0 * 0.98f64.powi(quarter);
+            notes.push(Note { onset_seconds: seconds, ..note(60 + (quarter % 12) as u8, f64::from(quarter), 1.0, bpm) });
+            seconds += 60.0 / bpm;
+        }
+        let score = CODEC.decode(&CODEC.encode(&notes, &Metre::default()), 60.0);
+        for (original, back) in notes.iter().zip(&score.notes) {
+            // Within the drift allowed, plus what one bin's error adds over one quarter note.
+            let bound = TEMPO_TOLERANCE_SECONDS + 0.03 * 60.0 / 120.0 * 0.98f64.powi(-64);
+            assert!((original.onset_seconds - back.onset_seconds).abs() <= bound, "{original:?} {back:?}");
+        }
+    }
+
+    #[test]
+    fn a_long_bar_is_written_as_bars_that_keep_the_onsets() {
+        let metre = Metre::steady(9, 4, 120.0);
+        let notes = vec![note(60, 0.0, 1.0, 120.0), note(62, 8.5, 1.0, 120.0), note(64, 9.0, 1.0, 120.0)];
+        let tokens = CODEC.encode(&notes, &metre);
+        let bars: Vec<String> =
+            tokens.iter().filter(|t| matches!(t, Token::Bar { .. })).map(|t| t.text()).collect();
+        assert_eq!(bars, ["bar:8/4", "bar:1/4", "bar:8/4"]);
+        let score = CODEC.decode(&tokens, 60.0);
+        let onsets: Vec<f64> = score.notes.iter().map(|n| n.onset_quarters).collect();
+        assert_eq!(onsets, vec![0.0, 8.5, 9.0]);
+    }
+
+    #[test]
+    fn decoding_is_defensive() {
+        let tokens = [
+            Token::Duration(3),              // no pitch: skipped
+            Token::Position(6),              // before any bar: 4/4
+            Token::Pitch(60),
+            Token::Duration(24),             // two quarters…
+            Token::Position(12),
+            Token::Pitch(60),                // …cut by the re-strike after one
+            Token::Duration(3),
+            Token::Bar { numerator: 9, denominator: 4 }, // no such token: skipped
+            Token::Bar { numerator: 2, denominator: 4 },
+            Token::Position(40),             // outside a 2/4 bar: stays at the downbeat
+            Token::Pitch(62),
+            Token::Duration(192),            // 16 quarters at 120 BPM = 8 s, cut to 2 s
+        ];
+        let score = CODEC.decode(&tokens, 2.0);
+        let summary: Vec<(u8, f64, f64)> =
+            score.notes.iter().map(|n| (n.pitch, n.onset_quarters, n.duration_quarters)).collect();
+        assert_eq!(summary, vec![(60, 0.5, 0.5), (60, 1.0, 0.25), (62, 4.0, 4.0)]);
+        assert_eq!(score.metre.signatures.len(), 2);
+    }
+}

@@ -1,0 +1,218 @@
+//! Metre: a piece's time signatures and tempo map, in the quarter notes of its score.
+//!
+//! A note keeps its onset in quarter notes ([`crate::Note::onset_quarters`]); the piece's
+//! [`Metre`] says where its bars fall and how fast its beats go, so [`Metre::locate`] gives
+//! any note its bar, its place in the bar and the tempo at its onset. Stored once per piece,
+//! not per note: a piece of 10,000 notes has a handful of signatures.
+//!
+//! Invariant (made so by [`crate::midi_in`] and kept by every decoder): each time
+//! signature starts a bar, so bars follow each other from 0 without gaps, each as long as
+//! the signature in force at its start says.
+
+use serde::{Deserialize, Serialize};
+
+/// A time signature taking effect at a bar line.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TimeSignature {
+    pub at_quarters: f64,
+    /// Beats in a bar, at least 1.
+    pub numerator: u8,
+    /// The beat's note value: 1, 2, 4, 8 or 16.
+    pub denominator: u8,
+}
+
+impl TimeSignature {
+    /// A bar's length in quarter notes.
+    pub fn bar_quarters(&self) -> f64 {
+        f64::from(self.numerator) * 4.0 / f64::from(self.denominator)
+    }
+}
+
+/// A tempo taking effect at a point of the score.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Tempo {
+    pub at_quarters: f64,
+    /// Quarter notes per minute, positive.
+    pub bpm: f64,
+}
+
+/// Where a point of the score falls.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Location {
+    /// 0-based bar number.
+    pub bar: usize,
+    /// Quarter notes from the bar's downbeat.
+    pub in_bar_quarters: f64,
+    /// The time signature in force.
+    pub signature: TimeSignature,
+    /// The tempo in force.
+    pub bpm: f64,
+}
+
+/// One bar of a piece.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bar {
+    pub start_quarters: f64,
+    pub signature: TimeSignature,
+}
+
+/// A piece's time signatures and tempo map. Invariant: both lists are sorted, non-empty
+/// and start at 0.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Metre {
+    pub signatures: Vec<TimeSignature>,
+    pub tempos: Vec<Tempo>,
+}
+
+impl Default for Metre {
+    /// The MIDI default: 4/4 at 120 BPM.
+    fn default() -> Self {
+        Metre::steady(4, 4, 120.0)
+    }
+}
+
+impl Metre {
+    /// One time signature and one tempo for the whole piece.
+    pub fn steady(numerator: u8, denominator: u8, bpm: f64) -> Metre {
+        Metre {
+            signatures: vec![TimeSignature { at_quarters: 0.0, numerator, denominator }],
+            tempos: vec![Tempo { at_quarters: 0.0, bpm }],
+        }
+    }
+
+    /// The bars that start before `end_quarters` (at least one).
+    pub fn bars_until(&self, end_quarters: f64) -> Vec<Bar> {
+        let mut bars = Vec::new();
+        for (index, signature) in self.signatures.iter().enumerate() {
+            let next = self.signatures.get(index + 1).map_or(f64::INFINITY, |s| s.at_quarters);
+            let mut start = signature.at_quarters;
+            // The last bar before `next` may be short only where a file was repaired badly;
+            // a bar never starts at or past the next signature.
+            while start < next - 1e-9 && (start < end_quarters - 1e-9 || bars.is_empty()) {
+                bars.push(Bar { start_quarters: start, signature: *signature });
+                start += signature.bar_quarters();
+            }
+        }
+        bars
+    }
+
+    /// The tempo in force at `quarters`.
+    pub fn bpm_at(&self, quarters: f64) -> f64 {
+        let index = self.tempos.partition_point(|t| t.at_quarters <= quarters + 1e-9).max(1) - 1;
+        self.tempos[index].bpm
+    }
+
+    /// The bar, place in the bar, signature and tempo at `quarters` (at least 0).
+    pub fn locate(&self, quarters: f64) -> Location {
+        let index = self.signatures.partition_point(|s| s.at_quarters <= quarters + 1e-9).max(1) - 1;
+        let mut bar = 0usize;
+        for (i, signature) in self.signatures[..index].iter().enumerate() {
+            let span = self.signatures[i + 1].at_quarters - signature.at_quarters;
+            bar += (span / signature.bar_quarters() - 1e-9).ceil().max(0.0) as usize;
+        }
+        let signature = self.signatures[index];
+        let offset = (quarters - signature.at_quarters).max(0.0);
+        let bars_in = (offset / signature.bar_quarters() + 1e-9).floor();
+        Location {
+            bar: bar + bars_in as usize,
+            in_bar_quarters: (offset - bars_in * signature.bar_quarters()).max(0.0),
+            signature,
+            bpm: self.bpm_at(quarters),
+        }
+    }
+
+    /// Seconds from the start to `quarters`, through the tempo map.
+    pub fn seconds_at(&self, quarters: f64) -> f64 {
+        let mut seconds = 0.0;
+        for (index, tempo) in self.tempos.iter().enumerate() {
+            let end = self.tempos.get(index + 1).map_or(f64::INFINITY, |t| t.at_quarters).min(quarters);
+            if end <= tempo.at_quarters {
+                break;
+            }
+            seconds += (end - tempo.at_quarters) * 60.0 / tempo.bpm;
+        }
+        seconds
+    }
+}
+
+/// Whether an onset at `quarters` sits on the grid scored music mostly uses: within 1/48 of
+/// a quarter note of a sixteenth or of an eighth-note triplet.
+pub fn on_grid(quarters: f64) -> bool {
+    let near = |unit: f64| {
+        let offset = (quarters / unit).fract() * unit;
+        offset.min(unit - offset) <= 1.0 / 48.0 + 1e-9
+    };
+    near(0.25) || near(1.0 / 3.0)
+}
+
+/// The share of `onsets` (in quarter notes) [`on_grid`]; 0 for none.
+pub fn on_grid_share(onsets: impl IntoIterator<Item = f64>) -> f64 {
+    let (mut on, mut all) = (0usize, 0usize);
+    for quarters in onsets {
+        all += 1;
+        on += usize::from(on_grid(quarters));
+    }
+    on as f64 / all.max(1) as f64
+}
+
+/// Notes with the metre they are written in: what a decoder gives and the MIDI writer
+/// writes. Invariant: each note's seconds are its quarter notes through `metre`'s tempo map.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Score {
+    pub notes: Vec<crate::Note>,
+    pub metre: Metre,
+}
+
+impl Score {
+    /// The same notes at one steady tempo: quarter notes kept, seconds worked out again.
+    pub fn at_tempo(mut self, bpm: f64) -> Score {
+        let seconds_per_quarter = 60.0 / bpm;
+        for note in &mut self.notes {
+            note.onset_seconds = note.onset_quarters * seconds_per_quarter;
+            note.duration_seconds = note.duration_quarters * seconds_per_quarter;
+        }
+        self.metre.tempos = vec![Tempo { at_quarters: 0.0, bpm }];
+        self
+    }
+
+    /// Where the music ends, in seconds (0 for no notes).
+    pub fn seconds(&self) -> f64 {
+        self.notes.iter().map(|n| n.onset_seconds + n.duration_seconds).fold(0.0, f64::max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signature(at_quarters: f64, numerator: u8, denominator: u8) -> TimeSignature {
+        TimeSignature { at_quarters, numerator, denominator }
+    }
+
+    #[test]
+    fn bars_and_locations_follow_the_signatures() {
+        let metre = Metre {
+            signatures: vec![signature(0.0, 3, 4), signature(6.0, 6, 8), signature(12.0, 2, 4)],
+            tempos: vec![Tempo { at_quarters: 0.0, bpm: 60.0 }, Tempo { at_quarters: 3.0, bpm: 120.0 }],
+        };
+        let starts: Vec<f64> = metre.bars_until(15.0).iter().map(|b| b.start_quarters).collect();
+        assert_eq!(starts, vec![0.0, 3.0, 6.0, 9.0, 12.0, 14.0]);
+        let at = metre.locate(10.5);
+        assert_eq!((at.bar, at.in_bar_quarters, at.signature.numerator, at.bpm), (3, 1.5, 6, 120.0));
+        assert_eq!(metre.locate(14.0).bar, 5);
+        // Three quarters at 60 BPM, then three at 120.
+        assert!((metre.seconds_at(6.0) - 4.5).abs() < 1e-12);
+        assert_eq!(Metre::default().bars_until(0.0).len(), 1);
+    }
+
+    #[test]
+    fn the_grid_holds_sixteenths_and_triplets_and_nothing_between() {
+        for on in [0.0, 0.25, 1.0 / 3.0, 0.5, 2.0 / 3.0, 7.75, 10.0 + 1.0 / 48.0] {
+            assert!(on_grid(on), "{on}");
+        }
+        for off in [0.125, 0.1, 0.875, 5.0 + 1.0 / 24.0] {
+            assert!(!on_grid(off), "{off}");
+        }
+        assert_eq!(on_grid_share([0.0, 0.125, 0.25, 0.3]), 0.5);
+    }
+}
