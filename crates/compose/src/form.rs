@@ -225,7 +225,12 @@ mod tests {
             let id = phrases.next_restated(|_| true, |_| false).unwrap_or_else(|| network(generated.len()));
             generated.push(id);
             bars += usize::from(id == BAR);
-            phrases.after_token(&generated, Position { bars, starts_bar: id == BAR, ..Position::default() }, |_| Vec::new(), &mut rng);
+            phrases.after_token(
+                &generated,
+                Position { bars, starts_bar: id == BAR, ..Position::default() },
+                |_| Vec::new(),
+                &mut rng,
+            );
         }
         // The first phrase is bars 1–2 (tokens 2..8); every later phrase of two bars repeats it.
         let first = &generated[2..8];

@@ -302,11 +302,12 @@ fn write_outputs(output: &Path, composition: &Composition, provenance: &str) -> 
         100.0 * report.onsets_on_grid
     );
     let roll: Vec<music::TimedNote> = score.notes.iter().map(music::TimedNote::from).collect();
-    let bar_lines: Vec<f64> =
-        score.metre.bars_until(score.notes.iter().map(|n| n.onset_quarters + n.duration_quarters).fold(0.0, f64::max))
-            .iter()
-            .map(|bar| score.metre.seconds_at(bar.start_quarters))
-            .collect();
+    let bar_lines: Vec<f64> = score
+        .metre
+        .bars_until(score.notes.iter().map(|n| n.onset_quarters + n.duration_quarters).fold(0.0, f64::max))
+        .iter()
+        .map(|bar| score.metre.seconds_at(bar.start_quarters))
+        .collect();
     let title = format!("{} — {} at {}", output.display(), report.meter, report.tempo);
     let svg = pictures::piano_roll(&roll, &bar_lines, &title);
     artifacts::write_if_changed(&output.with_extension("svg"), svg.as_bytes()).map_err(ComposeError::Artifact)?;
@@ -490,7 +491,12 @@ fn compose_on_this_thread(
             piece.generated.push(*token);
             piece.at = piece.rules.advance(piece.at, *token, token_seconds[*token as usize]);
             let rules = &piece.rules;
-            piece.phrases.after_token(&piece.generated, piece.at, |phrase| rules.closing_releases(phrase), &mut piece.rng);
+            piece.phrases.after_token(
+                &piece.generated,
+                piece.at,
+                |phrase| rules.closing_releases(phrase),
+                &mut piece.rng,
+            );
             drawn += 1;
         }
         progress.advance(drawn, String::new);
@@ -729,8 +735,11 @@ pub fn sample(scores: &[f32], temperature: f64, top_k: usize, top_p: f64, rng: &
 /// `compose.max_note_seconds` is ended there.
 pub fn decode(encoding: &Encoding, tokens: &[String], settings: &ComposeConfig) -> Score {
     let tempo_bpm = settings.steady_tempo_bpm();
-    let playback =
-        music::Playback { step_seconds: settings.step_quarters * 60.0 / tempo_bpm, velocity: settings.velocity, tempo_bpm };
+    let playback = music::Playback {
+        step_seconds: settings.step_quarters * 60.0 / tempo_bpm,
+        velocity: settings.velocity,
+        tempo_bpm,
+    };
     let score = music::Codec::new(encoding).decode(tokens, playback, settings.max_note_seconds);
     match encoding {
         Encoding::Beats { .. } if settings.tempo_bpm > 0.0 => score.at_tempo(settings.tempo_bpm),

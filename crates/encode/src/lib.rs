@@ -245,7 +245,10 @@ pub fn measure_fidelity(dataset: &DatasetArtifact, notes: &NotesArtifact) -> Fid
             total_quarters.add(&fidelity);
             PieceFidelity::new(&piece.source, fidelity)
         });
-        pieces.push(PieceFidelity { in_quarters: in_quarters.map(|f| f.f1), ..PieceFidelity::new(&piece.source, fidelity) });
+        pieces.push(PieceFidelity {
+            in_quarters: in_quarters.map(|f| f.f1),
+            ..PieceFidelity::new(&piece.source, fidelity)
+        });
     }
     FidelityReport {
         total: PieceFidelity::new("all pieces", total),

@@ -11,8 +11,10 @@
 //! is the notes by onset, a group's pitches ascending. Beside them, per piece: repetition
 //! (the share of the pitch sequence's 4-grams whose value occurs more than once in the piece),
 //! pulse (the share of the most common inter-onset interval, to 10 ms), notes per second,
-//! the longest held note, and the longest run of notes copied from the training pieces in
-//! any transposition (compared as interval sequences).
+//! the share of onsets on the sixteenth / eighth-triplet grid of the file's own quarter
+//! notes ([`music::on_grid`]), the longest held note, and the longest run of notes copied
+//! from the training pieces in any transposition (compared as interval sequences; for the
+//! reference pieces' excerpts too, the scale a generated piece's copies are read on).
 //!
 //! Beside the generated set, the same figures of real music at the same sample size
 //! ([`RealExcerpts`]): sets of as many random excerpts of the training pieces, as long as
@@ -205,6 +207,8 @@ pub struct PieceFigures {
     pub notes_per_second: f64,
     pub repetition: f64,
     pub pulse: f64,
+    /// Share of onsets within 1/48 of a quarter note of a sixteenth or an eighth triplet.
+    pub onsets_on_grid: f64,
     pub longest_note_seconds: f64,
     /// The longest run of notes found in one training piece, in any transposition (0 without
     /// training pieces).
@@ -230,6 +234,7 @@ pub fn piece_figures(name: &str, piece: &[Note], training: &[(String, Vec<i16>)]
         notes_per_second: piece.len() as f64 / seconds.max(1e-9),
         repetition: repetition_share(&pitches, REPETITION_NGRAM),
         pulse: pulse_share(&groups),
+        onsets_on_grid: music::on_grid_share(piece.iter().map(|n| n.onset_quarters)),
         longest_note_seconds: piece.iter().map(|n| n.duration_seconds).fold(0.0, f64::max),
         // A run of k equal intervals is k + 1 notes.
         longest_copy_notes: copy.as_ref().map_or(0, |c| if c.length > 0 { c.length + 1 } else { 0 }),
@@ -256,12 +261,17 @@ pub struct QualityReport {
     pub repetition: f64,
     pub pulse: f64,
     pub notes_per_second: f64,
+    pub onsets_on_grid: f64,
     pub longest_copy_notes: usize,
     pub longest_note_seconds: f64,
     /// The same figures of the reference pieces' first `excerpt_seconds`, for comparison.
     pub reference_repetition: f64,
     pub reference_pulse: f64,
     pub reference_notes_per_second: f64,
+    pub reference_onsets_on_grid: f64,
+    /// The longest run each reference excerpt shares with a training piece: music the model
+    /// never saw copies this much by chance and by style (0s without training pieces).
+    pub reference_longest_copy_notes: Spread,
     pub excerpt_seconds: f64,
     /// The longest note in the training pieces (0 without them).
     pub training_longest_note_seconds: f64,
@@ -306,6 +316,7 @@ pub struct RealExcerpts {
     pub repetition: Spread,
     pub pulse: Spread,
     pub notes_per_second: Spread,
+    pub onsets_on_grid: Spread,
 }
 
 /// Notes of `piece` starting in `start .. start + seconds`, moved to start at 0 and cut to
@@ -371,6 +382,7 @@ pub fn real_excerpts(
         repetition: spread(&mean_of(|p| p.repetition)),
         pulse: spread(&mean_of(|p| p.pulse)),
         notes_per_second: spread(&mean_of(|p| p.notes_per_second)),
+        onsets_on_grid: spread(&mean_of(|p| p.onsets_on_grid)),
     })
 }
 
@@ -400,7 +412,7 @@ pub fn compare(
         .iter()
         .map(|(name, notes)| {
             let excerpt: Vec<Note> = notes.iter().filter(|n| n.onset_seconds < excerpt_seconds).cloned().collect();
-            piece_figures(name, &excerpt, &[])
+            piece_figures(name, &excerpt, &training_sequences)
         })
         .collect();
     QualityReport {
@@ -413,11 +425,14 @@ pub fn compare(
         repetition: mean(pieces.iter().map(|p| p.repetition)),
         pulse: mean(pieces.iter().map(|p| p.pulse)),
         notes_per_second: mean(pieces.iter().map(|p| p.notes_per_second)),
+        onsets_on_grid: mean(pieces.iter().map(|p| p.onsets_on_grid)),
         longest_copy_notes: pieces.iter().map(|p| p.longest_copy_notes).max().unwrap_or(0),
         longest_note_seconds: pieces.iter().map(|p| p.longest_note_seconds).fold(0.0, f64::max),
         reference_repetition: mean(excerpts.iter().map(|p| p.repetition)),
         reference_pulse: mean(excerpts.iter().map(|p| p.pulse)),
         reference_notes_per_second: mean(excerpts.iter().map(|p| p.notes_per_second)),
+        reference_onsets_on_grid: mean(excerpts.iter().map(|p| p.onsets_on_grid)),
+        reference_longest_copy_notes: Spread::of(excerpts.iter().map(|p| p.longest_copy_notes as f64).collect()),
         excerpt_seconds,
         training_longest_note_seconds: training
             .iter()
@@ -459,9 +474,20 @@ pub fn markdown(report: &QualityReport) -> String {
         report.notes_per_second, report.reference_notes_per_second
     ));
     md.push_str(&format!(
-        "\nLongest run of notes copied from a training piece (any transposition): {}. Longest note: {:.1} s \
+        "| onsets on the sixteenth / eighth-triplet grid | {:.2} | {:.2} |\n",
+        report.onsets_on_grid, report.reference_onsets_on_grid
+    ));
+    let copies = &report.reference_longest_copy_notes;
+    md.push_str(&format!(
+        "\nLongest run of notes copied from a training piece (any transposition): {} (the reference \
+         excerpts, never trained on: {:.0} / {:.0} / {:.0}, lowest / median / highest). Longest note: {:.1} s \
          (training pieces: {:.1} s).\n",
-        report.longest_copy_notes, report.longest_note_seconds, report.training_longest_note_seconds
+        report.longest_copy_notes,
+        copies.min,
+        copies.median,
+        copies.max,
+        report.longest_note_seconds,
+        report.training_longest_note_seconds
     ));
     if let Some(real) = &report.real_excerpts {
         md.push_str(&format!(
@@ -481,6 +507,7 @@ pub fn markdown(report: &QualityReport) -> String {
             ("lowest overlap", report.lowest_overlap, &real.lowest_overlap),
             ("repetition", report.repetition, &real.repetition),
             ("pulse", report.pulse, &real.pulse),
+            ("onsets on the grid", report.onsets_on_grid, &real.onsets_on_grid),
         ] {
             md.push_str(&format!("| {name} | {generated:.2} | {} |\n", show(real)));
         }

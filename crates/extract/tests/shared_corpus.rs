@@ -31,7 +31,8 @@ fn every_piano_file_is_read_with_the_expected_note_count() {
     let mut far = Vec::new();
     for path in files {
         let name = path.strip_prefix(&folder).unwrap().to_string_lossy().replace('\\', "/");
-        let (_, notes, _, _) = extract::extract_file(&path, &Default::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (_, notes, _, _) =
+            extract::extract_file(&path, &Default::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
         let theirs = expected[&name];
         // Differences come from documented rules: the same pitch struck on the same channel
         // again (often a unison doubling in another track) ends the sounding note, so the

@@ -64,7 +64,8 @@ impl Fidelity {
 /// [`compare`] in quarter notes rather than seconds: the score's time, for an encoding that
 /// keeps it (the tolerance's "seconds" are then quarter notes).
 pub fn compare_in_quarters(reference: &[Note], decoded: &[Note], tolerance: Tolerance) -> Fidelity {
-    let in_quarters = |n: &Note| Note { onset_seconds: n.onset_quarters, duration_seconds: n.duration_quarters, ..n.clone() };
+    let in_quarters =
+        |n: &Note| Note { onset_seconds: n.onset_quarters, duration_seconds: n.duration_quarters, ..n.clone() };
     let reference: Vec<Note> = reference.iter().map(in_quarters).collect();
     let decoded: Vec<TimedNote> = decoded.iter().map(|n| TimedNote::from(&in_quarters(n))).collect();
     compare(&reference, &decoded, tolerance)

@@ -198,7 +198,10 @@ impl Clock {
             Some(q) => self
                 .segments
                 .iter()
-                .map(|&(tick, _, seconds_per_tick)| Tempo { at_quarters: tick as f64 * q, bpm: 60.0 * q / seconds_per_tick })
+                .map(|&(tick, _, seconds_per_tick)| Tempo {
+                    at_quarters: tick as f64 * q,
+                    bpm: 60.0 * q / seconds_per_tick,
+                })
                 .collect(),
             None => vec![Tempo { at_quarters: 0.0, bpm: 120.0 }],
         }
@@ -719,15 +722,20 @@ mod tests {
             note(480, 0, 60, 0),
             event(0, TrackEventKind::Meta(MetaMessage::EndOfTrack)),
         ];
-        let notes_track = vec![note(0, 0, 64, 80), note(4800, 0, 64, 0), event(0, TrackEventKind::Meta(MetaMessage::EndOfTrack))];
+        let notes_track =
+            vec![note(0, 0, 64, 80), note(4800, 0, 64, 0), event(0, TrackEventKind::Meta(MetaMessage::EndOfTrack))];
         let (_, metre, facts) = read_midi(&file(vec![meta, notes_track]), &ReadOptions::default()).unwrap();
-        let found: Vec<(f64, u8, u8)> = metre.signatures.iter().map(|s| (s.at_quarters, s.numerator, s.denominator)).collect();
+        let found: Vec<(f64, u8, u8)> =
+            metre.signatures.iter().map(|s| (s.at_quarters, s.numerator, s.denominator)).collect();
         assert_eq!(found, vec![(0.0, 3, 4), (3.0, 1, 4), (4.0, 2, 4), (6.0, 6, 8)]);
         assert_eq!((facts.time_signatures, facts.signatures_repaired), (5, 4));
         let at = metre.locate(7.5);
         assert_eq!((at.bar, at.in_bar_quarters, at.signature.numerator), (3, 1.5, 6));
         // No signature at all: 4/4, the MIDI default.
         let plain = file(vec![vec![note(0, 0, 60, 80), note(480, 0, 60, 0)]]);
-        assert_eq!(read_midi(&plain, &ReadOptions::default()).unwrap().1.signatures, crate::Metre::default().signatures);
+        assert_eq!(
+            read_midi(&plain, &ReadOptions::default()).unwrap().1.signatures,
+            crate::Metre::default().signatures
+        );
     }
 }

@@ -53,16 +53,11 @@ pub fn to_bytes(score: &Score, text: Option<&str>) -> Vec<u8> {
     if let Some(text) = text {
         track.push(at_start(meta(MetaMessage::Text(text.as_bytes()))));
     }
-    track.push(at_start(TrackEventKind::Midi {
-        channel,
-        message: MidiMessage::ProgramChange { program: u7::new(0) },
-    }));
+    track.push(at_start(TrackEventKind::Midi { channel, message: MidiMessage::ProgramChange { program: u7::new(0) } }));
     let mut now = 0u64;
     for (tick, change) in changes {
         let kind = match change {
-            Change::TimeSignature { numerator, power } => {
-                meta(MetaMessage::TimeSignature(numerator, power, 24, 8))
-            }
+            Change::TimeSignature { numerator, power } => meta(MetaMessage::TimeSignature(numerator, power, 24, 8)),
             Change::Tempo { micros_per_quarter } => meta(MetaMessage::Tempo(u24::new(micros_per_quarter))),
             Change::Release { pitch } => {
                 TrackEventKind::Midi { channel, message: MidiMessage::NoteOff { key: u7::new(pitch), vel: u7::new(0) } }
@@ -92,8 +87,8 @@ pub fn to_bytes(score: &Score, text: Option<&str>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metre::Metre;
     use crate::Note;
+    use crate::metre::Metre;
 
     #[test]
     fn written_file_reads_back_with_midly() {

@@ -192,3 +192,97 @@ fn the_performance_encoding_runs_end_to_end_with_a_short_primer() {
     assert!(output.status.success(), "{}", describe(&output));
     assert!(String::from_utf8_lossy(&output.stderr).contains("tokens from its first 0.5 s"), "{}", describe(&output));
 }
+
+/// The time signatures, tempos (quarter notes a minute) and text events of a MIDI file.
+fn metre_of_file(path: &Path) -> (Vec<(u8, u8)>, Vec<f64>, Vec<String>) {
+    let bytes = std::fs::read(path).unwrap();
+    let smf = midly::Smf::parse(&bytes).expect("valid MIDI");
+    let (mut signatures, mut tempos, mut texts) = (Vec::new(), Vec::new(), Vec::new());
+    for event in &smf.tracks[0] {
+        match event.kind {
+            midly::TrackEventKind::Meta(midly::MetaMessage::TimeSignature(n, power, _, _)) => {
+                signatures.push((n, 1u8 << power))
+            }
+            midly::TrackEventKind::Meta(midly::MetaMessage::Tempo(micros)) => {
+                tempos.push(60_000_000.0 / f64::from(micros.as_int()))
+            }
+            midly::TrackEventKind::Meta(midly::MetaMessage::Text(text)) => {
+                texts.push(String::from_utf8_lossy(text).into_owned())
+            }
+            _ => {}
+        }
+    }
+    (signatures, tempos, texts)
+}
+
+#[test]
+fn the_beats_encoding_writes_bars_in_the_metre_asked_for() {
+    let project = tiny_project(9);
+    let dir = project.path();
+    let beats = ["--set", "encode.encoding=beats", "--seq-len", "32"];
+    let steps: [(&str, Vec<&str>); 3] = [
+        ("extract", vec!["--input", "midi", "--output", "notes.bin"]),
+        ("encode", [&["--input", "notes.bin", "--output", "dataset.bin"][..], &beats].concat()),
+        ("train", vec!["--input", "dataset.bin", "--output", "model.bin"]),
+    ];
+    let steps: Vec<(&str, &[&str])> = steps.iter().map(|(stage, args)| (*stage, args.as_slice())).collect();
+    pipeline_tests::run_stages(dir, &steps);
+    // The bundled scores keep their bars through the round trip, and say so.
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("dataset.report.json")).unwrap()).unwrap();
+    assert!(report["fidelity"]["in_quarters"]["f1"].as_f64().unwrap() >= 0.99, "{}", report["fidelity"]);
+
+    let compose = |extra: &[&str]| {
+        let args =
+            [&["--input", "model.bin", "--no-dataset", "--seconds", "8", "--output", "music.mid"][..], extra].concat();
+        run_stage("compose", dir, &args)
+    };
+    let waltz = compose(&["--set", "compose.meter=3/4", "--set", "compose.tempo_bpm=90"]);
+    assert!(waltz.status.success(), "{}", describe(&waltz));
+    let (signatures, tempos, texts) = metre_of_file(&dir.join("music.mid"));
+    assert_eq!(signatures, [(3, 4)], "one metre, the one asked for");
+    assert!(tempos.len() == 1 && (tempos[0] - 90.0).abs() < 0.01, "{tempos:?}");
+    assert!(texts.iter().any(|t| t.contains("seed 7") && t.contains("model model.bin (payload ")), "{texts:?}");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("music.mid.report.json")).unwrap()).unwrap();
+    assert_eq!(written["meter"], "3/4");
+    assert_eq!(written["tempo"], "90 BPM");
+    assert!((0.0..=1.0).contains(&written["onsets_on_grid"].as_f64().unwrap()), "{written}");
+    // Every onset on the encoding's grid of twelve steps a quarter note.
+    let onsets = onsets_in_quarters(&dir.join("music.mid"));
+    assert!(!onsets.is_empty() && onsets.iter().all(|q| (q * 12.0 - (q * 12.0).round()).abs() < 1e-6), "{onsets:?}");
+
+    // A metre no bar token holds, and a performance model asked for a metre, are refused by name.
+    let odd = compose(&["--set", "compose.meter=9/4"]);
+    assert!(
+        !odd.status.success() && String::from_utf8_lossy(&odd.stderr).contains("compose.meter"),
+        "{}",
+        describe(&odd)
+    );
+    let piano = pipeline_tests::repo_root().join("models/piano.bin").display().to_string();
+    let args = ["--input", &piano, "--no-dataset", "--set", "compose.meter=3/4", "--output", "p.mid"];
+    let performance = run_stage("compose", dir, &args);
+    let why = String::from_utf8_lossy(&performance.stderr);
+    assert!(!performance.status.success() && why.contains("compose.meter") && why.contains("performance"), "{why}");
+}
+
+/// The onsets of a MIDI file in quarter notes: ticks over ticks per quarter.
+fn onsets_in_quarters(path: &Path) -> Vec<f64> {
+    let bytes = std::fs::read(path).unwrap();
+    let mut ticks = 0u64;
+    let mut onsets = Vec::new();
+    let smf = midly::Smf::parse(&bytes).unwrap();
+    let per_quarter = match smf.header.timing {
+        midly::Timing::Metrical(t) => f64::from(t.as_int()),
+        _ => panic!("metrical timing"),
+    };
+    for event in &smf.tracks[0] {
+        ticks += u64::from(event.delta.as_int());
+        if let midly::TrackEventKind::Midi { message: midly::MidiMessage::NoteOn { vel, .. }, .. } = event.kind
+            && vel > 0
+        {
+            onsets.push(ticks as f64 / per_quarter);
+        }
+    }
+    onsets
+}

@@ -242,13 +242,17 @@ fn generated_piece(page: &mut Page, folder: &Path, midi: &str, evaluation: Optio
     if let Some(r) = read_json(&folder.join(format!("{midi}.report.json"))) {
         page.raw(&format!(
             "<p class=\"figures\"><span id=\"{id}-notes\">{}</span> notes in <span id=\"{id}-seconds\">{}</span> s, \
-             {} notes per second, up to {} at once, from {} to {}. <a href=\"{}\">Download the MIDI file</a>.</p>",
+             {} notes per second, up to {} at once, from {} to {}; in <span id=\"{id}-meter\">{}</span> at {}, \
+             {} % of onsets on the sixteenth / eighth-triplet grid. <a href=\"{}\">Download the MIDI file</a>.</p>",
             text(&r["notes"]),
             number(&r["seconds"], 1),
             number(&r["notes_per_second"], 1),
             text(&r["max_polyphony"]),
             text(&r["lowest_pitch"]),
             text(&r["highest_pitch"]),
+            text(&r["meter"]),
+            text(&r["tempo"]),
+            r["onsets_on_grid"].as_f64().map_or_else(|| "?".into(), |share| format!("{:.0}", share * 100.0)),
             escape(midi),
         ));
     }
@@ -348,9 +352,15 @@ fn quality_section(page: &mut Page, quality: &Value) {
             number(&quality["notes_per_second"], 1),
             number(&quality["reference_notes_per_second"], 1),
         ],
+        vec![
+            "onsets on the sixteenth / triplet grid".into(),
+            number(&quality["onsets_on_grid"], 2),
+            number(&quality["reference_onsets_on_grid"], 2),
+        ],
     ];
     if real.is_object() {
-        for (row, (key, decimals)) in rows.iter_mut().zip([("repetition", 2), ("pulse", 2), ("notes_per_second", 1)]) {
+        let keys = [("repetition", 2), ("pulse", 2), ("notes_per_second", 1), ("onsets_on_grid", 2)];
+        for (row, (key, decimals)) in rows.iter_mut().zip(keys) {
             row.push(spread_to(&real[key], decimals));
         }
         page.table(&["", "generated", "reference openings", "real excerpts"], &rows);

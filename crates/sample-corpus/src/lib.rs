@@ -65,10 +65,9 @@ impl Score {
                 value /= 2;
             }
             metre.signatures[0].at_quarters = self.pickup_quarters;
-            metre.signatures.insert(
-                0,
-                music::TimeSignature { at_quarters: 0.0, numerator: sixteenths, denominator: value },
-            );
+            metre
+                .signatures
+                .insert(0, music::TimeSignature { at_quarters: 0.0, numerator: sixteenths, denominator: value });
         }
         music::Score { notes: self.notes.clone(), metre }
     }
@@ -111,11 +110,10 @@ pub fn parse_score(text: &str) -> Result<Score, String> {
             "tempo" => score.tempo_bpm = body.parse().map_err(|_| at(&format!("bad tempo `{body}`")))?,
             "meter" => score.meter = parse_meter(body).ok_or_else(|| at(&format!("bad meter `{body}`")))?,
             "pickup" => {
-                score.pickup_quarters = body
-                    .parse()
-                    .ok()
-                    .filter(|q: &f64| (0.0..16.0).contains(q) && (q * 4.0).fract() == 0.0)
-                    .ok_or_else(|| at(&format!("bad pickup `{body}`: quarter notes, a whole number of sixteenths")))?
+                score.pickup_quarters =
+                    body.parse().ok().filter(|q: &f64| (0.0..16.0).contains(q) && (q * 4.0).fract() == 0.0).ok_or_else(
+                        || at(&format!("bad pickup `{body}`: quarter notes, a whole number of sixteenths")),
+                    )?
             }
             voice => {
                 let tokens = voices.entry(voice.to_owned()).or_default();

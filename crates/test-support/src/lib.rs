@@ -7,7 +7,8 @@
 //! clone's `make test` passes; where `PIANOLA_REQUIRE_CORPUS=1` or
 //! `PIANOLA_REQUIRE_SOUNDFONT=1` is set (CI sets both) a missing one fails the test instead.
 //! The same holds for a browser ([`browser`], `PIANOLA_REQUIRE_BROWSER`), which the test of
-//! the run's page uses.
+//! the run's page uses, and for MuseScore ([`musescore`], `PIANOLA_REQUIRE_MUSESCORE`),
+//! which the test of the written score uses.
 //!
 //! Everything the tests need that the repository can hold, they make themselves:
 //! [`odd_midi`] writes small MIDI files that are odd or broken in the ways real files are,
@@ -82,6 +83,29 @@ pub fn browser(test: &str) -> Option<PathBuf> {
             test,
             "no Chromium on the PATH (Debian: apt-get install chromium; or set PIANOLA_BROWSER)",
             "PIANOLA_REQUIRE_BROWSER",
+        ),
+    }
+}
+
+/// MuseScore 3 as a command that converts a file headless: `xvfb-run -a mscore3` (Debian's
+/// `musescore3` and `xvfb`), or `PIANOLA_MUSESCORE` (a MuseScore binary that needs no
+/// display, run as it is). `None`, with the skip line, where neither is there.
+pub fn musescore(test: &str) -> Option<Vec<PathBuf>> {
+    if let Some(path) = std::env::var_os("PIANOLA_MUSESCORE").map(PathBuf::from) {
+        if path.is_file() {
+            return Some(vec![path]);
+        }
+        let why = format!("PIANOLA_MUSESCORE={} is not a file", path.display());
+        return missing(test, &why, "PIANOLA_REQUIRE_MUSESCORE");
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let find = |name: &str| std::env::split_paths(&path).map(|dir| dir.join(name)).find(|c| c.is_file());
+    match (find("xvfb-run"), find("mscore3").or_else(|| find("musescore3"))) {
+        (Some(xvfb), Some(mscore)) => Some(vec![xvfb, "-a".into(), mscore]),
+        _ => missing(
+            test,
+            "no MuseScore 3 and xvfb-run on the PATH (Debian: apt-get install musescore3 xvfb; or set PIANOLA_MUSESCORE)",
+            "PIANOLA_REQUIRE_MUSESCORE",
         ),
     }
 }

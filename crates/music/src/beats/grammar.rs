@@ -171,8 +171,8 @@ impl Grammar {
             (After::Nothing, _) => false,
             (_, Token::Position(k)) => {
                 // A position with no note is let past only when no note may start here.
-                let moves_on = matches!(self.after, After::Bar | After::BarTempo | After::Duration)
-                    || !self.may_strike_any();
+                let moves_on =
+                    matches!(self.after, After::Bar | After::BarTempo | After::Duration) || !self.may_strike_any();
                 moves_on && i64::from(k) < self.bar_steps && self.position.is_none_or(|p| i64::from(k) > p)
             }
             (_, Token::Tempo(bin)) => {

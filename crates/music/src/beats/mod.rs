@@ -465,7 +465,8 @@ mod tests {
         let mut seconds = 0.0;
         for quarter in 0..64 {
             let bpm = 120.0 * 0.98f64.powi(quarter);
-            notes.push(Note { onset_seconds: seconds, ..note(60 + (quarter % 12) as u8, f64::from(quarter), 1.0, bpm) });
+            notes
+                .push(Note { onset_seconds: seconds, ..note(60 + (quarter % 12) as u8, f64::from(quarter), 1.0, bpm) });
             seconds += 60.0 / bpm;
         }
         let score = CODEC.decode(&CODEC.encode(&notes, &Metre::default()), 60.0);
@@ -481,8 +482,7 @@ mod tests {
         let metre = Metre::steady(9, 4, 120.0);
         let notes = vec![note(60, 0.0, 1.0, 120.0), note(62, 8.5, 1.0, 120.0), note(64, 9.0, 1.0, 120.0)];
         let tokens = CODEC.encode(&notes, &metre);
-        let bars: Vec<String> =
-            tokens.iter().filter(|t| matches!(t, Token::Bar { .. })).map(|t| t.text()).collect();
+        let bars: Vec<String> = tokens.iter().filter(|t| matches!(t, Token::Bar { .. })).map(|t| t.text()).collect();
         assert_eq!(bars, ["bar:8/4", "bar:1/4", "bar:8/4"]);
         let score = CODEC.decode(&tokens, 60.0);
         let onsets: Vec<f64> = score.notes.iter().map(|n| n.onset_quarters).collect();
@@ -492,18 +492,18 @@ mod tests {
     #[test]
     fn decoding_is_defensive() {
         let tokens = [
-            Token::Duration(3),              // no pitch: skipped
-            Token::Position(6),              // before any bar: 4/4
+            Token::Duration(3), // no pitch: skipped
+            Token::Position(6), // before any bar: 4/4
             Token::Pitch(60),
-            Token::Duration(24),             // two quarters…
+            Token::Duration(24), // two quarters…
             Token::Position(12),
-            Token::Pitch(60),                // …cut by the re-strike after one
+            Token::Pitch(60), // …cut by the re-strike after one
             Token::Duration(3),
             Token::Bar { numerator: 9, denominator: 4 }, // no such token: skipped
             Token::Bar { numerator: 2, denominator: 4 },
-            Token::Position(40),             // outside a 2/4 bar: stays at the downbeat
+            Token::Position(40), // outside a 2/4 bar: stays at the downbeat
             Token::Pitch(62),
-            Token::Duration(192),            // 16 quarters at 120 BPM = 8 s, cut to 2 s
+            Token::Duration(192), // 16 quarters at 120 BPM = 8 s, cut to 2 s
         ];
         let score = CODEC.decode(&tokens, 2.0);
         let summary: Vec<(u8, f64, f64)> =
