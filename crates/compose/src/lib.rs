@@ -434,6 +434,21 @@ fn compose_on_this_thread(
         .iter()
         .map(|&seconds| matches!(model.encoding, Encoding::Performance { .. }) && seconds > 0.0)
         .collect();
+    // The tokens sampled at a temperature of their own: the rhythm of `performance` (time
+    // shifts), the durations of `beats`.
+    let retempered = match model.encoding {
+        Encoding::Performance { .. } => Retempered { group: is_shift.clone(), temperature: settings.shift_temperature },
+        Encoding::Beats { .. } => Retempered {
+            group: model
+                .vocabulary
+                .tokens
+                .iter()
+                .map(|t| matches!(beats::Token::parse(t), Some(beats::Token::Duration(_))))
+                .collect(),
+            temperature: settings.duration_temperature,
+        },
+        Encoding::Names { .. } => Retempered { group: Vec::new(), temperature: settings.temperature },
+    };
     let length = match model.encoding {
         Encoding::Beats { .. } => form::Length::Bars(settings.phrase_bars),
         _ => form::Length::Seconds(settings.phrase_seconds),
@@ -484,7 +499,7 @@ fn compose_on_this_thread(
             let restated = piece.phrases.next_restated(|id| piece.rules.allows(id), |id| is_shift[id as usize]);
             *token = match restated {
                 Some(id) => id,
-                None => draw(scores, &is_shift, &piece.rules, settings, &mut piece.rng),
+                None => draw(scores, &retempered, &piece.rules, settings, &mut piece.rng),
             };
             *token = piece.rules.shorten(*token);
             piece.rules.observe(*token);
@@ -553,6 +568,8 @@ impl Rules {
                     max_held: settings.max_held,
                     max_note_seconds: settings.max_note_seconds,
                     metre: meter,
+                    max_tempo_drift: settings.max_tempo_drift,
+                    notation_grid: settings.notation_grid,
                 };
                 let codec = Beats { velocity_bins, tempo_bins };
                 Rules::Beats(beats::grammar::Grammar::new(&model.vocabulary.tokens, codec, limits))
@@ -622,13 +639,20 @@ impl Rules {
     }
 }
 
+/// A group of tokens sampled at a temperature of their own.
+struct Retempered {
+    /// `group[id]`: whether token `id` is in the group.
+    group: Vec<bool>,
+    temperature: f64,
+}
+
 /// The network's choice of the next token from its `scores`: the grammar's refusals
-/// masked, time shifts at their own temperature, then the configured sampling.
-fn draw(scores: &[f32], is_shift: &[bool], rules: &Rules, settings: &ComposeConfig, rng: &mut SeededRng) -> u32 {
+/// masked, the retempered group at its own temperature, then the configured sampling.
+fn draw(scores: &[f32], retempered: &Retempered, rules: &Rules, settings: &ComposeConfig, rng: &mut SeededRng) -> u32 {
     let mut scores = scores.to_vec();
     rules.mask(&mut scores);
-    if settings.shift_temperature != settings.temperature {
-        retemper_group(&mut scores, is_shift, settings.temperature, settings.shift_temperature);
+    if retempered.temperature != settings.temperature && !retempered.group.is_empty() {
+        retemper_group(&mut scores, &retempered.group, settings.temperature, retempered.temperature);
     }
     match settings.sampling {
         Sampling::Argmax => argmax(&scores),

@@ -274,6 +274,15 @@ pub struct ComposeConfig {
     /// `performance`: the temperature of time-shift tokens (the rhythm), apart from
     /// `temperature`'s (the notes); lower keeps the pulse steadier.
     pub shift_temperature: f64,
+    /// `beats`: the temperature of duration tokens, apart from `temperature`'s; lower
+    /// holds fewer notes across a beat (fewer ties in the score).
+    pub duration_temperature: f64,
+    /// `beats`: tempo bins (about 5.6 % each) the tempo may move above or below the piece's
+    /// first tempo.
+    pub max_tempo_drift: u32,
+    /// `beats`: onsets and note ends only on sixteenths and eighth-note triplets (false: on
+    /// every step of the encoding's grid of 12 a quarter note).
+    pub notation_grid: bool,
     /// Form: the music is cut into phrases of this many seconds…
     pub phrase_seconds: f64,
     /// …and after each, with this probability, the next phrase restates an earlier one of
@@ -423,8 +432,11 @@ impl Default for ComposeConfig {
             max_held: 12,
             max_note_seconds: 10.0,
             shift_temperature: 1.0,
+            duration_temperature: 0.9,
+            max_tempo_drift: 3,
+            notation_grid: true,
             phrase_seconds: 4.0,
-            repeat: 0.5,
+            repeat: 0.35,
             precision: Precision::F32,
         }
     }
@@ -750,6 +762,15 @@ impl ComposeConfig {
         }
         if !(self.shift_temperature > 0.0 && self.shift_temperature.is_finite()) {
             return invalid("compose.shift_temperature", format!("must be positive, got {}", self.shift_temperature));
+        }
+        if self.max_tempo_drift > 255 {
+            return invalid("compose.max_tempo_drift", format!("must be in 0..=255, got {}", self.max_tempo_drift));
+        }
+        if !(self.duration_temperature > 0.0 && self.duration_temperature.is_finite()) {
+            return invalid(
+                "compose.duration_temperature",
+                format!("must be positive, got {}", self.duration_temperature),
+            );
         }
         if !(self.phrase_seconds > 0.0 && self.phrase_seconds <= 3600.0) {
             return invalid("compose.phrase_seconds", format!("must be in (0, 3600], got {}", self.phrase_seconds));

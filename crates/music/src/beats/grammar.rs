@@ -1,14 +1,22 @@
 //! Grammar-constrained sampling for the `beats` encoding: before each draw, the tokens that
 //! would make the score ill-formed get zero probability.
 //!
-//! - a bar is `bar:N/D`, then optionally a tempo, then positions that only move forward
+//! - a bar is `bar:N/D`, then a tempo (required after the piece's first bar, optional
+//!   after the others), then positions that only move forward
 //!   inside the bar (`pos:K` with K past the last one and short of the bar's length);
 //! - at a position: optionally one tempo, then notes, each `[vel:B] pitch:P dur:D`;
 //! - no pitch twice at one position, no note while `max_held` notes sound, no duration
 //!   that would hold a key longer than `max_note_seconds` at the tempo in force (the
 //!   shortest always may);
+//! - with `notation_grid`, onsets and note ends on sixteenths and eighth-note triplets only,
+//!   and a beat's onsets and ends on one of the two, a note ending on its start's (a
+//!   notation program writes a beat that mixes them as a tuplet of 9);
 //! - every bar in the piece's metre: the one `Limits::metre` asks for, or else the first
-//!   bar's; at most [`MAX_EMPTY_BARS`] bars in a row without a note.
+//!   bar's; at most [`MAX_EMPTY_BARS`] bars in a row without a note;
+//! - the tempo within `max_tempo_drift` bins of the piece's first tempo: a model samples a
+//!   tempo token every few beats, and unbounded, their small steps add up to a random walk
+//!   (measured: ×2.5 within a minute, where a minute of the corpus varies by ×1.42 at the
+//!   median).
 //!
 //! So every generated sequence decodes to a score whose bars all have the piece's metre.
 
@@ -17,6 +25,16 @@ use crate::note::PIANO_KEYS;
 
 /// Bars in a row with no note that the grammar lets the model write.
 pub const MAX_EMPTY_BARS: usize = 2;
+
+/// Whether grid step `step` divides its beat in triplets (`Some(true)`: 4 or 8 twelfths
+/// in) or sixteenths (`Some(false)`: 3, 6 or 9); `None` on the beat or between.
+fn subdivision_of(step: i64) -> Option<bool> {
+    match step.rem_euclid(12) {
+        4 | 8 => Some(true),
+        3 | 6 | 9 => Some(false),
+        _ => None,
+    }
+}
 
 /// The limits a [`Grammar`] enforces.
 #[derive(Clone, Copy, Debug)]
@@ -27,6 +45,13 @@ pub struct Limits {
     pub max_note_seconds: f64,
     /// The metre every bar must have; `None`: the first bar's.
     pub metre: Option<(u8, u8)>,
+    /// Tempo bins the tempo may move above or below the piece's first tempo: rubato, not a
+    /// random walk away from the piece's tempo.
+    pub max_tempo_drift: u32,
+    /// Onsets and note ends only on the sixteenth / eighth-triplet grid ([`crate::on_grid`]),
+    /// not on the encoding's finer steps between (32nds and sextuplets, which a notation
+    /// program writes as tuplets of 9 or 6).
+    pub notation_grid: bool,
 }
 
 /// What the last token was, as far as the rules care.
@@ -58,9 +83,14 @@ pub struct Grammar {
     empty_bars: usize,
     /// Pitches struck at the current position.
     here: u128,
+    /// The beat (quarter note, counted in grid steps / 12) whose onsets chose a
+    /// subdivision, and whether it is triplets (`true`) or sixteenths.
+    subdivision: Option<(i64, bool)>,
     /// Grid steps where the sounding notes end.
     sounding: Vec<i64>,
     bpm: f64,
+    /// The first tempo bin of the piece (generated or primed).
+    opening_tempo: Option<u32>,
     /// Seconds at the bar's start, and at the last tempo change (grid step, seconds).
     tempo_from: (i64, f64),
 }
@@ -81,8 +111,10 @@ impl Grammar {
             notes_in_bar: 0,
             empty_bars: 0,
             here: 0,
+            subdivision: None,
             sounding: Vec::new(),
             bpm: 120.0,
+            opening_tempo: None,
             tempo_from: (0, 0.0),
         }
     }
@@ -128,9 +160,11 @@ impl Grammar {
                 self.started = true;
                 self.position = Some(i64::from(k));
                 self.here = 0;
+                self.divide_beat_at(self.step());
                 self.after = After::Position;
             }
             Token::Tempo(bin) => {
+                self.opening_tempo.get_or_insert(bin);
                 self.tempo_from = (self.step(), self.seconds());
                 self.bpm = self.codec.bin_tempo(bin);
                 self.after = if self.after == After::Bar { After::BarTempo } else { After::PositionTempo };
@@ -144,6 +178,9 @@ impl Grammar {
                 let now = self.step();
                 self.sounding.retain(|&end| end > now);
                 self.sounding.push(now + i64::from(steps));
+                if (now + i64::from(steps)).div_euclid(12) == now.div_euclid(12) {
+                    self.divide_beat_at(now + i64::from(steps));
+                }
                 self.notes_in_bar += 1;
                 self.after = After::Duration;
             }
@@ -157,11 +194,20 @@ impl Grammar {
         match (self.after, token) {
             (After::Pitch, Token::Duration(steps)) => {
                 let seconds = f64::from(steps) / f64::from(super::POSITIONS_PER_QUARTER) * 60.0 / self.bpm;
-                seconds <= self.limits.max_note_seconds || steps == 1
+                // The shortest notes (up to a sixteenth) always may: some duration must.
+                let end = self.step() + i64::from(steps);
+                (seconds <= self.limits.max_note_seconds || steps <= 4)
+                    && self.notated(end)
+                    && self.end_keeps_subdivision(end)
             }
             (After::Pitch, _) => false,
             (After::Velocity, Token::Pitch(p)) => self.may_strike(p),
             (After::Velocity, _) => false,
+            // A piece states its tempo right after its first bar line, as every encoded piece
+            // does; before it, the decoder could only guess one.
+            (After::Bar, token) if self.opening_tempo.is_none() => {
+                matches!(token, Token::Tempo(bin) if (1..=self.codec.tempo_bins).contains(&bin))
+            }
             (_, Token::Bar { numerator, denominator }) => {
                 let too_many_empty = self.started && self.notes_in_bar == 0 && self.empty_bars >= MAX_EMPTY_BARS;
                 is_metre(numerator, denominator)
@@ -173,15 +219,59 @@ impl Grammar {
                 // A position with no note is let past only when no note may start here.
                 let moves_on =
                     matches!(self.after, After::Bar | After::BarTempo | After::Duration) || !self.may_strike_any();
-                moves_on && i64::from(k) < self.bar_steps && self.position.is_none_or(|p| i64::from(k) > p)
+                moves_on
+                    && i64::from(k) < self.bar_steps
+                    && self.position.is_none_or(|p| i64::from(k) > p)
+                    && self.notated(self.bar_start + i64::from(k))
+                    && self.onset_keeps_subdivision(self.bar_start + i64::from(k))
             }
             (_, Token::Tempo(bin)) => {
-                matches!(self.after, After::Bar | After::Position) && (1..=self.codec.tempo_bins).contains(&bin)
+                let drift = self.opening_tempo.map_or(0, |opening| bin.abs_diff(opening));
+                matches!(self.after, After::Bar | After::Position)
+                    && (1..=self.codec.tempo_bins).contains(&bin)
+                    && drift <= self.limits.max_tempo_drift
             }
             (_, Token::Velocity(_)) => at_a_position && self.may_strike_any(),
             (_, Token::Pitch(p)) => at_a_position && self.may_strike(p),
             (_, Token::Duration(_)) => false,
         }
+    }
+
+    /// Whether grid step `step` may hold an onset or a note's end: anywhere, or with
+    /// `notation_grid` only on a sixteenth or an eighth-note triplet.
+    fn notated(&self, step: i64) -> bool {
+        !self.limits.notation_grid || step % 3 == 0 || step % 4 == 0
+    }
+
+    /// Records the subdivision an onset or a note's end at grid step `step` gives its beat.
+    fn divide_beat_at(&mut self, step: i64) {
+        if let Some(triplet) = subdivision_of(step) {
+            self.subdivision = Some((step.div_euclid(12), triplet));
+        }
+    }
+
+    /// The subdivision recorded for the beat of grid step `step`, if any.
+    fn recorded(&self, step: i64) -> Option<bool> {
+        self.subdivision.filter(|&(beat, _)| beat == step.div_euclid(12)).map(|(_, triplet)| triplet)
+    }
+
+    /// Whether an onset at grid step `step` keeps its beat divided one way: with
+    /// `notation_grid`, a beat's onsets and ends are on sixteenths or on triplets, not both.
+    fn onset_keeps_subdivision(&self, step: i64) -> bool {
+        !self.limits.notation_grid
+            || subdivision_of(step).is_none_or(|kind| self.recorded(step).is_none_or(|beat| beat == kind))
+    }
+
+    /// Whether a note starting now may end at grid step `end`: with `notation_grid`, a
+    /// note that starts on a triplet ends on the triplet grid, one that starts on a
+    /// sixteenth on the sixteenth grid (one on the beat, as its beat is divided).
+    fn end_keeps_subdivision(&self, end: i64) -> bool {
+        let now = self.step();
+        let start = subdivision_of(now).or_else(|| self.recorded(now));
+        !self.limits.notation_grid
+            || subdivision_of(end).is_none_or(|kind| {
+                start.is_none_or(|s| s == kind) && self.recorded(end).is_none_or(|beat| beat == kind)
+            })
     }
 
     /// Whether a note of pitch `p` may start at the current position.
@@ -215,7 +305,8 @@ mod tests {
         let mut rng = SeededRng::new(5, "beats grammar test");
         for run in 0..30 {
             let metre = if run % 2 == 0 { Some((3, 4)) } else { None };
-            let limits = Limits { max_held: 6, max_note_seconds: 4.0, metre };
+            let notation_grid = run % 3 == 0;
+            let limits = Limits { max_held: 6, max_note_seconds: 4.0, metre, max_tempo_drift: 3, notation_grid };
             let mut grammar = Grammar::new(&vocabulary.tokens, codec, limits);
             let mut tokens = Vec::new();
             for _ in 0..600 {
@@ -228,6 +319,9 @@ mod tests {
                 grammar.observe(id);
                 tokens.push(Token::parse(vocabulary.token(id)).unwrap());
             }
+            let tempos: Vec<u32> =
+                tokens.iter().filter_map(|t| if let Token::Tempo(bin) = t { Some(*bin) } else { None }).collect();
+            assert!(tempos.iter().all(|bin| bin.abs_diff(tempos[0]) <= 3), "the tempo drifted: {tempos:?}");
             let bars: Vec<Token> = tokens.iter().copied().filter(|t| matches!(t, Token::Bar { .. })).collect();
             assert!(bars.windows(2).all(|w| w[0] == w[1]), "the metre changed: {bars:?}");
             if let Some((numerator, denominator)) = metre {
@@ -235,6 +329,11 @@ mod tests {
             }
             let score = codec.decode(&tokens, 60.0);
             assert_eq!(score.metre.signatures.len(), 1);
+            if notation_grid {
+                let ends = score.notes.iter().map(|n| n.onset_quarters + n.duration_quarters);
+                let onsets = score.notes.iter().map(|n| n.onset_quarters);
+                assert_eq!(crate::on_grid_share(onsets.chain(ends)), 1.0, "{tokens:?}");
+            }
             // Positions only move forward within a bar, so onsets never go back in time.
             let mut last = (0usize, -1i64);
             let mut bar = 0usize;
