@@ -224,7 +224,7 @@ base-model: $(BIN)/extract $(BIN)/encode $(BIN)/train
 # QUALITY_PIECES pieces of 60 s composed from the model alone, against the files named in
 # QUALITY_VALID, with memorisation checked against those in QUALITY_TRAIN (all paths
 # relative to QUALITY_CORPUS). `make base-model quality` trains on the split, then measures.
-QUALITY_MODEL  ?= models/piano.bin
+QUALITY_MODEL  ?= models/piano-beats.bin
 QUALITY_CORPUS ?= $(BASE_CORPUS)
 QUALITY_TRAIN  ?= $(BASE_LIST)
 QUALITY_VALID  ?= ../shared/splits/piano-midi-de.valid.txt
@@ -270,7 +270,7 @@ help:
 	@echo "make              run extract, encode, train, compose on DATA ($(DATA)); writes $(MUSIC)"
 	@echo "make DATA=dir     the same on another folder of .mid/.midi files (searched recursively)"
 	@echo "make test         the test suite (tests that need ../shared/data, a SoundFont or Chromium skip without them)"
-	@echo "make base-model   retrain models/piano.bin on BASE_CORPUS/BASE_LIST (see models/README.md)"
+	@echo "make base-model   retrain models/$(BASE_MODEL).bin (BASE_MODEL=piano-beats or piano) on BASE_CORPUS/BASE_LIST (see models/README.md)"
 	@echo "make quality      the base model's music against held-out pieces: artifacts/quality.md"
 	@echo "make bench-maestro a MAESTRO-sized corpus (1,276 files) through extract, encode and a minute of training"
 	@echo "make page         redraw the run's page, artifacts/index.html (make does it too)"

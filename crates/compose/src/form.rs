@@ -219,7 +219,7 @@ mod tests {
         let (mut generated, mut bars, mut fresh) = (Vec::new(), 0usize, 10u32);
         let mut network = |position: usize| -> u32 {
             fresh += 1;
-            if position >= 2 && (position - 2) % 3 == 0 { BAR } else { fresh }
+            if position >= 2 && (position - 2).is_multiple_of(3) { BAR } else { fresh }
         };
         while generated.len() < 40 {
             let id = phrases.next_restated(|_| true, |_| false).unwrap_or_else(|| network(generated.len()));

@@ -60,7 +60,7 @@ impl Score {
         if self.pickup_quarters > 0.0 {
             let mut sixteenths = (self.pickup_quarters * 4.0) as u8;
             let mut value = 16u8;
-            while sixteenths % 2 == 0 && value > 4 {
+            while sixteenths.is_multiple_of(2) && value > 4 {
                 sixteenths /= 2;
                 value /= 2;
             }
