@@ -500,21 +500,46 @@ pub enum Backend {
 }
 
 /// The Candle device for a backend; an error when this build or machine lacks it.
+///
+/// `Auto` does not take a compiled-in feature for a usable device: Candle's
+/// `cuda_is_available()` only says the feature was built, so a CUDA build on a machine
+/// with no driver or no GPU would pick CUDA and fail at the first operation. It opens
+/// each accelerator and runs one tiny operation on it; the first that answers is used,
+/// and otherwise the CPU, with one logged line saying why.
 pub fn select_device(backend: Backend) -> Result<Device> {
     match backend {
         Backend::Cpu => Ok(Device::Cpu),
         Backend::Cuda => Device::new_cuda(0),
         Backend::Metal => Device::new_metal(0),
         Backend::Auto => {
-            if candle_core::utils::cuda_is_available() {
-                Device::new_cuda(0)
-            } else if candle_core::utils::metal_is_available() {
-                Device::new_metal(0)
-            } else {
-                Ok(Device::Cpu)
+            let candidates: [(&str, bool, fn(usize) -> Result<Device>); 2] = [
+                ("CUDA", candle_core::utils::cuda_is_available(), Device::new_cuda),
+                ("Metal", candle_core::utils::metal_is_available(), Device::new_metal),
+            ];
+            for (name, built, open) in candidates {
+                if !built {
+                    continue;
+                }
+                match open(0).and_then(|device| answers(&device).map(|()| device)) {
+                    Ok(device) => return Ok(device),
+                    Err(why) => {
+                        let why = why.to_string();
+                        let first_line = why.lines().next().unwrap_or("");
+                        tracing::warn!(
+                            "runtime.device = \"auto\": {name} is built in but unusable here ({first_line}); using the CPU"
+                        );
+                    }
+                }
             }
+            Ok(Device::Cpu)
         }
     }
+}
+
+/// Whether `device` computes: a two-element sum, read back.
+fn answers(device: &Device) -> Result<()> {
+    let sum = Tensor::new(&[1f32, 2.0], device)?.sum_all()?.to_scalar::<f32>()?;
+    if sum == 3.0 { Ok(()) } else { candle_core::bail!("1 + 2 gave {sum}") }
 }
 
 /// Sets the number of CPU threads Candle's matrix kernels use; 0 means one per core.
@@ -709,6 +734,17 @@ impl LaneStates {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_uses_only_a_device_that_computes() {
+        assert!(answers(&Device::Cpu).is_ok());
+        let device = select_device(Backend::Auto).unwrap();
+        // Whatever was picked answers; on a CPU-only build that is the CPU.
+        assert!(answers(&device).is_ok());
+        if !candle_core::utils::cuda_is_available() && !candle_core::utils::metal_is_available() {
+            assert!(device.is_cpu());
+        }
+    }
 
     fn tiny() -> Hyperparameters {
         Hyperparameters { vocab_size: 7, embedding: 3, hidden: 4, layers: 2, dropout: 0.0, seq_len: 5 }
