@@ -154,6 +154,7 @@ test: test-deps
 # The listening test needs a General MIDI SoundFont. Installed here when none is found and
 # the machine has apt and the rights to use it. Where that is impossible or fails, the test
 # says it skipped, unless PIANOLA_REQUIRE_SOUNDFONT is set (CI), which makes it an error.
+# The test of the written score needs MuseScore 3 and xvfb, test tools only, likewise.
 # The test of the run's page needs Chromium, a test tool only (not installed here: it is
 # large); without it that test skips, unless PIANOLA_REQUIRE_BROWSER is set (CI).
 SOUNDFONT := /usr/share/sounds/sf2/FluidR3_GM.sf2
@@ -167,6 +168,9 @@ test-deps:
 	@if command -v chromium >/dev/null || [ -n "$$PIANOLA_BROWSER" ]; then :; \
 	elif [ -n "$$PIANOLA_REQUIRE_BROWSER" ]; then echo "error: no chromium (apt-get install chromium)"; exit 1; \
 	else echo "note: no Chromium: the test of the run's page will skip (apt-get install chromium, or set PIANOLA_BROWSER)"; fi
+	@if command -v mscore3 >/dev/null && command -v xvfb-run >/dev/null || [ -n "$$PIANOLA_MUSESCORE" ]; then :; \
+	elif [ -n "$$PIANOLA_REQUIRE_MUSESCORE" ]; then echo "error: no MuseScore 3 and xvfb-run (apt-get install musescore3 xvfb)"; exit 1; \
+	else echo "note: no MuseScore 3: the test of the written score will skip (apt-get install musescore3 xvfb, or set PIANOLA_MUSESCORE)"; fi
 
 # Renders the generated music to WAV (artifacts/generated_music.wav) to listen to.
 listen: $(MUSIC) $(BIN)/listen $(BIN)/report
@@ -269,7 +273,7 @@ clean:
 help:
 	@echo "make              run extract, encode, train, compose on DATA ($(DATA)); writes $(MUSIC)"
 	@echo "make DATA=dir     the same on another folder of .mid/.midi files (searched recursively)"
-	@echo "make test         the test suite (tests that need ../shared/data, a SoundFont or Chromium skip without them)"
+	@echo "make test         the test suite (tests that need ../shared/data, a SoundFont, Chromium or MuseScore skip without them)"
 	@echo "make base-model   retrain models/$(BASE_MODEL).bin (BASE_MODEL=piano-beats or piano) on BASE_CORPUS/BASE_LIST (see models/README.md)"
 	@echo "make quality      the base model's music against held-out pieces: artifacts/quality.md"
 	@echo "make bench-maestro a MAESTRO-sized corpus (1,276 files) through extract, encode and a minute of training"
