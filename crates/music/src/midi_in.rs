@@ -337,6 +337,11 @@ fn shorten_rests(notes: &mut [Note], metre: &mut Metre, max_rest: f64) -> usize 
     cuts.len()
 }
 
+/// The most quarter notes a file may span: 28 hours at 120 BPM. Seconds are bounded by the
+/// caps on notes and rests, quarter notes are not: a tempo of one microsecond a quarter
+/// makes a minute of music 60 million quarter notes, and a score of them as many bars.
+const MAX_SPAN_QUARTERS: f64 = 200_000.0;
+
 /// Quarter notes closer than this are the same point of the score.
 const SAME_POINT: f64 = 1e-6;
 
@@ -435,6 +440,13 @@ fn read_midi_with(
     facts.rests_shortened = shorten_rests(&mut notes, &mut metre, options.max_rest_seconds);
     if notes.len() > options.max_notes {
         return Err(format!("too many notes: {}, limit extract.max_notes = {}", notes.len(), options.max_notes));
+    }
+    let span = notes.iter().map(|n| n.onset_quarters + n.duration_quarters).fold(0.0, f64::max);
+    if span > MAX_SPAN_QUARTERS {
+        return Err(format!(
+            "{span:.0} quarter notes long (a tempo of {:.0} BPM or more); at most {MAX_SPAN_QUARTERS} are read",
+            metre.tempos.iter().map(|t| t.bpm).fold(0.0, f64::max)
+        ));
     }
     if notes.is_empty() {
         return Err(if facts.off_keyboard > 0 {
@@ -737,5 +749,14 @@ mod tests {
             read_midi(&plain, &ReadOptions::default()).unwrap().1.signatures,
             crate::Metre::default().signatures
         );
+    }
+
+    #[test]
+    fn a_file_spanning_absurdly_many_quarter_notes_is_refused() {
+        // One microsecond a quarter note: a quarter of a second is 250,000 quarter notes.
+        let tempo = event(0, TrackEventKind::Meta(MetaMessage::Tempo(u24::new(1))));
+        let bytes = file(vec![vec![tempo, note(0, 0, 60, 80), note(480 * 250_000, 0, 60, 0)]]);
+        let why = notes_of_midi(&bytes, &ReadOptions::default()).unwrap_err();
+        assert!(why.contains("quarter notes long") && why.contains("200000"), "{why}");
     }
 }
