@@ -703,10 +703,7 @@ impl ComposeConfig {
     /// `meter` as (numerator, denominator): a numerator of 1–255 over a power of two up to
     /// 64; `None` when empty or malformed.
     pub fn meter_parts(&self) -> Option<(u8, u8)> {
-        let (numerator, denominator) = self.meter.trim().split_once('/')?;
-        let numerator: u8 = numerator.trim().parse().ok().filter(|n| *n > 0)?;
-        let denominator: u8 = denominator.trim().parse().ok().filter(|d: &u8| d.is_power_of_two() && *d <= 64)?;
-        Some((numerator, denominator))
+        music::TimeSignature::parse(&self.meter)
     }
 
     /// The tempo a piece without its own is written at: `tempo_bpm`, or 120 when it is 0.

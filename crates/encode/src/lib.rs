@@ -243,12 +243,9 @@ pub fn measure_fidelity(dataset: &DatasetArtifact, notes: &NotesArtifact) -> Fid
         let in_quarters = quarters_tolerance.map(|tolerance| {
             let fidelity = fidelity::compare_in_quarters(&file.notes, &decoded.notes, tolerance);
             total_quarters.add(&fidelity);
-            PieceFidelity::new(&piece.source, fidelity)
+            fidelity.f1()
         });
-        pieces.push(PieceFidelity {
-            in_quarters: in_quarters.map(|f| f.f1),
-            ..PieceFidelity::new(&piece.source, fidelity)
-        });
+        pieces.push(PieceFidelity { in_quarters, ..PieceFidelity::new(&piece.source, fidelity) });
     }
     FidelityReport {
         total: PieceFidelity::new("all pieces", total),

@@ -512,7 +512,8 @@ pub fn select_device(backend: Backend) -> Result<Device> {
         Backend::Cuda => Device::new_cuda(0),
         Backend::Metal => Device::new_metal(0),
         Backend::Auto => {
-            let candidates: [(&str, bool, fn(usize) -> Result<Device>); 2] = [
+            type Open = fn(usize) -> Result<Device>;
+            let candidates: [(&str, bool, Open); 2] = [
                 ("CUDA", candle_core::utils::cuda_is_available(), Device::new_cuda),
                 ("Metal", candle_core::utils::metal_is_available(), Device::new_metal),
             ];

@@ -155,15 +155,10 @@ impl Codec {
 
     /// The tolerances in quarter notes, for an encoding that keeps them (`beats`): half a
     /// grid step for onsets (what rounding to the grid moves), a grid step or a fifth of
-    /// the note for ends.
+    /// the note for ends, velocity as in seconds.
     pub fn quarters_tolerance(&self) -> Option<Tolerance> {
-        let Codec::Beats(codec) = self else { return None };
+        let Codec::Beats(_) = self else { return None };
         let step = 1.0 / f64::from(beats::POSITIONS_PER_QUARTER);
-        Some(Tolerance {
-            onset_seconds: step / 2.0,
-            offset_seconds: step,
-            offset_ratio: 0.2,
-            velocity: (128 / codec.velocity_bins).max(1) as u8,
-        })
+        Some(Tolerance { onset_seconds: step / 2.0, offset_seconds: step, ..self.tolerance() })
     }
 }

@@ -26,6 +26,28 @@ impl TimeSignature {
     pub fn bar_quarters(&self) -> f64 {
         f64::from(self.numerator) * 4.0 / f64::from(self.denominator)
     }
+
+    /// `"3/4"` as (3, 4): a numerator of at least 1 over a power of two up to 64; `None`
+    /// for anything else. Callers narrow the range to what they can write.
+    pub fn parse(text: &str) -> Option<(u8, u8)> {
+        let (numerator, denominator) = text.trim().split_once('/')?;
+        let numerator: u8 = numerator.trim().parse().ok().filter(|n| *n > 0)?;
+        let denominator: u8 = denominator.trim().parse().ok().filter(|d: &u8| d.is_power_of_two() && *d <= 64)?;
+        Some((numerator, denominator))
+    }
+
+    /// A bar of `sixteenths` sixteenth notes (1 to 255) as a metre in lowest terms, down to
+    /// quarters: 6 sixteenths are 3/8, 8 are 2/4, 5 stay 5/16. How a short bar (an upbeat,
+    /// a bar cut by a new signature) is written.
+    pub fn of_sixteenths(sixteenths: u32) -> Option<(u8, u8)> {
+        let mut numerator = u8::try_from(sixteenths).ok().filter(|n| *n > 0)?;
+        let mut denominator = 16u8;
+        while numerator.is_multiple_of(2) && denominator > 4 {
+            numerator /= 2;
+            denominator /= 2;
+        }
+        Some((numerator, denominator))
+    }
 }
 
 /// A tempo taking effect at a point of the score.
@@ -203,6 +225,19 @@ mod tests {
         // Three quarters at 60 BPM, then three at 120.
         assert!((metre.seconds_at(6.0) - 4.5).abs() < 1e-12);
         assert_eq!(Metre::default().bars_until(0.0).len(), 1);
+    }
+
+    #[test]
+    fn metres_read_and_short_bars_reduce() {
+        assert_eq!(TimeSignature::parse(" 6/8 "), Some((6, 8)));
+        for bad in ["", "3", "0/4", "3/5", "3/128", "a/4", "256/4"] {
+            assert_eq!(TimeSignature::parse(bad), None, "{bad}");
+        }
+        assert_eq!(TimeSignature::of_sixteenths(6), Some((3, 8)));
+        assert_eq!(TimeSignature::of_sixteenths(8), Some((2, 4)));
+        assert_eq!(TimeSignature::of_sixteenths(5), Some((5, 16)));
+        assert_eq!(TimeSignature::of_sixteenths(0), None);
+        assert_eq!(TimeSignature::of_sixteenths(256), None);
     }
 
     #[test]

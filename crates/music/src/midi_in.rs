@@ -327,14 +327,17 @@ fn shorten_rests(notes: &mut [Note], metre: &mut Metre, max_rest: f64) -> usize 
             tempo.at_quarters = moved(tempo.at_quarters);
         }
         // Entries inside a cut land on its start: the last of them is the one in force.
-        metre.signatures.reverse();
-        metre.signatures.dedup_by(|later, earlier| (later.at_quarters - earlier.at_quarters).abs() < 1e-9);
-        metre.signatures.reverse();
-        metre.tempos.reverse();
-        metre.tempos.dedup_by(|later, earlier| (later.at_quarters - earlier.at_quarters).abs() < 1e-9);
-        metre.tempos.reverse();
+        keep_last_at_each_point(&mut metre.signatures, |s| s.at_quarters);
+        keep_last_at_each_point(&mut metre.tempos, |t| t.at_quarters);
     }
     cuts.len()
+}
+
+/// Of consecutive entries at the same point (`at`), keeps the last.
+fn keep_last_at_each_point<T>(entries: &mut Vec<T>, at: impl Fn(&T) -> f64) {
+    entries.reverse();
+    entries.dedup_by(|later, earlier| (at(later) - at(earlier)).abs() < 1e-9);
+    entries.reverse();
 }
 
 /// The most quarter notes a file may span: 28 hours at 120 BPM. Seconds are bounded by the
@@ -393,18 +396,13 @@ fn metre_of(mut raw: Vec<(f64, u8, u8)>) -> (Vec<TimeSignature>, usize) {
 }
 
 /// A bar of `sixteenths` (a whole number of them, at most 255) as a signature in lowest
-/// terms: 6 sixteenths are 3/8.
+/// terms (see [`TimeSignature::of_sixteenths`]); `None` when it is no whole number.
 fn short_bar(sixteenths: f64) -> Option<(u8, u8)> {
     let whole = sixteenths.round();
     if (sixteenths - whole).abs() > SAME_POINT * 4.0 || !(1.0..=255.0).contains(&whole) {
         return None;
     }
-    let (mut numerator, mut denominator) = (whole as u8, 16u8);
-    while numerator % 2 == 0 && denominator > 4 {
-        numerator /= 2;
-        denominator /= 2;
-    }
-    Some((numerator, denominator))
+    TimeSignature::of_sixteenths(whole as u32)
 }
 
 /// [`read_midi`] with `events` (empty) as the buffer for the merged event stream: parse,

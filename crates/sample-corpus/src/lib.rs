@@ -45,10 +45,7 @@ pub struct Score {
 
 /// `"3/4"` as (3, 4): a numerator of 1–16 over 1, 2, 4, 8 or 16.
 fn parse_meter(text: &str) -> Option<(u8, u8)> {
-    let (numerator, denominator) = text.split_once('/')?;
-    let numerator: u8 = numerator.trim().parse().ok().filter(|n| (1..=16).contains(n))?;
-    let denominator: u8 = denominator.trim().parse().ok().filter(|d| [1, 2, 4, 8, 16].contains(d))?;
-    Some((numerator, denominator))
+    music::TimeSignature::parse(text).filter(|&(numerator, denominator)| numerator <= 16 && denominator <= 16)
 }
 
 impl Score {
@@ -57,17 +54,11 @@ impl Score {
     pub fn to_music(&self) -> music::Score {
         let (numerator, denominator) = self.meter;
         let mut metre = music::Metre::steady(numerator, denominator, self.tempo_bpm);
-        if self.pickup_quarters > 0.0 {
-            let mut sixteenths = (self.pickup_quarters * 4.0) as u8;
-            let mut value = 16u8;
-            while sixteenths.is_multiple_of(2) && value > 4 {
-                sixteenths /= 2;
-                value /= 2;
-            }
+        // The parser holds an upbeat to whole sixteenths under 16 quarter notes.
+        if let Some((numerator, denominator)) = music::TimeSignature::of_sixteenths((self.pickup_quarters * 4.0) as u32)
+        {
             metre.signatures[0].at_quarters = self.pickup_quarters;
-            metre
-                .signatures
-                .insert(0, music::TimeSignature { at_quarters: 0.0, numerator: sixteenths, denominator: value });
+            metre.signatures.insert(0, music::TimeSignature { at_quarters: 0.0, numerator, denominator });
         }
         music::Score { notes: self.notes.clone(), metre }
     }

@@ -20,16 +20,19 @@
 //!
 //! So every generated sequence decodes to a score whose bars all have the piece's metre.
 
-use super::{Beats, Token, bar_positions, is_metre};
+use super::{Beats, Clock, POSITIONS_PER_QUARTER, Token, bar_positions, is_metre};
 use crate::note::PIANO_KEYS;
 
 /// Bars in a row with no note that the grammar lets the model write.
 pub const MAX_EMPTY_BARS: usize = 2;
 
+/// Grid steps in a beat (a quarter note).
+const BEAT: i64 = POSITIONS_PER_QUARTER as i64;
+
 /// Whether grid step `step` divides its beat in triplets (`Some(true)`: 4 or 8 twelfths
 /// in) or sixteenths (`Some(false)`: 3, 6 or 9); `None` on the beat or between.
 fn subdivision_of(step: i64) -> Option<bool> {
-    match step.rem_euclid(12) {
+    match step.rem_euclid(BEAT) {
         4 | 8 => Some(true),
         3 | 6 | 9 => Some(false),
         _ => None,
@@ -88,11 +91,10 @@ pub struct Grammar {
     subdivision: Option<(i64, bool)>,
     /// Grid steps where the sounding notes end.
     sounding: Vec<i64>,
-    bpm: f64,
+    /// The decoder's clock, so the grammar knows the tempo and the seconds reached.
+    clock: Clock,
     /// The first tempo bin of the piece (generated or primed).
     opening_tempo: Option<u32>,
-    /// Seconds at the bar's start, and at the last tempo change (grid step, seconds).
-    tempo_from: (i64, f64),
 }
 
 impl Grammar {
@@ -113,9 +115,8 @@ impl Grammar {
             here: 0,
             subdivision: None,
             sounding: Vec::new(),
-            bpm: 120.0,
+            clock: Clock::new(),
             opening_tempo: None,
-            tempo_from: (0, 0.0),
         }
     }
 
@@ -125,8 +126,7 @@ impl Grammar {
 
     /// Seconds of music up to the current position.
     pub fn seconds(&self) -> f64 {
-        let (from, seconds) = self.tempo_from;
-        seconds + (self.step() - from) as f64 / f64::from(super::POSITIONS_PER_QUARTER) * 60.0 / self.bpm
+        self.clock.seconds_at(self.step())
     }
 
     /// Whether token `id` starts a bar.
@@ -165,8 +165,7 @@ impl Grammar {
             }
             Token::Tempo(bin) => {
                 self.opening_tempo.get_or_insert(bin);
-                self.tempo_from = (self.step(), self.seconds());
-                self.bpm = self.codec.bin_tempo(bin);
+                self.clock.change(self.step(), self.codec.bin_tempo(bin));
                 self.after = if self.after == After::Bar { After::BarTempo } else { After::PositionTempo };
             }
             Token::Velocity(_) => self.after = After::Velocity,
@@ -178,7 +177,7 @@ impl Grammar {
                 let now = self.step();
                 self.sounding.retain(|&end| end > now);
                 self.sounding.push(now + i64::from(steps));
-                if (now + i64::from(steps)).div_euclid(12) == now.div_euclid(12) {
+                if (now + i64::from(steps)).div_euclid(BEAT) == now.div_euclid(BEAT) {
                     self.divide_beat_at(now + i64::from(steps));
                 }
                 self.notes_in_bar += 1;
@@ -193,7 +192,7 @@ impl Grammar {
         let at_a_position = matches!(self.after, After::Position | After::PositionTempo | After::Duration);
         match (self.after, token) {
             (After::Pitch, Token::Duration(steps)) => {
-                let seconds = f64::from(steps) / f64::from(super::POSITIONS_PER_QUARTER) * 60.0 / self.bpm;
+                let seconds = f64::from(steps) / f64::from(POSITIONS_PER_QUARTER) * 60.0 / self.clock.bpm();
                 // The shortest notes (up to a sixteenth) always may: some duration must.
                 let end = self.step() + i64::from(steps);
                 (seconds <= self.limits.max_note_seconds || steps <= 4)
@@ -240,19 +239,19 @@ impl Grammar {
     /// Whether grid step `step` may hold an onset or a note's end: anywhere, or with
     /// `notation_grid` only on a sixteenth or an eighth-note triplet.
     fn notated(&self, step: i64) -> bool {
-        !self.limits.notation_grid || step % 3 == 0 || step % 4 == 0
+        !self.limits.notation_grid || crate::on_grid(step as f64 / f64::from(POSITIONS_PER_QUARTER))
     }
 
     /// Records the subdivision an onset or a note's end at grid step `step` gives its beat.
     fn divide_beat_at(&mut self, step: i64) {
         if let Some(triplet) = subdivision_of(step) {
-            self.subdivision = Some((step.div_euclid(12), triplet));
+            self.subdivision = Some((step.div_euclid(BEAT), triplet));
         }
     }
 
     /// The subdivision recorded for the beat of grid step `step`, if any.
     fn recorded(&self, step: i64) -> Option<bool> {
-        self.subdivision.filter(|&(beat, _)| beat == step.div_euclid(12)).map(|(_, triplet)| triplet)
+        self.subdivision.filter(|&(beat, _)| beat == step.div_euclid(BEAT)).map(|(_, triplet)| triplet)
     }
 
     /// Whether an onset at grid step `step` keeps its beat divided one way: with

@@ -112,15 +112,26 @@ pub fn metres() -> Vec<(u8, u8)> {
     [2u8, 4, 8, 16].into_iter().flat_map(|d| (1..=16u8).map(move |n| (n, d))).filter(|&(n, d)| is_metre(n, d)).collect()
 }
 
-/// The durations a `dur:D` token can carry, in grid steps: every step up to a half note,
-/// then sixteenths up to a whole note, eighths up to two, quarters up to four whole notes.
-pub fn durations() -> Vec<u32> {
-    (1..=24).chain((27..=48).step_by(3)).chain((54..=96).step_by(6)).chain((108..=192).step_by(12)).collect()
+/// The durations a `dur:D` token can carry, in grid steps, ascending: every step up to a
+/// half note, then sixteenths up to a whole note, eighths up to two, quarters up to four
+/// whole notes. A table, not a list built per call: every note of every piece looks here.
+pub const DURATIONS: [u32; 48] = durations_table();
+
+const fn durations_table() -> [u32; 48] {
+    let (mut table, mut filled, mut steps) = ([0u32; 48], 0, 1u32);
+    while steps <= 192 {
+        if steps <= 24 || (steps <= 48 && steps % 3 == 0) || (steps <= 96 && steps % 6 == 0) || steps % 12 == 0 {
+            table[filled] = steps;
+            filled += 1;
+        }
+        steps += 1;
+    }
+    table
 }
 
 /// The duration token nearest to `steps` grid steps (ties go to the shorter).
 fn nearest_duration(steps: u32) -> u32 {
-    durations().into_iter().min_by_key(|&d| (d.abs_diff(steps), d)).expect("durations are not empty")
+    DURATIONS.into_iter().min_by_key(|&d| (d.abs_diff(steps), d)).expect("durations are not empty")
 }
 
 /// A piece's bars as this encoding writes them: `(first grid step, steps, numerator,
@@ -209,7 +220,7 @@ impl Beats {
             .chain((1..=self.tempo_bins).map(Token::Tempo))
             .chain((1..=self.velocity_bins).map(Token::Velocity))
             .chain(PIANO_KEYS.map(Token::Pitch))
-            .chain(durations().into_iter().map(Token::Duration));
+            .chain(DURATIONS.into_iter().map(Token::Duration));
         Vocabulary::from_tokens(tokens.map(Token::text))
     }
 
@@ -417,7 +428,10 @@ mod tests {
     #[test]
     fn the_dictionary_is_fixed_and_every_token_reads_back() {
         let vocabulary = CODEC.vocabulary();
-        let expected = metres().len() + 96 + 64 + 32 + 88 + durations().len();
+        let expected = metres().len() + 96 + 64 + 32 + 88 + DURATIONS.len();
+        let spelled_out: Vec<u32> =
+            (1..=24).chain((27..=48).step_by(3)).chain((54..=96).step_by(6)).chain((108..=192).step_by(12)).collect();
+        assert_eq!(DURATIONS.to_vec(), spelled_out, "every step to 24, then by 3 to 48, by 6 to 96, by 12 to 192");
         assert_eq!(vocabulary.len(), expected);
         assert!(vocabulary.id("bar:3/4").is_some() && vocabulary.id("bar:6/8").is_some());
         assert!(vocabulary.id("bar:9/4").is_none() && vocabulary.id("pitch:20").is_none());
