@@ -6,8 +6,7 @@
 #   make help               every target and variable
 #
 # A stage reruns only when something it reads has changed: its binary, its own section of
-# pipeline.toml, or the artifact before it. A stage whose output comes out byte-identical
-# leaves the file untouched, so the stages after it stay fresh.
+# pipeline.toml, or the artifact before it; `make -n` lists what `make` would run.
 
 CONFIG   ?= pipeline.toml
 ART      ?= artifacts
@@ -28,8 +27,6 @@ MUSIC    := $(ART)/generated_music.mid
 PAGE     := $(ART)/index.html
 
 .DEFAULT_GOAL := all
-# $(call unless_present,FILE): nothing when FILE exists, else a prerequisite that is always stale.
-unless_present = $(if $(wildcard $(1)),,ALWAYS)
 .PHONY: ALWAYS
 .PHONY: all test test-deps evaluate listen corpus inspect bench bench-peers bench-maestro clean help base-model quality page
 
@@ -89,34 +86,32 @@ $(addprefix $(BIN)/,$(BINARIES)): Cargo.toml Cargo.lock $(wildcard crates/*/Carg
 	@touch $@
 
 # ---------------------------------------------------------------------------------------
-# The stages.
+# The stages. Each artifact is the target of the stage that writes it, and is touched when
+# the stage has run (a stage leaves a byte-identical artifact untouched; make needs it
+# newer than what it was made from). So `make -n` lists exactly the stages `make` runs,
+# and after a complete run `make -q` says everything is fresh. The one cost: a stage that
+# reran and wrote the same bytes still reruns the stages after it (make judges by time, not
+# content). Its inputs are judged by content: a MIDI file touched but not changed, or a
+# comment in the config, runs nothing.
 # ---------------------------------------------------------------------------------------
-# Each stage's rule makes a stamp, $(STAMPS)/<stage>.ran, touched whenever the stage ran;
-# the artifact itself is rewritten only when its bytes change. So a stage that ran and
-# produced the same bytes is fresh afterwards, and the stages after it do not rerun. An
-# artifact that is missing (deleted by hand) makes its stage run whatever its stamp says.
-$(NOTES): $(STAMPS)/extract.ran ;
-$(STAMPS)/extract.ran: $(BIN)/extract $(STAMPS)/inputs.stamp $(STAMPS)/extract.stamp $(UNREADABLE_FOR_EXTRACT) $(call unless_present,$(NOTES))
+$(NOTES): $(BIN)/extract $(STAMPS)/inputs.stamp $(STAMPS)/extract.stamp $(UNREADABLE_FOR_EXTRACT)
 	$(BIN)/extract --config $(CONFIG) $(EXTRACT_INPUT) --output $(NOTES)
 	@$(list_inputs) > $(STAMPS)/inputs.stamp
 	@$(call stage_digest,extract,$(EXTRACT_INPUT)) > $(STAMPS)/extract.stamp
 	@touch $@
 
-$(DATASET): $(STAMPS)/encode.ran ;
-$(STAMPS)/encode.ran: $(BIN)/encode $(NOTES) $(STAMPS)/encode.stamp $(UNREADABLE_FOR_ENCODE) $(call unless_present,$(DATASET))
+$(DATASET): $(BIN)/encode $(NOTES) $(STAMPS)/encode.stamp $(UNREADABLE_FOR_ENCODE)
 	$(BIN)/encode --config $(CONFIG) --input $(NOTES) --output $(DATASET)
 	@$(call stage_digest,encode) > $(STAMPS)/encode.stamp
 	@touch $@
 
 # The shipped base models, one of which train.init may name: a new one reruns train.
-$(MODEL): $(STAMPS)/train.ran ;
-$(STAMPS)/train.ran: $(BIN)/train $(DATASET) $(STAMPS)/train.stamp $(UNREADABLE_FOR_TRAIN) $(wildcard models/*.bin) $(call unless_present,$(MODEL))
+$(MODEL): $(BIN)/train $(DATASET) $(STAMPS)/train.stamp $(UNREADABLE_FOR_TRAIN) $(wildcard models/*.bin)
 	$(BIN)/train --config $(CONFIG) --input $(DATASET) --output $(MODEL)
 	@$(call stage_digest,train) > $(STAMPS)/train.stamp
 	@touch $@
 
-$(MUSIC): $(STAMPS)/compose.ran ;
-$(STAMPS)/compose.ran: $(BIN)/compose $(MODEL) $(DATASET) $(STAMPS)/compose.stamp $(UNREADABLE_FOR_COMPOSE) $(call unless_present,$(MUSIC))
+$(MUSIC): $(BIN)/compose $(MODEL) $(DATASET) $(STAMPS)/compose.stamp $(UNREADABLE_FOR_COMPOSE)
 	$(BIN)/compose --config $(CONFIG) --input $(MODEL) --dataset $(DATASET) --output $(MUSIC)
 	@$(call stage_digest,compose) > $(STAMPS)/compose.stamp
 	@touch $@
@@ -136,9 +131,7 @@ all: $(MUSIC) $(PAGE)
 EVALUATION := $(ART)/evaluation.json
 evaluate: $(EVALUATION)
 
-$(EVALUATION): $(STAMPS)/evaluate.ran ;
-$(STAMPS)/evaluate.ran: $(BIN)/evaluate $(BIN)/report $(MUSIC) $(MODEL) $(DATASET) $(NOTES) $(STAMPS)/evaluate.stamp $(UNREADABLE_FOR_EVALUATE) \
-                        $(call unless_present,$(EVALUATION))
+$(EVALUATION): $(BIN)/evaluate $(BIN)/report $(MUSIC) $(MODEL) $(DATASET) $(NOTES) $(STAMPS)/evaluate.stamp $(UNREADABLE_FOR_EVALUATE)
 	$(BIN)/evaluate --config $(CONFIG) --dataset $(DATASET) --model $(MODEL) --notes $(NOTES) --output $(EVALUATION) $(MUSIC)
 	@echo "evaluation: $(ART)/evaluation.md"
 	@$(call stage_digest,evaluate) > $(STAMPS)/evaluate.stamp

@@ -492,7 +492,7 @@ impl PipelineConfig {
         Self::from_toml(&text, path, overrides)
     }
 
-    /// As [`PipelineConfig::load`], from text; `path` is used in messages only.
+    /// As [`PipelineConfig::load`], from text that was read from `path`.
     pub fn from_toml(text: &str, path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
         let parse_error = |message: String| ConfigError::Parse { path: path.to_path_buf(), message };
         // Parse into the struct first so errors point at the line in the file...
@@ -508,8 +508,36 @@ impl PipelineConfig {
                 message: e.to_string(),
             })?;
         }
+        config.resolve_paths_against(path.parent().unwrap_or(Path::new("")), overrides);
         config.validate()?;
         Ok(config)
+    }
+
+    /// Makes the config's relative paths (its own values and the defaults) relative to the
+    /// folder `base` the config file is in, as Cargo reads a manifest's paths: a config
+    /// means the same files from whichever folder a stage is run. A path given by an
+    /// override (`--set`) is typed at a prompt, so it stays relative to the current folder;
+    /// so does one starting with `~`, which only a shell expands.
+    fn resolve_paths_against(&mut self, base: &Path, overrides: &[String]) {
+        if base.as_os_str().is_empty() || base == Path::new(".") {
+            return;
+        }
+        let overridden = |key: &str| {
+            overrides.iter().any(|o| o.split_once('=').is_some_and(|(k, _)| k.split_whitespace().eq([key])))
+        };
+        let resolve = |key: &str, path: &Path| -> Option<PathBuf> {
+            let relative = !path.as_os_str().is_empty() && path.is_relative() && !path.starts_with("~");
+            (relative && !overridden(key)).then(|| base.join(path))
+        };
+        if let Some(path) = resolve("extract.input", &self.extract.input) {
+            self.extract.input = path;
+        }
+        if let Some(path) = resolve("train.init", &self.train.init) {
+            self.train.init = path;
+        }
+        if let Some(path) = resolve("compose.soundfont", Path::new(&self.compose.soundfont)) {
+            self.compose.soundfont = path.to_string_lossy().into_owned();
+        }
     }
 
     /// Checks every value's range; the error names the offending key.
@@ -922,5 +950,25 @@ mod tests {
         b.seed += 1;
         assert_ne!(a.section_digest(Section::Encode), b.section_digest(Section::Encode));
         assert_eq!(a.section_digest(Section::Extract), b.section_digest(Section::Extract));
+    }
+
+    #[test]
+    fn relative_paths_are_read_from_the_config_folder_and_overrides_from_here() {
+        let text =
+            "[extract]\ninput = \"midi\"\n[train]\ninit = \"models/base.bin\"\n[compose]\nsoundfont = \"/usr/x.sf2\"\n";
+        let folder = Path::new("projects/mine");
+        let config = PipelineConfig::from_toml(text, &folder.join("pipeline.toml"), &[]).unwrap();
+        assert_eq!(config.extract.input, folder.join("midi"));
+        assert_eq!(config.train.init, folder.join("models/base.bin"));
+        assert_eq!(config.compose.soundfont, "/usr/x.sf2", "an absolute path stays");
+        let overrides = ["train.init=other.bin".to_owned(), "extract.input=~/midi".to_owned()];
+        let config = PipelineConfig::from_toml(text, &folder.join("pipeline.toml"), &overrides).unwrap();
+        assert_eq!(config.train.init, PathBuf::from("other.bin"), "typed at the prompt: from here");
+        assert_eq!(config.extract.input, PathBuf::from("~/midi"));
+        // The default folder and an empty init (train from scratch) too.
+        let config = PipelineConfig::from_toml("", &folder.join("pipeline.toml"), &[]).unwrap();
+        assert_eq!((config.extract.input, config.train.init), (folder.join("data"), PathBuf::new()));
+        let here = PipelineConfig::from_toml(text, Path::new("pipeline.toml"), &[]).unwrap();
+        assert_eq!(here.train.init, PathBuf::from("models/base.bin"));
     }
 }

@@ -252,18 +252,27 @@ fn grouped_reasons(rejected: &[RejectedFile]) -> String {
 }
 
 /// The MIDI files under `folder` as `make` compares them from run to run: one line each,
-/// the modification time in nanoseconds (0 where there is none) and the path, sorted by path.
-pub fn input_listing(folder: &Path) -> Result<String, ExtractError> {
+/// the content's digest and the path, sorted by path. The content, not the modification
+/// time: a file copied again or touched but not changed leaves the listing, and so the
+/// pipeline, as it was, and `make -n` can say so before anything runs. A file extract
+/// would not read (larger than `max_file_bytes`, not a regular file) is listed by its
+/// size and modification time instead, without reading it.
+pub fn input_listing(folder: &Path, max_file_bytes: u64) -> Result<String, ExtractError> {
     let mut listing = String::new();
     for path in music::files::find_midi_files(folder)? {
-        // The entry itself, not what a link points to: a link's target is read (and
-        // refused) by extract the same way whatever it points to.
-        let modified = std::fs::symlink_metadata(&path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos());
-        listing.push_str(&format!("{modified} {}\n", relative_name(folder, &path)));
+        let state = match artifacts::read_capped(&path, max_file_bytes) {
+            Ok(bytes) => artifacts::hex(&artifacts::digest(&bytes)),
+            Err(_) => {
+                let metadata = std::fs::symlink_metadata(&path).ok();
+                let modified = metadata
+                    .as_ref()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos());
+                format!("unread:{}:{modified}", metadata.map_or(0, |m| m.len()))
+            }
+        };
+        listing.push_str(&format!("{state} {}\n", relative_name(folder, &path)));
     }
     Ok(listing)
 }

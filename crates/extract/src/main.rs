@@ -19,9 +19,10 @@ struct Args {
     /// how `make` learns the default folder without parsing `pipeline.toml` itself.
     #[arg(long)]
     print_input: bool,
-    /// Print the MIDI files this run would read, one a line with its modification time, and
+    /// Print the MIDI files this run would read, one a line with its content's digest, and
     /// exit: `make` compares the list with the last run's, so a file added, removed or
-    /// modified reruns extract, by extract's own rule for what a MIDI file is.
+    /// changed reruns extract (by extract's own rule for what a MIDI file is), and a file
+    /// only touched does not.
     #[arg(long)]
     print_inputs: bool,
     /// The notes artifact to write.
@@ -42,7 +43,7 @@ fn main() -> std::process::ExitCode {
             return Ok(());
         }
         if args.print_inputs {
-            print!("{}", extract::input_listing(&config.extract.input)?);
+            print!("{}", extract::input_listing(&config.extract.input, config.extract.max_file_bytes)?);
             return Ok(());
         }
         if args.digest.print_if_asked(&config, config::Section::Extract) {

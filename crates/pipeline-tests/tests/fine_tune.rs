@@ -44,6 +44,26 @@ fn a_model_fine_tunes_from_another_and_records_where_it_started() {
     assert_eq!(model.history.len(), 1, "the history is this model's own training");
     assert_eq!(model.optimizer.step as usize, model.history.len() * steps_per_epoch(dir), "a fresh optimizer");
 
+    // A config's own paths are read from its folder, whatever folder the stage runs in;
+    // a missing one is named as resolved.
+    let config = dir.join("pipeline.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replacen("[train]", "[train]\ninit = \"base.bin\"", 1)).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let config_arg = config.to_str().unwrap();
+    let dataset = dir.join("dataset.bin");
+    let output = dir.join("from-elsewhere.bin");
+    let args = ["--config", config_arg, "--input", dataset.to_str().unwrap(), "--output", output.to_str().unwrap()];
+    let moved = run_stage("train", elsewhere.path(), &[&args[..], &["--epochs", "1"]].concat());
+    assert!(moved.status.success(), "{}", describe(&moved));
+    let (_, model) = artifacts::read::<artifacts::ModelArtifact>(&output).unwrap();
+    assert_eq!(model.initialised_from.map(|from| from.digest), Some(base_digest));
+    std::fs::write(&config, text.replacen("[train]", "[train]\ninit = \"gone.bin\"", 1)).unwrap();
+    let missing = run_stage("train", elsewhere.path(), &args);
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(!missing.status.success() && stderr.contains(&dir.join("gone.bin").display().to_string()), "{stderr}");
+    std::fs::write(&config, text).unwrap();
+
     // Another network shape, another encoding: refused, naming both sides.
     let wider = run_stage(
         "train",

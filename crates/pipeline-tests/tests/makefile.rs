@@ -1,5 +1,6 @@
-//! The Makefile reruns exactly the stale stages (the repository's real Makefile, run with
-//! `ART`, `CONFIG` and `DATA` pointing into a temporary project).
+//! The Makefile reruns exactly the stale stages, and its dry run (`make -n`) and question
+//! mode (`make -q`) say so beforehand (the repository's real Makefile, run with `ART`,
+//! `CONFIG` and `DATA` pointing into a temporary project).
 
 use pipeline_tests::{bundled_midi, describe, release_bin, repo_root, tiny_project};
 use std::path::Path;
@@ -7,27 +8,42 @@ use std::process::Command;
 
 const STAGES: [&str; 4] = ["extract", "encode", "train", "compose"];
 
-/// Runs `make` for the project in `dir`; returns the output.
-fn make(dir: &Path) -> std::process::Output {
+/// Runs `make` for the project in `dir`, with `flags` (e.g. `-n`); returns the output.
+fn make_with(dir: &Path, flags: &[&str]) -> std::process::Output {
     release_bin();
     let mut command = Command::new("make");
     command
         .current_dir(repo_root())
+        .args(flags)
         .arg(format!("ART={}", dir.join("artifacts").display()))
         .arg(format!("CONFIG={}", dir.join("pipeline.toml").display()))
         .arg(format!("DATA={}", dir.join("midi").display()));
     command.output().expect("make runs")
 }
 
-/// Which stages' binaries `make` ran, from the commands it echoed.
-fn stages_run(dir: &Path) -> Vec<&'static str> {
-    let output = make(dir);
-    assert!(output.status.success(), "make failed: {}", describe(&output));
+fn make(dir: &Path) -> std::process::Output {
+    make_with(dir, &[])
+}
+
+/// Which stages' binaries a `make` run echoed (or, with `-n`, would run).
+fn stages_echoed(output: &std::process::Output) -> Vec<&'static str> {
+    assert!(output.status.success(), "make failed: {}", describe(output));
     let stdout = String::from_utf8_lossy(&output.stdout);
     STAGES
         .into_iter()
         .filter(|stage| stdout.lines().any(|l| l.starts_with(&format!("target/release/{stage} "))))
         .collect()
+}
+
+/// Which stages `make` ran, having checked that `make -n` listed exactly those first, and
+/// that afterwards `make -q` finds everything fresh.
+fn stages_run(dir: &Path) -> Vec<&'static str> {
+    let predicted = stages_echoed(&make_with(dir, &["-n"]));
+    let ran = stages_echoed(&make(dir));
+    assert_eq!(predicted, ran, "`make -n` listed other stages than `make` ran");
+    let question = make_with(dir, &["-q"]);
+    assert_eq!(question.status.code(), Some(0), "`make -q` after make: {}", describe(&question));
+    ran
 }
 
 fn edit_config(dir: &Path, from: &str, to: &str) {
@@ -82,12 +98,15 @@ fn make_reruns_only_stale_stages() {
     std::fs::copy(new_piece, dir.join("midi").join(new_piece.file_name().unwrap())).unwrap();
     assert_eq!(stages_run(dir), STAGES);
 
-    // (e) A file touched but not changed: extract reruns, its output is byte-identical and
-    // left untouched, so the chain stops there.
+    // (e) A file touched but not changed: the inputs are judged by content, nothing runs.
     let touched = dir.join("midi").join(new_piece.file_name().unwrap());
     let later = std::time::SystemTime::now();
     std::fs::File::options().write(true).open(&touched).unwrap().set_modified(later).unwrap();
-    assert_eq!(stages_run(dir), ["extract"]);
-    // …and having run, extract is fresh: the next make runs nothing.
     assert_eq!(stages_run(dir), Vec::<&str>::new());
+    // …and one byte changed (a note's velocity, in the last track's last note-on) is a change.
+    let mut bytes = std::fs::read(&touched).unwrap();
+    let note_on = bytes.iter().rposition(|&b| b & 0xf0 == 0x90).expect("a note-on");
+    bytes[note_on + 2] = if bytes[note_on + 2] == 64 { 65 } else { 64 };
+    std::fs::write(&touched, bytes).unwrap();
+    assert_eq!(stages_run(dir), STAGES);
 }
