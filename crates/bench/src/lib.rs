@@ -45,7 +45,7 @@ pub struct BenchReport {
     pub encode: Option<EncodeFigures>,
     /// Large matrix product `[3200, 512] × [512, 2048]` through Candle, GFLOP/s, at the start.
     pub matmul_gflops: f64,
-    /// The same product read as bfloat16 (`lstm::bf16`), GFLOP/s; absent without AVX-512 BF16.
+    /// The same product read as bfloat16 (`products::bf16`), GFLOP/s; absent without AVX-512 BF16.
     pub matmul_bf16_gflops: Option<f64>,
     pub training: Vec<TrainingFigures>,
     pub generation: Vec<GenerationFigures>,
@@ -320,7 +320,7 @@ pub fn matmul_rate() -> candle_core::Result<f64> {
     Ok(Timing::of(2 * m * k * n, seconds).per_second.median / 1e9)
 }
 
-/// The same product with both operands read as bfloat16 (`lstm::bf16`), GFLOP/s; `None`
+/// The same product with both operands read as bfloat16 (`products::bf16`), GFLOP/s; `None`
 /// where the processor lacks AVX-512 BF16.
 pub fn matmul_rate_bf16() -> Option<f64> {
     let (m, k, n) = MATMUL_SHAPE;
@@ -328,9 +328,8 @@ pub fn matmul_rate_bf16() -> Option<f64> {
     let a: Vec<f32> = (0..m * k).map(|_| rng.unit_f32() * 2.0 - 1.0).collect();
     let b: Vec<f32> = (0..k * n).map(|_| rng.unit_f32() * 2.0 - 1.0).collect();
     let threads = candle_core::utils::get_num_threads();
-    let product =
-        || lstm::bf16::product(lstm::kernels::Mat::dense(&a, m, k), lstm::kernels::Mat::dense(&b, k, n), threads);
-    lstm::bf16::available().then(|| {
+    let product = || products::bf16::product(products::Mat::dense(&a, m, k), products::Mat::dense(&b, k, n), threads);
+    products::bf16::available().then(|| {
         let seconds = time(3, 41, || {
             std::hint::black_box(product());
         });

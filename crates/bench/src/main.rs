@@ -82,7 +82,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     for hidden in [256, 512].into_iter().filter(|_| args.runs(Part::Training)) {
         let hp = bench::seed_config(hidden);
         let mut trainers = vec!["fused"];
-        if lstm::bf16::available() {
+        if products::bf16::available() {
             trainers.push("fused bf16");
         }
         if !args.no_candle_nn {
@@ -108,7 +108,8 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let mut generation = Vec::new();
-    let precisions = if lstm::bf16::available() { vec![Precision::F32, Precision::Bf16] } else { vec![Precision::F32] };
+    let precisions =
+        if products::bf16::available() { vec![Precision::F32, Precision::Bf16] } else { vec![Precision::F32] };
     for streams in [1, 16].into_iter().filter(|_| args.runs(Part::Generation)) {
         for &precision in &precisions {
             tracing::info!("bench: generating {streams} stream(s) at H = 512 in {precision:?}");

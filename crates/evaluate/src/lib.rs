@@ -9,9 +9,10 @@
 //!   token, perplexity, top-1 and top-5 accuracy, the same loss per note and per second of
 //!   music (so encodings that spend different numbers of tokens on a note compare fairly),
 //!   and the loss by token type;
-//! - the music ([`music`]): pitch classes, range, density, polyphony, inter-onset
-//!   intervals, durations, velocities and repetition of the generated pieces against the
-//!   validation pieces, as histogram overlap and KL divergence;
+//! - the music ([`music`]): the generated pieces against the validation pieces by the
+//!   split's definitions that `quality` uses ([`quality`]: seven histograms as overlap and
+//!   KL divergence; repetition, pulse, density, onsets on the grid), so the two never
+//!   disagree about one piece;
 //! - memorisation ([`memorisation`]): the longest run of tokens and of notes copied from
 //!   the training set, from which piece and where, and the share of copied n-grams.
 //!
@@ -25,7 +26,6 @@ pub mod memorisation;
 pub mod music;
 pub mod quality;
 
-use ::music::TimedNote;
 use artifacts::{DatasetArtifact, ModelArtifact, NotesArtifact, Split};
 use candle_core::{D, Device};
 use config::PipelineConfig;
@@ -87,7 +87,8 @@ pub struct GeneratedFigures {
 pub enum EvaluateError {
     Artifact(artifacts::ArtifactError),
     Candle(candle_core::Error),
-    Midi { path: PathBuf, reason: String },
+    /// A generated piece that could not be read: the path and the reason, in one line.
+    Midi(String),
     Mismatch(String),
 }
 
@@ -96,7 +97,7 @@ impl std::fmt::Display for EvaluateError {
         match self {
             EvaluateError::Artifact(e) => e.fmt(f),
             EvaluateError::Candle(e) => write!(f, "tensor computation failed: {e}"),
-            EvaluateError::Midi { path, reason } => write!(f, "{}: {reason}", path.display()),
+            EvaluateError::Midi(reason) => f.write_str(reason),
             EvaluateError::Mismatch(message) => f.write_str(message),
         }
     }
@@ -188,8 +189,16 @@ pub fn run(config: &PipelineConfig, inputs: Inputs, output: &Path) -> Result<Eva
     Ok(evaluation)
 }
 
-fn plain(notes: &[artifacts::Note]) -> Vec<TimedNote> {
-    notes.iter().map(TimedNote::from).collect()
+/// Reads a MIDI file as extract does (its size cap, regular files only, the sustain pedal
+/// as configured): how `evaluate` and `quality` read every piece they measure.
+pub fn read_midi_file(
+    path: &Path,
+    limits: &config::ExtractConfig,
+) -> Result<(Vec<artifacts::Note>, ::music::Metre, artifacts::Digest), String> {
+    let bytes = artifacts::read_capped(path, limits.max_file_bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (notes, metre, _) =
+        ::music::midi_in::read_midi(&bytes, &limits.read_options()).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((notes, metre, artifacts::digest(&bytes)))
 }
 
 /// Computes every figure; see the crate documentation.
@@ -203,8 +212,8 @@ pub fn evaluate(
 ) -> Result<Evaluation, EvaluateError> {
     let by_path: BTreeMap<&str, &artifacts::ExtractedFile> = notes.files.iter().map(|f| (f.path.as_str(), f)).collect();
     let originals = |split| dataset.pieces.iter().filter(move |p| p.split == split && p.augmentation.is_none());
-    let validation_notes: Vec<Vec<TimedNote>> =
-        originals(Split::Validation).filter_map(|p| by_path.get(p.source.as_str())).map(|f| plain(&f.notes)).collect();
+    let validation_notes: Vec<Vec<artifacts::Note>> =
+        originals(Split::Validation).filter_map(|p| by_path.get(p.source.as_str())).map(|f| f.notes.clone()).collect();
     let validation_music = MusicStats::of(&validation_notes);
     let validation_tokens: usize = originals(Split::Validation).map(|p| p.tokens.len()).sum();
 
@@ -232,24 +241,21 @@ pub fn evaluate(
     let mut figures = Vec::with_capacity(generated.len());
     let mut all_generated = Vec::with_capacity(generated.len());
     for path in generated {
-        let midi_error = |reason: String| EvaluateError::Midi { path: path.clone(), reason };
-        let bytes = std::fs::read(path).map_err(|e| midi_error(e.to_string()))?;
-        let (piece, metre, _) =
-            ::music::midi_in::read_midi(&bytes, &::music::ReadOptions::default()).map_err(midi_error)?;
+        let (piece, metre, digest) = read_midi_file(path, &config.extract).map_err(EvaluateError::Midi)?;
         let tokens: Vec<u32> = codec.encode(&piece, &metre).iter().filter_map(|t| dataset.vocabulary.id(t)).collect();
         let pitches: Vec<u8> = piece.iter().map(|n| n.pitch).collect();
         let share = memorisation::copied_ngram_share(&pitches, &training_pitches, config.evaluate.ngram);
-        let stats = MusicStats::of(&[plain(&piece)]);
+        let stats = MusicStats::of(std::slice::from_ref(&piece));
         figures.push(GeneratedFigures {
             file: path.display().to_string(),
-            blake3: artifacts::hex(&artifacts::digest(&bytes)),
+            blake3: artifacts::hex(&digest),
             music: MusicComparison { against_validation: music::compare(&stats, &validation_music), stats },
             longest_copied_tokens: memorisation::longest_copied_run(&tokens, &training_tokens),
             longest_copied_notes: memorisation::longest_copied_run(&pitches, &training_pitches),
             copied_ngram_share: share,
             flagged_as_copy: share > config.evaluate.copy_threshold,
         });
-        all_generated.push(plain(&piece));
+        all_generated.push(piece);
     }
     let generated_total = (!all_generated.is_empty()).then(|| {
         let stats = MusicStats::of(&all_generated);
@@ -264,14 +270,20 @@ pub fn evaluate(
     })
 }
 
-/// The type of a token, for the loss by type: performance `on`/`off`/`shift`/`vel`, seed
-/// `note`/`chord`.
+/// The type of a token, for the loss by type: performance `on`/`off`/`shift`/`vel`, beats
+/// `bar`/`pos`/`tempo`/`vel`/`pitch`/`up`/`dur`, names `note`/`chord`.
 fn token_type(token: &str) -> &'static str {
     match token.split_once(':').map(|(kind, _)| kind) {
         Some("on") => "press",
         Some("off") => "release",
         Some("shift") => "time shift",
         Some("vel") => "velocity",
+        Some("bar") => "bar",
+        Some("pos") => "position",
+        Some("tempo") => "tempo",
+        Some("pitch") => "lowest key",
+        Some("up") => "step up",
+        Some("dur") => "duration",
         _ if artifacts::parse_pitch_name(token).is_some() => "note",
         _ => "chord",
     }
@@ -327,18 +339,17 @@ fn model_figures(
 fn write_pictures(evaluation: &Evaluation, output: &Path) -> Result<Vec<(String, PathBuf)>, artifacts::ArtifactError> {
     let Some(total) = &evaluation.generated_total else { return Ok(Vec::new()) };
     const CLASSES: [&str; 12] = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"];
-    let mut time_labels: Vec<String> = Vec::new();
-    let mut low = 0.0;
-    for edge in music::TIME_EDGES {
-        time_labels.push(format!("{low}–{edge}"));
-        low = edge;
-    }
-    time_labels.push(format!("≥{low}"));
+    let edges = quality::TIME_EDGES;
+    let time_labels: Vec<String> = edges
+        .iter()
+        .enumerate()
+        .map(|(i, low)| edges.get(i + 1).map_or_else(|| format!("≥{low}"), |high| format!("{low}–{high}")))
+        .collect();
     let class_labels: Vec<String> = CLASSES.iter().map(|c| c.to_string()).collect();
-    let v = &evaluation.validation_music;
+    let (g, v) = (&total.stats.histograms, &evaluation.validation_music.histograms);
     let pictures = [
-        ("pitch_classes", "Pitch classes", class_labels, &total.stats.pitch_classes, &v.pitch_classes),
-        ("inter_onset", "Inter-onset intervals (seconds)", time_labels, &total.stats.inter_onset, &v.inter_onset),
+        ("pitch_classes", "Pitch classes", class_labels, &g.pitch_class, &v.pitch_class),
+        ("inter_onset", "Inter-onset intervals (seconds)", time_labels, &g.inter_onset, &v.inter_onset),
     ];
     let mut written = Vec::new();
     for (name, title, labels, generated, validation) in pictures {
@@ -375,7 +386,7 @@ fn markdown(e: &Evaluation, pictures: &[(String, PathBuf)]) -> String {
         }
     }
     md.push_str("\n## The music, against the validation pieces\n\n");
-    md.push_str("Overlap: area shared by the two normalised histograms (1 = identical). KL: divergence of the generated from the validation distribution, in nats (0 = identical).\n\n");
+    md.push_str("By the definitions `make quality` uses (`crates/evaluate/src/quality.rs`). Overlap: area shared by the two normalised histograms (1 = identical). KL: divergence of the generated from the validation distribution, in nats (0 = identical).\n\n");
     let mut rows = vec![("all generated pieces".to_string(), e.generated_total.as_ref())];
     rows.extend(e.generated.iter().map(|g| (g.file.clone(), Some(&g.music))));
     for (name, comparison) in rows {
@@ -388,7 +399,7 @@ fn markdown(e: &Evaluation, pictures: &[(String, PathBuf)]) -> String {
         let v = &e.validation_music;
         let _ = writeln!(
             md,
-            "\n{} notes, {:.1} notes/s (validation {:.1}), pitches {}–{} (validation {}–{}), mean pitch {:.1} (validation {:.1}), repetition {:.2} (validation {:.2}).\n",
+            "\n{} notes, {:.1} notes/s (validation {:.1}), pitches {}–{} (validation {}–{}), mean pitch {:.1} (validation {:.1}), repetition {:.2} (validation {:.2}), pulse {:.2} (validation {:.2}), onsets on the grid {:.2} (validation {:.2}).\n",
             s.notes,
             s.notes_per_second,
             v.notes_per_second,
@@ -399,7 +410,11 @@ fn markdown(e: &Evaluation, pictures: &[(String, PathBuf)]) -> String {
             s.mean_pitch,
             v.mean_pitch,
             s.repetition,
-            v.repetition
+            v.repetition,
+            s.pulse,
+            v.pulse,
+            s.onsets_on_grid,
+            v.onsets_on_grid
         );
     }
     for (title, path) in pictures {

@@ -1,17 +1,17 @@
-//! Music statistics of a set of notes, and how close two such sets are.
-//!
-//! Each statistic is a normalised histogram; two are compared by their overlap (the area
-//! the two share, 0–1; 1 for identical distributions) and by the KL divergence of the
-//! generated distribution from the reference one, in the spirit of Yang & Lerch, "On the
-//! evaluation of generative models in music" (2020).
+//! The music figures `evaluate` reports for each generated piece and for the validation
+//! pieces, by the split's definitions in [`crate::quality`]: the seven histograms, and per
+//! piece repetition, pulse, notes per second and onsets on the grid. There is one
+//! definition of each measure in the project, so `make evaluate` and `make quality` agree
+//! about the same piece; this module only pools them and adds the KL divergence beside
+//! the overlap (after Yang & Lerch, "On the evaluation of generative models in music",
+//! 2020).
 
-use ::music::TimedNote;
+use crate::quality::{self, HISTOGRAM_NAMES, Histograms};
+use artifacts::Note;
 use serde::Serialize;
 
-/// Upper bin edges in seconds for inter-onset intervals and durations (the last bin is open).
-pub const TIME_EDGES: [f64; 10] = [0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0];
-
-/// The statistics of one piece or of several pooled.
+/// The figures of one piece or of several pooled. Invariant: the histograms are
+/// [`Histograms::of`] the same pieces, and the per-piece figures are means over them.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct MusicStats {
     pub notes: usize,
@@ -20,91 +20,38 @@ pub struct MusicStats {
     pub lowest_pitch: u8,
     pub highest_pitch: u8,
     pub mean_pitch: f64,
-    /// Share of 4-note pitch patterns that occur more than once in the piece (0 = none repeat).
+    /// Share of the pitch sequence's 4-grams that recur in their piece (mean over pieces).
     pub repetition: f64,
-    pub pitch_classes: Vec<f64>,
-    /// Notes sounding at each onset: 1, 2, …, 8, 9 or more.
-    pub polyphony: Vec<f64>,
-    pub inter_onset: Vec<f64>,
-    pub durations: Vec<f64>,
-    /// Velocity in 8 bins of 16.
-    pub velocities: Vec<f64>,
-}
-
-fn normalised(counts: Vec<f64>) -> Vec<f64> {
-    let total: f64 = counts.iter().sum();
-    if total == 0.0 { counts } else { counts.into_iter().map(|c| c / total).collect() }
-}
-
-fn time_bin(seconds: f64) -> usize {
-    TIME_EDGES.iter().position(|&edge| seconds < edge).unwrap_or(TIME_EDGES.len())
+    /// Share of the commonest inter-onset interval (mean over pieces).
+    pub pulse: f64,
+    /// Share of onsets on the sixteenth / eighth-triplet grid (mean over pieces).
+    pub onsets_on_grid: f64,
+    pub histograms: Histograms,
 }
 
 impl MusicStats {
-    /// Statistics of pieces pooled together; each piece is a list of notes in any order.
-    pub fn of(pieces: &[Vec<TimedNote>]) -> MusicStats {
-        let mut pitch_classes = vec![0.0; 12];
-        let mut polyphony = vec![0.0; 9];
-        let mut inter_onset = vec![0.0; TIME_EDGES.len() + 1];
-        let mut durations = vec![0.0; TIME_EDGES.len() + 1];
-        let mut velocities = vec![0.0; 8];
-        let (mut notes, mut seconds, mut pitch_sum) = (0usize, 0.0, 0.0);
-        let (mut lowest, mut highest) = (u8::MAX, 0u8);
-        let (mut repeated, mut patterns) = (0usize, 0usize);
-        for piece in pieces {
-            let mut sorted = piece.clone();
-            sorted.sort_by(|a, b| a.onset_seconds.total_cmp(&b.onset_seconds).then(a.pitch.cmp(&b.pitch)));
-            for n in &sorted {
-                pitch_classes[usize::from(n.pitch % 12)] += 1.0;
-                durations[time_bin(n.duration_seconds)] += 1.0;
-                velocities[usize::from(n.velocity.min(127) / 16)] += 1.0;
-                pitch_sum += f64::from(n.pitch);
-                lowest = lowest.min(n.pitch);
-                highest = highest.max(n.pitch);
-            }
-            notes += sorted.len();
-            seconds += sorted.iter().map(|n| n.onset_seconds + n.duration_seconds).fold(0.0, f64::max);
-            let mut onsets: Vec<f64> = sorted.iter().map(|n| n.onset_seconds).collect();
-            onsets.dedup_by(|a, b| (*a - *b).abs() < 1e-3);
-            for pair in onsets.windows(2) {
-                inter_onset[time_bin(pair[1] - pair[0])] += 1.0;
-            }
-            for &onset in &onsets {
-                let sounding = sorted
-                    .iter()
-                    .filter(|n| n.onset_seconds <= onset + 1e-3 && n.onset_seconds + n.duration_seconds > onset)
-                    .count();
-                polyphony[sounding.clamp(1, 9) - 1] += 1.0;
-            }
-            let pitches: Vec<u8> = sorted.iter().map(|n| n.pitch).collect();
-            let grams: Vec<&[u8]> = pitches.windows(4).collect();
-            let mut counts = std::collections::HashMap::new();
-            for gram in &grams {
-                *counts.entry(*gram).or_insert(0usize) += 1;
-            }
-            repeated += grams.iter().filter(|g| counts[*g] > 1).count();
-            patterns += grams.len();
-        }
+    /// Figures of pieces pooled together; each piece is a list of notes in any order.
+    pub fn of(pieces: &[Vec<Note>]) -> MusicStats {
+        let figures: Vec<quality::PieceFigures> = pieces.iter().map(|p| quality::piece_figures("", p, &[])).collect();
+        let mean = |figure: fn(&quality::PieceFigures) -> f64| {
+            figures.iter().map(figure).sum::<f64>() / figures.len().max(1) as f64
+        };
+        let all = || pieces.iter().flatten();
+        let notes = all().count();
+        let seconds: f64 = figures.iter().map(|f| f.seconds).sum();
         MusicStats {
             notes,
             seconds,
             notes_per_second: notes as f64 / seconds.max(1e-9),
-            lowest_pitch: if notes == 0 { 0 } else { lowest },
-            highest_pitch: highest,
-            mean_pitch: pitch_sum / notes.max(1) as f64,
-            repetition: repeated as f64 / patterns.max(1) as f64,
-            pitch_classes: normalised(pitch_classes),
-            polyphony: normalised(polyphony),
-            inter_onset: normalised(inter_onset),
-            durations: normalised(durations),
-            velocities: normalised(velocities),
+            lowest_pitch: all().map(|n| n.pitch).min().unwrap_or(0),
+            highest_pitch: all().map(|n| n.pitch).max().unwrap_or(0),
+            mean_pitch: all().map(|n| f64::from(n.pitch)).sum::<f64>() / notes.max(1) as f64,
+            repetition: mean(|f| f.repetition),
+            pulse: mean(|f| f.pulse),
+            onsets_on_grid: mean(|f| f.onsets_on_grid),
+            histograms: Histograms::of(pieces),
         }
     }
-}
-
-/// Area shared by two normalised histograms: 1 when identical, 0 when disjoint.
-pub fn overlap(p: &[f64], q: &[f64]) -> f64 {
-    p.iter().zip(q).map(|(a, b)| a.min(*b)).sum()
 }
 
 /// KL(p ‖ q) in nats, with both smoothed by 1e-6 so an empty bin of `q` stays finite.
@@ -120,7 +67,8 @@ pub fn kl_divergence(p: &[f64], q: &[f64]) -> f64 {
         .sum()
 }
 
-/// Overlap and KL for every histogram of `generated` against `reference`.
+/// One histogram of a generated set against the reference's: their overlap (as
+/// [`Histograms::overlaps`]) and the KL divergence of the generated from the reference.
 #[derive(Debug, Serialize)]
 pub struct Comparison {
     pub statistic: &'static str,
@@ -128,17 +76,15 @@ pub struct Comparison {
     pub kl_divergence: f64,
 }
 
+/// The seven histograms of `generated` against `reference`, in [`HISTOGRAM_NAMES`] order.
 pub fn compare(generated: &MusicStats, reference: &MusicStats) -> Vec<Comparison> {
-    let pairs: [(&'static str, &[f64], &[f64]); 5] = [
-        ("pitch classes", &generated.pitch_classes, &reference.pitch_classes),
-        ("polyphony", &generated.polyphony, &reference.polyphony),
-        ("inter-onset intervals", &generated.inter_onset, &reference.inter_onset),
-        ("durations", &generated.durations, &reference.durations),
-        ("velocities", &generated.velocities, &reference.velocities),
-    ];
-    pairs
-        .into_iter()
-        .map(|(statistic, p, q)| Comparison { statistic, overlap: overlap(p, q), kl_divergence: kl_divergence(p, q) })
+    let overlaps = generated.histograms.overlaps(&reference.histograms);
+    let pairs = generated.histograms.all().into_iter().zip(reference.histograms.all());
+    HISTOGRAM_NAMES
+        .iter()
+        .zip(overlaps)
+        .zip(pairs)
+        .map(|((&statistic, overlap), (p, q))| Comparison { statistic, overlap, kl_divergence: kl_divergence(p, q) })
         .collect()
 }
 
@@ -146,31 +92,30 @@ pub fn compare(generated: &MusicStats, reference: &MusicStats) -> Vec<Comparison
 mod tests {
     use super::*;
 
-    fn note(pitch: u8, onset: f64, duration: f64, velocity: u8) -> TimedNote {
-        TimedNote { pitch, velocity, onset_seconds: onset, duration_seconds: duration }
+    fn note(pitch: u8, onset: f64, duration: f64, velocity: u8) -> Note {
+        Note::of_score(pitch, velocity, onset * 2.0, duration * 2.0, 120.0)
     }
 
     #[test]
-    fn identical_distributions_overlap_fully_and_diverge_not_at_all() {
+    fn identical_distributions_diverge_not_at_all() {
         let p = [0.2, 0.3, 0.5];
-        assert!((overlap(&p, &p) - 1.0).abs() < 1e-12);
         assert!(kl_divergence(&p, &p).abs() < 1e-9);
-        assert_eq!(overlap(&[1.0, 0.0], &[0.0, 1.0]), 0.0);
         assert!(kl_divergence(&[1.0, 0.0], &[0.0, 1.0]) > 10.0);
     }
 
     #[test]
-    fn statistics_of_a_known_piece() {
+    fn a_known_piece_measures_as_quality_measures_it() {
         // C major triad held 1 s, then E alone 0.5 s later; velocities 64 and 100.
         let piece =
             vec![note(60, 0.0, 1.0, 64), note(64, 0.0, 1.0, 64), note(67, 0.0, 1.0, 64), note(64, 1.5, 0.5, 100)];
-        let s = MusicStats::of(&[piece]);
+        let s = MusicStats::of(std::slice::from_ref(&piece));
         assert_eq!((s.notes, s.lowest_pitch, s.highest_pitch), (4, 60, 67));
         assert!((s.seconds - 2.0).abs() < 1e-12 && (s.notes_per_second - 2.0).abs() < 1e-12);
-        assert!((s.pitch_classes[4] - 0.5).abs() < 1e-12, "E is half the notes");
-        assert!((s.polyphony[2] - 0.5).abs() < 1e-12 && (s.polyphony[0] - 0.5).abs() < 1e-12);
-        assert_eq!(s.inter_onset[time_bin(1.5)], 1.0);
-        assert_eq!((s.velocities[4], s.velocities[6]), (0.75, 0.25));
-        assert_eq!(s.repetition, 0.0);
+        assert_eq!(s.histograms, Histograms::of(std::slice::from_ref(&piece)), "quality's own histograms");
+        assert!((s.histograms.pitch_class[4] - 0.5).abs() < 1e-12, "E is half the notes");
+        assert_eq!(s.pulse, quality::piece_figures("", &piece, &[]).pulse);
+        let comparison = compare(&s, &s);
+        assert_eq!(comparison.len(), 7);
+        assert!(comparison.iter().all(|c| (c.overlap - 1.0).abs() < 1e-12 && c.kl_divergence.abs() < 1e-9));
     }
 }

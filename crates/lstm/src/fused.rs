@@ -8,9 +8,9 @@
 //! tensor and an addition for every gradient it collects) and carries the state between
 //! windows.
 
-use crate::kernels::Precision;
 use crate::layers::{self, Dims, RecurrenceSaved};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Device, Layout, Result, Shape, Storage, Tensor, bail};
+use products::Precision;
 use std::sync::Mutex;
 
 /// The f32 contents of a contiguous CPU storage.

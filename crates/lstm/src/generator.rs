@@ -9,9 +9,10 @@
 //! use, so S streams cost barely more than one as long as the weights dominate.
 //! On other devices the generator steps the model's Candle ops.
 
-use crate::kernels::{Mat, StepWeights, cell_forward_banded, threads};
+use crate::cells::{cell_forward_banded, threads};
 use crate::{LayerState, LstmModel, Result};
 use candle_core::{Device, Tensor};
+use products::{Mat, StepWeights};
 
 /// Runs `work` on one of the threads the CPU kernels use, and returns its result.
 ///

@@ -8,10 +8,10 @@
 //! ```text
 //! affine      y = W·x + b         forward: one product for all T·B columns
 //!                                  backward: dx = Wᵀ·dy, dW = dy·xᵀ, db = Σ_columns dy
-//! recurrence  gates_t = P_t + W_hh·h_{t−1};  c_t, h_t from the gates (kernels::cell_forward)
+//! recurrence  gates_t = P_t + W_hh·h_{t−1};  c_t, h_t from the gates (cells::cell_forward)
 //!                                  backward through time, t = T−1 … 0:
 //!                                    dh_t = dy_t + W_hhᵀ·dgates_{t+1}
-//!                                    dgates_t, dc_{t−1} from dh_t, dc_t (kernels::cell_backward)
+//!                                    dgates_t, dc_{t−1} from dh_t, dc_t (cells::cell_backward)
 //!                                  then dW_hh = Σ_t dgates_t·h_{t−1}ᵀ as one product, dP = dgates
 //! cross-entropy  loss = mean_n [log Σ_v e^{z_vn} − z_{target(n),n}]
 //!                                  backward: dz = (softmax(z) − onehot(target)) / N
@@ -20,7 +20,8 @@
 //! An LSTM layer is `recurrence(affine(x, W_ih, b), W_hh)`; the output layer is one more
 //! `affine`. Weights are `[outputs, inputs]` row-major, as PyTorch and candle-nn store them.
 
-use crate::kernels::{Mat, Precision, StepWeights, cell_backward, cell_forward, exp_shifted, row_sums, threads};
+use crate::cells::{cell_backward, cell_forward, exp_shifted, threads};
+use products::{Mat, Precision, StepWeights, row_sums};
 use rayon::prelude::*;
 
 /// `y[M, N] = W[M, K] · x[K, N] + b[M]`.

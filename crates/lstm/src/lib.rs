@@ -20,7 +20,7 @@
 //!
 //! Key design decision: two implementations of the same equations, chosen by device.
 //! On the CPU, where almost every user trains, the layers are written by hand with their
-//! backward passes beside them ([`layers`], over [`kernels`]): a few large matrix products
+//! backward passes beside them ([`layers`], over [`cells`] and the `products` crate): a few large matrix products
 //! per layer plus one small one per time step, the gate math fused into one vectorised pass,
 //! the batch split across threads so no thread waits for another between time steps. A
 //! training step ([`network`]) chains them without an autograd graph; [`fused`] wraps them
@@ -47,16 +47,15 @@ use seeded_rng::SeededRng;
 pub use candle_core;
 
 pub mod adam;
-pub mod bf16;
+pub mod cells;
 pub mod fused;
 mod generator;
-pub mod kernels;
 pub mod layers;
 pub mod network;
 
 pub use generator::{Generator, on_kernel_threads};
-pub use kernels::Precision;
 pub use layers::StreamState;
+pub use products::Precision;
 
 /// Candle's error type, re-exported so callers need not depend on candle-core for it.
 pub type Result<T> = candle_core::Result<T>;
@@ -168,7 +167,7 @@ impl LstmModel {
     }
 
     /// How the CPU training step and [`Generator`] multiply: [`Precision::Bf16`] only on
-    /// the CPU where [`bf16::available`] (an error says what is missing otherwise, and the
+    /// the CPU where [`products::bf16::available`] (an error says what is missing otherwise, and the
     /// model stays as it was). Measuring ([`LstmModel::carried_logits`]) and the Candle-ops path
     /// (CUDA, Metal) compute in float32.
     pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
@@ -176,7 +175,7 @@ impl LstmModel {
             if !self.weights[0].device().is_cpu() {
                 candle_core::bail!("bfloat16 products are written for the CPU; on a GPU Candle computes in float32");
             }
-            if !bf16::available() {
+            if !products::bf16::available() {
                 candle_core::bail!("bfloat16 products need a processor with AVX-512 BF16, which this one lacks");
             }
         }

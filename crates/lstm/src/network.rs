@@ -14,11 +14,12 @@
 //! loss = cross-entropy(z, targets)           dz = (softmax(z) − onehot) / N
 //! ```
 
+use crate::cells::threads;
 use crate::fused::contiguous;
-use crate::kernels::{Mat, Precision, threads};
 use crate::layers::{self, Dims, StreamState};
 use crate::{LstmModel, Result, head_slots, layer_slots};
 use candle_core::{Storage, bail};
+use products::{Mat, Precision};
 
 /// The mean loss over every position and each weight's gradient, flattened, in the order of
 /// [`LstmModel::vars`], and each layer's state after the last step. `tokens` and `targets`

@@ -8,7 +8,7 @@ use lstm::{Generator, LstmModel, Precision};
 use seeded_rng::SeededRng;
 
 fn bf16_or_skip(test: &str) -> bool {
-    let available = lstm::bf16::available();
+    let available = products::bf16::available();
     if !available {
         eprintln!("skipped: {test}: this processor has no AVX-512 BF16");
     }

@@ -118,7 +118,7 @@ fn whole_pieces_measure_the_same_in_any_number_of_lanes_and_unlike_fresh_windows
 /// does not move with `train.precision` and equals what `evaluate` computes afresh.
 #[test]
 fn measuring_reads_in_float32_whatever_the_training_precision() {
-    if !lstm::bf16::available() {
+    if !products::bf16::available() {
         eprintln!(
             "skipped: measuring_reads_in_float32_whatever_the_training_precision: this processor has no AVX-512 BF16"
         );

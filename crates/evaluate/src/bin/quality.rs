@@ -62,10 +62,7 @@ fn read_files(files: &[PathBuf], limits: &config::ExtractConfig) -> Result<Piece
     files
         .iter()
         .map(|path| {
-            let bytes =
-                artifacts::read_capped(path, limits.max_file_bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-            let notes = music::midi_in::notes_of_midi(&bytes, &limits.read_options())
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let (notes, ..) = evaluate::read_midi_file(path, limits)?;
             Ok((path.display().to_string(), notes))
         })
         .collect()

@@ -10,7 +10,7 @@
 //! sign, about 2⁻⁸·√K of the terms' size for a sum of K), and master weights, Adam's moments, the cell state and the
 //! gate math stay float32.
 //!
-//! Layout, as in [`crate::kernels::StepWeights`]: the left operand in panels of `PANEL` (12)
+//! Layout, as in [`crate::StepWeights`]: the left operand in panels of `PANEL` (12)
 //! rows, the right operand's rows in pairs, so that one 32-bit lane holds the pair
 //! `(k, k+1)` of one row (left) or one column (right):
 //!
@@ -23,10 +23,9 @@
 //! An odd K gets a zero pair partner. Each output is summed over k in order by one thread,
 //! so the result depends neither on the thread count nor on the other columns.
 
-use crate::kernels::Mat;
+use crate::mat::{Mat, PANEL};
 use rayon::prelude::*;
 
-use crate::kernels::PANEL;
 /// Columns of the right operand kept in the L2 cache while a band of panels passes over them.
 const COLUMN_BLOCK: usize = 256;
 
@@ -216,7 +215,7 @@ pub fn product(a: Mat, b: Mat, threads: usize) -> Vec<f32> {
 #[cfg(target_arch = "x86_64")]
 mod kernels {
     use super::{COLUMN_BLOCK, PANEL};
-    use crate::kernels::avx512::{add_block, add_partial_sums, column_runs, first_lanes};
+    use crate::avx512::{add_block, add_partial_sums, column_runs, first_lanes};
     use std::arch::x86_64::*;
 
     /// `dst += panels · x` for one band: `rows` rows (⌈rows / PANEL⌉ panels of `pairs × PANEL`),
@@ -354,7 +353,7 @@ mod tests {
         for (m, k, n) in [(1, 1, 1), (13, 7, 1), (25, 33, 17), (12, 64, 32), (40, 129, 300), (7, 2, 45)] {
             let a: Vec<f32> = (0..m * k).map(|_| rng.unit_f32() * 2.0 - 1.0).collect();
             let b: Vec<f32> = (0..k * n).map(|_| rng.unit_f32() * 2.0 - 1.0).collect();
-            let (a_t, b_t) = (crate::kernels::transpose(&a, m, k), crate::kernels::transpose(&b, k, n));
+            let (a_t, b_t) = (crate::f32::transpose(&a, m, k), crate::f32::transpose(&b, k, n));
             let views = [
                 ("dense", Mat::dense(&a, m, k), Mat::dense(&b, k, n)),
                 ("left transposed", Mat::dense(&a_t, k, m).t(), Mat::dense(&b, k, n)),

@@ -1,0 +1,148 @@
+//! The products of [`StepWeights`] written for AVX-512 by hand, and the pieces that
+//! [`crate::bf16`]'s kernels share with them.
+#[cfg(target_arch = "x86_64")]
+use crate::mat::PANEL;
+use std::arch::x86_64::*;
+
+/// `dst += W · x` for the m rows of `panels`: one column through [`panel_column`];
+/// more in blocks of 32 columns (two registers) and, for the last, 16.
+///
+/// # Safety
+/// The processor must have AVX-512F; `panels` holds ⌈m / PANEL⌉ panels of `k × PANEL`
+/// values, `x` at least `k·columns` values, `dst` at least `m·columns`.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn panel_product(dst: &mut [f32], panels: &[f32], x: &[f32], (m, k, columns): (usize, usize, usize)) {
+    for panel in 0..m.div_ceil(PANEL) {
+        let rows = (m - panel * PANEL).min(PANEL);
+        let weights = &panels[panel * k * PANEL..][..k * PANEL];
+        let first_row = panel * PANEL;
+        if columns == 1 {
+            // SAFETY: the caller's sizes.
+            unsafe { panel_column(&mut dst[first_row..][..rows], weights, &x[..k]) };
+            continue;
+        }
+        for (column, masks, wide) in column_runs(0, columns) {
+            let place = (first_row, rows, column, masks);
+            // SAFETY (both): the caller's sizes; the masks cover only existing columns.
+            match wide {
+                true => unsafe { panel_block::<2>(dst, weights, x, place, (k, columns)) },
+                false => unsafe { panel_block::<1>(dst, weights, x, place, (k, columns)) },
+            }
+        }
+    }
+}
+
+/// The runs in which a panel meets columns `start..end`: 32 columns (two registers) at
+/// a time while more than 16 are left, then one register; each run's column, the masks
+/// of its existing columns, and whether it takes two registers.
+pub(crate) fn column_runs(start: usize, end: usize) -> impl Iterator<Item = (usize, [__mmask16; 2], bool)> {
+    let mut column = start;
+    std::iter::from_fn(move || {
+        let left = end.checked_sub(column).filter(|&left| left > 0)?;
+        let run = (column, [first_lanes(left), first_lanes(left.saturating_sub(16))], left > 16);
+        column += if left > 16 { 32 } else { 16 };
+        Some(run)
+    })
+}
+
+/// `dst[first_row + r][column ..] += acc[r]` for the first `rows` rows, C registers of
+/// columns each, only where the masks say a column exists.
+///
+/// # Safety
+/// The processor must have AVX-512F; `dst` holds those rows (`columns` apart) and columns.
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) unsafe fn add_block<const C: usize>(
+    dst: &mut [f32],
+    acc: &[[__m512; C]; PANEL],
+    (first_row, rows, column, masks): (usize, usize, usize, [__mmask16; 2]),
+    columns: usize,
+) {
+    let d = dst.as_mut_ptr();
+    for (r, row) in acc.iter().enumerate().take(rows) {
+        for (c, a) in row.iter().enumerate() {
+            // SAFETY: the caller's sizes; the masks select only existing columns.
+            unsafe {
+                let out = d.add((first_row + r) * columns + column + 16 * c);
+                _mm512_mask_storeu_ps(out, masks[c], _mm512_add_ps(_mm512_maskz_loadu_ps(masks[c], out), *a));
+            }
+        }
+    }
+}
+
+/// Adds the lanes of four partial sums into `dst`, one lane per row (a panel times one column).
+#[target_feature(enable = "avx512f")]
+pub(crate) fn add_partial_sums(dst: &mut [f32], acc: [__m512; 4]) {
+    let mut sums = [0.0f32; 16];
+    // SAFETY: `sums` holds 16 values.
+    unsafe {
+        _mm512_storeu_ps(sums.as_mut_ptr(), _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])))
+    };
+    for (out, sum) in dst.iter_mut().zip(sums) {
+        *out += sum;
+    }
+}
+
+/// One panel times `C` registers of columns from `column`: PANEL × C accumulators held
+/// across all of k; per k one load of x per register and one broadcast per row.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn panel_block<const C: usize>(
+    dst: &mut [f32],
+    weights: &[f32],
+    x: &[f32],
+    (first_row, rows, column, masks): (usize, usize, usize, [__mmask16; 2]),
+    (k, columns): (usize, usize),
+) {
+    let (w, xp) = (weights.as_ptr(), x.as_ptr());
+    let mut acc = [[_mm512_setzero_ps(); C]; PANEL];
+    // SAFETY: `weights` holds k × PANEL values; x's row i has `columns` values, of which
+    // the masks select only existing ones; dst rows first_row..first_row+rows exist.
+    unsafe {
+        for i in 0..k {
+            let mut xv = [_mm512_setzero_ps(); C];
+            for (c, v) in xv.iter_mut().enumerate() {
+                *v = _mm512_maskz_loadu_ps(masks[c], xp.add(i * columns + column + 16 * c));
+            }
+            for (r, row) in acc.iter_mut().enumerate() {
+                let weight = _mm512_set1_ps(*w.add(i * PANEL + r));
+                for (a, &v) in row.iter_mut().zip(&xv) {
+                    *a = _mm512_fmadd_ps(weight, v, *a);
+                }
+            }
+        }
+        add_block(dst, &acc, (first_row, rows, column, masks), columns);
+    }
+}
+
+/// One panel times a single column: the panel's PANEL weights for each k are adjacent, so
+/// each k is one (masked) load, a broadcast of x[k] and one multiply-add into the rows'
+/// lanes. Four interleaved accumulators (k mod 4) hide the multiply-add latency.
+#[target_feature(enable = "avx512f")]
+unsafe fn panel_column(dst: &mut [f32], weights: &[f32], x: &[f32]) {
+    let lanes = first_lanes(PANEL);
+    let (w, k) = (weights.as_ptr(), x.len());
+    let mut acc = [_mm512_setzero_ps(); 4];
+    // SAFETY: `weights` holds k × PANEL values and the loads read PANEL of them per k.
+    unsafe {
+        let mut i = 0;
+        while i + 4 <= k {
+            // Unrolled by hand: indexing `acc` by a computed `i % 4` kept it in memory.
+            for (j, a) in acc.iter_mut().enumerate() {
+                let column = _mm512_maskz_loadu_ps(lanes, w.add((i + j) * PANEL));
+                *a = _mm512_fmadd_ps(column, _mm512_set1_ps(*x.get_unchecked(i + j)), *a);
+            }
+            i += 4;
+        }
+        for (j, i) in (i..k).enumerate() {
+            let column = _mm512_maskz_loadu_ps(lanes, w.add(i * PANEL));
+            acc[j] = _mm512_fmadd_ps(column, _mm512_set1_ps(x[i]), acc[j]);
+        }
+    }
+    add_partial_sums(dst, acc);
+}
+
+/// The mask of the first `n` lanes of a register (all 16 when n ≥ 16).
+pub(crate) fn first_lanes(n: usize) -> __mmask16 {
+    ((1u32 << n.min(16)) - 1) as __mmask16
+}
