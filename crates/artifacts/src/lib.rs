@@ -355,7 +355,9 @@ pub enum WriteOutcome {
 /// never a half-written file with a fresh mtime. An unchanged file keeps its mtime.
 /// Only a regular file is replaced: a device, a FIFO or a folder at `path` is an error. A
 /// symbolic link to a regular file is itself replaced by the new file; the file it pointed
-/// to is left as it was.
+/// to is left as it was. The temporary file is created new (`O_EXCL`) under a name with a
+/// random part, so nothing planted in the folder beforehand — a link at a guessable name —
+/// can redirect the write.
 pub fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<WriteOutcome, ArtifactError> {
     let io_err = |source| ArtifactError::Io { path: path.to_path_buf(), source };
     match fs::metadata(path) {
@@ -375,9 +377,8 @@ pub fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<WriteOutcome, Artif
     fs::create_dir_all(&folder).map_err(io_err)?;
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     remove_orphaned_temporaries(&folder, &file_name);
-    let temp = folder.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let (temp, mut file) = create_temporary(&folder, &file_name).map_err(io_err)?;
     let result = (|| {
-        let mut file = fs::File::create(&temp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&temp, path)
@@ -389,15 +390,35 @@ pub fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<WriteOutcome, Artif
     Ok(WriteOutcome::Written)
 }
 
+/// A new file `.<file_name>.tmp-<pid>-<random>` in `folder`, created only if no entry of
+/// that name exists (a link included). The random part comes from the standard library's
+/// per-process random hash keys, so another user cannot guess the name in advance.
+fn create_temporary(folder: &Path, file_name: &str) -> std::io::Result<(PathBuf, fs::File)> {
+    use std::hash::{BuildHasher, Hasher};
+    let mut last_error = None;
+    for attempt in 0u64..16 {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(attempt);
+        let temp = folder.join(format!(".{file_name}.tmp-{}-{:016x}", std::process::id(), hasher.finish()));
+        match fs::OpenOptions::new().write(true).create_new(true).open(&temp) {
+            Ok(file) => return Ok((temp, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last_error = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_error.expect("sixteen attempts failed"))
+}
+
 /// Deletes the temporary files that runs killed part-way through writing `file_name` left
-/// in `folder` (`.<file_name>.tmp-<pid>` of a process that no longer runs). Where there is
+/// in `folder` (`.<file_name>.tmp-<pid>-<random>` of a process that no longer runs). Where there is
 /// no `/proc` to ask whether a process runs, they are left alone.
 fn remove_orphaned_temporaries(folder: &Path, file_name: &str) {
     let prefix = format!(".{file_name}.tmp-");
     let Ok(entries) = fs::read_dir(folder) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else { continue };
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else { continue };
+        let pid = rest.split_once('-').map_or(rest, |(pid, _)| pid);
         let running = Path::new("/proc").join(pid);
         if pid.bytes().all(|b| b.is_ascii_digit()) && Path::new("/proc/self").exists() && !running.exists() {
             let _ = fs::remove_file(entry.path());
@@ -638,6 +659,29 @@ mod tests {
         assert!(err.to_string().contains("it is the input"), "{err}");
         assert!(refuse_input_as_output(&dir.path().join("dataset.bin"), &[&input]).is_ok());
     }
+    #[cfg(unix)]
+    #[test]
+    fn a_link_planted_where_the_temporary_file_might_go_redirects_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        // Where a writer that named its temporary file by process id alone would write.
+        let guess = dir.path().join(format!(".model.bin.tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &guess).unwrap();
+        for bytes in [&b"first"[..], b"second"] {
+            write_if_changed(&dir.path().join("model.bin"), bytes).unwrap();
+            assert_eq!(fs::read(dir.path().join("model.bin")).unwrap(), bytes);
+        }
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        // Only the planted link is left beside the artifact: no temporary file stays behind.
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp-"))
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn a_killed_writer_s_temporary_file_is_removed_by_the_next_write() {
@@ -645,11 +689,12 @@ mod tests {
         // No process has this id: it is above the kernel's largest.
         let orphan = dir.path().join(".model.bin.tmp-4294967295");
         let other = dir.path().join(".notes.bin.tmp-4294967295");
-        for file in [&orphan, &other] {
+        let named_randomly = dir.path().join(".model.bin.tmp-4294967295-00ff00ff00ff00ff");
+        for file in [&orphan, &other, &named_randomly] {
             fs::write(file, b"half").unwrap();
         }
         write_if_changed(&dir.path().join("model.bin"), b"whole").unwrap();
-        assert!(!orphan.exists(), "the orphan is removed");
+        assert!(!orphan.exists() && !named_randomly.exists(), "the orphans are removed");
         assert!(other.exists(), "another artifact's temporary file is not this write's business");
     }
 }

@@ -169,7 +169,8 @@ fn time_fallible<E>(warmup: usize, samples: usize, mut work: impl FnMut() -> Res
 /// (the stage figures still empty).
 pub fn parse_in_memory(folder: &Path, limits: &config::ExtractConfig) -> Option<(Vec<PathBuf>, ExtractFigures)> {
     let paths = music::files::find_midi_files(folder).ok()?;
-    let files: Vec<Vec<u8>> = paths.iter().filter_map(|p| std::fs::read(p).ok()).collect();
+    let files: Vec<Vec<u8>> =
+        paths.iter().filter_map(|p| artifacts::read_capped(p, limits.max_file_bytes).ok()).collect();
     if files.is_empty() {
         return None;
     }
@@ -211,8 +212,8 @@ impl Stages {
             }
         }
         std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
-        std::fs::write(work.join("defaults.toml"), "# every setting at its default\n")
-            .map_err(|e| format!("{}: {e}", work.display()))?;
+        artifacts::write_if_changed(&work.join("defaults.toml"), b"# every setting at its default\n")
+            .map_err(|e| e.to_string())?;
         Ok(Stages { binaries, work })
     }
 

@@ -51,9 +51,15 @@ pub const MAX_RENDER_SECONDS: f64 = 3600.0;
 /// damaged or hostile file can neither crash the synthesizer nor make it allocate for
 /// hours of silence. Music longer than [`MAX_RENDER_SECONDS`] is refused.
 pub fn render_wav(midi: &Path, soundfont: &Path, wav: &Path) -> Result<f64, String> {
-    let open = |path: &Path| std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()));
-    let sound_font =
-        Arc::new(SoundFont::new(&mut open(soundfont)?).map_err(|e| format!("{}: {e:?}", soundfont.display()))?);
+    artifacts::refuse_input_as_output(wav, &[midi, soundfont]).map_err(|e| e.to_string())?;
+    let font_bytes = artifacts::read_capped(soundfont, MAX_SOUNDFONT_BYTES)
+        .map_err(|e| format!("{}: {e} (a SoundFont is read up to {MAX_SOUNDFONT_BYTES} bytes)", soundfont.display()))?;
+    let damaged = |e: String| format!("{}: {e}", soundfont.display());
+    let sound_font = Arc::new(
+        caught(|| SoundFont::new(&mut std::io::Cursor::new(font_bytes)))
+            .map_err(damaged)?
+            .map_err(|e| damaged(format!("{e:?}")))?,
+    );
     let limits = config::ExtractConfig::default();
     let bytes = artifacts::read_capped(midi, limits.max_file_bytes).map_err(|e| format!("{}: {e}", midi.display()))?;
     let notes = music::midi_in::notes_of_midi(&bytes, &limits.read_options())
@@ -69,14 +75,18 @@ pub fn render_wav(midi: &Path, soundfont: &Path, wav: &Path) -> Result<f64, Stri
         MidiFile::new(&mut std::io::Cursor::new(rewritten)).map_err(|e| format!("{}: {e:?}", midi.display()))?,
     );
     let settings = SynthesizerSettings::new(SAMPLE_RATE as i32);
-    let synthesizer = Synthesizer::new(&sound_font, &settings).map_err(|e| format!("synthesizer: {e:?}"))?;
-    let mut sequencer = MidiFileSequencer::new(synthesizer);
-    sequencer.play(&midi_file, false);
-
     let seconds = midi_file.get_length() + TAIL_SECONDS;
     let samples = (seconds * f64::from(SAMPLE_RATE)) as usize;
     let (mut left, mut right) = (vec![0f32; samples], vec![0f32; samples]);
-    sequencer.render(&mut left, &mut right);
+    caught(|| -> Result<(), String> {
+        let synthesizer = Synthesizer::new(&sound_font, &settings).map_err(|e| format!("{e:?}"))?;
+        let mut sequencer = MidiFileSequencer::new(synthesizer);
+        sequencer.play(&midi_file, false);
+        sequencer.render(&mut left, &mut right);
+        Ok(())
+    })
+    .and_then(|rendered| rendered)
+    .map_err(|e| format!("{}: the synthesizer failed on this SoundFont: {e}", soundfont.display()))?;
 
     let spec = hound::WavSpec {
         channels: 2,
@@ -84,21 +94,40 @@ pub fn render_wav(midi: &Path, soundfont: &Path, wav: &Path) -> Result<f64, Stri
         bits_per_sample: 16,
         sample_format: hound::SampleFormat::Int,
     };
-    // Written beside the target and renamed, like every other output of the pipeline.
-    let temporary = wav.with_extension("wav.tmp");
-    let write = || -> Result<(), hound::Error> {
-        let mut writer = hound::WavWriter::create(&temporary, spec)?;
+    // Encoded in memory, then written as every output of the pipeline is: atomically.
+    let mut encoded = std::io::Cursor::new(Vec::with_capacity(samples * 4 + 44));
+    let mut encode = || -> Result<(), hound::Error> {
+        let mut writer = hound::WavWriter::new(&mut encoded, spec)?;
         for (l, r) in left.iter().zip(&right) {
             writer.write_sample((l.clamp(-1.0, 1.0) * 32767.0) as i16)?;
             writer.write_sample((r.clamp(-1.0, 1.0) * 32767.0) as i16)?;
         }
         writer.finalize()
     };
-    write().and_then(|()| std::fs::rename(&temporary, wav).map_err(hound::Error::from)).map_err(|e| {
-        let _ = std::fs::remove_file(&temporary);
-        format!("{}: {e}", wav.display())
-    })?;
+    encode().map_err(|e| format!("{}: {e}", wav.display()))?;
+    artifacts::write_if_changed(wav, encoded.get_ref()).map_err(|e| e.to_string())?;
     Ok(seconds)
+}
+
+/// The largest SoundFont read: General MIDI fonts are 30–150 MB.
+pub const MAX_SOUNDFONT_BYTES: u64 = 1 << 30;
+
+/// Runs `work`, turning a panic inside it (a third-party parser or synthesizer meeting
+/// bytes it did not expect) into an error with the panic's message, printed by the caller
+/// as one line instead of a crash with a backtrace.
+fn caught<T>(work: impl FnOnce() -> T) -> Result<T, String> {
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+    std::panic::set_hook(quiet);
+    result.map_err(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "an internal error".to_string());
+        format!("damaged? ({message})")
+    })
 }
 
 /// Renders each MIDI file to a WAV file beside it (`music.mid` → `music.wav`) with the

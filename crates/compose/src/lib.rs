@@ -150,7 +150,7 @@ pub fn run(
         Start::Primer(_) | Start::Opening => None,
     };
     let fixed_start = match start {
-        Start::Primer(path) => Some(primer_tokens(path, &model, config.compose.primer_seconds)?),
+        Start::Primer(path) => Some(primer_tokens(path, &model, config.compose.primer_seconds, &config.extract)?),
         Start::Opening => Some(opening_tokens(&model, meter).ok_or(ComposeError::NoOpening)?),
         Start::Dataset(_) => None,
     };
@@ -208,10 +208,16 @@ pub fn numbered(output: &Path, number: usize) -> PathBuf {
 
 /// The first `seconds` of a MIDI file as the model's token ids. Tokens the model's
 /// dictionary lacks (`names` chords it never saw) are left out.
-fn primer_tokens(path: &Path, model: &ModelArtifact, seconds: f64) -> Result<Vec<u32>, ComposeError> {
+fn primer_tokens(
+    path: &Path,
+    model: &ModelArtifact,
+    seconds: f64,
+    limits: &config::ExtractConfig,
+) -> Result<Vec<u32>, ComposeError> {
     let bad = |reason: String| ComposeError::Primer { path: path.display().to_string(), reason };
-    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let (notes, metre, _) = music::midi_in::read_midi(&bytes, &music::ReadOptions::default()).map_err(bad)?;
+    // Read as extract reads a file: under its size cap, regular files only (a FIFO would block).
+    let bytes = artifacts::read_capped(path, limits.max_file_bytes).map_err(|e| bad(e.to_string()))?;
+    let (notes, metre, _) = music::midi_in::read_midi(&bytes, &limits.read_options()).map_err(bad)?;
     let opening: Vec<artifacts::Note> = notes.into_iter().filter(|n| n.onset_seconds < seconds).collect();
     let ids: Vec<u32> = music::Codec::new(&model.encoding)
         .encode(&opening, &metre)

@@ -293,6 +293,11 @@ pub struct ComposeConfig {
     pub precision: Precision,
 }
 
+/// The range of the sampling temperatures: below it the logits divided by it overflow (a
+/// denormal such as 1e-320 makes them infinite), above it every token is as likely.
+pub const MIN_TEMPERATURE: f64 = 0.01;
+pub const MAX_TEMPERATURE: f64 = 100.0;
+
 /// How the network's matrix products read their operands (`train.precision`,
 /// `compose.precision`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -639,10 +644,10 @@ impl ExtractConfig {
                 return invalid(key, "must be positive".into());
             }
         }
-        if !(self.max_note_seconds > 0.0 && self.max_note_seconds.is_finite()) {
+        if !(self.max_note_seconds.is_normal() && self.max_note_seconds > 0.0) {
             return invalid("extract.max_note_seconds", format!("must be positive, got {}", self.max_note_seconds));
         }
-        if !(self.max_rest_seconds > 0.0 && self.max_rest_seconds <= 3600.0) {
+        if !(self.max_rest_seconds.is_normal() && self.max_rest_seconds > 0.0 && self.max_rest_seconds <= 3600.0) {
             return invalid("extract.max_rest_seconds", format!("must be in (0, 3600], got {}", self.max_rest_seconds));
         }
         Ok(())
@@ -702,7 +707,7 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return invalid("train.dropout", format!("must be in [0, 1), got {}", self.dropout));
         }
-        if !(self.learning_rate > 0.0 && self.learning_rate < 1.0) {
+        if !(self.learning_rate.is_normal() && self.learning_rate > 0.0 && self.learning_rate < 1.0) {
             return invalid("train.learning_rate", format!("must be in (0, 1), got {}", self.learning_rate));
         }
         if !(self.grad_clip >= 0.0 && self.grad_clip.is_finite()) {
@@ -740,8 +745,15 @@ impl ComposeConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
-            return invalid("compose.temperature", format!("must be positive, got {}", self.temperature));
+        // Logits are divided by a temperature: a tiny one overflows them to infinity.
+        for (key, value) in [
+            ("compose.temperature", self.temperature),
+            ("compose.shift_temperature", self.shift_temperature),
+            ("compose.duration_temperature", self.duration_temperature),
+        ] {
+            if !(MIN_TEMPERATURE..=MAX_TEMPERATURE).contains(&value) {
+                return invalid(key, format!("must be in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE}], got {value}"));
+            }
         }
         if !(self.tempo_bpm == 0.0 || (self.tempo_bpm >= 1.0 && self.tempo_bpm <= 1000.0)) {
             return invalid(
@@ -758,7 +770,7 @@ impl ComposeConfig {
         if !(1..=64).contains(&self.phrase_bars) {
             return invalid("compose.phrase_bars", format!("must be in 1..=64, got {}", self.phrase_bars));
         }
-        if !(self.step_quarters > 0.0 && self.step_quarters <= 16.0) {
+        if !(self.step_quarters.is_normal() && self.step_quarters > 0.0 && self.step_quarters <= 16.0) {
             return invalid("compose.step_quarters", format!("must be in (0, 16], got {}", self.step_quarters));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
@@ -773,7 +785,7 @@ impl ComposeConfig {
                 format!("must be 0 (use compose.tokens) or positive, got {}", self.seconds),
             );
         }
-        if !(self.primer_seconds > 0.0 && self.primer_seconds.is_finite()) {
+        if !(self.primer_seconds.is_normal() && self.primer_seconds > 0.0) {
             return invalid("compose.primer_seconds", format!("must be positive, got {}", self.primer_seconds));
         }
         if self.max_shift_run == 0 {
@@ -782,22 +794,13 @@ impl ComposeConfig {
         if self.max_held == 0 {
             return invalid("compose.max_held", "must be at least 1".into());
         }
-        if !(self.max_note_seconds > 0.0 && self.max_note_seconds <= 60.0) {
+        if !(self.max_note_seconds.is_normal() && self.max_note_seconds > 0.0 && self.max_note_seconds <= 60.0) {
             return invalid("compose.max_note_seconds", format!("must be in (0, 60], got {}", self.max_note_seconds));
-        }
-        if !(self.shift_temperature > 0.0 && self.shift_temperature.is_finite()) {
-            return invalid("compose.shift_temperature", format!("must be positive, got {}", self.shift_temperature));
         }
         if self.max_tempo_drift > 255 {
             return invalid("compose.max_tempo_drift", format!("must be in 0..=255, got {}", self.max_tempo_drift));
         }
-        if !(self.duration_temperature > 0.0 && self.duration_temperature.is_finite()) {
-            return invalid(
-                "compose.duration_temperature",
-                format!("must be positive, got {}", self.duration_temperature),
-            );
-        }
-        if !(self.phrase_seconds > 0.0 && self.phrase_seconds <= 3600.0) {
+        if !(self.phrase_seconds.is_normal() && self.phrase_seconds > 0.0 && self.phrase_seconds <= 3600.0) {
             return invalid("compose.phrase_seconds", format!("must be in (0, 3600], got {}", self.phrase_seconds));
         }
         if !(0.0..=1.0).contains(&self.repeat) {
@@ -886,6 +889,18 @@ mod tests {
         assert!(err.contains("encode.seq_len"), "{err}");
         let err = parse("[compose]\ntemperature = -1.0\n", &[]).unwrap_err().to_string();
         assert!(err.contains("compose.temperature"), "{err}");
+        // Denormal and non-finite numbers are refused by name, not run into infinities.
+        for (text, key) in [
+            ("[compose]\nshift_temperature = 1e-320\n", "compose.shift_temperature"),
+            ("[compose]\nduration_temperature = inf\n", "compose.duration_temperature"),
+            ("[compose]\nprimer_seconds = 1e-320\n", "compose.primer_seconds"),
+            ("[compose]\nmax_note_seconds = nan\n", "compose.max_note_seconds"),
+            ("[extract]\nmax_note_seconds = 1e-320\n", "extract.max_note_seconds"),
+            ("[train]\nlearning_rate = 1e-320\n", "train.learning_rate"),
+        ] {
+            let err = parse(text, &[]).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
         let err = parse("[train]\nhidden = \"big\"\n", &[]).unwrap_err().to_string();
         assert!(err.contains("hidden"), "{err}");
     }

@@ -1,6 +1,9 @@
 use clap::Parser;
 use std::path::PathBuf;
 
+/// The largest score file read: the bundled ones are a few kilobytes.
+const MAX_SCORE_BYTES: u64 = 1 << 20;
+
 /// Renders the sample corpus: every `<name>.score` in the scores folder becomes
 /// `<name>.mid` in the output folder. Run by `make corpus`; the results are committed.
 #[derive(Parser, Debug)]
@@ -25,12 +28,14 @@ fn main() -> std::process::ExitCode {
         paths.sort();
         let mut total = 0;
         for path in paths {
-            let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let bytes =
+                artifacts::read_capped(&path, MAX_SCORE_BYTES).map_err(|e| format!("{}: {e}", path.display()))?;
+            let text = String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", path.display()))?;
             let score = sample_corpus::parse_score(&text).map_err(|e| format!("{}: {e}", path.display()))?;
             let bytes = music::midi_out::to_bytes(&score.to_music(), None);
             let name = path.file_stem().expect("a .score file has a stem");
             let target = args.output.join(name).with_extension("mid");
-            std::fs::write(&target, bytes).map_err(|e| format!("{}: {e}", target.display()))?;
+            artifacts::write_if_changed(&target, &bytes).map_err(|e| e.to_string())?;
             println!("{:>5} notes  {}  ({}, {})", score.notes.len(), target.display(), score.title, score.composer);
             total += score.notes.len();
         }

@@ -27,7 +27,7 @@ struct Args {
     training_list: Option<PathBuf>,
     /// Seconds of each reference piece whose repetition and pulse are measured, to compare
     /// like with like (the length of the generated pieces).
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(long, default_value_t = 60.0, value_parser = positive_seconds)]
     excerpt_seconds: f64,
     /// Sets of real excerpts to measure beside the generated set (0 = none): each as many
     /// random excerpts of --training pieces as there are generated files, excerpt-seconds
@@ -45,9 +45,23 @@ struct Args {
 
 type Pieces = Vec<(String, Vec<artifacts::Note>)>;
 
+/// The largest list of files read: a million paths.
+const MAX_LIST_BYTES: u64 = 64 << 20;
+
+/// A finite number of seconds above zero (not NaN, not infinite, not a denormal).
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    let seconds: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    if seconds.is_normal() && seconds > 0.0 && seconds <= 1e6 {
+        Ok(seconds)
+    } else {
+        Err(format!("must be a number of seconds in (0, 1000000], got {text}"))
+    }
+}
+
 fn read_set(folder: &Path, list: Option<&Path>, limits: &config::ExtractConfig) -> Result<Pieces, String> {
     let files = match list {
-        Some(list) => std::fs::read_to_string(list)
+        Some(list) => artifacts::read_capped(list, MAX_LIST_BYTES)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
             .map_err(|e| format!("{}: {e}", list.display()))?
             .lines()
             .filter(|line| !line.trim().is_empty())
@@ -79,13 +93,21 @@ fn main() -> std::process::ExitCode {
             Some(folder) => read_set(folder, args.training_list.as_deref(), &config.extract)?,
             None => Vec::new(),
         };
+        // Nothing read is overwritten: the generated pieces, the lists, every real piece.
+        let mut read: Vec<&Path> = args.generated.iter().map(PathBuf::as_path).collect();
+        read.extend(args.reference_list.as_deref().into_iter().chain(args.training_list.as_deref()));
+        read.extend(reference.iter().chain(&training).map(|(name, _)| Path::new(name)));
+        let markdown_path = args.output.with_extension("md");
+        for output in [&args.output, &markdown_path] {
+            artifacts::refuse_input_as_output(output, &read)?;
+        }
         let mut rng = seeded_rng::SeededRng::new(config.seed, "real excerpts");
         let real = (args.real_draws, &mut rng);
         let report = evaluate::quality::compare(&generated, &reference, &training, args.excerpt_seconds, real);
         let markdown = evaluate::quality::markdown(&report);
         let json = serde_json::to_string_pretty(&report)? + "\n";
         artifacts::write_if_changed(&args.output, json.as_bytes())?;
-        artifacts::write_if_changed(&args.output.with_extension("md"), markdown.as_bytes())?;
+        artifacts::write_if_changed(&markdown_path, markdown.as_bytes())?;
         print!("{markdown}");
         Ok(())
     })())
