@@ -362,6 +362,27 @@ fn write_pictures(evaluation: &Evaluation, output: &Path) -> Result<Vec<(String,
     Ok(written)
 }
 
+/// `text` (a file name) as literal Markdown: every ASCII punctuation character that Markdown
+/// or a table reads escaped with a backslash, and `<` `>` `&` as entities, so a name never
+/// becomes a link, a tag, emphasis or a new table cell.
+pub fn markdown_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '\n' | '\r' => out.push(' '),
+            c if c.is_ascii_punctuation() => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// `evaluation.md`: the figures as tables, with the pictures.
 fn markdown(e: &Evaluation, pictures: &[(String, PathBuf)]) -> String {
     let mut md = format!("# Evaluation\n\nEncoding: `{}`.\n\n## The model, on the validation pieces\n\n", e.encoding);
@@ -391,7 +412,7 @@ fn markdown(e: &Evaluation, pictures: &[(String, PathBuf)]) -> String {
     rows.extend(e.generated.iter().map(|g| (g.file.clone(), Some(&g.music))));
     for (name, comparison) in rows {
         let Some(c) = comparison else { continue };
-        let _ = writeln!(md, "### {name}\n\n| statistic | overlap | KL |\n|---|---|---|");
+        let _ = writeln!(md, "### {}\n\n| statistic | overlap | KL |\n|---|---|---|", markdown_text(&name));
         for row in &c.against_validation {
             let _ = writeln!(md, "| {} | {:.3} | {:.3} |", row.statistic, row.overlap, row.kl_divergence);
         }
@@ -419,21 +440,35 @@ fn markdown(e: &Evaluation, pictures: &[(String, PathBuf)]) -> String {
     }
     for (title, path) in pictures {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let _ = writeln!(md, "![{title}]({name})\n");
+        let _ = writeln!(md, "![{title}](<{}>)\n", name.replace(['<', '>'], ""));
     }
     md.push_str("## Memorisation\n\n| piece | longest copied run (tokens) | longest copied run (notes) | from | copied patterns | flag |\n|---|---|---|---|---|---|\n");
     for g in &e.generated {
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} at note {} | {:.0} % | {} |",
-            g.file,
+            markdown_text(&g.file),
             g.longest_copied_tokens.length,
             g.longest_copied_notes.length,
-            g.longest_copied_notes.source,
+            markdown_text(&g.longest_copied_notes.source),
             g.longest_copied_notes.position,
             g.copied_ngram_share * 100.0,
             if g.flagged_as_copy { "copy" } else { "" }
         );
     }
     md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_name_is_literal_markdown() {
+        assert_eq!(markdown_text("music_2.mid"), "music\\_2\\.mid");
+        let hostile = "[x](javascript:alert(1)) | <script>*.mid";
+        let escaped = markdown_text(hostile);
+        assert!(!escaped.contains("<script>") && !escaped.contains("](") && !escaped.contains(" | "), "{escaped}");
+        assert_eq!(markdown_text("two\nlines"), "two lines");
+    }
 }

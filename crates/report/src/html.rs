@@ -30,6 +30,21 @@ pub fn escape(text: &str) -> String {
     out
 }
 
+/// A link to the file `name` in the page's own folder: `./` and the name with every byte
+/// but letters, digits and `-._~` percent-encoded. So a file named `javascript:….mid` is a
+/// relative link to that file, never a scheme a browser would run, and no name can leave
+/// the attribute.
+pub fn href(name: &str) -> String {
+    let mut out = String::from("./");
+    for byte in name.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(char::from(byte)),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
 /// A page being built, top to bottom.
 pub struct Page {
     title: String,
@@ -74,7 +89,7 @@ impl Page {
     /// The picture `file` of `folder`, by its relative name, if it exists.
     pub fn picture(&mut self, folder: &Path, file: &str, description: &str) {
         if folder.join(file).is_file() {
-            let _ = write!(self.body, "<img src=\"{}\" alt=\"{}\">", escape(file), escape(description));
+            let _ = write!(self.body, "<img src=\"{}\" alt=\"{}\">", href(file), escape(description));
         }
     }
 
@@ -92,6 +107,14 @@ impl Page {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_are_relative_and_percent_encoded_whatever_the_name() {
+        assert_eq!(href("generated_music.mid"), "./generated_music.mid");
+        assert_eq!(href("javascript:alert(1).mid"), "./javascript%3Aalert%281%29.mid");
+        assert_eq!(href("a \"b\"<c>.wav"), "./a%20%22b%22%3Cc%3E.wav");
+        assert_eq!(href("é.mid"), "./%C3%A9.mid");
+    }
 
     #[test]
     fn markup_in_text_is_shown_not_run() {

@@ -253,14 +253,14 @@ fn generated_piece(page: &mut Page, folder: &Path, midi: &str, evaluation: Optio
             text(&r["meter"]),
             text(&r["tempo"]),
             r["onsets_on_grid"].as_f64().map_or_else(|| "?".into(), |share| format!("{:.0}", share * 100.0)),
-            escape(midi),
+            html::href(midi),
         ));
     }
     page.picture(folder, &format!("{stem}.svg"), &format!("Piano roll of {midi}"));
     let wav = format!("{stem}.wav");
     let fresh = |file: &Path| matches!((modified(file), made), (Some(a), Some(b)) if a >= b);
     if fresh(&folder.join(&wav)) {
-        page.raw(&format!("<audio controls preload=\"metadata\" src=\"{}\"></audio>", escape(&wav)));
+        page.raw(&format!("<audio controls preload=\"metadata\" src=\"{}\"></audio>", html::href(&wav)));
     } else {
         page.raw(
             "<p class=\"note\">No recording of this piece yet: run <code>make listen</code> (or <code>compose \
