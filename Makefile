@@ -13,11 +13,29 @@ ART      ?= artifacts
 # Extra cargo flags, e.g. CARGO_FLAGS="--features train/cuda,compose/cuda".
 CARGO_FLAGS ?=
 BIN      := target/release
+# Variables set on the command line or in the environment are taken as text: make does not
+# evaluate what they hold, and recipes hand them to the shell single-quoted ($(call q,NAME)),
+# so `$(…)`, backticks and quotes in a folder's name are characters, never commands.
+# CARGO_FLAGS and BASE_FLAGS are lists of flags, split into words by the shell on purpose.
+USER_TEXT := CONFIG ART DATA BASE_MODEL BASE_CORPUS BASE_LIST BASE_MINUTES QUALITY_MODEL \
+             QUALITY_CORPUS QUALITY_TRAIN QUALITY_VALID QUALITY_PIECES BENCH_CORPUS PEERS_ENV
+define take_literally
+ifneq ($$(filter command line environment%,$$(origin $(1))),)
+override $(1) := $$(value $(1))
+endif
+endef
+$(foreach name,$(USER_TEXT),$(eval $(call take_literally,$(name))))
+# $(call q,NAME): variable NAME's value as one single-quoted shell word.
+q = '$(subst ','\'',$($(1)))'
+# ART and PEERS_ENV name make targets, which cannot hold every character: plain paths only.
+plain_path = $(if $(shell printf '%s' $(call q,$(1)) | tr -d 'A-Za-z0-9._/+~-'),\
+    $(error $(1) must be a plain path (letters, digits and ._/+~-): make names targets with it))
+$(call plain_path,ART)$(call plain_path,PEERS_ENV)
 # The input folder: DATA=… on the command line, else extract.input from the config, as the
 # extract binary itself reads it (the config is parsed in one place: the stage binaries).
 # Before the first build there is no binary to ask; extract then reads its config's folder.
 ifeq ($(origin DATA),undefined)
-DATA     := $(shell $(BIN)/extract --config $(CONFIG) --print-input 2>/dev/null)
+DATA     := $(shell $(BIN)/extract --config $(call q,CONFIG) --print-input 2>/dev/null)
 endif
 STAMPS   := $(ART)/.make
 NOTES    := $(ART)/notes.bin
@@ -44,7 +62,7 @@ PAGE     := $(ART)/index.html
 $(shell mkdir -p $(STAMPS))
 
 # $(call stage_digest,STAGE,ARGS): the command that prints the stage's settings digest.
-stage_digest = $(BIN)/$(1) --config $(CONFIG) $(2) --print-config-digest
+stage_digest = $(BIN)/$(1) --config $(call q,CONFIG) $(2) --print-config-digest
 # $(call record_stamp,NAME,STAGE,COMMAND): where the STAGE binary exists, COMMAND's output
 # becomes $(STAMPS)/NAME.stamp if it differs. Where the command fails (the binary cannot
 # read the config, the folder is missing), the stamp is left alone and this expands to
@@ -56,10 +74,10 @@ record_stamp = $(if $(wildcard $(BIN)/$(2)),$(shell \
     else echo ALWAYS; fi; rm -f $(STAMPS)/$(1).new))
 # A stamp no binary could write yet: missing, so the stage runs (and its recipe writes it).
 $(STAMPS)/%.stamp: ;
-EXTRACT_INPUT = $(if $(DATA),--input "$(DATA)")
+EXTRACT_INPUT = $(if $(DATA),--input $(call q,DATA))
 # The MIDI files with their modification times, listed by extract itself (its own rule for
 # what a MIDI file is); its recipe writes the list again for what it read.
-list_inputs = $(BIN)/extract --config $(CONFIG) $(EXTRACT_INPUT) --print-inputs
+list_inputs = $(BIN)/extract --config $(call q,CONFIG) $(EXTRACT_INPUT) --print-inputs
 
 UNREADABLE_FOR_EXTRACT  := $(call record_stamp,inputs,extract,$(list_inputs)) \
                            $(call record_stamp,extract,extract,$(call stage_digest,extract,$(EXTRACT_INPUT)))
@@ -95,24 +113,24 @@ $(addprefix $(BIN)/,$(BINARIES)): Cargo.toml Cargo.lock $(wildcard crates/*/Carg
 # comment in the config, runs nothing.
 # ---------------------------------------------------------------------------------------
 $(NOTES): $(BIN)/extract $(STAMPS)/inputs.stamp $(STAMPS)/extract.stamp $(UNREADABLE_FOR_EXTRACT)
-	$(BIN)/extract --config $(CONFIG) $(EXTRACT_INPUT) --output $(NOTES)
+	$(BIN)/extract --config $(call q,CONFIG) $(EXTRACT_INPUT) --output $(NOTES)
 	@$(list_inputs) > $(STAMPS)/inputs.stamp
 	@$(call stage_digest,extract,$(EXTRACT_INPUT)) > $(STAMPS)/extract.stamp
 	@touch $@
 
 $(DATASET): $(BIN)/encode $(NOTES) $(STAMPS)/encode.stamp $(UNREADABLE_FOR_ENCODE)
-	$(BIN)/encode --config $(CONFIG) --input $(NOTES) --output $(DATASET)
+	$(BIN)/encode --config $(call q,CONFIG) --input $(NOTES) --output $(DATASET)
 	@$(call stage_digest,encode) > $(STAMPS)/encode.stamp
 	@touch $@
 
 # The shipped base models, one of which train.init may name: a new one reruns train.
 $(MODEL): $(BIN)/train $(DATASET) $(STAMPS)/train.stamp $(UNREADABLE_FOR_TRAIN) $(wildcard models/*.bin)
-	$(BIN)/train --config $(CONFIG) --input $(DATASET) --output $(MODEL)
+	$(BIN)/train --config $(call q,CONFIG) --input $(DATASET) --output $(MODEL)
 	@$(call stage_digest,train) > $(STAMPS)/train.stamp
 	@touch $@
 
 $(MUSIC): $(BIN)/compose $(MODEL) $(DATASET) $(STAMPS)/compose.stamp $(UNREADABLE_FOR_COMPOSE)
-	$(BIN)/compose --config $(CONFIG) --input $(MODEL) --dataset $(DATASET) --output $(MUSIC)
+	$(BIN)/compose --config $(call q,CONFIG) --input $(MODEL) --dataset $(DATASET) --output $(MUSIC)
 	@$(call stage_digest,compose) > $(STAMPS)/compose.stamp
 	@touch $@
 	@echo "generated music: $(MUSIC)"
@@ -132,7 +150,7 @@ EVALUATION := $(ART)/evaluation.json
 evaluate: $(EVALUATION)
 
 $(EVALUATION): $(BIN)/evaluate $(BIN)/report $(MUSIC) $(MODEL) $(DATASET) $(NOTES) $(STAMPS)/evaluate.stamp $(UNREADABLE_FOR_EVALUATE)
-	$(BIN)/evaluate --config $(CONFIG) --dataset $(DATASET) --model $(MODEL) --notes $(NOTES) --output $(EVALUATION) $(MUSIC)
+	$(BIN)/evaluate --config $(call q,CONFIG) --dataset $(DATASET) --model $(MODEL) --notes $(NOTES) --output $(EVALUATION) $(MUSIC)
 	@echo "evaluation: $(ART)/evaluation.md"
 	@$(call stage_digest,evaluate) > $(STAMPS)/evaluate.stamp
 	@$(draw_page)
@@ -167,7 +185,7 @@ test-deps:
 
 # Renders the generated music to WAV (artifacts/generated_music.wav) to listen to.
 listen: $(MUSIC) $(BIN)/listen $(BIN)/report
-	$(BIN)/listen --config $(CONFIG) $(MUSIC)
+	$(BIN)/listen --config $(call q,CONFIG) $(MUSIC)
 	@$(draw_page)
 
 # What each artifact is and what made it.
@@ -179,14 +197,14 @@ inspect: $(BIN)/inspect
 BENCH_CORPUS ?= ../shared/data/piano
 bench:
 	cargo build --release --locked $(CARGO_FLAGS) --bin bench --bin extract --bin encode
-	$(BIN)/bench --corpus "$(BENCH_CORPUS)" --output $(ART)/bench.json
+	$(BIN)/bench --corpus $(call q,BENCH_CORPUS) --output $(ART)/bench.json
 
 # The same, then PyTorch (float32 and bfloat16 autocast) and symusic at the bench's shapes
 # and on its corpus, in the same run: bench.json gains `peers` and `ratios`. The first run
 # installs them (crates/bench/peers-requirements.txt) into $(PEERS_ENV), outside the source.
 PEERS_ENV ?= target/bench-peers
 bench-peers: $(PEERS_ENV)/installed bench
-	$(PEERS_ENV)/bin/python crates/bench/peers.py --bench $(ART)/bench.json --corpus "$(BENCH_CORPUS)"
+	$(PEERS_ENV)/bin/python crates/bench/peers.py --bench $(ART)/bench.json --corpus $(call q,BENCH_CORPUS)
 $(PEERS_ENV)/installed: crates/bench/peers-requirements.txt
 	python3 -m venv $(PEERS_ENV)
 	$(PEERS_ENV)/bin/pip install --quiet -r $<
@@ -202,16 +220,17 @@ BASE_LIST    ?= ../shared/splits/piano-midi-de.train.txt
 BASE_MINUTES ?=
 BASE_FLAGS   ?=
 BASE         := $(ART)/base/$(BASE_MODEL)
+$(call plain_path,BASE_MODEL)
 base-model: $(BIN)/extract $(BIN)/encode $(BIN)/train
-	@test -d "$(BASE_CORPUS)" && test -f "$(BASE_LIST)" || \
+	@test -d $(call q,BASE_CORPUS) && test -f $(call q,BASE_LIST) || \
 	    { echo "base-model: needs BASE_CORPUS (a folder) and BASE_LIST (a file of paths in it)"; exit 1; }
 	rm -rf $(BASE)/corpus && mkdir -p $(BASE)/corpus
 	while IFS= read -r f; do [ -n "$$f" ] || continue; mkdir -p "$(BASE)/corpus/$$(dirname "$$f")"; \
-	    cp "$(BASE_CORPUS)/$$f" "$(BASE)/corpus/$$f" || exit 1; done < "$(BASE_LIST)"
+	    cp $(call q,BASE_CORPUS)/"$$f" "$(BASE)/corpus/$$f" || exit 1; done < $(call q,BASE_LIST)
 	$(BIN)/extract --config models/$(BASE_MODEL).toml --input $(BASE)/corpus --output $(BASE)/notes.bin
 	$(BIN)/encode --config models/$(BASE_MODEL).toml --input $(BASE)/notes.bin --output $(BASE)/dataset.bin
 	$(BIN)/train --config models/$(BASE_MODEL).toml --input $(BASE)/dataset.bin --output $(BASE)/model.bin \
-	    --weights-only $(if $(BASE_MINUTES),--max-minutes $(BASE_MINUTES)) $(BASE_FLAGS)
+	    --weights-only $(if $(BASE_MINUTES),--max-minutes $(call q,BASE_MINUTES)) $(BASE_FLAGS)
 	cp $(BASE)/model.bin models/$(BASE_MODEL).bin
 	cp $(BASE)/model.report.json models/$(BASE_MODEL).report.json
 	cp $(BASE)/training_curve.svg models/$(BASE_MODEL).training_curve.svg
@@ -229,10 +248,10 @@ QUALITY_PIECES ?= 8
 quality: $(BIN)/compose $(BIN)/report
 	cargo build --release --locked $(CARGO_FLAGS) --bin quality
 	rm -rf $(ART)/quality && mkdir -p $(ART)/quality
-	$(BIN)/compose --config $(CONFIG) --input $(QUALITY_MODEL) --no-dataset --outputs $(QUALITY_PIECES) \
+	$(BIN)/compose --config $(call q,CONFIG) --input $(call q,QUALITY_MODEL) --no-dataset --outputs $(call q,QUALITY_PIECES) \
 	    --seconds 60 --output $(ART)/quality/piece.mid
-	$(BIN)/quality --config $(CONFIG) --reference "$(QUALITY_CORPUS)" --reference-list "$(QUALITY_VALID)" \
-	    --training "$(QUALITY_CORPUS)" --training-list "$(QUALITY_TRAIN)" --output $(ART)/quality.json \
+	$(BIN)/quality --config $(call q,CONFIG) --reference $(call q,QUALITY_CORPUS) --reference-list $(call q,QUALITY_VALID) \
+	    --training $(call q,QUALITY_CORPUS) --training-list $(call q,QUALITY_TRAIN) --output $(ART)/quality.json \
 	    $(ART)/quality/piece*.mid
 	@$(draw_page)
 
@@ -242,14 +261,14 @@ quality: $(BIN)/compose $(BIN)/report
 MAESTRO_SIZED := $(ART)/maestro-sized
 bench-maestro: $(BIN)/extract $(BIN)/encode $(BIN)/train
 	rm -rf $(MAESTRO_SIZED) && mkdir -p $(MAESTRO_SIZED)/midi
-	find "$(BENCH_CORPUS)" -type f \( -iname '*.mid' -o -iname '*.midi' \) | LC_ALL=C sort > $(MAESTRO_SIZED)/sources
+	find $(call q,BENCH_CORPUS) -type f \( -iname '*.mid' -o -iname '*.midi' \) | LC_ALL=C sort > $(MAESTRO_SIZED)/sources
 	awk '{ f[NR] = $$0 } END { for (i = 0; i < 1276; i++) \
 	    printf "%s\tMIDI-Unprocessed_SMF_%02d_R1_2004_01-05_ORIG_MID--AUDIO_%02d_R1_2004_%04d_Track%04d_wav.midi\n", \
 	    f[i % NR + 1], i % 23, i % 17, i, i }' $(MAESTRO_SIZED)/sources | \
 	    while IFS="$$(printf '\t')" read -r from to; do cp "$$from" "$(MAESTRO_SIZED)/midi/$$to"; done
-	$(TIMED) $(BIN)/extract --config $(CONFIG) --input $(MAESTRO_SIZED)/midi --output $(MAESTRO_SIZED)/notes.bin
-	$(TIMED) $(BIN)/encode --config $(CONFIG) --input $(MAESTRO_SIZED)/notes.bin --output $(MAESTRO_SIZED)/dataset.bin
-	$(TIMED) $(BIN)/train --config $(CONFIG) --set train.init= --input $(MAESTRO_SIZED)/dataset.bin \
+	$(TIMED) $(BIN)/extract --config $(call q,CONFIG) --input $(MAESTRO_SIZED)/midi --output $(MAESTRO_SIZED)/notes.bin
+	$(TIMED) $(BIN)/encode --config $(call q,CONFIG) --input $(MAESTRO_SIZED)/notes.bin --output $(MAESTRO_SIZED)/dataset.bin
+	$(TIMED) $(BIN)/train --config $(call q,CONFIG) --set train.init= --input $(MAESTRO_SIZED)/dataset.bin \
 	    --output $(MAESTRO_SIZED)/model.bin --max-minutes 1
 # GNU time's peak memory where it is installed, else the shell's own timing.
 TIMED := $(if $(wildcard /usr/bin/time),/usr/bin/time -f "%C: %e s; peak memory %M KiB")
@@ -264,7 +283,7 @@ clean:
 	    $(ART)/evaluation* $(ART)/bench.json $(PAGE)
 
 help:
-	@echo "make              run extract, encode, train, compose on DATA ($(DATA)); writes $(MUSIC)"
+	@echo "make              run extract, encode, train, compose on DATA ("$(call q,DATA)"); writes $(MUSIC)"
 	@echo "make DATA=dir     the same on another folder of .mid/.midi files (searched recursively)"
 	@echo "make test         the test suite (tests that need ../shared/data, a SoundFont, Chromium or MuseScore skip without them)"
 	@echo "make base-model   retrain models/$(BASE_MODEL).bin (BASE_MODEL=piano-beats or piano) on BASE_CORPUS/BASE_LIST (see models/README.md)"
@@ -278,4 +297,4 @@ help:
 	@echo "make bench-peers  the same beside PyTorch and symusic, installed under target/ (needs python3)"
 	@echo "make corpus       re-render data/*.mid from data/scores/*.score"
 	@echo "make clean        delete the artifacts"
-	@echo "variables: CONFIG=$(CONFIG) ART=$(ART) DATA=$(DATA) CARGO_FLAGS=$(CARGO_FLAGS)"
+	@echo "variables: CONFIG="$(call q,CONFIG)" ART=$(ART) DATA="$(call q,DATA)" CARGO_FLAGS=$(CARGO_FLAGS)"

@@ -110,3 +110,32 @@ fn make_reruns_only_stale_stages() {
     std::fs::write(&touched, bytes).unwrap();
     assert_eq!(stages_run(dir), STAGES);
 }
+
+#[test]
+fn make_takes_its_variables_as_text_never_as_commands() {
+    let project = tiny_project(2);
+    let dir = project.path();
+    // Commands run by make or its shell would run in the repository's folder.
+    let marker = |n: u32| repo_root().join(format!("PWNED{n}"));
+    // A folder whose name is make and shell syntax: make's $(shell), a backtick command,
+    // a command substitution, quotes and spaces; each would leave a marker file if run.
+    let name = "a$(shell touch PWNED1) `touch PWNED2` $(touch PWNED3) 'q' \"d\"";
+    let data = dir.join(name);
+    std::fs::rename(dir.join("midi"), &data).unwrap();
+    release_bin();
+    let output = Command::new("make")
+        .current_dir(repo_root())
+        .arg(format!("ART={}", dir.join("artifacts").display()))
+        .arg(format!("CONFIG={}", dir.join("pipeline.toml").display()))
+        .arg(format!("DATA={}", data.display()))
+        .output()
+        .expect("make runs");
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(dir.join("artifacts/generated_music.mid").is_file());
+    for n in 1..=3 {
+        assert!(!marker(n).exists(), "PWNED{n}: make or the shell ran a command from DATA");
+    }
+    // A path make must name targets with is refused, not half used.
+    let output = Command::new("make").current_dir(repo_root()).args(["-n", "ART=a b"]).output().unwrap();
+    assert!(!output.status.success() && String::from_utf8_lossy(&output.stderr).contains("ART must be a plain path"));
+}
