@@ -462,6 +462,25 @@ pub fn write_report<T: Serialize>(artifact: &Path, report: &T) -> Result<WriteOu
     write_if_changed(&report_path(artifact), text.as_bytes())
 }
 
+/// Writes a stage's output and its report so that a report never describes an output that
+/// is not there: the old report goes first, then `write_output` writes the output, then
+/// the report is written. When the report cannot be written the new output is removed too,
+/// so `make` sees the stage unfinished and reruns it, rather than a fresh output with no
+/// report or an old one.
+pub fn write_with_report<T: Serialize>(
+    output: &Path,
+    report: &T,
+    write_output: impl FnOnce() -> Result<WriteOutcome, ArtifactError>,
+) -> Result<WriteOutcome, ArtifactError> {
+    remove_if_present(&report_path(output))?;
+    let outcome = write_output()?;
+    if let Err(error) = write_report(output, report) {
+        let _ = fs::remove_file(output);
+        return Err(error);
+    }
+    Ok(outcome)
+}
+
 /// Encodes and writes an artifact atomically; see [`write_if_changed`].
 pub fn write<A: Artifact>(
     path: &Path,
@@ -659,6 +678,29 @@ mod tests {
         assert!(err.to_string().contains("it is the input"), "{err}");
         assert!(refuse_input_as_output(&dir.path().join("dataset.bin"), &[&input]).is_ok());
     }
+    #[test]
+    fn a_report_never_describes_an_output_that_is_not_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("notes.bin");
+        write_with_report(&output, &"first", || write_if_changed(&output, b"one")).unwrap();
+        assert_eq!(fs::read_to_string(report_path(&output)).unwrap(), "\"first\"\n");
+        // The output cannot be written (a folder in its way): the old report is gone too.
+        fs::remove_file(&output).unwrap();
+        fs::create_dir(&output).unwrap();
+        assert!(write_with_report(&output, &"second", || write_if_changed(&output, b"two")).is_err());
+        assert!(!report_path(&output).exists(), "no report of an output that was not written");
+        // The report cannot be written (a folder appears in its way while the output is
+        // written): the new output goes, so the stage is seen unfinished.
+        fs::remove_dir(&output).unwrap();
+        let written = write_with_report(&output, &"third", || {
+            let outcome = write_if_changed(&output, b"three");
+            fs::create_dir(report_path(&output)).unwrap();
+            outcome
+        });
+        assert!(written.is_err());
+        assert!(!output.exists(), "no output without its report");
+    }
+
     #[cfg(unix)]
     #[test]
     fn a_link_planted_where_the_temporary_file_might_go_redirects_nothing() {

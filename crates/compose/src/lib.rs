@@ -317,9 +317,8 @@ fn write_outputs(output: &Path, composition: &Composition, provenance: &str) -> 
     let title = format!("{} — {} at {}", output.display(), report.meter, report.tempo);
     let svg = pictures::piano_roll(&roll, &bar_lines, &title);
     artifacts::write_if_changed(&output.with_extension("svg"), svg.as_bytes()).map_err(ComposeError::Artifact)?;
-    // The MIDI file last: a failure before it leaves no new music that looks finished.
-    artifacts::write_report(output, &report).map_err(ComposeError::Artifact)?;
-    let outcome = artifacts::write_if_changed(output, &bytes).map_err(ComposeError::Artifact)?;
+    let outcome = artifacts::write_with_report(output, &report, || artifacts::write_if_changed(output, &bytes))
+        .map_err(ComposeError::Artifact)?;
     stage_cli::log_outcome(output, outcome);
     Ok(())
 }
@@ -370,10 +369,16 @@ impl ComposeReport {
         } else {
             format!("{slowest:.0}–{fastest:.0} BPM")
         };
-        // Sweep over note starts (+1) and ends (−1); ends sort first at equal times.
-        let mut changes: Vec<(f64, i32)> =
-            notes.iter().flat_map(|n| [(n.onset_quarters, 1), (n.onset_quarters + n.duration_quarters, -1)]).collect();
-        changes.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        // Sweep over note starts (+1) and ends (−1) at the ticks the file holds them (ends
+        // first at one tick), so the count is the file's, not that of times a rounding apart.
+        let ticks = music::midi_out::ticks;
+        let mut changes: Vec<(u64, i32)> = notes
+            .iter()
+            .map(|n| (ticks(n.onset_quarters), ticks(n.onset_quarters + n.duration_quarters)))
+            .filter(|(start, end)| end > start)
+            .flat_map(|(start, end)| [(start, 1), (end, -1)])
+            .collect();
+        changes.sort_unstable_by_key(|&(tick, change)| (tick, change));
         let (mut sounding, mut max_polyphony) = (0i32, 0i32);
         for (_, change) in changes {
             sounding += change;

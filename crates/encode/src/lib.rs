@@ -96,12 +96,11 @@ pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<Datas
         tracing::warn!("no validation window: training will report no validation loss");
     }
     let producer = concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"));
-    // The report first: a stage that fails to write it must not leave a new artifact that
-    // makes the next `make` believe the stage succeeded.
-    artifacts::write_report(output, &report).map_err(EncodeError::Artifact)?;
-    let outcome =
-        artifacts::write(output, &dataset, producer, config.section_digest(Section::Encode), vec![input_digest])
-            .map_err(EncodeError::Artifact)?;
+    let digest = config.section_digest(Section::Encode);
+    let outcome = artifacts::write_with_report(output, &report, || {
+        artifacts::write(output, &dataset, producer, digest, vec![input_digest])
+    })
+    .map_err(EncodeError::Artifact)?;
     stage_cli::log_outcome(output, outcome);
     Ok(dataset)
 }

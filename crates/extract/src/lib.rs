@@ -130,10 +130,10 @@ pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<Extra
         report.shortened,
         report.rests_shortened
     );
-    // The report first: a stage that fails to write it must not leave a new artifact.
-    artifacts::write_report(output, &report).map_err(ExtractError::Artifact)?;
-    let outcome = artifacts::write(output, &artifact, producer, config.section_digest(Section::Extract), inputs)
-        .map_err(ExtractError::Artifact)?;
+    let digest = config.section_digest(Section::Extract);
+    let outcome =
+        artifacts::write_with_report(output, &report, || artifacts::write(output, &artifact, producer, digest, inputs))
+            .map_err(ExtractError::Artifact)?;
     stage_cli::log_outcome(output, outcome);
     Ok(report)
 }

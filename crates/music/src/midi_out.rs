@@ -20,6 +20,11 @@ enum Change {
     Press { pitch: u8, velocity: u8 },
 }
 
+/// The tick a time in quarter notes is written at (the nearest, never before 0).
+pub fn ticks(quarters: f64) -> u64 {
+    (quarters * f64::from(TICKS_PER_QUARTER)).round().max(0.0) as u64
+}
+
 /// A format-0 MIDI file: one track on channel 1, program 0 (acoustic grand piano), the
 /// score's time signatures and tempo map, each note placed by its quarter notes (its
 /// seconds, channel and program are not read). `text`, when given, is written as a text
@@ -27,7 +32,6 @@ enum Change {
 /// after rounding to ticks are skipped; pitch and velocity are clamped into MIDI's range.
 pub fn to_bytes(score: &Score, text: Option<&str>) -> Vec<u8> {
     let channel = u4::new(0);
-    let ticks = |quarters: f64| (quarters * f64::from(TICKS_PER_QUARTER)).round().max(0.0) as u64;
     let mut changes: Vec<(u64, Change)> = Vec::with_capacity(score.notes.len() * 2 + 8);
     for signature in &score.metre.signatures {
         let power = signature.denominator.max(1).ilog2() as u8;

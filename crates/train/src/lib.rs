@@ -141,8 +141,6 @@ pub fn run(
     })?;
 
     let report = TrainReport::new(&model, &timings, started.elapsed().as_secs_f64(), &device, &config.train, ending);
-    // The report first: a stage that fails to write it must not leave a new model.
-    artifacts::write_report(output, &report).map_err(TrainError::Artifact)?;
     let without_moments;
     let stored = if weights_only {
         without_moments = model.clone().weights_only();
@@ -150,7 +148,10 @@ pub fn run(
     } else {
         &model
     };
-    let outcome = artifacts::write(output, stored, producer, config_digest, inputs).map_err(TrainError::Artifact)?;
+    let outcome = artifacts::write_with_report(output, &report, || {
+        artifacts::write(output, stored, producer, config_digest, inputs)
+    })
+    .map_err(TrainError::Artifact)?;
     match ending {
         Ending::Completed | Ending::Patience => {
             artifacts::remove_if_present(&checkpoint_path).map_err(TrainError::Artifact)?
