@@ -236,6 +236,23 @@ pub fn read_header(bytes: &[u8]) -> Option<(Header, usize)> {
 
 /// Decodes an artifact of type `A` from bytes read from `path` (used in messages only).
 pub fn from_bytes<A: Artifact>(bytes: &[u8], path: &Path) -> Result<(Header, A), ArtifactError> {
+    let (header, offset) = checked_header::<A>(bytes, path)?;
+    let corrupt = |detail: String| ArtifactError::Corrupt { path: path.to_path_buf(), kind: A::KIND, detail };
+    if digest(&bytes[offset..]) != header.payload_digest {
+        return Err(corrupt("its contents do not match the checksum written with them".into()));
+    }
+    let (payload, used): (A, usize) =
+        bincode::serde::decode_from_slice(&bytes[offset..], bincode_config()).map_err(|e| corrupt(e.to_string()))?;
+    if offset + used != bytes.len() {
+        return Err(corrupt(format!("{} unexpected trailing bytes", bytes.len() - offset - used)));
+    }
+    payload.check().map_err(corrupt)?;
+    Ok((header, payload))
+}
+
+/// The header at the start of `bytes` and where the payload starts, if it is an artifact of
+/// kind `A` in this format version; else the error that says what it is instead.
+fn checked_header<A: Artifact>(bytes: &[u8], path: &Path) -> Result<(Header, usize), ArtifactError> {
     let path_buf = || path.to_path_buf();
     let Some((header, offset)) = read_header(bytes) else {
         return Err(ArtifactError::NotAnArtifact { path: path_buf(), expected: A::KIND });
@@ -251,22 +268,24 @@ pub fn from_bytes<A: Artifact>(bytes: &[u8], path: &Path) -> Result<(Header, A),
             found: header.format_version,
         });
     }
-    let corrupt = |detail: String| ArtifactError::Corrupt { path: path_buf(), kind: A::KIND, detail };
-    if digest(&bytes[offset..]) != header.payload_digest {
-        return Err(corrupt("its contents do not match the checksum written with them".into()));
-    }
-    let (payload, used): (A, usize) =
-        bincode::serde::decode_from_slice(&bytes[offset..], bincode_config()).map_err(|e| corrupt(e.to_string()))?;
-    if offset + used != bytes.len() {
-        return Err(corrupt(format!("{} unexpected trailing bytes", bytes.len() - offset - used)));
-    }
-    payload.check().map_err(corrupt)?;
-    Ok((header, payload))
+    Ok((header, offset))
+}
+
+/// The whole file of an artifact of kind `A`, read only once its first bytes hold the
+/// header of one: a large file of another kind (a 2 GiB file named as `train.init`) is
+/// refused from its first 64 KiB, not read whole first.
+fn read_artifact_file<A: Artifact>(path: &Path) -> Result<Vec<u8>, ArtifactError> {
+    use std::io::Read;
+    let io = |source| ArtifactError::Io { path: path.to_path_buf(), source };
+    let mut opening = Vec::new();
+    open_regular(path).map_err(io)?.take(HEADER_LIMIT as u64).read_to_end(&mut opening).map_err(io)?;
+    checked_header::<A>(&opening, path)?;
+    read_file(path)
 }
 
 /// Reads and checks an artifact of type `A`.
 pub fn read<A: Artifact>(path: &Path) -> Result<(Header, A), ArtifactError> {
-    let bytes = read_file(path)?;
+    let bytes = read_artifact_file::<A>(path)?;
     from_bytes(&bytes, path)
 }
 
@@ -278,7 +297,7 @@ pub fn read_input<A: Artifact>(path: &Path) -> Result<(A, InputDigest), Artifact
 
 /// [`read_input`], with the artifact's own header too.
 pub fn read_with_digest<A: Artifact>(path: &Path) -> Result<(Header, A, InputDigest), ArtifactError> {
-    let bytes = read_file(path)?;
+    let bytes = read_artifact_file::<A>(path)?;
     let (header, payload) = from_bytes(&bytes, path)?;
     let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
     Ok((header, payload, InputDigest { name, digest: digest(&bytes) }))
@@ -295,16 +314,8 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>, ArtifactError> {
 /// a file that reports no size but keeps giving bytes (`/proc`) is cut off at `cap`.
 pub fn read_capped(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
     use std::io::{Error, ErrorKind, Read};
-    let not_regular = || Error::new(ErrorKind::InvalidInput, "not a regular file");
-    // Checked before opening too: opening a FIFO blocks until something writes to it.
-    if !fs::metadata(path)?.is_file() {
-        return Err(not_regular());
-    }
-    let file = fs::File::open(path)?;
+    let file = open_regular(path)?;
     let metadata = file.metadata()?;
-    if !metadata.is_file() {
-        return Err(not_regular());
-    }
     let too_large = || Error::new(ErrorKind::InvalidData, format!("larger than the {cap} bytes read at most"));
     if metadata.len() > cap {
         return Err(too_large());
@@ -315,6 +326,21 @@ pub fn read_capped(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
         return Err(too_large());
     }
     Ok(bytes)
+}
+
+/// Opens `path` for reading if it is a regular file (or a link to one). Checked before
+/// opening, as opening a FIFO blocks until something writes to it, and again on the open
+/// file, in case the name was swapped in between.
+fn open_regular(path: &Path) -> std::io::Result<fs::File> {
+    let not_regular = || std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file");
+    if !fs::metadata(path)?.is_file() {
+        return Err(not_regular());
+    }
+    let file = fs::File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(not_regular());
+    }
+    Ok(file)
 }
 
 /// Refuses an output that is one of the stage's `inputs` (the same file under any name),
@@ -678,6 +704,16 @@ mod tests {
         assert!(err.to_string().contains("it is the input"), "{err}");
         assert!(refuse_input_as_output(&dir.path().join("dataset.bin"), &[&input]).is_ok());
     }
+    #[test]
+    fn a_large_file_of_another_kind_is_refused_from_its_first_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.bin");
+        // Sparse: 3 GiB that take no disk, beyond what the whole-file read would accept.
+        fs::File::create(&big).unwrap().set_len(3 << 30).unwrap();
+        let err = read::<NotesArtifact>(&big).unwrap_err();
+        assert!(matches!(err, ArtifactError::NotAnArtifact { .. }), "{err}");
+    }
+
     #[test]
     fn a_report_never_describes_an_output_that_is_not_there() {
         let dir = tempfile::tempdir().unwrap();
