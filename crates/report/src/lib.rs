@@ -440,4 +440,32 @@ mod tests {
         let page = page(folder.path());
         assert!(page.contains("<span id=\"files-read\">x</span>") && page.contains("Generated: x.mid"), "{page}");
     }
+
+    #[test]
+    fn hostile_file_names_become_text_and_relative_links_never_markup_or_script() {
+        let folder = tempfile::tempdir().unwrap();
+        let names = [
+            "javascript:alert(1).mid",
+            "\"><script>alert(2)<!--.mid",
+            "x' onmouseover='alert(3).mid",
+            "data:text,html.mid",
+        ];
+        for name in names {
+            std::fs::write(folder.path().join(name), b"").unwrap();
+            std::fs::write(folder.path().join(format!("{name}.report.json")), r#"{"notes": 3}"#).unwrap();
+            let stem = name.trim_end_matches(".mid");
+            std::fs::write(folder.path().join(format!("{stem}.svg")), "<svg/>").unwrap();
+            std::fs::write(folder.path().join(format!("{stem}.wav")), b"RIFF").unwrap();
+        }
+        let page = page(folder.path());
+        assert!(!page.contains("<script") && !page.contains(" onmouseover='"), "{page}");
+        let mut links = 0;
+        for attribute in ["href=\"", "src=\""] {
+            for value in page.split(attribute).skip(1).map(|rest| rest.split('"').next().unwrap()) {
+                links += 1;
+                assert!(value.starts_with("./") && !value.contains(':') && !value.contains('\''), "{value}");
+            }
+        }
+        assert!(links >= 3 * names.len(), "every piece links its MIDI file, picture and recording: {links}");
+    }
 }
