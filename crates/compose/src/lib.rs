@@ -486,7 +486,9 @@ fn compose_on_this_thread(
     let mut generator = lstm::Generator::new(network, pieces.len())?;
 
     // Warm the state up on the primer windows; the logits after their last tokens predict the first new ones.
+    // A long primer (a dense file's opening) shows its progress as generation does.
     let mut next: Vec<u32> = vec![0; pieces.len()];
+    let mut warming = Progress::new("compose: primer", "tokens", primer_length as u64);
     for position in 0..primer_length {
         for (piece, token) in pieces.iter_mut().zip(next.iter_mut()) {
             *token = piece.primer[position];
@@ -495,6 +497,7 @@ fn compose_on_this_thread(
         if position + 1 < primer_length {
             generator.step(&next)?;
         }
+        warming.advance(1, String::new);
     }
     let done = |piece: &Piece| {
         piece.generated.len() >= settings.tokens || (settings.seconds > 0.0 && piece.at.seconds >= settings.seconds)
