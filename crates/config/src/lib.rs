@@ -437,11 +437,11 @@ impl Default for ComposeConfig {
             max_held: 12,
             max_note_seconds: 10.0,
             shift_temperature: 1.0,
-            duration_temperature: 0.9,
+            duration_temperature: 0.95,
             max_tempo_drift: 3,
             notation_grid: true,
             phrase_seconds: 4.0,
-            repeat: 0.35,
+            repeat: 0.5,
             precision: Precision::F32,
         }
     }

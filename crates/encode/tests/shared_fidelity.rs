@@ -38,7 +38,7 @@ fn the_beats_encoding_keeps_the_real_corpus_in_beats_and_seconds() {
     extract::run(&config, &piano, &notes_path).unwrap();
     let (notes, _) = artifacts::read_input::<artifacts::NotesArtifact>(&notes_path).unwrap();
     let dataset = encode::encode(&config, &notes).unwrap();
-    assert_eq!(dataset.vocabulary.len(), 372);
+    assert_eq!(dataset.vocabulary.len(), 459);
     let fidelity = encode::measure_fidelity(&dataset, &notes);
     let in_quarters = fidelity.in_quarters.expect("beats keeps quarter notes");
     assert!(in_quarters.f1 >= 0.99, "F1 in quarter notes {:.4}: {:?}", in_quarters.f1, in_quarters.counts);

@@ -82,12 +82,12 @@ fn the_run_page_shows_the_run_in_a_real_browser() {
     assert!(console.is_empty(), "the page wrote to the browser's console:\n{}", console.join("\n"));
     let images = seen.result["images"].as_array().unwrap();
     let sources: Vec<&str> = images.iter().map(|i| i["src"].as_str().unwrap()).collect();
-    assert!(sources.contains(&"training_curve.svg") && sources.contains(&"generated_music.svg"), "{sources:?}");
+    assert!(sources.contains(&"./training_curve.svg") && sources.contains(&"./generated_music.svg"), "{sources:?}");
     for image in images {
         assert!(image["width"].as_u64() > Some(0) && image["height"].as_u64() > Some(0), "not decoded: {image}");
     }
     let links = seen.result["links"].as_array().unwrap();
-    assert!(links.iter().any(|l| l["href"] == "generated_music.mid"), "no link to the music: {links:?}");
+    assert!(links.iter().any(|l| l["href"] == "./generated_music.mid"), "no link to the music: {links:?}");
     for link in links {
         assert_eq!(link["exists"], true, "a link to nothing: {link}");
     }

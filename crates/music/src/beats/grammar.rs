@@ -4,8 +4,10 @@
 //! - a bar is `bar:N/D`, then a tempo (required after the piece's first bar, optional
 //!   after the others), then positions that only move forward
 //!   inside the bar (`pos:K` with K past the last one and short of the bar's length);
-//! - at a position: optionally one tempo, then notes, each `[vel:B] pitch:P dur:D`;
-//! - no pitch twice at one position, no note while `max_held` notes sound, no duration
+//! - at a position: optionally one tempo, then notes, the first `[vel:B] pitch:P dur:D`,
+//!   each later one `[vel:B] up:K dur:D` (a chord from the bottom up, as the encoder
+//!   writes it, so no key twice) and on the keyboard;
+//! - no note while `max_held` notes sound, no duration
 //!   that would hold a key longer than `max_note_seconds` at the tempo in force (the
 //!   shortest always may);
 //! - with `notation_grid`, onsets and note ends on sixteenths and eighth-note triplets only,
@@ -84,8 +86,9 @@ pub struct Grammar {
     position: Option<i64>,
     notes_in_bar: usize,
     empty_bars: usize,
-    /// Pitches struck at the current position.
-    here: u128,
+    /// The highest pitch struck at the current position: a chord is written from the
+    /// bottom up, as the encoder writes it.
+    highest_here: Option<u8>,
     /// The beat (quarter note, counted in grid steps / 12) whose onsets chose a
     /// subdivision, and whether it is triplets (`true`) or sixteenths.
     subdivision: Option<(i64, bool)>,
@@ -112,7 +115,7 @@ impl Grammar {
             position: None,
             notes_in_bar: 0,
             empty_bars: 0,
-            here: 0,
+            highest_here: None,
             subdivision: None,
             sounding: Vec::new(),
             clock: Clock::new(),
@@ -152,14 +155,14 @@ impl Grammar {
                 self.metre.get_or_insert((numerator, denominator));
                 self.position = None;
                 self.notes_in_bar = 0;
-                self.here = 0;
+                self.highest_here = None;
                 self.after = After::Bar;
             }
             Token::Position(k) => {
                 // A primer may start inside a bar the grammar never saw begin.
                 self.started = true;
                 self.position = Some(i64::from(k));
-                self.here = 0;
+                self.highest_here = None;
                 self.divide_beat_at(self.step());
                 self.after = After::Position;
             }
@@ -170,7 +173,11 @@ impl Grammar {
             }
             Token::Velocity(_) => self.after = After::Velocity,
             Token::Pitch(p) => {
-                self.here |= 1u128 << p;
+                self.highest_here = Some(p);
+                self.after = After::Pitch;
+            }
+            Token::Above(k) => {
+                self.highest_here = self.highest_here.map(|below| below.saturating_add(k));
                 self.after = After::Pitch;
             }
             Token::Duration(steps) => {
@@ -201,6 +208,7 @@ impl Grammar {
             }
             (After::Pitch, _) => false,
             (After::Velocity, Token::Pitch(p)) => self.may_strike(p),
+            (After::Velocity, Token::Above(k)) => self.may_strike_above(k),
             (After::Velocity, _) => false,
             // A piece states its tempo right after its first bar line, as every encoded piece
             // does; before it, the decoder could only guess one.
@@ -230,8 +238,12 @@ impl Grammar {
                     && (1..=self.codec.tempo_bins).contains(&bin)
                     && drift <= self.limits.max_tempo_drift
             }
-            (_, Token::Velocity(_)) => at_a_position && self.may_strike_any(),
+            // A velocity only where some note may follow it.
+            (_, Token::Velocity(_)) => {
+                at_a_position && self.may_strike_any() && self.highest_here.is_none_or(|h| h < *PIANO_KEYS.end())
+            }
             (_, Token::Pitch(p)) => at_a_position && self.may_strike(p),
+            (_, Token::Above(k)) => at_a_position && self.may_strike_above(k),
             (_, Token::Duration(_)) => false,
         }
     }
@@ -273,9 +285,14 @@ impl Grammar {
             })
     }
 
-    /// Whether a note of pitch `p` may start at the current position.
+    /// Whether the first note of the current position may be of pitch `p`.
     fn may_strike(&self, p: u8) -> bool {
-        PIANO_KEYS.contains(&p) && self.here & (1u128 << p) == 0 && self.may_strike_any()
+        PIANO_KEYS.contains(&p) && self.highest_here.is_none() && self.may_strike_any()
+    }
+
+    /// Whether a note `k` semitones above the last one of the current position may start.
+    fn may_strike_above(&self, k: u8) -> bool {
+        self.highest_here.is_some_and(|below| PIANO_KEYS.contains(&below.saturating_add(k))) && self.may_strike_any()
     }
 
     /// Whether fewer than `max_held` notes sound at the current position.
@@ -328,6 +345,10 @@ mod tests {
             }
             let score = codec.decode(&tokens, 60.0);
             assert_eq!(score.metre.signatures.len(), 1);
+            // Every note the grammar let through is a note: no step up from nothing or off
+            // the keyboard.
+            let written = tokens.iter().filter(|t| matches!(t, Token::Duration(_))).count();
+            assert_eq!(score.notes.len(), written, "{tokens:?}");
             if notation_grid {
                 let ends = score.notes.iter().map(|n| n.onset_quarters + n.duration_quarters);
                 let onsets = score.notes.iter().map(|n| n.onset_quarters);
