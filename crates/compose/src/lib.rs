@@ -206,7 +206,11 @@ pub fn numbered(output: &Path, number: usize) -> PathBuf {
     output.with_file_name(format!("{stem}_{number}.{extension}"))
 }
 
-/// The first `seconds` of a MIDI file as the model's token ids. Tokens the model's
+/// The most notes of a primer's opening that start a piece: a few minutes of dense piano.
+pub const MAX_PRIMER_NOTES: usize = 5_000;
+
+/// The first `seconds` of a MIDI file (at most [`MAX_PRIMER_NOTES`] notes) as the model's
+/// token ids. Tokens the model's
 /// dictionary lacks (`names` chords it never saw) are left out.
 fn primer_tokens(
     path: &Path,
@@ -218,7 +222,18 @@ fn primer_tokens(
     // Read as extract reads a file: under its size cap, regular files only (a FIFO would block).
     let bytes = artifacts::read_capped(path, limits.max_file_bytes).map_err(|e| bad(e.to_string()))?;
     let (notes, metre, _) = music::midi_in::read_midi(&bytes, &limits.read_options()).map_err(bad)?;
-    let opening: Vec<artifacts::Note> = notes.into_iter().filter(|n| n.onset_seconds < seconds).collect();
+    let mut opening: Vec<artifacts::Note> = notes.into_iter().filter(|n| n.onset_seconds < seconds).collect();
+    if opening.len() > MAX_PRIMER_NOTES {
+        // A dense file's opening (a million notes in two seconds) would take the model
+        // minutes to read and says no more than its first notes.
+        opening.sort_by(|a, b| a.onset_seconds.total_cmp(&b.onset_seconds));
+        tracing::warn!(
+            "compose: primer {}: {} notes in its first {seconds} s; the first {MAX_PRIMER_NOTES} start the piece",
+            path.display(),
+            opening.len()
+        );
+        opening.truncate(MAX_PRIMER_NOTES);
+    }
     let ids: Vec<u32> = music::Codec::new(&model.encoding)
         .encode(&opening, &metre)
         .iter()

@@ -107,3 +107,23 @@ fn a_model_composes_alone_with_no_data_set() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success() && stderr.contains("pass --dataset"), "{stderr}");
 }
+
+#[test]
+fn a_dense_primer_starts_the_piece_with_its_first_notes() {
+    let project = performance_model("model.bin");
+    let dir = project.path();
+    // 6,000 notes in the first two seconds: 24 keys struck on each of 250 steps.
+    let notes: Vec<music::Note> = (0..250)
+        .flat_map(|step| {
+            (0..24).map(move |k| music::Note::of_score(36 + k * 2, 70, f64::from(step) / 64.0, 0.01, 120.0))
+        })
+        .collect();
+    let score = music::Score { notes, metre: music::Metre::default() };
+    std::fs::write(dir.join("dense.mid"), music::midi_out::to_bytes(&score, None)).unwrap();
+    let args = ["--input", "model.bin", "--dataset", "dataset.bin", "--primer", "dense.mid", "--seconds", "3"];
+    let output = run_stage("compose", dir, &[&args[..], &["--output", "dense-out.mid"]].concat());
+    assert!(output.status.success(), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let first = format!("the first {} start the piece", compose::MAX_PRIMER_NOTES);
+    assert!(stderr.contains("6000 notes in its first") && stderr.contains(&first), "{stderr}");
+}
