@@ -221,3 +221,63 @@ fn browse(browser: &Path, url: &str, flags: &[String]) -> std::process::Output {
     };
     std::process::Output { status, stdout: std::fs::read(stdout).unwrap(), stderr: std::fs::read(stderr).unwrap() }
 }
+
+/// Clicks every link of the page, each in a fresh frame, and reports whether any click ran
+/// script (a hostile file name sets the checker's title) and how many links it clicked.
+const CLICKER: &str = r#"<!doctype html><html><head><meta charset="utf-8"><title>clean</title></head><body>
+<pre id="result">pending</pre>
+<script>
+const load = () => new Promise(resolve => {
+  const frame = document.createElement('iframe');
+  frame.addEventListener('load', () => resolve(frame), {once: true});
+  frame.src = 'artifacts/index.html';
+  document.body.appendChild(frame);
+});
+const pause = ms => new Promise(resolve => setTimeout(resolve, ms));
+(async () => {
+  const first = await load();
+  const count = first.contentDocument.querySelectorAll('a[href]').length;
+  const hrefs = [...first.contentDocument.querySelectorAll('a[href]')].map(a => a.getAttribute('href'));
+  for (let i = 0; i < count; i++) {
+    const frame = await load();
+    frame.contentDocument.querySelectorAll('a[href]')[i].click();
+    await pause(200);
+  }
+  document.getElementById('result').textContent = JSON.stringify({title: document.title, count, hrefs});
+})();
+</script></body></html>"#;
+
+#[test]
+fn hostile_file_names_run_no_script_when_their_links_are_clicked() {
+    let test = "hostile_file_names_run_no_script_when_their_links_are_clicked";
+    let Some(browser) = test_support::browser(test) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = dir.path().join("artifacts");
+    std::fs::create_dir(&artifacts).unwrap();
+    // Each name, were it pasted into the page as it is, would set the checker's title.
+    let names = [
+        "javascript:parent.parent.document.title='PWNED1'.mid",
+        "x\" onclick=\"parent.parent.document.title='PWNED2'.mid",
+        "<img src=x onerror=parent.parent.document.title='PWNED3'>.mid",
+    ];
+    for name in names {
+        std::fs::write(artifacts.join(name), b"MThd").unwrap();
+        std::fs::write(artifacts.join(format!("{name}.report.json")), r#"{"notes": 3, "seconds": 1.0}"#).unwrap();
+    }
+    run_stages(dir.path(), &[("report", &["--artifacts", "artifacts"])]);
+    std::fs::write(dir.path().join("click.html"), CLICKER).unwrap();
+    let output = browse(
+        &browser,
+        &page_url(dir.path(), "click.html"),
+        &["--allow-file-access-from-files".into(), "--virtual-time-budget=30000".into(), "--dump-dom".into()],
+    );
+    let dom = String::from_utf8_lossy(&output.stdout);
+    let json = dom
+        .split_once("<pre id=\"result\">")
+        .and_then(|(_, rest)| rest.split_once("</pre>"))
+        .map(|(json, _)| json.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&"))
+        .unwrap_or_else(|| panic!("the clicker wrote nothing: {}", describe(&output)));
+    let result: Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{json:?}: {e}"));
+    assert!(result["count"].as_u64() >= Some(names.len() as u64), "a link for each piece: {result}");
+    assert_eq!(result["title"], "clean", "a click ran script from a file name: {result}");
+}
