@@ -124,7 +124,12 @@ pub fn run(config: &PipelineConfig, inputs: Inputs, output: &Path) -> Result<Eva
     let read_error = EvaluateError::Artifact;
     let mut read = vec![inputs.dataset, inputs.model, inputs.notes];
     read.extend(inputs.generated.iter().map(PathBuf::as_path));
-    artifacts::refuse_input_as_output(output, &read).map_err(read_error)?;
+    // Nothing it reads is overwritten by anything it writes: the JSON, the Markdown, the pictures.
+    let stem = output.file_stem().map_or_else(|| "evaluation".into(), |s| s.to_string_lossy().into_owned());
+    let pictures = PICTURES.map(|(name, _)| output.with_file_name(format!("{stem}_{name}.svg")));
+    for written in [output.to_path_buf(), output.with_extension("md")].iter().chain(&pictures) {
+        artifacts::refuse_input_as_output(written, &read).map_err(read_error)?;
+    }
     let (dataset_header, dataset, dataset_digest) =
         artifacts::read_with_digest::<DatasetArtifact>(inputs.dataset).map_err(read_error)?;
     let (model_header, model) = artifacts::read::<ModelArtifact>(inputs.model).map_err(read_error)?;
@@ -335,6 +340,10 @@ fn model_figures(
     }))
 }
 
+/// The two comparison pictures: `<output stem>_<name>.svg` and their titles.
+const PICTURES: [(&str, &str); 2] =
+    [("pitch_classes", "Pitch classes"), ("inter_onset", "Inter-onset intervals (seconds)")];
+
 /// The two comparison pictures, as (file name, path) for the Markdown.
 fn write_pictures(evaluation: &Evaluation, output: &Path) -> Result<Vec<(String, PathBuf)>, artifacts::ArtifactError> {
     let Some(total) = &evaluation.generated_total else { return Ok(Vec::new()) };
@@ -347,9 +356,10 @@ fn write_pictures(evaluation: &Evaluation, output: &Path) -> Result<Vec<(String,
         .collect();
     let class_labels: Vec<String> = CLASSES.iter().map(|c| c.to_string()).collect();
     let (g, v) = (&total.stats.histograms, &evaluation.validation_music.histograms);
+    let [(classes, classes_title), (onsets, onsets_title)] = PICTURES;
     let pictures = [
-        ("pitch_classes", "Pitch classes", class_labels, &g.pitch_class, &v.pitch_class),
-        ("inter_onset", "Inter-onset intervals (seconds)", time_labels, &g.inter_onset, &v.inter_onset),
+        (classes, classes_title, class_labels, &g.pitch_class, &v.pitch_class),
+        (onsets, onsets_title, time_labels, &g.inter_onset, &v.inter_onset),
     ];
     let mut written = Vec::new();
     for (name, title, labels, generated, validation) in pictures {
