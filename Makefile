@@ -51,7 +51,7 @@ PAGE     := $(ART)/index.html
 # ---------------------------------------------------------------------------------------
 # Stamps. Written while the Makefile is read, and rewritten only when their content
 # changes, so their mtimes say "this changed" and nothing else:
-#   inputs.stamp       the MIDI files under DATA with their modification times, as the
+#   inputs.stamp       the MIDI files under DATA with their contents' digests, as the
 #                      extract binary lists them (`--print-inputs`; names with spaces
 #                      are fine here, unlike in make prerequisites)
 #   <stage>.stamp      the digest of the settings the stage's output depends on, as the
@@ -75,7 +75,7 @@ record_stamp = $(if $(wildcard $(BIN)/$(2)),$(shell \
 # A stamp no binary could write yet: missing, so the stage runs (and its recipe writes it).
 $(STAMPS)/%.stamp: ;
 EXTRACT_INPUT = $(if $(DATA),--input $(call q,DATA))
-# The MIDI files with their modification times, listed by extract itself (its own rule for
+# The MIDI files with their contents' digests, listed by extract itself (its own rule for
 # what a MIDI file is); its recipe writes the list again for what it read.
 list_inputs = $(BIN)/extract --config $(call q,CONFIG) $(EXTRACT_INPUT) --print-inputs
 

@@ -125,8 +125,7 @@ pub fn run(config: &PipelineConfig, inputs: Inputs, output: &Path) -> Result<Eva
     let mut read = vec![inputs.dataset, inputs.model, inputs.notes];
     read.extend(inputs.generated.iter().map(PathBuf::as_path));
     // Nothing it reads is overwritten by anything it writes: the JSON, the Markdown, the pictures.
-    let stem = output.file_stem().map_or_else(|| "evaluation".into(), |s| s.to_string_lossy().into_owned());
-    let pictures = PICTURES.map(|(name, _)| output.with_file_name(format!("{stem}_{name}.svg")));
+    let pictures = PICTURES.map(|(name, _)| picture_path(output, name));
     for written in [output.to_path_buf(), output.with_extension("md")].iter().chain(&pictures) {
         artifacts::refuse_input_as_output(written, &read).map_err(read_error)?;
     }
@@ -344,6 +343,12 @@ fn model_figures(
 const PICTURES: [(&str, &str); 2] =
     [("pitch_classes", "Pitch classes"), ("inter_onset", "Inter-onset intervals (seconds)")];
 
+/// Where the picture `name` goes beside `output`: `<output stem>_<name>.svg`.
+fn picture_path(output: &Path, name: &str) -> PathBuf {
+    let stem = output.file_stem().map_or_else(|| "evaluation".into(), |s| s.to_string_lossy().into_owned());
+    output.with_file_name(format!("{stem}_{name}.svg"))
+}
+
 /// The two comparison pictures, as (file name, path) for the Markdown.
 fn write_pictures(evaluation: &Evaluation, output: &Path) -> Result<Vec<(String, PathBuf)>, artifacts::ArtifactError> {
     let Some(total) = &evaluation.generated_total else { return Ok(Vec::new()) };
@@ -364,8 +369,7 @@ fn write_pictures(evaluation: &Evaluation, output: &Path) -> Result<Vec<(String,
     let mut written = Vec::new();
     for (name, title, labels, generated, validation) in pictures {
         let svg = pictures::histogram_pair(title, &labels, ("generated", generated), ("validation pieces", validation));
-        let stem = output.file_stem().map_or_else(|| "evaluation".into(), |s| s.to_string_lossy().into_owned());
-        let path = output.with_file_name(format!("{stem}_{name}.svg"));
+        let path = picture_path(output, name);
         artifacts::write_if_changed(&path, svg.as_bytes())?;
         written.push((title.to_string(), path));
     }

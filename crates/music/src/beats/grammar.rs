@@ -22,7 +22,7 @@
 //!
 //! So every generated sequence decodes to a score whose bars all have the piece's metre.
 
-use super::{Beats, Clock, POSITIONS_PER_QUARTER, Token, bar_positions, is_metre};
+use super::{Beats, Clock, POSITIONS_PER_QUARTER, Token, bar_positions, is_metre, key_above};
 use crate::note::PIANO_KEYS;
 
 /// Bars in a row with no note that the grammar lets the model write.
@@ -240,7 +240,7 @@ impl Grammar {
             }
             // A velocity only where some note may follow it.
             (_, Token::Velocity(_)) => {
-                at_a_position && self.may_strike_any() && self.highest_here.is_none_or(|h| h < *PIANO_KEYS.end())
+                at_a_position && self.may_strike_any() && self.highest_here.is_none_or(|h| key_above(h, 1).is_some())
             }
             (_, Token::Pitch(p)) => at_a_position && self.may_strike(p),
             (_, Token::Above(k)) => at_a_position && self.may_strike_above(k),
@@ -292,7 +292,7 @@ impl Grammar {
 
     /// Whether a note `k` semitones above the last one of the current position may start.
     fn may_strike_above(&self, k: u8) -> bool {
-        self.highest_here.is_some_and(|below| PIANO_KEYS.contains(&below.saturating_add(k))) && self.may_strike_any()
+        self.highest_here.and_then(|below| key_above(below, k)).is_some() && self.may_strike_any()
     }
 
     /// Whether fewer than `max_held` notes sound at the current position.

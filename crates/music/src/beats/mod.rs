@@ -111,6 +111,12 @@ impl Token {
     }
 }
 
+/// The key `k` semitones above `below`, where the piano has one: what an `up:K` token
+/// strikes, for the decoder and the grammar alike.
+fn key_above(below: u8, k: u8) -> Option<u8> {
+    below.checked_add(k).filter(|key| PIANO_KEYS.contains(key))
+}
+
 /// Grid steps in a bar of metre `numerator/denominator`.
 pub fn bar_positions(numerator: u8, denominator: u8) -> u32 {
     u32::from(numerator) * 4 * POSITIONS_PER_QUARTER / u32::from(denominator.max(1))
@@ -392,7 +398,7 @@ impl Beats {
                 Token::Velocity(bin) => velocity = bin_velocity(bin, self.velocity_bins),
                 Token::Pitch(p) => (pitch, below) = (Some(p), Some(p)),
                 Token::Above(k) => {
-                    pitch = below.map(|low| low.saturating_add(k)).filter(|p| PIANO_KEYS.contains(p));
+                    pitch = below.and_then(|low| key_above(low, k));
                     below = pitch;
                 }
                 Token::Duration(steps) => {
