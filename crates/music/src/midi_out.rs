@@ -28,8 +28,9 @@ pub fn ticks(quarters: f64) -> u64 {
 /// A format-0 MIDI file: one track on channel 1, program 0 (acoustic grand piano), the
 /// score's time signatures and tempo map, each note placed by its quarter notes (its
 /// seconds, channel and program are not read). `text`, when given, is written as a text
-/// meta event at the start (players and notation programs ignore it). Notes of zero length
-/// after rounding to ticks are skipped; pitch and velocity are clamped into MIDI's range.
+/// meta event at the start (players ignore it; MuseScore 3 shows it as text above the
+/// first bar). Notes of zero length after rounding to ticks are skipped; pitch and
+/// velocity are clamped into MIDI's range.
 pub fn to_bytes(score: &Score, text: Option<&str>) -> Vec<u8> {
     let channel = u4::new(0);
     let mut changes: Vec<(u64, Change)> = Vec::with_capacity(score.notes.len() * 2 + 8);
