@@ -12,13 +12,15 @@ CONFIG   ?= pipeline.toml
 ART      ?= artifacts
 # Extra cargo flags, e.g. CARGO_FLAGS="--features train/cuda,compose/cuda".
 CARGO_FLAGS ?=
-BIN      := target/release
+# Where cargo builds: target/, or CARGO_TARGET_DIR where that is set, as cargo reads it.
+BIN      := $(or $(CARGO_TARGET_DIR),target)/release
 # Variables set on the command line or in the environment are taken as text: make does not
 # evaluate what they hold, and recipes hand them to the shell single-quoted ($(call q,NAME)),
 # so `$(…)`, backticks and quotes in a folder's name are characters, never commands.
 # CARGO_FLAGS and BASE_FLAGS are lists of flags, split into words by the shell on purpose.
 USER_TEXT := CONFIG ART DATA BASE_MODEL BASE_CORPUS BASE_LIST BASE_MINUTES QUALITY_MODEL \
-             QUALITY_CORPUS QUALITY_TRAIN QUALITY_VALID QUALITY_PIECES BENCH_CORPUS PEERS_ENV
+             QUALITY_CORPUS QUALITY_TRAIN QUALITY_VALID QUALITY_PIECES BENCH_CORPUS PEERS_ENV \
+             CARGO_TARGET_DIR
 define take_literally
 ifneq ($$(filter command line environment%,$$(origin $(1))),)
 override $(1) := $$(value $(1))
@@ -27,10 +29,11 @@ endef
 $(foreach name,$(USER_TEXT),$(eval $(call take_literally,$(name))))
 # $(call q,NAME): variable NAME's value as one single-quoted shell word.
 q = '$(subst ','\'',$($(1)))'
-# ART and PEERS_ENV name make targets, which cannot hold every character: plain paths only.
+# ART, PEERS_ENV and CARGO_TARGET_DIR name make targets, which cannot hold every character:
+# plain paths only.
 plain_path = $(if $(shell printf '%s' $(call q,$(1)) | tr -d 'A-Za-z0-9._/+~-'),\
     $(error $(1) must be a plain path (letters, digits and ._/+~-): make names targets with it))
-$(call plain_path,ART)$(call plain_path,PEERS_ENV)
+$(call plain_path,ART)$(call plain_path,PEERS_ENV)$(call plain_path,CARGO_TARGET_DIR)
 # The input folder: DATA=… on the command line, else extract.input from the config, as the
 # extract binary itself reads it (the config is parsed in one place: the stage binaries).
 # Before the first build there is no binary to ask; extract then reads its config's folder.
@@ -46,7 +49,7 @@ PAGE     := $(ART)/index.html
 
 .DEFAULT_GOAL := all
 .PHONY: ALWAYS
-.PHONY: all test test-deps evaluate listen corpus inspect bench bench-peers bench-maestro clean help base-model quality page
+.PHONY: all test test-deps cuda-check evaluate listen corpus inspect bench bench-peers bench-maestro clean help base-model quality page
 
 # ---------------------------------------------------------------------------------------
 # Stamps. Written while the Makefile is read, and rewritten only when their content
@@ -160,7 +163,13 @@ $(EVALUATION): $(BIN)/evaluate $(BIN)/report $(MUSIC) $(MODEL) $(DATASET) $(NOTE
 # Everything else.
 # ---------------------------------------------------------------------------------------
 test: test-deps
-	cargo test --release --locked --workspace
+	cargo test --release --locked --workspace $(CARGO_FLAGS)
+
+# The CUDA build, compiled, linked and tested without a GPU (with runtime.device = "auto",
+# which must fall back to the CPU), as CI does; with a GPU, the same on it. Installs NVIDIA's
+# toolkit wheels under target/cuda unless CUDA_HOME names a toolkit. See README, Devices.
+cuda-check: test-deps
+	crates/bench/cuda-check.sh
 
 # The listening test needs a General MIDI SoundFont. Installed here when none is found and
 # the machine has apt and the rights to use it. Where that is impossible or fails, the test
@@ -295,6 +304,7 @@ help:
 	@echo "make inspect      print what each artifact is and what made it"
 	@echo "make bench        speed of every stage on this machine: a table and artifacts/bench.json"
 	@echo "make bench-peers  the same beside PyTorch and symusic, installed under target/ (needs python3)"
+	@echo "make cuda-check   build the CUDA binaries (toolkit wheels under target/cuda unless CUDA_HOME) and test them"
 	@echo "make corpus       re-render data/*.mid from data/scores/*.score"
 	@echo "make clean        delete the artifacts"
 	@echo "variables: CONFIG="$(call q,CONFIG)" ART=$(ART) DATA="$(call q,DATA)" CARGO_FLAGS=$(CARGO_FLAGS)"

@@ -353,7 +353,7 @@ impl Default for PipelineConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { device: Device::Cpu, threads: 0 }
+        RuntimeConfig { device: Device::Auto, threads: 0 }
     }
 }
 

@@ -504,12 +504,16 @@ pub enum Backend {
 /// `cuda_is_available()` only says the feature was built, so a CUDA build on a machine
 /// with no driver or no GPU would pick CUDA and fail at the first operation. It opens
 /// each accelerator and runs one tiny operation on it; the first that answers is used,
-/// and otherwise the CPU, with one logged line saying why.
+/// and otherwise the CPU, with one logged line saying why. An accelerator asked for by
+/// name is opened and checked the same way, and its failure is an error that says what
+/// is missing: the feature in this build, the driver, a device, or memory.
 pub fn select_device(backend: Backend) -> Result<Device> {
     match backend {
         Backend::Cpu => Ok(Device::Cpu),
-        Backend::Cuda => Device::new_cuda(0),
-        Backend::Metal => Device::new_metal(0),
+        Backend::Cuda => open_checked(Device::new_cuda).map_err(|why| candle_core::Error::Msg(explain("cuda", &why))),
+        Backend::Metal => {
+            open_checked(Device::new_metal).map_err(|why| candle_core::Error::Msg(explain("metal", &why)))
+        }
         Backend::Auto => {
             type Open = fn(usize) -> Result<Device>;
             let candidates: [(&str, bool, Open); 2] = [
@@ -520,20 +524,50 @@ pub fn select_device(backend: Backend) -> Result<Device> {
                 if !built {
                     continue;
                 }
-                match open(0).and_then(|device| answers(&device).map(|()| device)) {
-                    Ok(device) => return Ok(device),
-                    Err(why) => {
-                        let why = why.to_string();
-                        let first_line = why.lines().next().unwrap_or("");
-                        tracing::warn!(
-                            "runtime.device = \"auto\": {name} is built in but unusable here ({first_line}); using the CPU"
-                        );
+                match open_checked(open) {
+                    Ok(device) => {
+                        tracing::info!("runtime.device = \"auto\": using {name} device 0");
+                        return Ok(device);
                     }
+                    Err(why) => tracing::warn!(
+                        "runtime.device = \"auto\": {name} is built in but unusable here ({}); using the CPU",
+                        first_line(&why)
+                    ),
                 }
             }
             Ok(Device::Cpu)
         }
     }
+}
+
+/// Device 0 of an accelerator, once it has computed something.
+fn open_checked(open: fn(usize) -> Result<Device>) -> Result<Device> {
+    open(0).and_then(|device| answers(&device).map(|()| device))
+}
+
+fn first_line(error: &candle_core::Error) -> String {
+    error.to_string().lines().next().unwrap_or("").to_owned()
+}
+
+/// Why `runtime.device = "<name>"` cannot be used, in a user's words, then Candle's.
+fn explain(name: &str, why: &candle_core::Error) -> String {
+    let detail = first_line(why);
+    let cause = match why {
+        candle_core::Error::NotCompiledWithCudaSupport | candle_core::Error::NotCompiledWithMetalSupport => {
+            return format!(
+                "runtime.device = \"{name}\": this build has no {name} support; build with \
+                 make CARGO_FLAGS=\"--features train/{name},compose/{name}\" (README, Devices), \
+                 or set runtime.device = \"auto\" or \"cpu\""
+            );
+        }
+        _ if detail.contains("CUDA_ERROR_STUB_LIBRARY") || detail.contains("CUDA_ERROR_NO_DEVICE") => {
+            "no NVIDIA driver with a device answers here"
+        }
+        _ if detail.contains("CUDA_ERROR_INSUFFICIENT_DRIVER") => "the NVIDIA driver is older than this build's CUDA",
+        _ if detail.contains("OUT_OF_MEMORY") => "the device is out of memory",
+        _ => "the device could not be opened",
+    };
+    format!("runtime.device = \"{name}\": {cause} ({detail}); set runtime.device = \"auto\" to fall back to the CPU")
 }
 
 /// Whether `device` computes: a two-element sum, read back.
@@ -743,6 +777,18 @@ mod tests {
         assert!(answers(&device).is_ok());
         if !candle_core::utils::cuda_is_available() && !candle_core::utils::metal_is_available() {
             assert!(device.is_cpu());
+        }
+    }
+
+    #[test]
+    fn an_accelerator_this_build_lacks_is_an_error_that_says_how_to_build_it() {
+        if !candle_core::utils::cuda_is_available() {
+            let why = select_device(Backend::Cuda).unwrap_err().to_string();
+            assert!(why.contains("this build has no cuda support") && why.contains("train/cuda"), "{why}");
+        }
+        if !candle_core::utils::metal_is_available() {
+            let why = select_device(Backend::Metal).unwrap_err().to_string();
+            assert!(why.contains("this build has no metal support") && why.contains("compose/metal"), "{why}");
         }
     }
 

@@ -17,17 +17,27 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
 }
 
-/// `target/release`, with every binary of the workspace built (once per process).
+/// The folder cargo builds into, as cargo and the Makefile name it: `CARGO_TARGET_DIR`
+/// where that is set (relative to the repository root), else `target`.
+pub fn target_dir() -> String {
+    std::env::var("CARGO_TARGET_DIR").ok().filter(|dir| !dir.is_empty()).unwrap_or_else(|| "target".to_owned())
+}
+
+/// The release binaries' folder, with every binary of the workspace built (once per
+/// process) with the Makefile's `CARGO_FLAGS` from the environment, so that a test run of
+/// the CUDA build (`make cuda-check`) tests CUDA binaries.
 pub fn release_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        let flags = std::env::var("CARGO_FLAGS").unwrap_or_default();
         let status = Command::new(env!("CARGO"))
             .args(["build", "--release", "--locked", "--bins"])
+            .args(flags.split_whitespace())
             .current_dir(repo_root())
             .status()
             .expect("cargo runs");
         assert!(status.success(), "building the stage binaries failed");
-        repo_root().join("target/release")
+        repo_root().join(target_dir()).join("release")
     })
 }
 

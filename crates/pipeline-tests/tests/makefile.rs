@@ -2,7 +2,7 @@
 //! mode (`make -q`) say so beforehand (the repository's real Makefile, run with `ART`,
 //! `CONFIG` and `DATA` pointing into a temporary project).
 
-use pipeline_tests::{bundled_midi, describe, release_bin, repo_root, tiny_project};
+use pipeline_tests::{bundled_midi, describe, release_bin, repo_root, target_dir, tiny_project};
 use std::path::Path;
 use std::process::Command;
 
@@ -31,7 +31,7 @@ fn stages_echoed(output: &std::process::Output) -> Vec<&'static str> {
     let stdout = String::from_utf8_lossy(&output.stdout);
     STAGES
         .into_iter()
-        .filter(|stage| stdout.lines().any(|l| l.starts_with(&format!("target/release/{stage} "))))
+        .filter(|stage| stdout.lines().any(|l| l.starts_with(&format!("{}/release/{stage} ", target_dir()))))
         .collect()
 }
 
