@@ -27,7 +27,8 @@ pub fn ticks(quarters: f64) -> u64 {
 
 /// A format-0 MIDI file: one track on channel 1, program 0 (acoustic grand piano), the
 /// score's time signatures and tempo map, each note placed by its quarter notes (its
-/// seconds, channel and program are not read). `text`, when given, is written as a text
+/// seconds, channel and program are not read; a tempo that restates the one in force is
+/// left out). `text`, when given, is written as a text
 /// meta event at the start (players ignore it; MuseScore 3 shows it as text above the
 /// first bar). Notes of zero length after rounding to ticks are skipped; pitch and
 /// velocity are clamped into MIDI's range.
@@ -38,9 +39,14 @@ pub fn to_bytes(score: &Score, text: Option<&str>) -> Vec<u8> {
         let power = signature.denominator.max(1).ilog2() as u8;
         changes.push((ticks(signature.at_quarters), Change::TimeSignature { numerator: signature.numerator, power }));
     }
+    let mut in_force = None;
     for tempo in &score.metre.tempos {
         let micros_per_quarter = (60_000_000.0 / tempo.bpm).round().clamp(1.0, f64::from(0xFF_FFFF)) as u32;
-        changes.push((ticks(tempo.at_quarters), Change::Tempo { micros_per_quarter }));
+        // A tempo event that restates the tempo in force changes nothing a player hears,
+        // and MuseScore would print it as one more tempo mark.
+        if in_force.replace(micros_per_quarter) != Some(micros_per_quarter) {
+            changes.push((ticks(tempo.at_quarters), Change::Tempo { micros_per_quarter }));
+        }
     }
     for note in &score.notes {
         let (start, end) = (ticks(note.onset_quarters), ticks(note.onset_quarters + note.duration_quarters));
@@ -125,5 +131,25 @@ mod tests {
         let (_, metre, _) = crate::midi_in::read_midi(&bytes, &Default::default()).unwrap();
         assert_eq!(metre.signatures, Metre::steady(3, 4, 100.0).signatures);
         assert!(metre.tempos.len() == 1 && (metre.tempos[0].bpm - 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_tempo_that_restates_the_one_in_force_is_not_written() {
+        let mut metre = Metre::steady(4, 4, 120.0);
+        for (at_quarters, bpm) in [(4.0, 120.0), (8.0, 90.0), (12.0, 90.0), (16.0, 120.0)] {
+            metre.tempos.push(crate::metre::Tempo { at_quarters, bpm });
+        }
+        let notes = vec![Note::of_score(60, 80, 0.0, 20.0, 120.0)];
+        let bytes = to_bytes(&Score { notes, metre }, None);
+        let smf = Smf::parse(&bytes).unwrap();
+        let mut tick = 0;
+        let mut tempos = Vec::new();
+        for event in &smf.tracks[0] {
+            tick += event.delta.as_int();
+            if let TrackEventKind::Meta(MetaMessage::Tempo(t)) = event.kind {
+                tempos.push((tick, t.as_int()));
+            }
+        }
+        assert_eq!(tempos, vec![(0, 500_000), (8 * 480, 666_667), (16 * 480, 500_000)]);
     }
 }
