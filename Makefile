@@ -49,7 +49,7 @@ PAGE     := $(ART)/index.html
 
 .DEFAULT_GOAL := all
 .PHONY: ALWAYS
-.PHONY: all test test-deps cuda-check evaluate listen corpus inspect bench bench-peers bench-maestro clean help base-model quality page
+.PHONY: all test test-deps cuda-check gpu-check evaluate listen corpus inspect bench bench-peers bench-maestro clean help base-model quality page
 
 # ---------------------------------------------------------------------------------------
 # Stamps. Written while the Makefile is read, and rewritten only when their content
@@ -170,6 +170,10 @@ test: test-deps
 # toolkit wheels under target/cuda unless CUDA_HOME names a toolkit. See README, Devices.
 cuda-check: test-deps
 	crates/bench/cuda-check.sh
+# On a machine with an NVIDIA GPU: the same, then the GPU's loss against the CPU's and its
+# speed at H = 512 and 1024 (target/cuda/gpu-check.md). Prepared for a lent GPU; not yet run on one.
+gpu-check: test-deps
+	crates/bench/gpu-check.sh
 
 # The listening test needs a General MIDI SoundFont. Installed here when none is found and
 # the machine has apt and the rights to use it. Where that is impossible or fails, the test
@@ -305,6 +309,7 @@ help:
 	@echo "make bench        speed of every stage on this machine: a table and artifacts/bench.json"
 	@echo "make bench-peers  the same beside PyTorch and symusic, installed under target/ (needs python3)"
 	@echo "make cuda-check   build the CUDA binaries (toolkit wheels under target/cuda unless CUDA_HOME) and test them"
+	@echo "make gpu-check    on an NVIDIA GPU: cuda-check, then the GPU's loss against the CPU's and its speed"
 	@echo "make corpus       re-render data/*.mid from data/scores/*.score"
 	@echo "make clean        delete the artifacts"
 	@echo "variables: CONFIG="$(call q,CONFIG)" ART=$(ART) DATA="$(call q,DATA)" CARGO_FLAGS=$(CARGO_FLAGS)"
