@@ -510,10 +510,8 @@ pub enum Backend {
 pub fn select_device(backend: Backend) -> Result<Device> {
     match backend {
         Backend::Cpu => Ok(Device::Cpu),
-        Backend::Cuda => open_checked(Device::new_cuda).map_err(|why| candle_core::Error::Msg(explain("cuda", &why))),
-        Backend::Metal => {
-            open_checked(Device::new_metal).map_err(|why| candle_core::Error::Msg(explain("metal", &why)))
-        }
+        Backend::Cuda => open_named("cuda", Device::new_cuda),
+        Backend::Metal => open_named("metal", Device::new_metal),
         Backend::Auto => {
             type Open = fn(usize) -> Result<Device>;
             let candidates: [(&str, bool, Open); 2] = [
@@ -543,6 +541,11 @@ pub fn select_device(backend: Backend) -> Result<Device> {
 /// Device 0 of an accelerator, once it has computed something.
 fn open_checked(open: fn(usize) -> Result<Device>) -> Result<Device> {
     open(0).and_then(|device| answers(&device).map(|()| device))
+}
+
+/// Device 0 of the accelerator `runtime.device = "<name>"` asks for, or why it cannot be used.
+fn open_named(name: &str, open: fn(usize) -> Result<Device>) -> Result<Device> {
+    open_checked(open).map_err(|why| candle_core::Error::Msg(explain(name, &why)))
 }
 
 fn first_line(error: &candle_core::Error) -> String {

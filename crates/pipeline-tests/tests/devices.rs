@@ -14,8 +14,11 @@ fn expect_cpu_fallback() -> bool {
 fn auto_runs_everywhere_and_a_missing_accelerator_is_one_clear_error() {
     let project = tiny_project(2);
     let dir = project.path();
-    run_stages(dir, &[("extract", &["--input", "midi", "--output", "notes.bin"])]);
-    run_stages(dir, &[("encode", &["--input", "notes.bin", "--output", "dataset.bin"])]);
+    let steps: [(&str, &[&str]); 2] = [
+        ("extract", &["--input", "midi", "--output", "notes.bin"]),
+        ("encode", &["--input", "notes.bin", "--output", "dataset.bin"]),
+    ];
+    run_stages(dir, &steps);
 
     let auto = ["--set", "runtime.device=auto"];
     let train = run_stage("train", dir, &[&["--input", "dataset.bin", "--output", "model.bin"][..], &auto].concat());

@@ -282,20 +282,23 @@ impl Beats {
     /// any bin does, and of those is the nearest to the tempo over [`TEMPO_HORIZON`].
     fn retempo(&self, clock: &Clock, from: i64, ahead: &[Onset], current: Option<u32>) -> Option<u32> {
         let here = clock.seconds_at(from);
-        let landing = |bin: u32, to: i64| {
-            here + (to - from) as f64 / f64::from(POSITIONS_PER_QUARTER) * 60.0 / self.bin_tempo(bin)
-        };
+        let quarters_to = |to: i64| (to - from) as f64 / f64::from(POSITIONS_PER_QUARTER);
         let (next, next_seconds) = (ahead[0].0, ahead[0].1);
-        if current.is_some_and(|bin| (landing(bin, next) - next_seconds).abs() <= TEMPO_TOLERANCE_SECONDS) {
+        // How far from its seconds the next onset lands at a bin's tempo.
+        let miss = |bin: u32| (here + quarters_to(next) * 60.0 / self.bin_tempo(bin) - next_seconds).abs();
+        if current.is_some_and(|bin| miss(bin) <= TEMPO_TOLERANCE_SECONDS) {
             return None;
         }
-        let bin_reaching = |(to, to_seconds): (i64, f64)| {
-            let quarters = (to - from) as f64 / f64::from(POSITIONS_PER_QUARTER);
-            self.tempo_bin(if to_seconds - here > 1e-6 { quarters * 60.0 / (to_seconds - here) } else { MAX_BPM })
+        let bin_reaching = |to: i64, to_seconds: f64| {
+            self.tempo_bin(if to_seconds - here > 1e-6 {
+                quarters_to(to) * 60.0 / (to_seconds - here)
+            } else {
+                MAX_BPM
+            })
         };
         let far = ahead.iter().find(|onset| onset.0 - from >= TEMPO_HORIZON).unwrap_or(&ahead[ahead.len() - 1]);
-        let (near, mut bin) = (bin_reaching((next, next_seconds)), bin_reaching((far.0, far.1)));
-        while bin != near && (landing(bin, next) - next_seconds).abs() > TEMPO_LANDING_SECONDS {
+        let (near, mut bin) = (bin_reaching(next, next_seconds), bin_reaching(far.0, far.1));
+        while bin != near && miss(bin) > TEMPO_LANDING_SECONDS {
             bin = if near > bin { bin + 1 } else { bin - 1 };
         }
         Some(bin).filter(|&bin| Some(bin) != current)
