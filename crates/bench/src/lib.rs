@@ -137,6 +137,16 @@ pub struct GenerationFigures {
     pub precision: String,
     /// Generated tokens/s, all streams together.
     pub run: Timing,
+    /// Bytes of weights one step reads (every stream shares them): layer 0's W_hh, the
+    /// joined W_ih and W_hh of the layers above and the output layer, in `precision`
+    /// (layer 0's input projection is a table lookup of one row).
+    pub weight_bytes_per_step: usize,
+    /// GB/s at which all threads together read a buffer of that size, read just before
+    /// (so from whichever cache holds it), each thread its own part, as generation does.
+    pub read_gb_per_second: f64,
+    /// The rate if reading the weights were all a step cost: `read_gb_per_second` /
+    /// `weight_bytes_per_step` × `streams`.
+    pub ceiling_tokens_per_second: f64,
 }
 
 /// `samples` timings of `work`, after `warmup` untimed runs.
@@ -446,6 +456,41 @@ pub fn generate(
     Ok(Timing::of(tokens * streams, seconds))
 }
 
+/// See [`GenerationFigures::weight_bytes_per_step`].
+pub fn generation_weight_bytes(hp: &Hyperparameters, precision: lstm::Precision) -> usize {
+    let weights = 4 * hp.hidden * hp.hidden + (1..hp.layers).map(|_| 8 * hp.hidden * hp.hidden).sum::<usize>();
+    (weights + hp.hidden * hp.vocab_size) * precision.pick(4, 2)
+}
+
+/// See [`GenerationFigures::read_gb_per_second`]: the median of 41 samples, each reading
+/// the buffer 16 times.
+pub fn read_bandwidth(bytes: usize) -> f64 {
+    const READS: usize = 16;
+    let threads = candle_core::utils::get_num_threads().max(1);
+    let buffer = vec![1.0f32; bytes.div_ceil(4)];
+    let part = buffer.len().div_ceil(threads).max(16);
+    let Ok(pool) = rayon::ThreadPoolBuilder::new().num_threads(threads).build() else { return 0.0 };
+    // Sixteen running sums, so the compiler keeps them in vector registers and the loads,
+    // not the additions, set the pace.
+    let sum = |xs: &[f32]| {
+        let mut lanes = [0.0f32; 16];
+        for chunk in xs.chunks_exact(16) {
+            for (lane, x) in lanes.iter_mut().zip(chunk) {
+                *lane += x;
+            }
+        }
+        lanes.iter().sum::<f32>()
+    };
+    let seconds = time(3, 41, || {
+        pool.install(|| {
+            for _ in 0..READS {
+                std::hint::black_box(buffer.par_chunks(part).map(sum).sum::<f32>());
+            }
+        })
+    });
+    Timing::of(READS * bytes, seconds).per_second.median / 1e9
+}
+
 /// `min  median  max` of a rate, each right-aligned in `width`.
 fn spread(rate: &Spread, width: usize) -> String {
     format!("{:>width$.0} {:>width$.0} {:>width$.0}", rate.min, rate.median, rate.max)
@@ -508,14 +553,19 @@ pub fn table(report: &BenchReport) -> String {
     }
     if !report.generation.is_empty() {
         out += &format!("\ngeneration ({} tokens per stream), tokens/s\n", s.generated_tokens);
+        out += "                                 min    median       max   weights/step   read GB/s    ceiling   of ceiling\n";
     }
     for g in &report.generation {
         out += &format!(
-            "  H={} {:>2} stream(s) {:<4}  {}\n",
+            "  H={} {:>2} stream(s) {:<4}  {} {:>11.1} MB {:>11.0} {:>10.0} {:>10.0} %\n",
             g.hidden,
             g.streams,
             g.precision,
-            spread(&g.run.per_second, 9)
+            spread(&g.run.per_second, 9),
+            g.weight_bytes_per_step as f64 / 1e6,
+            g.read_gb_per_second,
+            g.ceiling_tokens_per_second,
+            100.0 * g.run.per_second.median / g.ceiling_tokens_per_second
         );
     }
     out

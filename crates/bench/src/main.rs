@@ -113,9 +113,19 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     for streams in [1, 16].into_iter().filter(|_| args.runs(Part::Generation)) {
         for &precision in &precisions {
             tracing::info!("bench: generating {streams} stream(s) at H = 512 in {precision:?}");
-            let run = bench::generate(&bench::seed_config(512), streams, GENERATED_TOKENS, precision)?;
-            let precision = if precision == Precision::Bf16 { "bf16" } else { "f32" }.to_owned();
-            generation.push(GenerationFigures { hidden: 512, streams, precision, run });
+            let hp = bench::seed_config(512);
+            let run = bench::generate(&hp, streams, GENERATED_TOKENS, precision)?;
+            let weight_bytes_per_step = bench::generation_weight_bytes(&hp, precision);
+            let read_gb_per_second = bench::read_bandwidth(weight_bytes_per_step);
+            generation.push(GenerationFigures {
+                hidden: 512,
+                streams,
+                precision: precision.pick("f32", "bf16").to_owned(),
+                run,
+                weight_bytes_per_step,
+                read_gb_per_second,
+                ceiling_tokens_per_second: read_gb_per_second * 1e9 / weight_bytes_per_step as f64 * streams as f64,
+            });
         }
     }
     let report =

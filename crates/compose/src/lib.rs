@@ -165,9 +165,7 @@ pub fn run(
         lstm::select_device(config.runtime.device.pick(Backend::Auto, Backend::Cpu, Backend::Cuda, Backend::Metal))?
     };
     let mut network = LstmModel::from_named(model.hyperparameters.clone(), &model.weights, &device)?;
-    if let Err(why) = network.set_precision(config.compose.precision.pick(Precision::F32, Precision::Bf16)) {
-        tracing::warn!("compose.precision = \"bf16\": {why}; composing in float32");
-    }
+    let precision = set_precision(&mut network, config.compose.precision, config.compose.outputs)?;
     // Each output draws from its own random stream, so adding outputs never changes the earlier ones' seeds.
     let mut streams = Vec::with_capacity(config.compose.outputs);
     for number in 1..=config.compose.outputs {
@@ -180,17 +178,18 @@ pub fn run(
         streams.push((primer, rng));
     }
     let provenance = format!(
-        "pianola {}: model {} (payload {}), seed {}, compose settings {}",
+        "pianola {}: model {} (payload {}), seed {}, compose settings {}, {} products",
         env!("CARGO_PKG_VERSION"),
         model_path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
         &artifacts::hex(&model_header.payload_digest)[..16],
         config.seed,
         &artifacts::hex(&config.section_digest(Section::Compose))[..16],
+        network.precision().pick("f32", "bf16"),
     );
     let mut written = Vec::with_capacity(streams.len());
     for (number, composition) in compose(config, &model, &network, streams)?.iter().enumerate() {
         let path = numbered(output, number + 1);
-        write_outputs(&path, composition, &provenance)?;
+        write_outputs(&path, composition, &provenance, &precision)?;
         written.push(path);
     }
     Ok(written)
@@ -204,6 +203,31 @@ pub fn numbered(output: &Path, number: usize) -> PathBuf {
     let stem = output.file_stem().map_or_else(|| "generated_music".into(), |s| s.to_string_lossy().into_owned());
     let extension = output.extension().map_or_else(|| "mid".into(), |e| e.to_string_lossy().into_owned());
     output.with_file_name(format!("{stem}_{number}.{extension}"))
+}
+
+/// Generation steps a round of the `compose.precision = "auto"` trial takes: enough that
+/// building the generator is a small part of a round.
+const PRECISION_TRIAL_STEPS: usize = 64;
+
+/// Sets `compose.precision` on `network`; `"auto"` times rounds of generation at this run's
+/// number of `streams` in each precision. Returns what the report says of it.
+fn set_precision(network: &mut LstmModel, setting: config::Precision, streams: usize) -> Result<String, ComposeError> {
+    let asked = match setting {
+        config::Precision::Auto => None,
+        config::Precision::F32 => Some(Precision::F32),
+        config::Precision::Bf16 => Some(Precision::Bf16),
+    };
+    let (line, _) = lstm::on_kernel_threads(|| {
+        lstm::apply_precision_setting(network, asked, "compose.precision", "tokens", |network| {
+            let mut generator = lstm::Generator::new(network, streams)?;
+            let tokens = vec![0; streams];
+            for _ in 0..PRECISION_TRIAL_STEPS {
+                generator.step(&tokens)?;
+            }
+            Ok(PRECISION_TRIAL_STEPS * streams)
+        })
+    })?;
+    Ok(line)
 }
 
 /// The most notes of a primer's opening that start a piece: a few minutes of dense piano.
@@ -303,10 +327,15 @@ fn opening_tokens(model: &ModelArtifact, meter: Option<(u8, u8)>) -> Option<Vec<
 }
 
 /// Writes a composition's MIDI file, piano roll and report, and logs its summary.
-fn write_outputs(output: &Path, composition: &Composition, provenance: &str) -> Result<(), ComposeError> {
+fn write_outputs(
+    output: &Path,
+    composition: &Composition,
+    provenance: &str,
+    precision: &str,
+) -> Result<(), ComposeError> {
     let score = &composition.score;
     let bytes = midi_file::to_bytes(score, Some(provenance));
-    let report = ComposeReport::new(output, composition);
+    let report = ComposeReport { precision: precision.to_owned(), ..ComposeReport::new(output, composition) };
     tracing::info!(
         "compose: {} tokens ({} distinct), {} notes from {} to {}, {:.0} s in {} at {}, \
          {:.1} notes/s, up to {} at once, {:.0} % of onsets on the sixteenth/triplet grid",
@@ -358,6 +387,9 @@ pub struct ComposeReport {
     /// Share of onsets within 1/48 of a quarter note of a sixteenth or an eighth-note
     /// triplet of the written file (see [`music::on_grid`]).
     pub onsets_on_grid: f64,
+    /// The products the network computed in and why (`compose.precision`; with `"auto"`,
+    /// the rates measured).
+    pub precision: String,
 }
 
 impl ComposeReport {
@@ -413,6 +445,7 @@ impl ComposeReport {
             meter,
             tempo,
             onsets_on_grid: music::on_grid_share(notes.iter().map(|n| n.onset_quarters)),
+            precision: String::new(),
         }
     }
 }

@@ -135,6 +135,12 @@ pub struct EncodeConfig {
     pub stride: usize,
     /// Share of pieces held out for validation (by piece, seeded).
     pub validation_fraction: f64,
+    /// The pieces held out for validation, named as extract names them (paths relative to
+    /// `extract.input`, `/` between folders): when not empty, exactly these, and
+    /// `validation_fraction` is not used. A fixed split (such as `../shared/splits`) keeps
+    /// validation figures comparable from run to run and from one data set to the next.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub validation_pieces: Vec<String>,
     /// `performance`: the time step in milliseconds…
     pub step_ms: u32,
     /// …the longest single time shift (longer gaps chain shifts)…
@@ -189,8 +195,9 @@ pub struct TrainConfig {
     /// Who made the training data and under which license, written into the training
     /// report (a model derived from a corpus carries its credit).
     pub credit: String,
-    /// `"f32"` or `"bf16"`: how the training step's matrix products read their operands.
-    #[serde(skip_serializing_if = "Precision::is_f32")]
+    /// `"auto"`, `"f32"` or `"bf16"`: how the training step's matrix products read their
+    /// operands (see [`Precision`]).
+    #[serde(skip_serializing_if = "Precision::is_auto")]
     pub precision: Precision,
     /// The learning rate rises linearly to `learning_rate` over this many epochs' worth of
     /// steps (0 = none), so fine-tuning's first steps, where Adam moves every weight by the
@@ -288,8 +295,9 @@ pub struct ComposeConfig {
     /// …and after each, with this probability, the next phrase restates an earlier one of
     /// the same piece (0 = never), so motifs come back.
     pub repeat: f64,
-    /// `"f32"` or `"bf16"`: how generation's matrix products read the weights.
-    #[serde(skip_serializing_if = "Precision::is_f32")]
+    /// `"auto"`, `"f32"` or `"bf16"`: how generation's matrix products read the weights
+    /// (see [`Precision`]).
+    #[serde(skip_serializing_if = "Precision::is_auto")]
     pub precision: Precision,
 }
 
@@ -303,28 +311,24 @@ pub const MAX_TEMPERATURE: f64 = 100.0;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
-    /// Float32 throughout.
+    /// Whichever of the two is faster on this machine at this model's shapes, timed at the
+    /// start of the stage (see `lstm::choose_precision`); the choice and its figures are
+    /// logged and written to the stage's report.
     #[default]
+    Auto,
+    /// Float32 throughout.
     F32,
     /// bfloat16 copies of weights and activations in the products, float32 sums, weights,
-    /// optimizer state and gate math: faster on processors with AVX-512 BF16 (elsewhere the
-    /// stage says so and computes in float32).
+    /// optimizer state and gate math: faster on some processors with AVX-512 BF16 (elsewhere
+    /// the stage says so and computes in float32).
     Bf16,
 }
 
 impl Precision {
-    /// The value among the two given, in the order of this enum's variants (see [`Device::pick`]).
-    pub fn pick<T>(self, f32: T, bf16: T) -> T {
-        match self {
-            Precision::F32 => f32,
-            Precision::Bf16 => bf16,
-        }
-    }
-
-    /// Float32, the default: left out of the settings' digests, so configs written before
-    /// the key existed keep their digests and artifacts.
-    pub fn is_f32(&self) -> bool {
-        *self == Precision::F32
+    /// Auto, the default: left out of the settings' digests, so configs that do not name
+    /// the key keep their digests and artifacts.
+    pub fn is_auto(&self) -> bool {
+        *self == Precision::Auto
     }
 }
 
@@ -381,6 +385,7 @@ impl Default for EncodeConfig {
             seq_len: 100,
             stride: 100,
             validation_fraction: 0.15,
+            validation_pieces: Vec::new(),
             step_ms: 10,
             max_shift_ms: 1000,
             velocity_bins: 32,
@@ -408,7 +413,7 @@ impl Default for TrainConfig {
             max_minutes: 0.0,
             init: PathBuf::new(),
             credit: String::new(),
-            precision: Precision::F32,
+            precision: Precision::Auto,
             warmup_epochs: 0.0,
             plateau_decay: 1.0,
             carry_state: false,
@@ -442,7 +447,7 @@ impl Default for ComposeConfig {
             notation_grid: true,
             phrase_seconds: 4.0,
             repeat: 0.5,
-            precision: Precision::F32,
+            precision: Precision::Auto,
         }
     }
 }

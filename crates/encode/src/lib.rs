@@ -31,6 +31,11 @@ pub enum EncodeError {
         train_tokens: usize,
         seq_len: usize,
     },
+    /// `encode.validation_pieces` names a piece that notes.bin does not hold.
+    UnknownValidationPiece {
+        path: String,
+        extracted: usize,
+    },
 }
 
 impl fmt::Display for EncodeError {
@@ -43,6 +48,12 @@ impl fmt::Display for EncodeError {
                  but the longest training piece has {longest_train_piece} ({train_tokens} training tokens in all); \
                  add MIDI files or lower encode.seq_len",
                 seq_len + 1
+            ),
+            EncodeError::UnknownValidationPiece { path, extracted } => write!(
+                f,
+                "encode.validation_pieces names \"{path}\", which is not among the {extracted} pieces of notes.bin \
+                 (not under extract.input, or skipped by extract: see its summary); name pieces by their path \
+                 relative to extract.input"
             ),
         }
     }
@@ -167,7 +178,10 @@ pub fn encode(config: &PipelineConfig, notes: &NotesArtifact) -> Result<DatasetA
         }
     };
     let codec = Codec::new(&encoding);
-    let splits = draw_split(notes.files.len(), settings.validation_fraction, config.seed);
+    let splits = match settings.validation_pieces.as_slice() {
+        [] => draw_split(notes.files.len(), settings.validation_fraction, config.seed),
+        named => named_split(notes, named)?,
+    };
     // (source index, split, augmentation): the pieces as extracted, then the augmented
     // copies of the training pieces. Each is encoded on its own, so all run in parallel;
     // the order, and so the data set, stays the same.
@@ -308,6 +322,20 @@ pub fn draw_split(pieces: usize, validation_fraction: f64, seed: u64) -> Vec<Spl
     splits
 }
 
+/// The split `encode.validation_pieces` fixes: the pieces it names go to validation, the
+/// rest to training. Every name must be a piece of `notes`, so a typo is an error rather
+/// than a different split.
+pub fn named_split(notes: &NotesArtifact, validation: &[String]) -> Result<Vec<Split>, EncodeError> {
+    if let Some(path) = validation.iter().find(|path| !notes.files.iter().any(|file| &file.path == *path)) {
+        return Err(EncodeError::UnknownValidationPiece { path: path.clone(), extracted: notes.files.len() });
+    }
+    Ok(notes
+        .files
+        .iter()
+        .map(|file| if validation.contains(&file.path) { Split::Validation } else { Split::Train })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,6 +377,22 @@ mod tests {
         assert_eq!(draw_split(2, 0.01, 1).iter().filter(|s| **s == Split::Validation).count(), 1);
         assert_eq!(draw_split(1, 0.5, 1), vec![Split::Train]);
         assert!(draw_split(5, 0.0, 1).iter().all(|s| *s == Split::Train));
+    }
+
+    #[test]
+    fn named_validation_pieces_fix_the_split_and_a_name_not_extracted_is_an_error() {
+        let files: Vec<ExtractedFile> = ["a/one.mid", "b.mid", "c.mid"].map(|p| piece(p, &[60, 62, 64, 65])).into();
+        let notes = NotesArtifact { files, rejected: vec![] };
+        let mut config = config(2);
+        config.encode.validation_fraction = 0.9;
+        config.encode.validation_pieces = vec!["a/one.mid".into(), "c.mid".into()];
+        let dataset = encode(&config, &notes).unwrap();
+        let held_out: Vec<&str> =
+            dataset.pieces.iter().filter(|p| p.split == Split::Validation).map(|p| p.source.as_str()).collect();
+        assert_eq!(held_out, ["a/one.mid", "c.mid"]);
+        config.encode.validation_pieces.push("one.mid".into());
+        let message = encode(&config, &notes).unwrap_err().to_string();
+        assert!(message.contains("encode.validation_pieces names \"one.mid\""), "{message}");
     }
 
     #[test]

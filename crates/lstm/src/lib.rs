@@ -47,12 +47,14 @@ use seeded_rng::SeededRng;
 pub use candle_core;
 
 pub mod adam;
+mod auto;
 pub mod cells;
 pub mod fused;
 mod generator;
 pub mod layers;
 pub mod network;
 
+pub use auto::{BF16_MARGIN, PrecisionTrial, apply_precision_setting, choose_precision};
 pub use generator::{Generator, on_kernel_threads};
 pub use layers::StreamState;
 pub use products::Precision;

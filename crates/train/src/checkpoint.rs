@@ -51,6 +51,22 @@ pub fn load_resumable(
     Some(checkpoint)
 }
 
+/// The precision the run checkpointed at `path` computes in, as its settings recorded it
+/// (`train.precision` is settled before a run begins, so it is `"f32"` or `"bf16"`); `None`
+/// when there is no readable checkpoint there.
+pub fn recorded_precision(path: &Path) -> Option<lstm::Precision> {
+    if !path.exists() {
+        return None;
+    }
+    let (_, checkpoint) = artifacts::read::<CheckpointArtifact>(path).ok()?;
+    let (_, value) = checkpoint.settings.iter().find(|(key, _)| key == "train.precision")?;
+    match value.as_str() {
+        "\"f32\"" => Some(lstm::Precision::F32),
+        "\"bf16\"" => Some(lstm::Precision::Bf16),
+        _ => None,
+    }
+}
+
 /// `key was → now` for every setting that differs between two identities.
 fn changed_settings(was: &[(String, String)], now: &[(String, String)]) -> Vec<String> {
     let value = |list: &[(String, String)], key: &str| list.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());

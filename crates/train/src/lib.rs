@@ -110,6 +110,8 @@ pub fn run(
         lstm::select_device(config.runtime.device.pick(Backend::Auto, Backend::Cpu, Backend::Cuda, Backend::Metal))?
     };
     let checkpoint_path = checkpoint_path(output);
+    let config_digest = config.section_digest(Section::Train);
+    let (config, precision) = &settle_precision(config, &dataset, &device, &checkpoint_path)?;
     let mut identity = config.training_identity();
     identity.extend(init.as_ref().map(|(_, from)| ("train.init digest".to_owned(), artifacts::hex(&from.digest))));
     let resume = checkpoint::load_resumable(&checkpoint_path, &identity, &dataset_digest.digest);
@@ -119,7 +121,6 @@ pub fn run(
         (None, None) => Start::Random,
     };
     let producer = concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"));
-    let config_digest = config.section_digest(Section::Train);
     let mut inputs = vec![dataset_digest];
     inputs.extend(start.initialised_from().cloned());
     let mut save = |checkpoint: &CheckpointArtifact| {
@@ -140,7 +141,8 @@ pub fn run(
         other => other,
     })?;
 
-    let report = TrainReport::new(&model, &timings, started.elapsed().as_secs_f64(), &device, &config.train, ending);
+    let seconds = started.elapsed().as_secs_f64();
+    let report = TrainReport::new(&model, (&timings, seconds), &device, &config.train, ending, precision.clone());
     let without_moments;
     let stored = if weights_only {
         without_moments = model.clone().weights_only();
@@ -175,6 +177,54 @@ pub fn run(
     }
     stage_cli::log_outcome(output, outcome);
     Ok(model)
+}
+
+/// The config with `train.precision` settled to `"f32"` or `"bf16"`, and what the report
+/// says of it. `"auto"` takes the choice a checkpoint of this run recorded, so a resumed run
+/// computes as the run it continues; otherwise it times training steps (forward and
+/// backward, no update) on the first training windows in each precision, on a model of
+/// this run's shape, and takes the faster.
+fn settle_precision(
+    config: &PipelineConfig,
+    dataset: &DatasetArtifact,
+    device: &Device,
+    checkpoint_path: &Path,
+) -> Result<(PipelineConfig, PrecisionReport), TrainError> {
+    let mut settled = config.clone();
+    let asked = match config.train.precision {
+        config::Precision::F32 => Some(Precision::F32),
+        config::Precision::Bf16 => Some(Precision::Bf16),
+        config::Precision::Auto => checkpoint::recorded_precision(checkpoint_path),
+    };
+    let mut model = LstmModel::new(hyperparameters(&config.train, dataset), config.seed, device)?;
+    // Without a training window there is nothing to time, and nothing to train either.
+    let first_batch = lstm::window_batches(&dataset.windows(Split::Train), config.train.batch_size).into_iter().next();
+    let asked = if first_batch.is_none() { Some(Precision::F32) } else { asked };
+    let (inputs, expected) = lstm::batch(dataset, &first_batch.unwrap_or_default(), device)?;
+    let mut dropout_rng = SeededRng::new(config.seed, "precision trial");
+    let key = match (config.train.precision, asked) {
+        (config::Precision::Auto, Some(_)) => "train.precision = \"auto\" as chosen when the checkpointed run began",
+        _ => "train.precision",
+    };
+    let (summary, trial) = lstm::apply_precision_setting(&mut model, asked, key, "targets", |model| {
+        let dropout = Some((&mut dropout_rng, config.train.dropout));
+        model.carried_loss_and_gradients(&inputs, &expected, dropout, None)?;
+        Ok(expected.elem_count())
+    })?;
+    settled.train.precision = model.precision().pick(config::Precision::F32, config::Precision::Bf16);
+    Ok((settled, PrecisionReport { summary, trial }))
+}
+
+/// The network shape `[train]` asks for, on this data set's dictionary and windows.
+fn hyperparameters(settings: &config::TrainConfig, dataset: &DatasetArtifact) -> Hyperparameters {
+    Hyperparameters {
+        vocab_size: dataset.vocabulary.len(),
+        embedding: settings.embedding,
+        hidden: settings.hidden,
+        layers: settings.layers,
+        dropout: settings.dropout,
+        seq_len: dataset.seq_len,
+    }
 }
 
 /// The model named by `train.init` and its digest, checked against the data set and the
@@ -287,6 +337,16 @@ pub struct TrainReport {
     /// Why training stopped (see [`Ending::describe`]).
     pub stopped: String,
     pub history: Vec<EpochReport>,
+    /// The products the training step computed in, and why.
+    pub precision: PrecisionReport,
+}
+
+/// How `train.precision` was settled: one line, and with `"auto"` the rates measured.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PrecisionReport {
+    pub summary: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trial: Option<lstm::PrecisionTrial>,
 }
 
 /// One epoch in the report: what it learned ([`EpochRecord`]) and how long it took.
@@ -301,11 +361,11 @@ pub struct EpochReport {
 impl TrainReport {
     fn new(
         model: &ModelArtifact,
-        timings: &[EpochTiming],
-        seconds: f64,
+        (timings, seconds): (&[EpochTiming], f64),
         device: &Device,
         settings: &config::TrainConfig,
         ending: Ending,
+        precision: PrecisionReport,
     ) -> Self {
         let best_epoch = model
             .history
@@ -337,6 +397,7 @@ impl TrainReport {
                     }
                 })
                 .collect(),
+            precision,
         }
     }
 }
@@ -437,14 +498,7 @@ impl<'a> Run<'a> {
         start: &'a Start,
     ) -> Result<Self, TrainError> {
         let settings = &config.train;
-        let hyperparameters = Hyperparameters {
-            vocab_size: dataset.vocabulary.len(),
-            embedding: settings.embedding,
-            hidden: settings.hidden,
-            layers: settings.layers,
-            dropout: settings.dropout,
-            seq_len: dataset.seq_len,
-        };
+        let hyperparameters = hyperparameters(settings, dataset);
         let mut dropout_rng = SeededRng::new(config.seed, "dropout");
         let (model, optimizer, history) = starting_point(start, &hyperparameters, config, &mut dropout_rng, device)?;
         let resume = match start {
@@ -716,9 +770,12 @@ fn starting_point(
             (model, optimizer, checkpoint.model.history.clone())
         }
     };
-    if let Err(why) = model.set_precision(config.train.precision.pick(Precision::F32, Precision::Bf16)) {
-        tracing::warn!("train.precision = \"bf16\": {why}; training in float32");
-    }
+    // run() has settled "auto" (and a bf16 that cannot run here) to what this model can use.
+    let precision = match config.train.precision {
+        config::Precision::Bf16 => Precision::Bf16,
+        config::Precision::F32 | config::Precision::Auto => Precision::F32,
+    };
+    model.set_precision(precision)?;
     Ok((model, optimizer, history))
 }
 
