@@ -101,7 +101,7 @@ impl CpuEngine {
             let (w_ih, w_hh, bias) = model.layer(layer);
             let joined = if layer == 0 { w_hh.clone() } else { Tensor::cat(&[w_ih, w_hh], 1)? };
             let (rows, inputs) = joined.dims2()?;
-            weights.push(StepWeights::new(Mat::dense(&data(&joined)?, rows, inputs), model.precision()));
+            weights.push(StepWeights::new(Mat::dense(&data(&joined)?, rows, inputs), model.precision(), streams));
             biases.push(data(bias)?);
         }
         // The first layer's input projection for every token: [V, E] · W_ih₀ᵀ [E, 4H] + b₀.
@@ -114,7 +114,7 @@ impl CpuEngine {
             first_input,
             weights,
             biases,
-            head_weight: StepWeights::new(Mat::dense(&data(head_w)?, vocab, hidden), model.precision()),
+            head_weight: StepWeights::new(Mat::dense(&data(head_w)?, vocab, hidden), model.precision(), streams),
             head_bias: data(head_b)?,
             inputs: (0..hp.layers).map(|l| vec![0.0; if l == 0 { 1 } else { 2 } * hidden * streams]).collect(),
             cells: vec![vec![0.0; hidden * streams]; hp.layers],

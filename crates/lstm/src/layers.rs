@@ -296,7 +296,7 @@ pub fn recurrence_forward(
     initial: Option<&StreamState>,
 ) -> (Vec<f32>, RecurrenceSaved, StreamState) {
     let Dims { hidden, steps, batch } = dims;
-    let w_hh = StepWeights::new(Mat::dense(w_hh, 4 * hidden, hidden), precision);
+    let w_hh = StepWeights::new(Mat::dense(w_hh, 4 * hidden, hidden), precision, batch);
     let groups: Vec<(Group, Vec<f32>)> = dims
         .groups()
         .into_par_iter()
@@ -357,7 +357,7 @@ pub fn recurrence_backward(
 ) -> (Vec<f32>, Vec<f32>) {
     let Dims { hidden, steps, batch } = dims;
     let columns = dims.columns();
-    let w_hh_t = StepWeights::new(Mat::dense(w_hh, 4 * hidden, hidden).t(), precision);
+    let w_hh_t = StepWeights::new(Mat::dense(w_hh, 4 * hidden, hidden).t(), precision, batch);
     let d_groups: Vec<Vec<f32>> = saved
         .groups
         .par_iter()

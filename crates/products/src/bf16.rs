@@ -58,22 +58,37 @@ pub fn widen(half: u16) -> f32 {
 }
 
 #[inline(always)]
-fn pair(low: f32, high: f32) -> u32 {
+pub(crate) fn pair(low: f32, high: f32) -> u32 {
     u32::from(round(low)) | u32::from(round(high)) << 16
 }
 
-/// A matrix rounded to bfloat16 and laid out in panels of `PANEL` (12) rows with k in pairs.
-/// Invariant: `data` holds `⌈rows / PANEL⌉ · pairs · PANEL` pairs, rows past `rows` zero.
+/// A matrix rounded to bfloat16, laid out for the products this processor runs: AMX
+/// tiles ([`crate::amx::TileRows`]) where it has them, else panels for `vdpbf16ps`.
 pub struct PackedRows {
     rows: usize,
     depth: usize,
-    data: Vec<u32>,
+    layout: Layout,
+}
+
+enum Layout {
+    /// Panels of `PANEL` (12) rows with k in pairs. Invariant: `⌈rows / PANEL⌉ · pairs ·
+    /// PANEL` pairs, rows past `rows` zero.
+    Panels(Vec<u32>),
+    Tiles(crate::amx::TileRows),
 }
 
 impl PackedRows {
     /// Packs `a` (any strides; a dense matrix and the transpose of one are read in order).
     pub fn new(a: Mat) -> Self {
+        Self::with_layout(a, crate::amx::available())
+    }
+
+    /// [`PackedRows::new`] for AMX tiles or not (`tiles` only where [`crate::amx::available`]).
+    pub(crate) fn with_layout(a: Mat, tiles: bool) -> Self {
         let (rows, depth) = (a.rows, a.cols);
+        if tiles {
+            return PackedRows { rows, depth, layout: Layout::Tiles(crate::amx::TileRows::new(a)) };
+        }
         let pairs = depth.div_ceil(2);
         let mut data = vec![0u32; rows.div_ceil(PANEL) * pairs * PANEL];
         data.par_chunks_mut((pairs * PANEL).max(1)).enumerate().for_each(|(panel, values)| {
@@ -105,7 +120,7 @@ impl PackedRows {
                 }
             }
         });
-        PackedRows { rows, depth, data }
+        PackedRows { rows, depth, layout: Layout::Panels(data) }
     }
 
     /// M, the rows of the packed matrix.
@@ -118,10 +133,14 @@ impl PackedRows {
         self.depth
     }
 
-    /// `dst += self · x` for `x` packed by [`pack_columns`] (`[⌈K/2⌉, columns]` pairs) and
+    /// `dst += self · x` for `x` packed by [`pack_columns`] and
     /// dense row-major `dst` `[rows, columns]`, with the rows split into one band per thread.
     /// Panics where [`available`] is false (the kernels' instructions would not exist).
     pub fn multiply_add(&self, dst: &mut [f32], x: &[u32], columns: usize, threads: usize) {
+        let data = match &self.layout {
+            Layout::Tiles(tiles) => return tiles.multiply_add(dst, x, columns, threads),
+            Layout::Panels(data) => data,
+        };
         assert!(available(), "bfloat16 products need AVX-512 BF16, which this processor lacks");
         let pairs = self.depth.div_ceil(2);
         assert!(dst.len() >= self.rows * columns && x.len() >= pairs * columns, "bf16 product out of bounds");
@@ -132,7 +151,7 @@ impl PackedRows {
         let work = |(index, dst_band): (usize, &mut [f32])| {
             let first_panel = index * band / PANEL;
             let rows = dst_band.len() / columns;
-            let panels = &self.data[first_panel * pairs * PANEL..][..rows.div_ceil(PANEL) * pairs * PANEL];
+            let panels = &data[first_panel * pairs * PANEL..][..rows.div_ceil(PANEL) * pairs * PANEL];
             // SAFETY: the processor has AVX-512F and AVX-512 BF16 (asserted above); the
             // sizes were checked above.
             #[cfg(target_arch = "x86_64")]
@@ -152,10 +171,11 @@ impl PackedRows {
 }
 
 /// `b` (any strides; a dense matrix and the transpose of one are read in order) rounded
-/// to bfloat16 with its rows in pairs: `[⌈K/2⌉, N]`.
+/// to bfloat16 with its rows in pairs: `[⌈K/2⌉, N]`, then zero pairs up to a multiple of 16
+/// rows and 32 lanes more, which the tile products ([`crate::amx`]) read past the end.
 pub fn pack_columns(b: Mat) -> Vec<u32> {
     let (depth, columns) = (b.rows, b.cols);
-    let mut out = vec![0u32; depth.div_ceil(2) * columns];
+    let mut out = vec![0u32; depth.div_ceil(2).next_multiple_of(16) * columns + 32];
     if b.column(0).is_some() && b.row(0).is_none() {
         // The transpose of a dense matrix: a column's pairs are adjacent values. Written
         // in bands of columns, so each task reads its columns once.
@@ -183,7 +203,7 @@ pub fn pack_columns(b: Mat) -> Vec<u32> {
         }
         return out;
     }
-    out.par_chunks_mut(columns.max(1)).enumerate().for_each(|(p, lanes)| {
+    out[..depth.div_ceil(2) * columns].par_chunks_mut(columns.max(1)).enumerate().for_each(|(p, lanes)| {
         let k = 2 * p;
         match (b.row(k), b.row(k + 1)) {
             (Some(low), high) => match high.filter(|_| k + 1 < depth) {
@@ -350,7 +370,7 @@ mod tests {
             return;
         }
         let mut rng = SeededRng::new(5, "bf16 test");
-        for (m, k, n) in [(1, 1, 1), (13, 7, 1), (25, 33, 17), (12, 64, 32), (40, 129, 300), (7, 2, 45)] {
+        for (m, k, n) in [(1, 1, 1), (13, 7, 1), (25, 33, 17), (12, 64, 32), (40, 129, 300), (7, 2, 45), (64, 70, 33)] {
             let a: Vec<f32> = (0..m * k).map(|_| rng.unit_f32() * 2.0 - 1.0).collect();
             let b: Vec<f32> = (0..k * n).map(|_| rng.unit_f32() * 2.0 - 1.0).collect();
             let (a_t, b_t) = (crate::f32::transpose(&a, m, k), crate::f32::transpose(&b, k, n));
@@ -359,9 +379,14 @@ mod tests {
                 ("left transposed", Mat::dense(&a_t, k, m).t(), Mat::dense(&b, k, n)),
                 ("right transposed", Mat::dense(&a, m, k), Mat::dense(&b_t, n, k).t()),
             ];
-            for threads in [1, 3] {
+            for (threads, tiles) in [(1, false), (3, false), (1, true), (3, true)] {
+                if tiles && !crate::amx::available() {
+                    eprintln!("products_match_the_rounded_operands_product: no AMX here, its tiles untested");
+                    continue;
+                }
                 for (name, a_view, b_view) in views {
-                    let got = product(a_view, b_view, threads);
+                    let mut got = vec![0.0; m * n];
+                    PackedRows::with_layout(a_view, tiles).multiply_add(&mut got, &pack_columns(b_view), n, threads);
                     for r in 0..m {
                         for c in 0..n {
                             let terms = (0..k).map(|i| (a[r * k + i], b[i * n + c]));
@@ -370,10 +395,11 @@ mod tests {
                             let exact: f64 = terms.clone().map(|(x, y)| f64::from(x) * f64::from(y)).sum();
                             let size: f64 = terms.map(|(x, y)| f64::from((x * y).abs())).sum();
                             let value = f64::from(got[r * n + c]);
-                            assert!((value - rounded).abs() <= 1e-5 * size.max(1.0), "{name} ({m},{k},{n}) [{r},{c}]");
+                            let place = format!("{name}, tiles {tiles} ({m},{k},{n}) [{r},{c}]");
+                            assert!((value - rounded).abs() <= 1e-5 * size.max(1.0), "{place}");
                             // Each operand is off by at most 2⁻⁸ of itself, so each product by 2⁻⁷ + 2⁻¹⁶.
                             let bound = (2.0f64.powi(-7) + 2.0f64.powi(-16)) * size + 1e-5 * size.max(1.0);
-                            assert!((value - exact).abs() <= bound, "{name} ({m},{k},{n}) [{r},{c}] vs exact");
+                            assert!((value - exact).abs() <= bound, "{place} vs exact");
                         }
                     }
                 }

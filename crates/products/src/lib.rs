@@ -17,6 +17,7 @@
 //! by one thread, so a result depends neither on the thread count nor on the other columns
 //! computed with it — the LSTM's bit-for-bit reproducibility across thread counts rests on it.
 
+pub mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 pub mod bf16;
