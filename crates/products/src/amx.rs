@@ -97,7 +97,7 @@ impl TileRows {
                 for r in 0..count {
                     let row = a.row(first + r).expect("rows are contiguous");
                     for (p, values) in row.chunks(2).enumerate() {
-                        lanes[lane(r, p)] = crate::bf16::pair(values[0], values.get(1).copied().unwrap_or(0.0));
+                        lanes[lane(r, p)] = crate::bfloat::pair(values[0], values.get(1).copied().unwrap_or(0.0));
                     }
                 }
             } else if a.column(0).is_some() {
@@ -105,14 +105,14 @@ impl TileRows {
                     let low = &a.column(2 * p).expect("columns are contiguous")[first..][..count];
                     let high = a.column(2 * p + 1).map(|c| &c[first..][..count]);
                     for (r, &value) in low.iter().enumerate() {
-                        lanes[lane(r, p)] = crate::bf16::pair(value, high.map_or(0.0, |h| h[r]));
+                        lanes[lane(r, p)] = crate::bfloat::pair(value, high.map_or(0.0, |h| h[r]));
                     }
                 }
             } else {
                 for r in 0..count {
                     for p in 0..pairs {
                         let high = if 2 * p + 1 < depth { a.at(first + r, 2 * p + 1) } else { 0.0 };
-                        lanes[lane(r, p)] = crate::bf16::pair(a.at(first + r, 2 * p), high);
+                        lanes[lane(r, p)] = crate::bfloat::pair(a.at(first + r, 2 * p), high);
                     }
                 }
             }

@@ -41,26 +41,8 @@ pub fn available() -> bool {
     }
 }
 
-/// `x` rounded to the nearest bfloat16 (ties to even), as its 16 bits. NaN stays NaN.
-/// Written as a select rather than an early return so that loops over it vectorise.
-#[inline(always)]
-pub fn round(x: f32) -> u16 {
-    let bits = x.to_bits();
-    let nearest = bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) >> 16;
-    let quiet_nan = (bits >> 16) | 0x40;
-    (if x.is_nan() { quiet_nan } else { nearest }) as u16
-}
-
-/// The float32 value of a bfloat16.
-#[inline(always)]
-pub fn widen(half: u16) -> f32 {
-    f32::from_bits(u32::from(half) << 16)
-}
-
-#[inline(always)]
-pub(crate) fn pair(low: f32, high: f32) -> u32 {
-    u32::from(round(low)) | u32::from(round(high)) << 16
-}
+use crate::bfloat::pair;
+pub use crate::bfloat::{round, widen};
 
 /// A matrix rounded to bfloat16, laid out for the products this processor runs: AMX
 /// tiles ([`crate::amx::TileRows`]) where it has them, else panels for `vdpbf16ps`.

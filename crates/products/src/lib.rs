@@ -21,6 +21,7 @@ pub mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 pub mod bf16;
+mod bfloat;
 mod f32;
 mod mat;
 mod precision;
