@@ -197,7 +197,7 @@ def main():
     bench_path = Path(args.bench)
     bench = json.loads(bench_path.read_text())
     peers = {}
-    print(f"bench-peers ({bench['threads']} threads)", flush=True)
+    print(f"bench-peers ({bench['threads']} threads; processor: {bench.get('cpu', 'not recorded')})", flush=True)
     peers["pytorch"] = torch_figures(bench["shapes"], bench["threads"])
     if Path(args.corpus).is_dir():
         peers["symusic"] = symusic_figures(args.corpus)

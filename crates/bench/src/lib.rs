@@ -38,6 +38,8 @@ pub const SAMPLES: usize = 10;
 /// Everything `make bench` measures; written as `bench.json`.
 #[derive(Debug, serde::Serialize)]
 pub struct BenchReport {
+    /// The processor, as [`processor`] names it: speed figures mean little without it.
+    pub cpu: String,
     pub threads: usize,
     /// The shapes training and generation are timed at, for peers measuring the same.
     pub shapes: Shapes,
@@ -491,6 +493,31 @@ pub fn read_bandwidth(bytes: usize) -> f64 {
     Timing::of(READS * bytes, seconds).per_second.median / 1e9
 }
 
+/// The processor's model name, family and model numbers, and which of the instruction
+/// sets the products choose between it has (AVX2, AVX-512, AVX-512 BF16 and FP16, AMX),
+/// from `/proc/cpuinfo`; the kind of machine decides which precision is faster.
+pub fn processor() -> String {
+    let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else { return "unknown (no /proc/cpuinfo)".into() };
+    let field = |name: &str| {
+        info.lines()
+            .find(|line| line.split(':').next().is_some_and(|key| key.trim() == name))
+            .and_then(|line| line.split_once(':'))
+            .map_or(String::new(), |(_, value)| value.trim().to_owned())
+    };
+    let flags = field("flags");
+    let has: Vec<&str> = ["avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16"]
+        .into_iter()
+        .filter(|flag| flags.split_whitespace().any(|f| f == *flag))
+        .collect();
+    format!(
+        "{} (family {}, model {}); {}",
+        field("model name"),
+        field("cpu family"),
+        field("model"),
+        if has.is_empty() { "none of avx2, avx512f, avx512_bf16, avx512_fp16, amx".into() } else { has.join(" ") }
+    )
+}
+
 /// `min  median  max` of a rate, each right-aligned in `width`.
 fn spread(rate: &Spread, width: usize) -> String {
     format!("{:>width$.0} {:>width$.0} {:>width$.0}", rate.min, rate.median, rate.max)
@@ -498,8 +525,8 @@ fn spread(rate: &Spread, width: usize) -> String {
 
 /// The report as a plain-text table: each figure's rate as min / median / max of its samples.
 pub fn table(report: &BenchReport) -> String {
-    let mut out =
-        format!("pianola bench ({} threads; every rate: min, median, max of its samples)\n\n", report.threads);
+    let mut out = format!("pianola bench ({} threads; every rate: min, median, max of its samples)\n", report.threads);
+    out += &format!("processor: {}\n\n", report.cpu);
     if let Some(e) = &report.extract {
         out += &format!("extract ({} files, {} notes), notes/s\n", e.files, e.notes);
         out += &format!("  parse in memory       {}\n", spread(&e.parse_in_memory.per_second, 11));

@@ -128,8 +128,9 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             });
         }
     }
+    let cpu = bench::processor();
     let report =
-        BenchReport { threads, shapes, extract, encode, matmul_gflops, matmul_bf16_gflops, training, generation };
+        BenchReport { cpu, threads, shapes, extract, encode, matmul_gflops, matmul_bf16_gflops, training, generation };
     print!("{}", bench::table(&report));
     if let Some(parent) = args.output.parent() {
         std::fs::create_dir_all(parent)?;

@@ -46,4 +46,7 @@ fn bench_times_the_stage_binaries_with_their_spread() {
     assert!(report["encode"]["tokens"].as_u64().unwrap() > 60_000, "{}", report["encode"]);
     let table = String::from_utf8_lossy(&output.stdout);
     assert!(table.contains("stage, warm cache") && table.contains("encode"), "{table}");
+    // Speed figures name the machine they were measured on.
+    let cpu = report["cpu"].as_str().unwrap();
+    assert!(!cpu.is_empty() && table.contains(&format!("processor: {cpu}")), "{table}");
 }
