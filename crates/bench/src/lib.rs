@@ -497,7 +497,11 @@ pub fn read_bandwidth(bytes: usize) -> f64 {
 /// sets the products choose between it has (AVX2, AVX-512, AVX-512 BF16 and FP16, AMX),
 /// from `/proc/cpuinfo`; the kind of machine decides which precision is faster.
 pub fn processor() -> String {
-    let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else { return "unknown (no /proc/cpuinfo)".into() };
+    // A few KB a core; 16 MB covers any machine.
+    let Ok(bytes) = artifacts::read_capped(Path::new("/proc/cpuinfo"), 16 << 20) else {
+        return "unknown (no /proc/cpuinfo)".into();
+    };
+    let info = String::from_utf8_lossy(&bytes);
     let field = |name: &str| {
         info.lines()
             .find(|line| line.split(':').next().is_some_and(|key| key.trim() == name))
