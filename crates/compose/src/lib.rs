@@ -212,11 +212,7 @@ const PRECISION_TRIAL_STEPS: usize = 64;
 /// Sets `compose.precision` on `network`; `"auto"` times rounds of generation at this run's
 /// number of `streams` in each precision. Returns what the report says of it.
 fn set_precision(network: &mut LstmModel, setting: config::Precision, streams: usize) -> Result<String, ComposeError> {
-    let asked = match setting {
-        config::Precision::Auto => None,
-        config::Precision::F32 => Some(Precision::F32),
-        config::Precision::Bf16 => Some(Precision::Bf16),
-    };
+    let asked = setting.named(Precision::F32, Precision::Bf16);
     let (line, _) = lstm::on_kernel_threads(|| {
         lstm::apply_precision_setting(network, asked, "compose.precision", "tokens", |network| {
             let mut generator = lstm::Generator::new(network, streams)?;

@@ -325,6 +325,16 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// The value among the two given that a named precision stands for; `None` for auto,
+    /// which is settled by timing (see [`Device::pick`] for the same pattern).
+    pub fn named<T>(self, f32: T, bf16: T) -> Option<T> {
+        match self {
+            Precision::Auto => None,
+            Precision::F32 => Some(f32),
+            Precision::Bf16 => Some(bf16),
+        }
+    }
+
     /// Auto, the default: left out of the settings' digests, so configs that do not name
     /// the key keep their digests and artifacts.
     pub fn is_auto(&self) -> bool {

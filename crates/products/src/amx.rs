@@ -133,9 +133,7 @@ impl TileRows {
         if self.rows == 0 || columns == 0 {
             return;
         }
-        let band = self.rows.div_ceil(threads.max(1)).next_multiple_of(BLOCK);
-        let work = |(index, dst_band): (usize, &mut [f32])| {
-            let first = index * band;
+        crate::mat::in_row_bands(dst, (self.rows, columns), BLOCK, threads, |first, dst_band| {
             let rows = dst_band.len() / columns;
             let left = &self.data[first * self.padded_pairs..][..rows.next_multiple_of(BLOCK) * self.padded_pairs];
             // SAFETY: AMX is available and this thread may use it (checked above); the
@@ -146,13 +144,7 @@ impl TileRows {
             };
             #[cfg(not(target_arch = "x86_64"))]
             unreachable!("tile products run on x86-64 only: {}", left.len());
-        };
-        let dst = &mut dst[..self.rows * columns];
-        if threads > 1 && self.rows > band {
-            dst.par_chunks_mut(band * columns).enumerate().for_each(work);
-        } else {
-            work((0, dst));
-        }
+        });
     }
 }
 

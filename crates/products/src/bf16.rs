@@ -129,11 +129,9 @@ impl PackedRows {
         if self.rows == 0 || columns == 0 {
             return;
         }
-        let band = self.rows.div_ceil(threads.max(1)).next_multiple_of(PANEL);
-        let work = |(index, dst_band): (usize, &mut [f32])| {
-            let first_panel = index * band / PANEL;
+        crate::mat::in_row_bands(dst, (self.rows, columns), PANEL, threads, |first, dst_band| {
             let rows = dst_band.len() / columns;
-            let panels = &data[first_panel * pairs * PANEL..][..rows.div_ceil(PANEL) * pairs * PANEL];
+            let panels = &data[first * pairs..][..rows.div_ceil(PANEL) * pairs * PANEL];
             // SAFETY: the processor has AVX-512F and AVX-512 BF16 (asserted above); the
             // sizes were checked above.
             #[cfg(target_arch = "x86_64")]
@@ -142,13 +140,7 @@ impl PackedRows {
             };
             #[cfg(not(target_arch = "x86_64"))]
             unreachable!("bf16 products run on x86-64 only: {}", panels.len());
-        };
-        let dst = &mut dst[..self.rows * columns];
-        if threads > 1 && self.rows > band {
-            dst.par_chunks_mut(band * columns).enumerate().for_each(work);
-        } else {
-            work((0, dst));
-        }
+        });
     }
 }
 

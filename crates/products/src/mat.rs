@@ -1,6 +1,8 @@
 //! The matrix view every product reads: a strided window into an `f32` slice, and the
 //! panel height the hand-written kernels lay weights out in.
 
+use rayon::prelude::*;
+
 /// Rows per panel: 12 rows × 2 registers of 16 columns is 24 accumulators, which leaves
 /// room for the two input registers and the broadcast weight among AVX-512's 32.
 pub(crate) const PANEL: usize = 12;
@@ -55,5 +57,25 @@ impl<'a> Mat<'a> {
         self.rows == 0
             || self.cols == 0
             || self.offset + (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride < len
+    }
+}
+
+/// Runs `work(first_row, band)` over `dst` (`rows × columns`, row-major) cut into one band
+/// of rows per thread, each band whole `block`s of rows (the last may be shorter): in
+/// parallel where there is more than one band. Each output row lies in one band, so the
+/// result does not depend on `threads`.
+pub(crate) fn in_row_bands(
+    dst: &mut [f32],
+    (rows, columns): (usize, usize),
+    block: usize,
+    threads: usize,
+    work: impl Fn(usize, &mut [f32]) + Sync,
+) {
+    let band = rows.div_ceil(threads.max(1)).next_multiple_of(block).max(block);
+    let dst = &mut dst[..rows * columns];
+    if threads > 1 && rows > band {
+        dst.par_chunks_mut(band * columns.max(1)).enumerate().for_each(|(index, part)| work(index * band, part));
+    } else {
+        work(0, dst);
     }
 }

@@ -109,10 +109,9 @@ impl StepWeights {
             let x = crate::bf16::pack_columns(Mat::dense(x, self.depth, columns));
             return packed.multiply_add(dst, &x, columns, threads);
         }
-        let band = self.rows.div_ceil(threads.max(1)).next_multiple_of(PANEL).max(PANEL);
-        dst[..self.rows * columns].par_chunks_mut(band * columns.max(1)).enumerate().for_each(|(index, dst_band)| {
-            let first = index * band;
-            self.multiply_add_rows(dst_band, x, columns, first..(first + band).min(self.rows));
+        crate::mat::in_row_bands(dst, (self.rows, columns), PANEL, threads, |first, dst_band| {
+            let rows = dst_band.len() / columns.max(1);
+            self.multiply_add_rows(dst_band, x, columns, first..first + rows);
         });
     }
 

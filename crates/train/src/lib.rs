@@ -191,11 +191,8 @@ fn settle_precision(
     checkpoint_path: &Path,
 ) -> Result<(PipelineConfig, PrecisionReport), TrainError> {
     let mut settled = config.clone();
-    let asked = match config.train.precision {
-        config::Precision::F32 => Some(Precision::F32),
-        config::Precision::Bf16 => Some(Precision::Bf16),
-        config::Precision::Auto => checkpoint::recorded_precision(checkpoint_path),
-    };
+    let asked = (config.train.precision.named(Precision::F32, Precision::Bf16))
+        .or_else(|| checkpoint::recorded_precision(checkpoint_path));
     let mut model = LstmModel::new(hyperparameters(&config.train, dataset), config.seed, device)?;
     // Without a training window there is nothing to time, and nothing to train either.
     let first_batch = lstm::window_batches(&dataset.windows(Split::Train), config.train.batch_size).into_iter().next();
@@ -771,11 +768,7 @@ fn starting_point(
         }
     };
     // run() has settled "auto" (and a bf16 that cannot run here) to what this model can use.
-    let precision = match config.train.precision {
-        config::Precision::Bf16 => Precision::Bf16,
-        config::Precision::F32 | config::Precision::Auto => Precision::F32,
-    };
-    model.set_precision(precision)?;
+    model.set_precision(config.train.precision.named(Precision::F32, Precision::Bf16).unwrap_or(Precision::F32))?;
     Ok((model, optimizer, history))
 }
 
