@@ -1,5 +1,6 @@
-//! The matrix view every product reads: a strided window into an `f32` slice, and the
-//! panel height the hand-written kernels lay weights out in.
+//! The matrix view every product reads: a strided window into an `f32` slice, the panel
+//! height the hand-written kernels lay weights out in, and the split of a product's output
+//! rows into one band per thread.
 
 use rayon::prelude::*;
 
