@@ -200,7 +200,7 @@ pub fn pack_columns(b: Mat) -> Vec<u32> {
 /// `a · b` as a new dense row-major matrix, both operands read as bfloat16.
 pub fn product(a: Mat, b: Mat, threads: usize) -> Vec<f32> {
     assert_eq!(a.cols, b.rows, "inner dimensions differ");
-    let mut out = vec![0.0; a.rows * b.cols];
+    let mut out = crate::mat::written_zeros(a.rows * b.cols);
     PackedRows::new(a).multiply_add(&mut out, &pack_columns(b), b.cols, threads);
     out
 }
