@@ -191,12 +191,19 @@ fn settle_precision(
     checkpoint_path: &Path,
 ) -> Result<(PipelineConfig, PrecisionReport), TrainError> {
     let mut settled = config.clone();
-    let asked = (config.train.precision.named(Precision::F32, Precision::Bf16))
+    let asked = config
+        .train
+        .precision
+        .named(Precision::F32, Precision::Bf16)
         .or_else(|| checkpoint::recorded_precision(checkpoint_path));
     let mut model = LstmModel::new(hyperparameters(&config.train, dataset), config.seed, device)?;
-    // Without a training window there is nothing to time, and nothing to train either.
-    let first_batch = lstm::window_batches(&dataset.windows(Split::Train), config.train.batch_size).into_iter().next();
-    let asked = if first_batch.is_none() { Some(Precision::F32) } else { asked };
+    // Only a choice still open times the first batch. Without a training window there is
+    // nothing to time, and nothing to train either.
+    let first_batch = match asked {
+        Some(_) => None,
+        None => lstm::window_batches(&dataset.windows(Split::Train), config.train.batch_size).into_iter().next(),
+    };
+    let asked = asked.or(first_batch.is_none().then_some(Precision::F32));
     let (inputs, expected) = lstm::batch(dataset, &first_batch.unwrap_or_default(), device)?;
     let mut dropout_rng = SeededRng::new(config.seed, "precision trial");
     let key = match (config.train.precision, asked) {
