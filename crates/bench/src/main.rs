@@ -59,6 +59,8 @@ fn main() -> std::process::ExitCode {
     stage_cli::init_logging();
     let args = Args::parse();
     lstm::set_cpu_threads(args.threads);
+    // The allocator policy the train stage runs under, so the figures are its figures.
+    lstm::keep_freed_memory();
     stage_cli::exit_with(run(&args))
 }
 

@@ -52,11 +52,13 @@ pub mod cells;
 pub mod fused;
 mod generator;
 pub mod layers;
+mod memory;
 pub mod network;
 
 pub use auto::{BF16_MARGIN, PrecisionTrial, apply_precision_setting, choose_precision};
 pub use generator::{Generator, on_kernel_threads};
 pub use layers::StreamState;
+pub use memory::keep_freed_memory;
 pub use products::Precision;
 
 /// Candle's error type, re-exported so callers need not depend on candle-core for it.

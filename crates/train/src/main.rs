@@ -54,6 +54,7 @@ fn main() -> std::process::ExitCode {
             return Ok(());
         }
         lstm::set_cpu_threads(config.runtime.threads);
+        lstm::keep_freed_memory();
         let interrupt = train::interrupt_on_signals()?;
         train::run(&config, &args.input, &args.output, args.weights_only, &interrupt)?;
         Ok(())
