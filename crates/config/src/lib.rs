@@ -209,6 +209,12 @@ pub struct TrainConfig {
     /// learning rate is multiplied by this (1 = never changes).
     #[serde(skip_serializing_if = "is_one")]
     pub plateau_decay: f64,
+    /// DropConnect on the recurrent weights (AWD-LSTM's weight drop): each training step
+    /// drops this share of every layer's W_hh, the rest scaled by 1/(1 − p), so the
+    /// recurrence cannot lean on single connections (0 = off). Dropout on the units
+    /// (`dropout`) leaves the step-to-step path untouched; this regularises it.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub weight_drop: f64,
     /// Carry each LSTM layer's state from one window to the next window of the same piece
     /// (truncated backpropagation through time), as composing carries it through the whole
     /// piece: the pieces are read start to end in `batch_size` lanes of consecutive windows,
@@ -426,6 +432,7 @@ impl Default for TrainConfig {
             precision: Precision::Auto,
             warmup_epochs: 0.0,
             plateau_decay: 1.0,
+            weight_drop: 0.0,
             carry_state: false,
         }
     }
@@ -743,6 +750,9 @@ impl TrainConfig {
         if !(self.plateau_decay > 0.0 && self.plateau_decay <= 1.0) {
             return invalid("train.plateau_decay", format!("must be in (0, 1] (1 = off), got {}", self.plateau_decay));
         }
+        if !(0.0..1.0).contains(&self.weight_drop) {
+            return invalid("train.weight_drop", format!("must be in [0, 1) (0 = off), got {}", self.weight_drop));
+        }
         Ok(())
     }
 }
@@ -912,6 +922,7 @@ mod tests {
             ("[compose]\nmax_note_seconds = nan\n", "compose.max_note_seconds"),
             ("[extract]\nmax_note_seconds = 1e-320\n", "extract.max_note_seconds"),
             ("[train]\nlearning_rate = 1e-320\n", "train.learning_rate"),
+            ("[train]\nweight_drop = 1.0\n", "train.weight_drop"),
         ] {
             let err = parse(text, &[]).unwrap_err().to_string();
             assert!(err.contains(key), "{text}: {err}");

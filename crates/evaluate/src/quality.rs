@@ -320,7 +320,21 @@ pub struct RealExcerpts {
     /// Each set's mean overlap, in the order drawn: where among real music a generated
     /// set's figure falls, not only whether it clears the median.
     pub mean_overlap_of_each: Vec<f64>,
+    /// How many real sets meet each of [`TARGET_NAMES`] (and, last, all of them), each set
+    /// held against the other sets as a generated set is held against all: what real
+    /// music itself scores on the targets, so a target no real set can hold is seen as such.
+    pub real_sets_meeting: Vec<(String, usize)>,
 }
+
+/// The targets a generated set is held to on the real-excerpt scale, in the order of
+/// [`RealExcerpts::real_sets_meeting`].
+pub const TARGET_NAMES: [&str; 5] = [
+    "mean overlap at or above the median",
+    "every overlap at or above the lowest",
+    "pulse at or above the median",
+    "repetition inside the range",
+    "notes per second inside the range",
+];
 
 impl RealExcerpts {
     /// How many of the real sets have a lower mean overlap than `mean_overlap`.
@@ -376,8 +390,29 @@ pub fn real_excerpts(
             Drawn { pieces, overlaps: Histograms::of(&set).overlaps(reference) }
         })
         .collect();
-    let spread = |figure: &dyn Fn(&Drawn) -> f64| Spread::of(sets.iter().map(figure).collect());
     let mean_of = |pick: fn(&PieceFigures) -> f64| move |set: &Drawn| mean(set.pieces.iter().map(pick));
+    let (repetition_of, pulse_of, density_of) =
+        (mean_of(|p| p.repetition), mean_of(|p| p.pulse), mean_of(|p| p.notes_per_second));
+    // Leave one out: set i against the spreads of the others.
+    let mut meeting = [0usize; TARGET_NAMES.len() + 1];
+    for (i, set) in sets.iter().enumerate() {
+        let others = |figure: &dyn Fn(&Drawn) -> f64| {
+            Spread::of(sets.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, s)| figure(s)).collect())
+        };
+        let inside = |value: f64, range: Spread| value >= range.min && value <= range.max;
+        let met = [
+            mean(set.overlaps.into_iter()) >= others(&|s| mean(s.overlaps.into_iter())).median,
+            (0..set.overlaps.len()).all(|h| set.overlaps[h] >= others(&|s| s.overlaps[h]).min),
+            pulse_of(set) >= others(&pulse_of).median,
+            inside(repetition_of(set), others(&repetition_of)),
+            inside(density_of(set), others(&density_of)),
+        ];
+        for (count, _) in meeting.iter_mut().zip(&met).filter(|(_, m)| **m) {
+            *count += 1;
+        }
+        meeting[TARGET_NAMES.len()] += usize::from(met.iter().all(|&m| m));
+    }
+    let spread = |figure: &dyn Fn(&Drawn) -> f64| Spread::of(sets.iter().map(figure).collect());
     Some(RealExcerpts {
         draws,
         pieces_per_draw,
@@ -389,11 +424,17 @@ pub fn real_excerpts(
             .collect(),
         mean_overlap: spread(&|set| mean(set.overlaps.into_iter())),
         lowest_overlap: spread(&|set| set.overlaps.into_iter().fold(1.0, f64::min)),
-        repetition: spread(&mean_of(|p| p.repetition)),
-        pulse: spread(&mean_of(|p| p.pulse)),
-        notes_per_second: spread(&mean_of(|p| p.notes_per_second)),
+        repetition: spread(&repetition_of),
+        pulse: spread(&pulse_of),
+        notes_per_second: spread(&density_of),
         onsets_on_grid: spread(&mean_of(|p| p.onsets_on_grid)),
         mean_overlap_of_each: sets.iter().map(|set| mean(set.overlaps.into_iter())).collect(),
+        real_sets_meeting: TARGET_NAMES
+            .iter()
+            .map(|name| name.to_string())
+            .chain(["all of these".to_string()])
+            .zip(meeting)
+            .collect(),
     })
 }
 
@@ -533,6 +574,14 @@ pub fn markdown(report: &QualityReport) -> String {
             "| notes per second | {:.1} | {:.1} / {:.1} / {:.1} |\n",
             report.notes_per_second, nps.min, nps.median, nps.max
         ));
+        md.push_str(&format!(
+            "\nThe same targets met by real music: each real set against the other {} (leave one out).\n\n\
+             | target | real sets that meet it |\n|---|---|\n",
+            real.draws.saturating_sub(1)
+        ));
+        for (target, count) in &real.real_sets_meeting {
+            md.push_str(&format!("| {target} | {count} of {} |\n", real.draws));
+        }
     }
     md
 }
@@ -576,6 +625,15 @@ mod tests {
         assert_eq!(Spread::of(a.mean_overlap_of_each.clone()), a.mean_overlap, "the spread is of these");
         assert_eq!((a.sets_below(a.mean_overlap.min), a.sets_below(a.mean_overlap.max + 1e-9)), (0, 5));
         assert_eq!(a.sets_below(a.mean_overlap.median), 2, "the median of five is above two");
+        // Leave one out: of five sets, those above the other four's median are the top two,
+        // and the third when it clears the mean of the second and the fourth.
+        let meeting: Vec<usize> = a.real_sets_meeting.iter().map(|(_, count)| *count).collect();
+        assert_eq!(meeting.len(), TARGET_NAMES.len() + 1);
+        assert!((2..=3).contains(&meeting[0]), "{meeting:?}");
+        assert!(meeting[1] < 5, "the set with the lowest pitch-class overlap is below the others': {meeting:?}");
+        assert_eq!(meeting[3], 5, "every excerpt of a scale repeats all its patterns: a tie is inside the range");
+        assert!(meeting[4] < 5, "the densest excerpt is denser than the other four: {:?}", a.notes_per_second);
+        assert!(meeting[5] <= *meeting[..5].iter().min().unwrap(), "all of them: {meeting:?}");
         assert!(real_excerpts(&training, &reference, (5, 3, 200.0), &mut SeededRng::new(1, "t")).is_none());
         assert_eq!(Spread::of(vec![3.0, 1.0, 2.0, 10.0]), Spread { min: 1.0, median: 2.5, max: 10.0 });
     }

@@ -197,6 +197,12 @@ impl LstmModel {
         &self.weights
     }
 
+    /// Where each layer's recurrent weights W_hh `[4H, H]` sit in [`LstmModel::vars`], layer
+    /// 0 first.
+    pub fn recurrent_weight_indices(&self) -> Vec<usize> {
+        (0..self.hyperparameters.layers).map(|layer| layer_slots(layer)[1]).collect()
+    }
+
     /// The weight names, in the same order as [`LstmModel::vars`].
     pub fn names(&self) -> &[String] {
         &self.names

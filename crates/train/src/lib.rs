@@ -814,8 +814,10 @@ fn plateaus(history: &[EpochRecord]) -> usize {
 ///
 /// ```text
 /// state       = where each lane's last window ended (train.carry_state), else zero
+/// W_hh       ← W_hh ⊙ M for this step only (train.weight_drop; M as in WeightDrop)
 /// loss, grads = forward and backward from that state (cross-entropy at every position,
 ///               with dropout; no gradient flows into the state)
+/// W_hh       ← W_hh as it was;  grad W_hh ← grad W_hh ⊙ M
 /// clip grads to train.grad_clip;  adam.update(weights, grads)
 /// ```
 ///
@@ -831,8 +833,10 @@ fn step(
 ) -> Result<Option<(f64, usize)>, TrainError> {
     let (inputs, expected) = lstm::batch(dataset, windows, device)?;
     let mut state = lanes.as_ref().map(|lanes| lanes.start_of(windows));
+    let weight_drop = WeightDrop::apply(model, settings.weight_drop, dropout_rng)?;
     let dropout = Some((dropout_rng, settings.dropout));
-    let (loss, mut grads) = model.carried_loss_and_gradients(&inputs, &expected, dropout, state.as_deref_mut())?;
+    let result = model.carried_loss_and_gradients(&inputs, &expected, dropout, state.as_deref_mut());
+    let (loss, mut grads) = weight_drop.restore(model, result)?;
     let loss = f64::from(loss);
     if !loss.is_finite() {
         return Ok(None);
@@ -843,6 +847,55 @@ fn step(
     adam::clip_global_norm(&mut grads, settings.grad_clip);
     optimizer.update(model.vars(), &grads)?;
     Ok(Some((loss, expected.elem_count())))
+}
+
+/// DropConnect on the recurrent weights (AWD-LSTM's weight drop, `train.weight_drop` = p):
+/// one step's forward and backward pass see `W_hh ⊙ M`, where each entry of `M` is 0 with
+/// probability p and 1/(1 − p) otherwise. By the chain rule through that product,
+/// `∂L/∂W_hh = ∂L/∂(W_hh ⊙ M) ⊙ M`. The mask is applied to the weights themselves, not
+/// inside the layers, so every layer path (the CPU's hand-written pass, Candle's autograd
+/// on a GPU) trains with it unchanged.
+struct WeightDrop {
+    /// Per masked layer: its index in [`LstmModel::vars`], its weights before the mask, and
+    /// the mask.
+    masked: Vec<(usize, candle_core::Tensor, Vec<f32>)>,
+}
+
+impl WeightDrop {
+    /// Masks every layer's W_hh (nothing when `p` is 0), drawing the masks from `rng`.
+    fn apply(model: &LstmModel, p: f64, rng: &mut SeededRng) -> candle_core::Result<WeightDrop> {
+        let mut masked = Vec::new();
+        if p <= 0.0 {
+            return Ok(WeightDrop { masked });
+        }
+        let (p, keep) = (p as f32, 1.0 / (1.0 - p as f32));
+        for index in model.recurrent_weight_indices() {
+            let var = &model.vars()[index];
+            let mask: Vec<f32> = (0..var.elem_count()).map(|_| if rng.unit_f32() < p { 0.0 } else { keep }).collect();
+            let original = var.as_tensor().copy()?;
+            let mask_tensor = candle_core::Tensor::from_slice(&mask, var.shape(), var.device())?;
+            var.set(&original.mul(&mask_tensor)?)?;
+            masked.push((index, original, mask));
+        }
+        Ok(WeightDrop { masked })
+    }
+
+    /// Puts the weights back (first, so that a failed pass leaves none masked), then masks
+    /// the gradients of the pass's `result` as the chain rule says.
+    fn restore(
+        self,
+        model: &LstmModel,
+        result: candle_core::Result<(f32, Vec<Vec<f32>>)>,
+    ) -> candle_core::Result<(f32, Vec<Vec<f32>>)> {
+        for (index, original, _) in &self.masked {
+            model.vars()[*index].set(original)?;
+        }
+        let (loss, mut grads) = result?;
+        for (index, _, mask) in &self.masked {
+            grads[*index].iter_mut().zip(mask).for_each(|(g, m)| *g *= m);
+        }
+        Ok((loss, grads))
+    }
 }
 
 fn log_epoch(record: &EpochRecord, timing: &EpochTiming, epochs: usize, elapsed: f64) {
@@ -1060,14 +1113,54 @@ mod paths {
     use candle_core::Tensor;
     use lstm::LayerPath;
 
+    /// A small network and `sequences` windows of 16 tokens with their next tokens.
+    fn small_network_and_batch(dropout: f32, sequences: usize) -> (Hyperparameters, Tensor, Tensor) {
+        let hp = Hyperparameters { vocab_size: 30, embedding: 12, hidden: 24, layers: 2, dropout, seq_len: 16 };
+        let ids: Vec<u32> = (0..sequences * 17).map(|i| ((i * 7 + i / 5) % 30) as u32).collect();
+        let all = Tensor::from_vec(ids, (sequences, 17), &Device::Cpu).unwrap();
+        (hp, all.narrow(1, 0, 16).unwrap(), all.narrow(1, 1, 16).unwrap())
+    }
+
+    #[test]
+    fn weight_drop_trains_on_masked_recurrent_weights_and_puts_them_back() {
+        let (hp, inputs, targets) = small_network_and_batch(0.0, 4);
+        let model = LstmModel::new(hp.clone(), 5, &Device::Cpu).unwrap();
+        let before: Vec<Vec<f32>> = model.vars().iter().map(|v| v.flatten_all().unwrap().to_vec1().unwrap()).collect();
+
+        let mut rng = SeededRng::new(5, "dropout");
+        let dropped = WeightDrop::apply(&model, 0.4, &mut rng).unwrap();
+        let result = model.loss_and_gradients(&inputs, &targets, None);
+        let (loss, grads) = dropped.restore(&model, result).unwrap();
+
+        // The same step by hand: a second model whose W_hh are the masked weights.
+        let mut rng = SeededRng::new(5, "dropout");
+        let by_hand = LstmModel::new(hp, 5, &Device::Cpu).unwrap();
+        let mut masks = Vec::new();
+        for index in model.recurrent_weight_indices() {
+            let mask: Vec<f32> =
+                before[index].iter().map(|_| if rng.unit_f32() < 0.4 { 0.0 } else { 1.0 / 0.6 }).collect();
+            let zeros = mask.iter().filter(|&&m| m == 0.0).count() as f64 / mask.len() as f64;
+            assert!((zeros - 0.4).abs() < 0.03, "layer weight {index}: {zeros} of the weights dropped");
+            let masked: Vec<f32> = before[index].iter().zip(&mask).map(|(w, m)| w * m).collect();
+            let var = &by_hand.vars()[index];
+            var.set(&Tensor::from_vec(masked, var.shape(), &Device::Cpu).unwrap()).unwrap();
+            masks.push((index, mask));
+        }
+        let (expected_loss, mut expected) = by_hand.loss_and_gradients(&inputs, &targets, None).unwrap();
+        for (index, mask) in &masks {
+            expected[*index].iter_mut().zip(mask).for_each(|(g, m)| *g *= m);
+        }
+        assert_eq!(loss, expected_loss, "the loss of the masked weights");
+        assert_eq!(grads, expected, "∂L/∂W_hh = ∂L/∂(W_hh ⊙ M) ⊙ M; the other gradients as they are");
+        let after: Vec<Vec<f32>> = model.vars().iter().map(|v| v.flatten_all().unwrap().to_vec1().unwrap()).collect();
+        assert_eq!(after, before, "the weights are put back");
+    }
+
     /// A few training steps from the same seed: the CPU's hand-written path and the Candle-ops
     /// path (what GPUs run, differentiated by Candle's autograd) give the same loss curve.
     #[test]
     fn the_fused_and_candle_ops_paths_train_alike() {
-        let hp = Hyperparameters { vocab_size: 30, embedding: 12, hidden: 24, layers: 2, dropout: 0.2, seq_len: 16 };
-        let ids: Vec<u32> = (0..8 * 17).map(|i| ((i * 7 + i / 5) % 30) as u32).collect();
-        let all = Tensor::from_vec(ids, (8, 17), &Device::Cpu).unwrap();
-        let (inputs, targets) = (all.narrow(1, 0, 16).unwrap(), all.narrow(1, 1, 16).unwrap());
+        let (hp, inputs, targets) = small_network_and_batch(0.2, 8);
         let curve = |path: LayerPath| -> Vec<f32> {
             let model = LstmModel::new(hp.clone(), 5, &Device::Cpu).unwrap();
             let mut adam = Adam::new(model.vars(), 0.01);
