@@ -463,7 +463,7 @@ impl Default for ComposeConfig {
             max_tempo_drift: 3,
             notation_grid: true,
             phrase_seconds: 4.0,
-            repeat: 0.5,
+            repeat: 0.35,
             precision: Precision::Auto,
         }
     }
