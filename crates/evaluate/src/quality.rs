@@ -390,6 +390,7 @@ pub fn real_excerpts(
             Drawn { pieces, overlaps: Histograms::of(&set).overlaps(reference) }
         })
         .collect();
+    let mean_overlap_of = |set: &Drawn| mean(set.overlaps.into_iter());
     let mean_of = |pick: fn(&PieceFigures) -> f64| move |set: &Drawn| mean(set.pieces.iter().map(pick));
     let (repetition_of, pulse_of, density_of) =
         (mean_of(|p| p.repetition), mean_of(|p| p.pulse), mean_of(|p| p.notes_per_second));
@@ -401,7 +402,7 @@ pub fn real_excerpts(
         };
         let inside = |value: f64, range: Spread| value >= range.min && value <= range.max;
         let met = [
-            mean(set.overlaps.into_iter()) >= others(&|s| mean(s.overlaps.into_iter())).median,
+            mean_overlap_of(set) >= others(&mean_overlap_of).median,
             (0..set.overlaps.len()).all(|h| set.overlaps[h] >= others(&|s| s.overlaps[h]).min),
             pulse_of(set) >= others(&pulse_of).median,
             inside(repetition_of(set), others(&repetition_of)),
@@ -422,13 +423,13 @@ pub fn real_excerpts(
             .enumerate()
             .map(|(i, name)| (name.to_string(), spread(&|set| set.overlaps[i])))
             .collect(),
-        mean_overlap: spread(&|set| mean(set.overlaps.into_iter())),
+        mean_overlap: spread(&mean_overlap_of),
         lowest_overlap: spread(&|set| set.overlaps.into_iter().fold(1.0, f64::min)),
         repetition: spread(&repetition_of),
         pulse: spread(&pulse_of),
         notes_per_second: spread(&density_of),
         onsets_on_grid: spread(&mean_of(|p| p.onsets_on_grid)),
-        mean_overlap_of_each: sets.iter().map(|set| mean(set.overlaps.into_iter())).collect(),
+        mean_overlap_of_each: sets.iter().map(mean_overlap_of).collect(),
         real_sets_meeting: TARGET_NAMES
             .iter()
             .map(|name| name.to_string())

@@ -351,10 +351,7 @@ impl LstmModel {
         let hp = &self.hyperparameters;
         (0..hp.layers)
             .map(|_| match dropout.as_mut() {
-                Some((rng, p)) if *p > 0.0 => {
-                    let keep = 1.0 / (1.0 - *p);
-                    Some((0..positions * hp.hidden).map(|_| if rng.unit_f32() < *p { 0.0 } else { keep }).collect())
-                }
+                Some((rng, p)) if *p > 0.0 => Some(inverted_dropout_mask(rng, *p, positions * hp.hidden)),
                 _ => None,
             })
             .collect()
@@ -460,6 +457,15 @@ impl LstmModel {
 /// [`LstmModel::logits`]: apply it to the targets too.
 pub fn time_major(tokens: &Tensor) -> Result<Tensor> {
     tokens.t()?.flatten_all()
+}
+
+/// `len` values drawn in order from `rng`: each 0 with probability `p` (0 ≤ p < 1), else
+/// 1/(1 − p), so a masked sum keeps its expected value (inverted dropout). The one mask
+/// every dropout in training draws: on the units between layers (`LstmModel`'s dropout) and on
+/// the recurrent weights (`train.weight_drop`).
+pub fn inverted_dropout_mask(rng: &mut SeededRng, p: f32, len: usize) -> Vec<f32> {
+    let keep = 1.0 / (1.0 - p);
+    (0..len).map(|_| if rng.unit_f32() < p { 0.0 } else { keep }).collect()
 }
 
 /// One LSTM time step for a batch: `projected` is x_t·W_ih + b, `[B, 4H]`.

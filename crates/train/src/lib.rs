@@ -868,10 +868,9 @@ impl WeightDrop {
         if p <= 0.0 {
             return Ok(WeightDrop { masked });
         }
-        let (p, keep) = (p as f32, 1.0 / (1.0 - p as f32));
         for index in model.recurrent_weight_indices() {
             let var = &model.vars()[index];
-            let mask: Vec<f32> = (0..var.elem_count()).map(|_| if rng.unit_f32() < p { 0.0 } else { keep }).collect();
+            let mask = lstm::inverted_dropout_mask(rng, p as f32, var.elem_count());
             let original = var.as_tensor().copy()?;
             let mask_tensor = candle_core::Tensor::from_slice(&mask, var.shape(), var.device())?;
             var.set(&original.mul(&mask_tensor)?)?;
