@@ -115,20 +115,23 @@ impl PackedRows {
         self.depth
     }
 
-    /// `dst += self · x` for `x` packed by [`pack_columns`] and
-    /// dense row-major `dst` `[rows, columns]`, with the rows split into one band per thread.
-    /// Panics where [`available`] is false (the kernels' instructions would not exist).
-    pub fn multiply_add(&self, dst: &mut [f32], x: &[u32], columns: usize, threads: usize) {
+    /// `dst += self · x` for dense row-major `dst` `[rows, x.cols]`, with the rows split into
+    /// one band per thread; `x` (any strides) is rounded and laid out here. Panics where
+    /// [`available`] is false (the kernels' instructions would not exist).
+    pub fn multiply_add(&self, dst: &mut [f32], x: Mat, threads: usize) {
+        assert!(dst.len() >= self.rows * x.cols, "bf16 product out of bounds");
         let data = match &self.layout {
-            Layout::Tiles(tiles) => return tiles.multiply_add(dst, x, columns, threads),
+            // SAFETY: `dst` is initialised and holds the output (asserted above).
+            Layout::Tiles(tiles) => return unsafe { tiles.product_into(dst.as_mut_ptr(), x, threads, true) },
             Layout::Panels(data) => data,
         };
         assert!(available(), "bfloat16 products need AVX-512 BF16, which this processor lacks");
-        let pairs = self.depth.div_ceil(2);
-        assert!(dst.len() >= self.rows * columns && x.len() >= pairs * columns, "bf16 product out of bounds");
+        assert_eq!(x.rows, self.depth, "inner dimensions differ");
+        let (pairs, columns) = (self.depth.div_ceil(2), x.cols);
         if self.rows == 0 || columns == 0 {
             return;
         }
+        let x = pack_columns(x);
         crate::mat::in_row_bands(dst, (self.rows, columns), PANEL, threads, |first, dst_band| {
             let rows = dst_band.len() / columns;
             let panels = &data[first * pairs..][..rows.div_ceil(PANEL) * pairs * PANEL];
@@ -136,20 +139,37 @@ impl PackedRows {
             // sizes were checked above.
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                kernels::band_product(dst_band, panels, x, (rows, pairs, columns))
+                kernels::band_product(dst_band, panels, &x, (rows, pairs, columns))
             };
             #[cfg(not(target_arch = "x86_64"))]
             unreachable!("bf16 products run on x86-64 only: {}", panels.len());
         });
     }
+
+    /// `self · x` as a new dense row-major matrix `[rows, x.cols]`.
+    pub fn product(&self, x: Mat, threads: usize) -> Vec<f32> {
+        let len = self.rows * x.cols;
+        if let Layout::Tiles(tiles) = &self.layout {
+            let mut out = Vec::with_capacity(len);
+            // SAFETY: the capacity holds the output; the tile product writes every value
+            // without reading any (`accumulate` false), and the length is set after.
+            unsafe {
+                tiles.product_into(out.as_mut_ptr(), x, threads, false);
+                out.set_len(len);
+            }
+            return out;
+        }
+        let mut out = crate::mat::written_zeros(len);
+        self.multiply_add(&mut out, x, threads);
+        out
+    }
 }
 
 /// `b` (any strides; a dense matrix and the transpose of one are read in order) rounded
-/// to bfloat16 with its rows in pairs: `[⌈K/2⌉, N]`, then zero pairs up to a multiple of 16
-/// rows and 32 lanes more, which the tile products ([`crate::amx`]) read past the end.
-pub fn pack_columns(b: Mat) -> Vec<u32> {
+/// to bfloat16 with its rows in pairs: `[⌈K/2⌉, N]`, as the `vdpbf16ps` kernels read it.
+fn pack_columns(b: Mat) -> Vec<u32> {
     let (depth, columns) = (b.rows, b.cols);
-    let mut out = vec![0u32; depth.div_ceil(2).next_multiple_of(16) * columns + 32];
+    let mut out = vec![0u32; depth.div_ceil(2) * columns];
     if b.column(0).is_some() && b.row(0).is_none() {
         // The transpose of a dense matrix: a column's pairs are adjacent values. Written
         // in bands of columns, so each task reads its columns once.
@@ -200,9 +220,7 @@ pub fn pack_columns(b: Mat) -> Vec<u32> {
 /// `a · b` as a new dense row-major matrix, both operands read as bfloat16.
 pub fn product(a: Mat, b: Mat, threads: usize) -> Vec<f32> {
     assert_eq!(a.cols, b.rows, "inner dimensions differ");
-    let mut out = crate::mat::written_zeros(a.rows * b.cols);
-    PackedRows::new(a).multiply_add(&mut out, &pack_columns(b), b.cols, threads);
-    out
+    PackedRows::new(a).product(b, threads)
 }
 
 /// The `vdpbf16ps` kernels.
@@ -344,7 +362,17 @@ mod tests {
             return;
         }
         let mut rng = SeededRng::new(5, "bf16 test");
-        for (m, k, n) in [(1, 1, 1), (13, 7, 1), (25, 33, 17), (12, 64, 32), (40, 129, 300), (7, 2, 45), (64, 70, 33)] {
+        // The last shape spans two depth blocks and several column blocks of the tile kernel.
+        for (m, k, n) in [
+            (1, 1, 1),
+            (13, 7, 1),
+            (25, 33, 17),
+            (12, 64, 32),
+            (40, 129, 300),
+            (7, 2, 45),
+            (64, 70, 33),
+            (70, 1100, 290),
+        ] {
             let a: Vec<f32> = (0..m * k).map(|_| rng.unit_f32() * 2.0 - 1.0).collect();
             let b: Vec<f32> = (0..k * n).map(|_| rng.unit_f32() * 2.0 - 1.0).collect();
             let (a_t, b_t) = (crate::f32::transpose(&a, m, k), crate::f32::transpose(&b, k, n));
@@ -360,7 +388,7 @@ mod tests {
                 }
                 for (name, a_view, b_view) in views {
                     let mut got = vec![0.0; m * n];
-                    PackedRows::with_layout(a_view, tiles).multiply_add(&mut got, &pack_columns(b_view), n, threads);
+                    PackedRows::with_layout(a_view, tiles).multiply_add(&mut got, b_view, threads);
                     for r in 0..m {
                         for c in 0..n {
                             let terms = (0..k).map(|i| (a[r * k + i], b[i * n + c]));

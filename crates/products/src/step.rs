@@ -106,8 +106,7 @@ impl StepWeights {
     /// thread then streams only its share of them.
     pub fn multiply_add_banded(&self, dst: &mut [f32], x: &[f32], columns: usize, threads: usize) {
         if let StepLayout::Bf16(packed) = &self.layout {
-            let x = crate::bf16::pack_columns(Mat::dense(x, self.depth, columns));
-            return packed.multiply_add(dst, &x, columns, threads);
+            return packed.multiply_add(dst, Mat::dense(x, self.depth, columns), threads);
         }
         crate::mat::in_row_bands(dst, (self.rows, columns), PANEL, threads, |first, dst_band| {
             let rows = dst_band.len() / columns.max(1);
@@ -139,7 +138,7 @@ impl StepWeights {
             }
             StepLayout::Bf16(packed) => {
                 assert_eq!(rows, 0..self.rows, "bfloat16 step weights are multiplied whole");
-                packed.multiply_add(dst, &crate::bf16::pack_columns(Mat::dense(x, k, columns)), columns, 1)
+                packed.multiply_add(dst, Mat::dense(x, k, columns), 1)
             }
         }
     }
