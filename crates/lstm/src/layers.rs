@@ -150,58 +150,28 @@ impl Dims {
         self.steps * self.batch
     }
 
-    /// The columns of sequences `first..first + size` of the `[rows, N]` matrix `wide`, as
-    /// T dense step blocks `[rows, size]` one after another, plus `row_bias[r]` on row r if
-    /// given. Read a row of `wide` at a time, so memory is walked in order: gathering a
-    /// step at a time instead touched a new page for every row, twice as slow.
-    fn gather_all(
+    /// Appends step `step` of sequences `first..first + size` of the `[rows, N]` matrix
+    /// `wide` to `out` as a dense `[rows, size]` block, plus `row_bias[r]` on row r if given.
+    /// Called as the recurrence reaches each step, and the backward pass writes each step's
+    /// gate gradients straight into dP ([`WideOutput`]), so no pass over all steps copies
+    /// them between layouts and no second `[4H, N]` buffer is held (at H = 512 the same
+    /// speed as gathering all steps first: either way a step reads 4H runs of b values).
+    fn gather_step(
         &self,
         rows: usize,
         (first, size): (usize, usize),
-        wide: &[f32],
-        row_bias: Option<&[f32]>,
-    ) -> Vec<f32> {
-        let len = self.steps * rows * size;
-        let mut compact = Vec::with_capacity(len);
-        let slots = &mut compact.spare_capacity_mut()[..len];
+        step: usize,
+        (wide, row_bias): (&[f32], Option<&[f32]>),
+        out: &mut Vec<f32>,
+    ) {
+        let start = step * self.batch + first;
         for (r, row) in wide.chunks_exact(self.columns().max(1)).take(rows).enumerate() {
-            for step in 0..self.steps {
-                let source = &row[step * self.batch + first..][..size];
-                let target = &mut slots[(step * rows + r) * size..][..size];
-                match row_bias {
-                    Some(bias) => target.iter_mut().zip(source).for_each(|(slot, &v)| _ = slot.write(v + bias[r])),
-                    None => target.iter_mut().zip(source).for_each(|(slot, &v)| _ = slot.write(v)),
-                }
+            let source = &row[start..][..size];
+            match row_bias {
+                Some(bias) => out.extend(source.iter().map(|&v| v + bias[r])),
+                None => out.extend_from_slice(source),
             }
         }
-        // SAFETY: the loops wrote every (step, row, sequence) of the `len` values.
-        unsafe { compact.set_len(len) };
-        compact
-    }
-
-    /// The inverse of [`Dims::gather_all`] for every group at once: assembles the
-    /// `[rows, N]` matrix from the groups' step-major buffers, a row per task.
-    fn scatter_all(&self, rows: usize, groups: &[(usize, usize)], compact: &[&[f32]], order: StepOrder) -> Vec<f32> {
-        let len = rows * self.columns();
-        let mut wide = Vec::with_capacity(len);
-        wide.spare_capacity_mut()[..len].par_chunks_mut(self.columns()).enumerate().for_each(|(r, row)| {
-            for (&(first, size), buffer) in groups.iter().zip(compact) {
-                for step in 0..self.steps {
-                    let block = match order {
-                        StepOrder::Forward => step,
-                        StepOrder::Backward => self.steps - 1 - step,
-                    };
-                    let source = &buffer[(block * rows + r) * size..][..size];
-                    for (slot, &value) in row[step * self.batch + first..][..size].iter_mut().zip(source) {
-                        slot.write(value);
-                    }
-                }
-            }
-        });
-        // SAFETY: the groups partition the batch, so the loops above wrote every column of
-        // every row: all `len` values are initialised.
-        unsafe { wide.set_len(len) };
-        wide
     }
 
     /// The batch split into one group of consecutive sequences per thread.
@@ -211,12 +181,41 @@ impl Dims {
     }
 }
 
-/// The order of the step blocks in a group's buffer: the forward pass appends them from the
-/// first step, the backward pass from the last.
-#[derive(Clone, Copy)]
-enum StepOrder {
-    Forward,
-    Backward,
+/// A `[rows, N]` matrix that the groups fill at once, each writing only its own
+/// sequences' columns, step by step.
+struct WideOutput {
+    data: *mut f32,
+    rows: usize,
+    dims: Dims,
+}
+
+// SAFETY: the groups write disjoint columns (see `write_step`); the data lives until all
+// writers are done (`recurrence_forward` and `_backward` join them before reading it).
+unsafe impl Sync for WideOutput {}
+
+impl WideOutput {
+    /// Room for `rows × N` values in `buffer`, written through [`WideOutput::write_step`].
+    fn new(buffer: &mut Vec<f32>, rows: usize, dims: Dims) -> Self {
+        buffer.reserve_exact(rows * dims.columns());
+        WideOutput { data: buffer.as_mut_ptr(), rows, dims }
+    }
+
+    /// Writes the dense `[rows, size]` `block` as step `step` of sequences `first ..`.
+    ///
+    /// # Safety
+    /// No other thread writes the same (step, sequences) at the same time; each group
+    /// writes only its own sequences.
+    unsafe fn write_step(&self, (first, size): (usize, usize), step: usize, block: &[f32]) {
+        assert!(block.len() == self.rows * size && first + size <= self.dims.batch && step < self.dims.steps);
+        let start = step * self.dims.batch + first;
+        for (r, values) in block.chunks_exact(size.max(1)).enumerate() {
+            // SAFETY: row r's columns start..start + size lie inside the rows × N values
+            // reserved; the caller keeps writers apart.
+            unsafe {
+                std::ptr::copy_nonoverlapping(values.as_ptr(), self.data.add(r * self.dims.columns() + start), size)
+            };
+        }
+    }
 }
 
 /// What [`recurrence_forward`] keeps for [`recurrence_backward`]: per group of sequences,
@@ -297,48 +296,52 @@ pub fn recurrence_forward(
 ) -> (Vec<f32>, RecurrenceSaved, StreamState) {
     let Dims { hidden, steps, batch } = dims;
     let w_hh = StepWeights::new(Mat::dense(w_hh, 4 * hidden, hidden), precision, batch);
+    let mut h = Vec::new();
+    let h_out = WideOutput::new(&mut h, hidden, dims);
     let groups: Vec<(Group, Vec<f32>)> = dims
         .groups()
         .into_par_iter()
         .map(|(first, size)| {
             let (gate_block, state_block) = (4 * hidden * size, hidden * size);
-            let mut gates = dims.gather_all(4 * hidden, (first, size), p, bias);
             let initial_h = initial.map(|state| state_columns(&state.h, hidden, (first, size)));
             let initial_cells = initial.map(|state| state_columns(&state.c, hidden, (first, size)));
+            let mut gates = Vec::with_capacity(steps * gate_block);
             let mut cells = Vec::with_capacity(steps * state_block);
-            let mut h = Vec::with_capacity(steps * state_block);
+            // h_{t−1} and h_t: the step's product reads one, its cell math writes the other.
+            let mut h_before = initial_h.clone().unwrap_or_else(|| vec![0.0; state_block]);
+            let mut h_now = vec![0.0; state_block];
             for step in 0..steps {
+                dims.gather_step(4 * hidden, (first, size), step, (p, bias), &mut gates);
                 // The cell starts from c_{t−1}: the carried or zero state at the first step.
                 match (step, &initial_cells) {
                     (0, Some(c0)) => cells.extend_from_slice(c0),
                     (0, None) => cells.resize(state_block, 0.0),
                     _ => cells.extend_from_within((step - 1) * state_block..step * state_block),
                 }
-                h.resize((step + 1) * state_block, 0.0);
                 let gates_t = &mut gates[step * gate_block..][..gate_block];
-                let (h_before, h_t) = h.split_at_mut(step * state_block);
                 // gates_t += W_hh · h_{t−1} (nothing to add for a zero h_{−1}).
-                match (step, &initial_h) {
-                    (0, Some(h0)) => w_hh.multiply_add(gates_t, h0, size),
-                    (0, None) => {}
-                    _ => w_hh.multiply_add(gates_t, &h_before[(step - 1) * state_block..], size),
+                if step > 0 || initial_h.is_some() {
+                    w_hh.multiply_add(gates_t, &h_before, size);
                 }
-                cell_forward(gates_t, &mut cells[step * state_block..], h_t);
+                cell_forward(gates_t, &mut cells[step * state_block..], &mut h_now);
+                // SAFETY: this group writes only its own sequences' columns.
+                unsafe { h_out.write_step((first, size), step, &h_now) };
+                std::mem::swap(&mut h_before, &mut h_now);
             }
-            (Group { first, size, gates, cells, initial_cells }, h)
+            (Group { first, size, gates, cells, initial_cells }, h_before)
         })
         .collect();
+    // SAFETY: the groups partition the batch and each wrote its columns of every step, so
+    // all hidden × N values are initialised.
+    unsafe { h.set_len(hidden * dims.columns()) };
     let mut last = StreamState::zeros(batch, hidden);
-    for (group, h) in &groups {
+    for (group, h_last) in &groups {
         let (range, state_block) = ((group.first, group.size), hidden * group.size);
         if steps > 0 {
-            write_state_columns(&h[(steps - 1) * state_block..], hidden, range, &mut last.h);
+            write_state_columns(h_last, hidden, range, &mut last.h);
             write_state_columns(&group.cells[(steps - 1) * state_block..], hidden, range, &mut last.c);
         }
     }
-    let ranges: Vec<(usize, usize)> = groups.iter().map(|(g, _)| (g.first, g.size)).collect();
-    let h_groups: Vec<&[f32]> = groups.iter().map(|(_, h)| h.as_slice()).collect();
-    let h = dims.scatter_all(hidden, &ranges, &h_groups, StepOrder::Forward);
     let initial_h = initial.map(|state| state_columns(&state.h, hidden, (0, batch)));
     let saved = RecurrenceSaved { groups: groups.into_iter().map(|(group, _)| group).collect(), initial_h };
     (h, saved, last)
@@ -358,45 +361,38 @@ pub fn recurrence_backward(
     let Dims { hidden, steps, batch } = dims;
     let columns = dims.columns();
     let w_hh_t = StepWeights::new(Mat::dense(w_hh, 4 * hidden, hidden).t(), precision, batch);
-    let d_groups: Vec<Vec<f32>> = saved
-        .groups
-        .par_iter()
-        .map(|group| {
-            let (gate_block, state_block) = (4 * hidden * group.size, hidden * group.size);
-            // Appended from the last step back: block k holds step T−1−k.
-            let mut d_gates: Vec<f32> = Vec::with_capacity(steps * gate_block);
-            let mut dh_all = dims.gather_all(hidden, (group.first, group.size), dh, None);
-            let mut dc = vec![0.0f32; state_block];
-            for step in (0..steps).rev() {
-                // dh_t = (gradient from above at step t) + W_hhᵀ · dgates_{t+1}.
-                let dh_t = &mut dh_all[step * state_block..][..state_block];
-                if step + 1 < steps {
-                    w_hh_t.multiply_add(dh_t, &d_gates[d_gates.len() - gate_block..], group.size);
-                }
-                let cells_t = &group.cells[step * state_block..][..state_block];
-                let previous = match step {
-                    0 => group.initial_cells.as_deref(),
-                    _ => Some(&group.cells[(step - 1) * state_block..][..state_block]),
-                };
-                let gates_t = &group.gates[step * gate_block..][..gate_block];
-                let d_now = d_gates.len();
-                cell_backward(
-                    gates_t,
-                    cells_t,
-                    previous,
-                    dh_t,
-                    &mut dc,
-                    &mut d_gates.spare_capacity_mut()[..gate_block],
-                );
-                // SAFETY: cell_backward wrote all `gate_block` values after the first `d_now`.
-                unsafe { d_gates.set_len(d_now + gate_block) };
+    let mut d_p = Vec::new();
+    let d_p_out = WideOutput::new(&mut d_p, 4 * hidden, dims);
+    saved.groups.par_iter().for_each(|group| {
+        let (gate_block, state_block) = (4 * hidden * group.size, hidden * group.size);
+        let range = (group.first, group.size);
+        // dgates_{t+1} and dgates_t: the step's product reads one, its cell math writes the other.
+        let (mut d_later, mut d_now) = (Vec::with_capacity(gate_block), Vec::with_capacity(gate_block));
+        let (mut dh_t, mut dc) = (Vec::with_capacity(state_block), vec![0.0f32; state_block]);
+        for step in (0..steps).rev() {
+            // dh_t = (gradient from above at step t) + W_hhᵀ · dgates_{t+1}.
+            dh_t.clear();
+            dims.gather_step(hidden, range, step, (dh, None), &mut dh_t);
+            if step + 1 < steps {
+                w_hh_t.multiply_add(&mut dh_t, &d_later, group.size);
             }
-            d_gates
-        })
-        .collect();
-    let ranges: Vec<(usize, usize)> = saved.groups.iter().map(|g| (g.first, g.size)).collect();
-    let d_groups: Vec<&[f32]> = d_groups.iter().map(Vec::as_slice).collect();
-    let d_p = dims.scatter_all(4 * hidden, &ranges, &d_groups, StepOrder::Backward);
+            let cells_t = &group.cells[step * state_block..][..state_block];
+            let previous = match step {
+                0 => group.initial_cells.as_deref(),
+                _ => Some(&group.cells[(step - 1) * state_block..][..state_block]),
+            };
+            let gates_t = &group.gates[step * gate_block..][..gate_block];
+            d_now.clear();
+            cell_backward(gates_t, cells_t, previous, &dh_t, &mut dc, &mut d_now.spare_capacity_mut()[..gate_block]);
+            // SAFETY: cell_backward wrote all `gate_block` values.
+            unsafe { d_now.set_len(gate_block) };
+            // SAFETY: this group writes only its own sequences' columns.
+            unsafe { d_p_out.write_step(range, step, &d_now) };
+            std::mem::swap(&mut d_later, &mut d_now);
+        }
+    });
+    // SAFETY: the groups partition the batch and each wrote its columns of every step.
+    unsafe { d_p.set_len(4 * hidden * columns) };
     // dW_hh = Σ_{t≥1} dgates_t · h_{t−1}ᵀ: columns B.. of dP against columns ..N−B of h.
     let d_later = Mat::block(&d_p, batch, 4 * hidden, columns - batch, columns);
     let h_earlier = Mat::block(h, 0, hidden, columns - batch, columns).t();

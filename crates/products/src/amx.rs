@@ -99,78 +99,66 @@ pub struct TileRows {
     data: Vec<u32>,
 }
 
-/// Where the 16 lanes of one run lie in a tile-blocked operand with `chunks` tiles along k:
-/// `(first lane, distance between lanes)` of row `r`'s pairs `16·chunk ..` (`along_k`) or
-/// of pair `p`'s rows `16·block ..` (not `along_k`). Inside a tile A is row-major (a row's
-/// 16 pairs in a tile row), B, `transposed`, pair-major (a pair's 16 columns in a tile row).
-#[inline(always)]
-fn run(r: usize, p: usize, chunks: usize, transposed: bool, along_k: bool) -> (usize, usize) {
-    let tile = ((r / TILE) * chunks + p / TILE) * TILE_LANES;
-    let (row_step, pair_step) = if transposed { (1, TILE) } else { (TILE, 1) };
-    let first = tile + (r % TILE) * row_step + (p % TILE) * pair_step;
-    (first, if along_k { pair_step } else { row_step })
-}
-
 /// Rows (or columns) one task of [`tile_blocks`] rounds and lays out: 8 blocks, so that
 /// reading down a row-major source takes 1 KB of each row at a time.
 const FILL_GROUP: usize = 8 * BLOCK;
 
-/// Fills `lanes`, the tiles of the rows `first..first + count` (at most [`FILL_GROUP`]) of `a`
-/// rounded to bfloat16 pairs along its columns (k); `transposed` lays the tiles out as B
-/// tiles. Reads `a` along whichever of its dimensions is contiguous; where the 16 lanes of
-/// a run are adjacent too, a whole run is converted at once (a loop the compiler vectorises).
+/// Fills `lanes`, the tiles of the rows `first..first + count` (at most [`FILL_GROUP`]) of
+/// `a` rounded to bfloat16 pairs along its columns (k), one tile of 16 rows × 16 pairs at
+/// a time: read from `a` in the order its memory runs (along a row where rows are
+/// contiguous, else down the columns), rounded a whole run at once (loops the compiler
+/// vectorises), then stored row-major for an A tile or, `transposed`, pair-major for a B
+/// tile — transposing the 16 × 16 block where the two orders differ.
 fn fill_block(lanes: &mut [u32], a: Mat, (first, count, chunks): (usize, usize, usize), transposed: bool) {
-    let (depth, pairs) = (a.cols, a.cols.div_ceil(2));
-    let zero = [0.0f32; FILL_GROUP];
-    if a.row(0).is_some() {
-        for r in 0..count {
-            let row = a.row(first + r).expect("rows are contiguous");
-            for (chunk, values) in row.chunks(2 * TILE).enumerate() {
-                let (start, step) = run(r, chunk * TILE, chunks, transposed, true);
-                match <&[f32; 2 * TILE]>::try_from(values) {
-                    Ok(values) if step == 1 => {
-                        let out: &mut [u32; TILE] = (&mut lanes[start..start + TILE]).try_into().expect("16 lanes");
-                        for (j, lane) in out.iter_mut().enumerate() {
-                            *lane = crate::bfloat::pair(values[2 * j], values[2 * j + 1]);
+    let depth = a.cols;
+    let pair = crate::bfloat::pair;
+    let by_columns = a.row(0).is_none() && a.column(0).is_some();
+    for block in 0..count.div_ceil(TILE) {
+        let (row0, rows) = (first + block * TILE, (count - block * TILE).min(TILE));
+        for chunk in 0..chunks {
+            let k0 = 2 * TILE * chunk;
+            // `natural[i][j]`: row i, pair j (or, by columns, pair i, row j) of the tile.
+            let mut natural = [[0u32; TILE]; TILE];
+            if by_columns {
+                for (j, lanes) in natural.iter_mut().enumerate().take(depth.saturating_sub(k0).div_ceil(2)) {
+                    let low = &a.column(k0 + 2 * j).expect("columns are contiguous")[row0..][..rows];
+                    match a.column(k0 + 2 * j + 1) {
+                        Some(high) => {
+                            let high = &high[row0..][..rows];
+                            lanes.iter_mut().zip(low.iter().zip(high)).for_each(|(lane, (&l, &h))| *lane = pair(l, h));
                         }
+                        None => lanes.iter_mut().zip(low).for_each(|(lane, &l)| *lane = pair(l, 0.0)),
                     }
-                    _ => {
-                        for (j, two) in values.chunks(2).enumerate() {
-                            lanes[start + j * step] = crate::bfloat::pair(two[0], two.get(1).copied().unwrap_or(0.0));
+                }
+            } else {
+                for (i, lanes) in natural.iter_mut().enumerate().take(rows) {
+                    match a.row(row0 + i).map(|row| row.get(k0..k0 + 2 * TILE)) {
+                        Some(Some(values)) => {
+                            let values: &[f32; 2 * TILE] = values.try_into().expect("32 values");
+                            for (j, lane) in lanes.iter_mut().enumerate() {
+                                *lane = pair(values[2 * j], values[2 * j + 1]);
+                            }
+                        }
+                        _ => {
+                            let at = |k: usize| if k < depth { a.at(row0 + i, k) } else { 0.0 };
+                            for (j, lane) in lanes.iter_mut().enumerate().take(depth.saturating_sub(k0).div_ceil(2)) {
+                                *lane = pair(at(k0 + 2 * j), at(k0 + 2 * j + 1));
+                            }
                         }
                     }
                 }
             }
-        }
-    } else if a.column(0).is_some() {
-        for p in 0..pairs {
-            let low = &a.column(2 * p).expect("columns are contiguous")[first..][..count];
-            let high = match 2 * p + 1 < depth {
-                true => &a.column(2 * p + 1).expect("columns are contiguous")[first..][..count],
-                false => &zero[..count],
-            };
-            for (block, (low, high)) in low.chunks(TILE).zip(high.chunks(TILE)).enumerate() {
-                let (start, step) = run(block * TILE, p, chunks, transposed, false);
-                match (<&[f32; TILE]>::try_from(low), <&[f32; TILE]>::try_from(high)) {
-                    (Ok(low), Ok(high)) if step == 1 => {
-                        let out: &mut [u32; TILE] = (&mut lanes[start..start + TILE]).try_into().expect("16 lanes");
-                        for (j, lane) in out.iter_mut().enumerate() {
-                            *lane = crate::bfloat::pair(low[j], high[j]);
-                        }
-                    }
-                    _ => {
-                        for (j, (&l, &h)) in low.iter().zip(high).enumerate() {
-                            lanes[start + j * step] = crate::bfloat::pair(l, h);
-                        }
+            let tile = &mut lanes[(block * chunks + chunk) * TILE_LANES..][..TILE_LANES];
+            if by_columns == transposed {
+                for (out, lanes) in tile.chunks_exact_mut(TILE).zip(&natural) {
+                    out.copy_from_slice(lanes);
+                }
+            } else {
+                for (i, lanes) in natural.iter().enumerate() {
+                    for (j, &lane) in lanes.iter().enumerate() {
+                        tile[j * TILE + i] = lane;
                     }
                 }
-            }
-        }
-    } else {
-        for r in 0..count {
-            for p in 0..pairs {
-                let high = if 2 * p + 1 < depth { a.at(first + r, 2 * p + 1) } else { 0.0 };
-                lanes[run(r, p, chunks, transposed, true).0] = crate::bfloat::pair(a.at(first + r, 2 * p), high);
             }
         }
     }
