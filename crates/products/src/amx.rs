@@ -13,7 +13,7 @@
 //! product): a tile load then reads 16 consecutive cache lines. Loaded from the operands'
 //! own row-major layouts instead, a B tile of a 3,200-column product read 16 lines 12.8 KB
 //! apart, and the products ran at 440–510 GFLOP/s on the Xeon measured; in tiles, and
-//! blocked so that A's rows stay in L1 and B's columns in L2, 800–880 GFLOP/s with the
+//! blocked so that A's rows stay in L1 and B's columns in L2, 740–1,030 GFLOP/s with the
 //! rounding included (`make bench`'s matmul). Each thread computes 32 × 32 blocks of the
 //! output in four C tiles from two A and two B tiles, over k in order (in blocks whose
 //! partial sums are stored as float32 and loaded back, which changes no bit), so every
