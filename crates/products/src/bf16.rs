@@ -120,13 +120,13 @@ impl PackedRows {
     /// [`available`] is false (the kernels' instructions would not exist).
     pub fn multiply_add(&self, dst: &mut [f32], x: Mat, threads: usize) {
         assert!(dst.len() >= self.rows * x.cols, "bf16 product out of bounds");
+        assert_eq!(x.rows, self.depth, "inner dimensions differ");
         let data = match &self.layout {
             // SAFETY: `dst` is initialised and holds the output (asserted above).
             Layout::Tiles(tiles) => return unsafe { tiles.product_into(dst.as_mut_ptr(), x, threads, true) },
             Layout::Panels(data) => data,
         };
         assert!(available(), "bfloat16 products need AVX-512 BF16, which this processor lacks");
-        assert_eq!(x.rows, self.depth, "inner dimensions differ");
         let (pairs, columns) = (self.depth.div_ceil(2), x.cols);
         if self.rows == 0 || columns == 0 {
             return;
@@ -148,6 +148,7 @@ impl PackedRows {
 
     /// `self · x` as a new dense row-major matrix `[rows, x.cols]`.
     pub fn product(&self, x: Mat, threads: usize) -> Vec<f32> {
+        assert_eq!(x.rows, self.depth, "inner dimensions differ");
         let len = self.rows * x.cols;
         if let Layout::Tiles(tiles) = &self.layout {
             let mut out = Vec::with_capacity(len);
