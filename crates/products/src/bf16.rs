@@ -388,8 +388,18 @@ mod tests {
                     continue;
                 }
                 for (name, a_view, b_view) in views {
+                    let packed = PackedRows::with_layout(a_view, tiles);
                     let mut got = vec![0.0; m * n];
-                    PackedRows::with_layout(a_view, tiles).multiply_add(&mut got, b_view, threads);
+                    packed.multiply_add(&mut got, b_view, threads);
+                    // A fresh product (which never reads its output) equals one added to zeros,
+                    // and adding to ones adds one.
+                    let fresh = packed.product(b_view, threads);
+                    assert!(fresh.iter().zip(&got).all(|(f, g)| f.to_bits() == g.to_bits()), "{name} fresh");
+                    let mut onto_ones = vec![1.0; m * n];
+                    packed.multiply_add(&mut onto_ones, b_view, threads);
+                    let shifted =
+                        onto_ones.iter().zip(&got).all(|(o, g)| (o - 1.0 - g).abs() <= 1e-5 * (1.0 + g.abs()));
+                    assert!(shifted, "{name} onto ones");
                     for r in 0..m {
                         for c in 0..n {
                             let terms = (0..k).map(|i| (a[r * k + i], b[i * n + c]));
