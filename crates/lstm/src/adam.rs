@@ -1,8 +1,9 @@
 //! Adam (Kingma & Ba, 2015), written out so every line of the update is visible.
 //!
 //! The update runs on the host over plain `f32` slices: one pass per weight, no temporary
-//! tensors. On the CPU that is the fastest way; on a GPU it costs one copy of the weights
-//! and gradients each way per step, small next to the step itself at this model's size.
+//! tensors. On the CPU it works in the weights' own storage (Candle's in-place op), the
+//! fastest way; on a GPU it costs one copy of the weights and gradients each way per step,
+//! small next to the step itself at this model's size.
 
 use artifacts::{AdamState, NamedTensor};
 use candle_core::{Result, Tensor, Var};
@@ -78,29 +79,30 @@ impl Adam {
     /// each weight costs one square root and one division). Weights are updated in parallel
     /// chunks; each value's arithmetic is the same whatever the chunking.
     pub fn update(&mut self, vars: &[Var], grads: &[Vec<f32>]) -> Result<()> {
-        const CHUNK: usize = 1 << 14;
         self.step += 1;
         let t = self.step as i32;
-        let (beta1, beta2) = (self.beta1 as f32, self.beta2 as f32);
-        let step_size = (self.learning_rate / (1.0 - self.beta1.powi(t))) as f32;
-        let v_scale = (1.0 / (1.0 - self.beta2.powi(t)).sqrt()) as f32;
-        let epsilon = self.epsilon as f32;
+        let rule = Rule {
+            beta1: self.beta1 as f32,
+            beta2: self.beta2 as f32,
+            step_size: (self.learning_rate / (1.0 - self.beta1.powi(t))) as f32,
+            v_scale: (1.0 / (1.0 - self.beta2.powi(t)).sqrt()) as f32,
+            epsilon: self.epsilon as f32,
+        };
         for (i, (var, g)) in vars.iter().zip(grads).enumerate() {
-            let mut w = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-            if w.len() != g.len() || w.len() != self.first_moment[i].len() {
-                candle_core::bail!("Adam: weight {i} has {} values, its gradient {}", w.len(), g.len());
+            if var.elem_count() != g.len() || g.len() != self.first_moment[i].len() {
+                candle_core::bail!("Adam: weight {i} has {} values, its gradient {}", var.elem_count(), g.len());
             }
             let (m, v) = (&mut self.first_moment[i], &mut self.second_moment[i]);
-            (w.par_chunks_mut(CHUNK), m.par_chunks_mut(CHUNK), v.par_chunks_mut(CHUNK), g.par_chunks(CHUNK))
-                .into_par_iter()
-                .for_each(|(w, m, v, g)| {
-                    for k in 0..w.len().min(m.len()).min(v.len()).min(g.len()) {
-                        m[k] = beta1 * m[k] + (1.0 - beta1) * g[k];
-                        v[k] = beta2 * v[k] + (1.0 - beta2) * g[k] * g[k];
-                        w[k] -= step_size * m[k] / (v[k].sqrt() * v_scale + epsilon);
-                    }
-                });
-            var.set(&Tensor::from_vec(w, var.shape(), var.device())?)?;
+            if var.device().is_cpu() {
+                // In the weight's own storage: no copy of the weights out and back in (two
+                // passes over 14 MB a step at H = 512).
+                let update = InPlace { rule, moments: std::cell::RefCell::new((m, v)), g };
+                var.as_tensor().inplace_op1(&update)?;
+            } else {
+                let mut w = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+                rule.apply(&mut w, m, v, g);
+                var.set(&Tensor::from_vec(w, var.shape(), var.device())?)?;
+            }
         }
         Ok(())
     }
@@ -124,6 +126,58 @@ impl Adam {
             first_moment: named(&self.first_moment),
             second_moment: named(&self.second_moment),
         }
+    }
+}
+
+/// One step's constants of the update (the bias corrections folded in).
+#[derive(Clone, Copy)]
+struct Rule {
+    beta1: f32,
+    beta2: f32,
+    step_size: f32,
+    v_scale: f32,
+    epsilon: f32,
+}
+
+impl Rule {
+    /// The update of weights `w` with moments `m`, `v` and gradient `g`, in parallel
+    /// chunks; each value's arithmetic is the same whatever the chunking.
+    fn apply(self, w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
+        const CHUNK: usize = 1 << 14;
+        let Rule { beta1, beta2, step_size, v_scale, epsilon } = self;
+        (w.par_chunks_mut(CHUNK), m.par_chunks_mut(CHUNK), v.par_chunks_mut(CHUNK), g.par_chunks(CHUNK))
+            .into_par_iter()
+            .for_each(|(w, m, v, g)| {
+                for k in 0..w.len().min(m.len()).min(v.len()).min(g.len()) {
+                    m[k] = beta1 * m[k] + (1.0 - beta1) * g[k];
+                    v[k] = beta2 * v[k] + (1.0 - beta2) * g[k] * g[k];
+                    w[k] -= step_size * m[k] / (v[k].sqrt() * v_scale + epsilon);
+                }
+            });
+    }
+}
+
+/// The update of one weight tensor in its own CPU storage (Candle's in-place op: the
+/// storage is handed over mutably, no autograd involved).
+struct InPlace<'a> {
+    rule: Rule,
+    moments: std::cell::RefCell<(&'a mut Vec<f32>, &'a mut Vec<f32>)>,
+    g: &'a [f32],
+}
+
+impl candle_core::InplaceOp1 for InPlace<'_> {
+    fn name(&self) -> &'static str {
+        "adam-update"
+    }
+
+    fn cpu_fwd(&self, storage: &mut candle_core::CpuStorage, layout: &candle_core::Layout) -> Result<()> {
+        let candle_core::CpuStorage::F32(data) = storage else { candle_core::bail!("Adam: weights must be f32") };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("Adam: weights must be contiguous")
+        };
+        let (m, v) = &mut *self.moments.borrow_mut();
+        self.rule.apply(&mut data[start..end], m, v, self.g);
+        Ok(())
     }
 }
 
