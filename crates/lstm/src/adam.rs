@@ -96,7 +96,8 @@ impl Adam {
             if var.device().is_cpu() {
                 // In the weight's own storage: no copy of the weights out and back in (two
                 // passes over 14 MB a step at H = 512).
-                let update = InPlace { rule, moments: std::cell::RefCell::new((m, v)), g };
+                let update =
+                    InPlace { rule, moments: std::cell::RefCell::new((m.as_mut_slice(), v.as_mut_slice())), g };
                 var.as_tensor().inplace_op1(&update)?;
             } else {
                 let mut w = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
@@ -161,7 +162,7 @@ impl Rule {
 /// storage is handed over mutably, no autograd involved).
 struct InPlace<'a> {
     rule: Rule,
-    moments: std::cell::RefCell<(&'a mut Vec<f32>, &'a mut Vec<f32>)>,
+    moments: std::cell::RefCell<(&'a mut [f32], &'a mut [f32])>,
     g: &'a [f32],
 }
 

@@ -26,6 +26,7 @@
 
 use crate::mat::Mat;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
 /// Rows of a tile, and pairs (32-bit lanes) in a tile row.
@@ -185,63 +186,42 @@ impl TileRows {
         TileRows { rows, chunks, data }
     }
 
-    /// `dst = self · b` (`accumulate` false: `dst`'s values are never read, and may be
-    /// uninitialised memory) or `dst += self · b` (`accumulate` true), for dense row-major
-    /// `dst` `[rows, columns]`, the rows split into one band per thread. `b` is rounded and
-    /// laid out in tiles of 16 columns here. Panics where [`available`] is false.
+    /// `dst = self · b` (`accumulate` false: `dst`'s values are never read) or `dst += self ·
+    /// b` (`accumulate` true), for dense row-major `dst` `[rows, b.cols]`, the rows split into
+    /// one band per thread. `b` is rounded and laid out in tiles of 16 columns here. Panics
+    /// where [`available`] is false.
     ///
     /// # Safety
-    /// `dst` must be valid for writes of `rows · b.cols` floats (and for reads, where
-    /// `accumulate`), and nothing else may access them meanwhile.
-    pub unsafe fn product_into(&self, dst: *mut f32, b: Mat, threads: usize, accumulate: bool) {
+    /// Where `accumulate`, every value of `dst` must be initialised.
+    pub unsafe fn product_into(&self, dst: &mut [MaybeUninit<f32>], b: Mat, threads: usize, accumulate: bool) {
         assert!(available(), "tile products need AMX, which this processor or system lacks");
         let (columns, b_chunks, right) = tile_blocks(b.t(), true);
         assert_eq!(b_chunks, self.chunks, "inner dimensions differ");
+        assert!(dst.len() >= self.rows * columns, "tile product out of bounds");
         if self.rows == 0 || columns == 0 {
             return;
         }
-        let band = self.rows.div_ceil(threads.max(1)).next_multiple_of(BLOCK);
-        let bands = self.rows.div_ceil(band);
-        let dst = SendPtr(dst);
-        let work = |index: usize| {
-            let first = index * band;
-            let rows = (self.rows - first).min(band);
+        crate::mat::in_row_bands(dst, (self.rows, columns), BLOCK, threads, |first, dst_band| {
+            let rows = dst_band.len() / columns;
             let left = &self.data[first * self.chunks * TILE..][..rows.next_multiple_of(BLOCK) * self.chunks * TILE];
-            // SAFETY: AMX is available and granted (asserted above); each band's rows of
-            // `dst` are its own, valid by the caller's contract; the operands hold whole
-            // 32-row and 32-column blocks of tiles.
+            // SAFETY: AMX is available and granted (asserted above); the band holds its
+            // rows × columns outputs, initialised where `accumulate` (the caller's
+            // contract); the operands hold whole 32-row and 32-column blocks of tiles.
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                let dst = dst.at(first * columns);
-                kernels::band_product(dst, left, &right, (rows, self.chunks, columns), accumulate)
+                kernels::band_product(
+                    dst_band.as_mut_ptr().cast(),
+                    left,
+                    &right,
+                    (rows, self.chunks, columns),
+                    accumulate,
+                )
             };
             #[cfg(not(target_arch = "x86_64"))]
             unreachable!("tile products run on x86-64 only: {}", left.len() + right.len());
-        };
-        if bands > 1 {
-            (0..bands).into_par_iter().for_each(work);
-        } else {
-            work(0);
-        }
+        });
     }
 }
-
-/// A pointer to the output that the bands share, each writing only its own rows.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-impl SendPtr {
-    /// The pointer `offset` floats on (a method, so that closures capture the whole `Sync` value).
-    ///
-    /// # Safety
-    /// As `pointer::add`.
-    unsafe fn at(self, offset: usize) -> *mut f32 {
-        // SAFETY: the caller's.
-        unsafe { self.0.add(offset) }
-    }
-}
-// SAFETY: the bands write disjoint rows; see `product_into`.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
 
 #[cfg(target_arch = "x86_64")]
 mod kernels {

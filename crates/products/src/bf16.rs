@@ -122,8 +122,12 @@ impl PackedRows {
         assert!(dst.len() >= self.rows * x.cols, "bf16 product out of bounds");
         assert_eq!(x.rows, self.depth, "inner dimensions differ");
         let data = match &self.layout {
-            // SAFETY: `dst` is initialised and holds the output (asserted above).
-            Layout::Tiles(tiles) => return unsafe { tiles.product_into(dst.as_mut_ptr(), x, threads, true) },
+            Layout::Tiles(tiles) => {
+                // SAFETY: the same memory seen as possibly uninitialised: the tile product
+                // writes only float32 values into it, and reads it initialised (`accumulate`).
+                let dst = unsafe { &mut *(dst as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) };
+                return unsafe { tiles.product_into(dst, x, threads, true) };
+            }
             Layout::Panels(data) => data,
         };
         assert!(available(), "bfloat16 products need AVX-512 BF16, which this processor lacks");
@@ -152,10 +156,10 @@ impl PackedRows {
         let len = self.rows * x.cols;
         if let Layout::Tiles(tiles) = &self.layout {
             let mut out = Vec::with_capacity(len);
-            // SAFETY: the capacity holds the output; the tile product writes every value
-            // without reading any (`accumulate` false), and the length is set after.
+            // SAFETY: without `accumulate` the tile product reads none of the output and
+            // writes every value, so all `len` are initialised when the length is set.
             unsafe {
-                tiles.product_into(out.as_mut_ptr(), x, threads, false);
+                tiles.product_into(&mut out.spare_capacity_mut()[..len], x, threads, false);
                 out.set_len(len);
             }
             return out;

@@ -61,16 +61,17 @@ impl<'a> Mat<'a> {
     }
 }
 
-/// Runs `work(first_row, band)` over `dst` (`rows × columns`, row-major) cut into one band
-/// of rows per thread, each band whole `block`s of rows (the last may be shorter): in
-/// parallel where there is more than one band. Each output row lies in one band, so the
-/// result does not depend on `threads`.
-pub(crate) fn in_row_bands(
-    dst: &mut [f32],
+/// Runs `work(first_row, band)` over `dst` (`rows × columns`, row-major; `f32`, or
+/// `MaybeUninit<f32>` for an output not yet written) cut into one band of rows per thread,
+/// each band whole `block`s of rows (the last may be shorter): in parallel where there is
+/// more than one band. Each output row lies in one band, so the result does not depend on
+/// `threads`.
+pub(crate) fn in_row_bands<T: Send>(
+    dst: &mut [T],
     (rows, columns): (usize, usize),
     block: usize,
     threads: usize,
-    work: impl Fn(usize, &mut [f32]) + Sync,
+    work: impl Fn(usize, &mut [T]) + Sync,
 ) {
     let band = rows.div_ceil(threads.max(1)).next_multiple_of(block).max(block);
     let dst = &mut dst[..rows * columns];
