@@ -3,6 +3,7 @@
 #[cfg(target_arch = "x86_64")]
 use crate::mat::PANEL;
 use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
 
 /// `dst += W · x` for the m rows of `panels`: one column through [`panel_column`];
 /// more in blocks of 32 columns (two registers) and, for the last, 16.
@@ -45,41 +46,49 @@ pub(crate) fn column_runs(start: usize, end: usize) -> impl Iterator<Item = (usi
     })
 }
 
-/// `dst[first_row + r][column ..] += acc[r]` for the first `rows` rows, C registers of
-/// columns each, only where the masks say a column exists.
+/// `dst[first_row + r][column ..] (+)= acc[r]` for the first `rows` rows, C registers of
+/// columns each, only where the masks say a column exists: added to what `dst` holds when
+/// `accumulate`, else stored (a fresh product never reads, nor zeroes, its output).
 ///
 /// # Safety
-/// The processor must have AVX-512F; `dst` holds those rows (`columns` apart) and columns.
+/// The processor must have AVX-512F; `dst` holds those rows (`columns` apart) and columns,
+/// initialised where `accumulate`.
 #[target_feature(enable = "avx512f")]
 #[inline]
-pub(crate) unsafe fn add_block<const C: usize>(
-    dst: &mut [f32],
+pub(crate) unsafe fn write_block<const C: usize>(
+    dst: &mut [MaybeUninit<f32>],
     acc: &[[__m512; C]; PANEL],
     (first_row, rows, column, masks): (usize, usize, usize, [__mmask16; 2]),
-    columns: usize,
+    (columns, accumulate): (usize, bool),
 ) {
-    let d = dst.as_mut_ptr();
+    let d = dst.as_mut_ptr() as *mut f32;
     for (r, row) in acc.iter().enumerate().take(rows) {
-        for (c, a) in row.iter().enumerate() {
-            // SAFETY: the caller's sizes; the masks select only existing columns.
+        for (c, &a) in row.iter().enumerate() {
+            // SAFETY: the caller's sizes and initialisation; the masks select only existing columns.
             unsafe {
                 let out = d.add((first_row + r) * columns + column + 16 * c);
-                _mm512_mask_storeu_ps(out, masks[c], _mm512_add_ps(_mm512_maskz_loadu_ps(masks[c], out), *a));
+                let value = if accumulate { _mm512_add_ps(_mm512_maskz_loadu_ps(masks[c], out), a) } else { a };
+                _mm512_mask_storeu_ps(out, masks[c], value);
             }
         }
     }
 }
 
-/// Adds the lanes of four partial sums into `dst`, one lane per row (a panel times one column).
+/// `dst[r] (+)= Σ lanes r of four partial sums`, one lane per row (a panel times one
+/// column): added when `accumulate`, else stored, as in [`write_block`].
+///
+/// # Safety
+/// The processor must have AVX-512F; `dst` is initialised where `accumulate`.
 #[target_feature(enable = "avx512f")]
-pub(crate) fn add_partial_sums(dst: &mut [f32], acc: [__m512; 4]) {
+pub(crate) unsafe fn write_partial_sums(dst: &mut [MaybeUninit<f32>], acc: [__m512; 4], accumulate: bool) {
     let mut sums = [0.0f32; 16];
     // SAFETY: `sums` holds 16 values.
     unsafe {
         _mm512_storeu_ps(sums.as_mut_ptr(), _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])))
     };
     for (out, sum) in dst.iter_mut().zip(sums) {
-        *out += sum;
+        // SAFETY: initialised where `accumulate` (the caller's promise).
+        out.write(if accumulate { sum + unsafe { out.assume_init() } } else { sum });
     }
 }
 
@@ -111,7 +120,7 @@ unsafe fn panel_block<const C: usize>(
                 }
             }
         }
-        add_block(dst, &acc, (first_row, rows, column, masks), columns);
+        write_block(crate::mat::as_uninit(dst), &acc, (first_row, rows, column, masks), (columns, true));
     }
 }
 
@@ -139,7 +148,8 @@ unsafe fn panel_column(dst: &mut [f32], weights: &[f32], x: &[f32]) {
             acc[j] = _mm512_fmadd_ps(column, _mm512_set1_ps(x[i]), acc[j]);
         }
     }
-    add_partial_sums(dst, acc);
+    // SAFETY: `dst` is initialised.
+    unsafe { write_partial_sums(crate::mat::as_uninit(dst), acc, true) };
 }
 
 /// The mask of the first `n` lanes of a register (all 16 when n ≥ 16).

@@ -22,9 +22,17 @@
 //!
 //! An odd K gets a zero pair partner. Each output is summed over k in order by one thread,
 //! so the result depends neither on the thread count nor on the other columns.
+//!
+//! Operands are rounded by the processor's own conversions (`vcvtneps2bf16`,
+//! `vcvtne2ps2bf16`: 16 or 32 values an instruction), which round as [`round`] does but
+//! take float32 subnormals as zero — as `vdpbf16ps` takes bfloat16 subnormals anyway. A
+//! fresh product stores its sums; only `multiply_add` reads its destination. On the AMD
+//! EPYC measured, rounding in scalar code and zeroing each output before adding into it
+//! had cost a tenth of a bfloat16 training step.
 
 use crate::mat::{Mat, PANEL};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Columns of the right operand kept in the L2 cache while a band of panels passes over them.
 const COLUMN_BLOCK: usize = 256;
@@ -66,42 +74,56 @@ impl PackedRows {
     }
 
     /// [`PackedRows::new`] for AMX tiles or not (`tiles` only where [`crate::amx::available`]).
+    /// Panics without AMX tiles where [`available`] is false: the panels are rounded by
+    /// AVX-512 BF16's own instructions.
     pub(crate) fn with_layout(a: Mat, tiles: bool) -> Self {
         let (rows, depth) = (a.rows, a.cols);
         if tiles {
             return PackedRows { rows, depth, layout: Layout::Tiles(crate::amx::TileRows::new(a)) };
         }
+        assert!(available(), "bfloat16 products need AVX-512 BF16, which this processor lacks");
         let pairs = depth.div_ceil(2);
-        let mut data = vec![0u32; rows.div_ceil(PANEL) * pairs * PANEL];
-        data.par_chunks_mut((pairs * PANEL).max(1)).enumerate().for_each(|(panel, values)| {
-            let (first, count) = (panel * PANEL, (rows - panel * PANEL).min(PANEL));
-            if a.row(0).is_some() {
-                // Rows in place: each row's pairs are adjacent values.
-                for r in 0..count {
-                    let row = a.row(first + r).expect("rows are contiguous");
-                    for (p, lane) in values.iter_mut().skip(r).step_by(PANEL).enumerate() {
-                        *lane = pair(row[2 * p], row.get(2 * p + 1).copied().unwrap_or(0.0));
+        let len = rows.div_ceil(PANEL) * pairs * PANEL;
+        let mut data = Vec::with_capacity(len);
+        // Each panel writes all its lanes, its rows past `rows` as zeros (only the last
+        // panel has such rows): the buffer is never zeroed first.
+        data.spare_capacity_mut()[..len].par_chunks_mut((pairs * PANEL).max(1)).enumerate().for_each(
+            |(panel, values)| {
+                let (first, count) = (panel * PANEL, (rows - panel * PANEL).min(PANEL));
+                if a.row(0).is_some() {
+                    // Rows in place: each row's pairs are adjacent values, rounded in order
+                    // and then spread PANEL lanes apart.
+                    let mut row_pairs = vec![MaybeUninit::new(0u32); pairs];
+                    for r in 0..PANEL {
+                        match a.row(first + r).filter(|_| r < count) {
+                            Some(row) => round_adjacent(row, &mut row_pairs),
+                            None => row_pairs.fill(MaybeUninit::new(0)),
+                        }
+                        for (lane, pair) in values.iter_mut().skip(r).step_by(PANEL).zip(&row_pairs) {
+                            *lane = *pair;
+                        }
+                    }
+                } else if a.column(0).is_some() {
+                    // The transpose of a dense matrix: a pair is two adjacent columns of this
+                    // panel's rows.
+                    for (p, lanes) in values.chunks_exact_mut(PANEL).enumerate() {
+                        let low = &a.column(2 * p).expect("columns are contiguous")[first..][..count];
+                        let high = a.column(2 * p + 1).map(|c| &c[first..][..count]);
+                        round_pairs(low, high, &mut lanes[..count]);
+                        lanes[count..].fill(MaybeUninit::new(0));
+                    }
+                } else {
+                    for (p, lanes) in values.chunks_exact_mut(PANEL).enumerate() {
+                        for (r, lane) in lanes.iter_mut().enumerate() {
+                            let at = |k: usize| if r < count && k < depth { a.at(first + r, k) } else { 0.0 };
+                            lane.write(pair(at(2 * p), at(2 * p + 1)));
+                        }
                     }
                 }
-            } else if a.column(0).is_some() {
-                // The transpose of a dense matrix: a pair is two adjacent columns of this
-                // panel's rows.
-                for (p, lanes) in values.chunks_exact_mut(PANEL).enumerate() {
-                    let low = &a.column(2 * p).expect("columns are contiguous")[first..][..count];
-                    let high = a.column(2 * p + 1).map(|c| &c[first..][..count]);
-                    for (r, lane) in lanes.iter_mut().take(count).enumerate() {
-                        *lane = pair(low[r], high.map_or(0.0, |h| h[r]));
-                    }
-                }
-            } else {
-                for (p, lanes) in values.chunks_exact_mut(PANEL).enumerate() {
-                    for (r, lane) in lanes.iter_mut().enumerate().take(count) {
-                        let high = if 2 * p + 1 < depth { a.at(first + r, 2 * p + 1) } else { 0.0 };
-                        *lane = pair(a.at(first + r, 2 * p), high);
-                    }
-                }
-            }
-        });
+            },
+        );
+        // SAFETY: the panels cover all `len` lanes and each panel's loops write every one.
+        unsafe { data.set_len(len) };
         PackedRows { rows, depth, layout: Layout::Panels(data) }
     }
 
@@ -120,14 +142,32 @@ impl PackedRows {
     /// [`available`] is false (the kernels' instructions would not exist).
     pub fn multiply_add(&self, dst: &mut [f32], x: Mat, threads: usize) {
         assert!(dst.len() >= self.rows * x.cols, "bf16 product out of bounds");
+        // SAFETY: `dst` is initialised, as `accumulate` needs.
+        unsafe { self.product_into(crate::mat::as_uninit(dst), x, threads, true) }
+    }
+
+    /// `self · x` as a new dense row-major matrix `[rows, x.cols]`.
+    pub fn product(&self, x: Mat, threads: usize) -> Vec<f32> {
+        let len = self.rows * x.cols;
+        let mut out = Vec::with_capacity(len);
+        // SAFETY: without `accumulate` the product reads none of the output and writes
+        // every value, so all `len` are initialised when the length is set.
+        unsafe {
+            self.product_into(&mut out.spare_capacity_mut()[..len], x, threads, false);
+            out.set_len(len);
+        }
+        out
+    }
+
+    /// `dst = self · x`, or `dst += self · x` where `accumulate`, for `dst` `[rows, x.cols]`.
+    ///
+    /// # Safety
+    /// Where `accumulate`, the first `rows · x.cols` values of `dst` are initialised.
+    unsafe fn product_into(&self, dst: &mut [MaybeUninit<f32>], x: Mat, threads: usize, accumulate: bool) {
         assert_eq!(x.rows, self.depth, "inner dimensions differ");
         let data = match &self.layout {
-            Layout::Tiles(tiles) => {
-                // SAFETY: the same memory seen as possibly uninitialised: the tile product
-                // writes only float32 values into it, and reads it initialised (`accumulate`).
-                let dst = unsafe { &mut *(dst as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) };
-                return unsafe { tiles.product_into(dst, x, threads, true) };
-            }
+            // SAFETY: the caller's promise, passed on.
+            Layout::Tiles(tiles) => return unsafe { tiles.product_into(dst, x, threads, accumulate) },
             Layout::Panels(data) => data,
         };
         assert!(available(), "bfloat16 products need AVX-512 BF16, which this processor lacks");
@@ -140,33 +180,14 @@ impl PackedRows {
             let rows = dst_band.len() / columns;
             let panels = &data[first * pairs..][..rows.div_ceil(PANEL) * pairs * PANEL];
             // SAFETY: the processor has AVX-512F and AVX-512 BF16 (asserted above); the
-            // sizes were checked above.
+            // sizes were checked above; initialised where `accumulate` (the caller's promise).
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                kernels::band_product(dst_band, panels, &x, (rows, pairs, columns))
+                kernels::band_product(dst_band, panels, &x, (rows, pairs, columns), accumulate)
             };
             #[cfg(not(target_arch = "x86_64"))]
             unreachable!("bf16 products run on x86-64 only: {}", panels.len());
         });
-    }
-
-    /// `self · x` as a new dense row-major matrix `[rows, x.cols]`.
-    pub fn product(&self, x: Mat, threads: usize) -> Vec<f32> {
-        assert_eq!(x.rows, self.depth, "inner dimensions differ");
-        let len = self.rows * x.cols;
-        if let Layout::Tiles(tiles) = &self.layout {
-            let mut out = Vec::with_capacity(len);
-            // SAFETY: without `accumulate` the tile product reads none of the output and
-            // writes every value, so all `len` are initialised when the length is set.
-            unsafe {
-                tiles.product_into(&mut out.spare_capacity_mut()[..len], x, threads, false);
-                out.set_len(len);
-            }
-            return out;
-        }
-        let mut out = crate::mat::written_zeros(len);
-        self.multiply_add(&mut out, x, threads);
-        out
     }
 }
 
@@ -174,52 +195,77 @@ impl PackedRows {
 /// to bfloat16 with its rows in pairs: `[⌈K/2⌉, N]`, as the `vdpbf16ps` kernels read it.
 fn pack_columns(b: Mat) -> Vec<u32> {
     let (depth, columns) = (b.rows, b.cols);
-    let mut out = vec![0u32; depth.div_ceil(2) * columns];
+    let len = depth.div_ceil(2) * columns;
+    // Every lane is written below, so the buffer is never zeroed first.
+    let mut out = Vec::with_capacity(len);
+    let lanes_out = &mut out.spare_capacity_mut()[..len];
     if b.column(0).is_some() && b.row(0).is_none() {
         // The transpose of a dense matrix: a column's pairs are adjacent values. Written
         // in bands of columns, so each task reads its columns once.
         const BAND: usize = 64;
-        let mut bands: Vec<Vec<u32>> = (0..columns.div_ceil(BAND))
+        let bands: Vec<Vec<MaybeUninit<u32>>> = (0..columns.div_ceil(BAND))
             .into_par_iter()
             .map(|band| {
                 let first = band * BAND;
                 let width = (columns - first).min(BAND);
-                let mut block = vec![0u32; depth.div_ceil(2) * width];
+                let mut block = vec![MaybeUninit::new(0u32); depth.div_ceil(2) * width];
+                let mut column_pairs = vec![MaybeUninit::new(0u32); depth.div_ceil(2)];
                 for n in 0..width {
-                    let column = b.column(first + n).expect("columns are contiguous");
-                    for (p, values) in column.chunks(2).enumerate() {
-                        block[p * width + n] = pair(values[0], values.get(1).copied().unwrap_or(0.0));
+                    round_adjacent(b.column(first + n).expect("columns are contiguous"), &mut column_pairs);
+                    for (lane, pair) in block.iter_mut().skip(n).step_by(width).zip(&column_pairs) {
+                        *lane = *pair;
                     }
                 }
                 block
             })
             .collect();
-        for (band, block) in bands.iter_mut().enumerate() {
+        for (band, block) in bands.iter().enumerate() {
             let (first, width) = (band * BAND, block.len() / depth.div_ceil(2).max(1));
             for (p, values) in block.chunks_exact(width.max(1)).enumerate() {
-                out[p * columns + first..][..width].copy_from_slice(values);
+                lanes_out[p * columns + first..][..width].copy_from_slice(values);
             }
         }
-        return out;
+    } else {
+        lanes_out.par_chunks_mut(columns.max(1)).enumerate().for_each(|(p, lanes)| {
+            let k = 2 * p;
+            match (b.row(k), b.row(k + 1)) {
+                (Some(low), high) => round_pairs(low, high.filter(|_| k + 1 < depth), lanes),
+                _ => {
+                    for (n, lane) in lanes.iter_mut().enumerate() {
+                        let high = if k + 1 < depth { b.at(k + 1, n) } else { 0.0 };
+                        lane.write(pair(b.at(k, n), high));
+                    }
+                }
+            }
+        });
     }
-    out[..depth.div_ceil(2) * columns].par_chunks_mut(columns.max(1)).enumerate().for_each(|(p, lanes)| {
-        let k = 2 * p;
-        match (b.row(k), b.row(k + 1)) {
-            (Some(low), high) => match high.filter(|_| k + 1 < depth) {
-                Some(high) => {
-                    lanes.iter_mut().zip(low.iter().zip(high)).for_each(|(lane, (&l, &h))| *lane = pair(l, h))
-                }
-                None => lanes.iter_mut().zip(low).for_each(|(lane, &l)| *lane = pair(l, 0.0)),
-            },
-            _ => {
-                for (n, lane) in lanes.iter_mut().enumerate() {
-                    let high = if k + 1 < depth { b.at(k + 1, n) } else { 0.0 };
-                    *lane = pair(b.at(k, n), high);
-                }
-            }
-        }
-    });
+    // SAFETY: the bands (or the pair rows) cover all `len` lanes and write every one.
+    unsafe { out.set_len(len) };
     out
+}
+
+/// `out[i] = pair(low[i], high[i])` (high zero without `high`), for `out.len()` values, by
+/// AVX-512 BF16's conversion: the same bits as [`pair`] but for float32 subnormals, which it
+/// takes as zero (as `vdpbf16ps` takes a bfloat16 subnormal). Panics where [`available`] is
+/// false.
+fn round_pairs(low: &[f32], high: Option<&[f32]>, out: &mut [MaybeUninit<u32>]) {
+    assert!(available() && low.len() >= out.len() && high.is_none_or(|h| h.len() >= out.len()));
+    // SAFETY: the processor has AVX-512F and AVX-512 BF16; the lengths were checked above.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        kernels::round_pairs(low, high, out)
+    };
+}
+
+/// `out[i] = pair(values[2i], values[2i + 1])` (a missing last value zero), for all
+/// `⌈values.len() / 2⌉` pairs, as [`round_pairs`] rounds.
+fn round_adjacent(values: &[f32], out: &mut [MaybeUninit<u32>]) {
+    assert!(available() && out.len() == values.len().div_ceil(2));
+    // SAFETY: the processor has AVX-512F and AVX-512 BF16; the lengths were checked above.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        kernels::round_adjacent(values, out)
+    };
 }
 
 /// `a · b` as a new dense row-major matrix, both operands read as bfloat16.
@@ -232,21 +278,24 @@ pub fn product(a: Mat, b: Mat, threads: usize) -> Vec<f32> {
 #[cfg(target_arch = "x86_64")]
 mod kernels {
     use super::{COLUMN_BLOCK, PANEL};
-    use crate::avx512::{add_block, add_partial_sums, column_runs, first_lanes};
+    use crate::avx512::{column_runs, first_lanes, write_block, write_partial_sums};
     use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
 
-    /// `dst += panels · x` for one band: `rows` rows (⌈rows / PANEL⌉ panels of `pairs × PANEL`),
+    /// `dst = panels · x`, or `dst += panels · x` where `accumulate`, for one band: `rows` rows (⌈rows / PANEL⌉ panels of `pairs × PANEL`),
     /// `x` `[pairs, columns]`. Columns go in blocks of [`COLUMN_BLOCK`] (kept in L2 while
     /// every panel of the band passes), each in runs of 32 or 16 (one register each).
     ///
     /// # Safety
-    /// The processor must have AVX-512F and AVX-512 BF16; the slices hold these sizes.
+    /// The processor must have AVX-512F and AVX-512 BF16; the slices hold these sizes;
+    /// `dst` is initialised where `accumulate`.
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub(super) unsafe fn band_product(
-        dst: &mut [f32],
+        dst: &mut [MaybeUninit<f32>],
         panels: &[u32],
         x: &[u32],
         (rows, pairs, columns): (usize, usize, usize),
+        accumulate: bool,
     ) {
         for block in (0..columns).step_by(COLUMN_BLOCK) {
             let end = (block + COLUMN_BLOCK).min(columns);
@@ -255,16 +304,18 @@ mod kernels {
                 let weights = &panels[panel * pairs * PANEL..][..pairs * PANEL];
                 let first_row = panel * PANEL;
                 if columns == 1 {
-                    // SAFETY: the caller's sizes.
-                    unsafe { panel_column(&mut dst[first_row..][..count], weights, &x[..pairs]) };
+                    // SAFETY: the caller's sizes and initialisation.
+                    unsafe { panel_column(&mut dst[first_row..][..count], weights, &x[..pairs], accumulate) };
                     continue;
                 }
                 for (column, masks, wide) in column_runs(block, end) {
                     let place = (first_row, count, column, masks);
-                    // SAFETY (both): the caller's sizes; the masks cover only existing columns.
+                    let sizes = (pairs, columns, accumulate);
+                    // SAFETY (both): the caller's sizes and initialisation; the masks cover
+                    // only existing columns.
                     match wide {
-                        true => unsafe { panel_block::<2>(dst, weights, x, place, (pairs, columns)) },
-                        false => unsafe { panel_block::<1>(dst, weights, x, place, (pairs, columns)) },
+                        true => unsafe { panel_block::<2>(dst, weights, x, place, sizes) },
+                        false => unsafe { panel_block::<1>(dst, weights, x, place, sizes) },
                     }
                 }
             }
@@ -276,11 +327,11 @@ mod kernels {
     #[target_feature(enable = "avx512f,avx512bf16")]
     #[inline]
     unsafe fn panel_block<const C: usize>(
-        dst: &mut [f32],
+        dst: &mut [MaybeUninit<f32>],
         weights: &[u32],
         x: &[u32],
         (first_row, rows, column, masks): (usize, usize, usize, [__mmask16; 2]),
-        (pairs, columns): (usize, usize),
+        (pairs, columns, accumulate): (usize, usize, bool),
     ) {
         let (w, xp) = (weights.as_ptr(), x.as_ptr());
         let mut acc = [[_mm512_setzero_ps(); C]; PANEL];
@@ -302,7 +353,7 @@ mod kernels {
                     }
                 }
             }
-            add_block(dst, &acc, (first_row, rows, column, masks), columns);
+            write_block(dst, &acc, (first_row, rows, column, masks), (columns, accumulate));
         }
     }
 
@@ -310,7 +361,7 @@ mod kernels {
     /// pairs are adjacent, so a pair is one masked load, a broadcast of x's pair and one
     /// `vdpbf16ps` into the rows' lanes; four interleaved accumulators hide its latency.
     #[target_feature(enable = "avx512f,avx512bf16")]
-    unsafe fn panel_column(dst: &mut [f32], weights: &[u32], x: &[u32]) {
+    unsafe fn panel_column(dst: &mut [MaybeUninit<f32>], weights: &[u32], x: &[u32], accumulate: bool) {
         let lanes = first_lanes(PANEL);
         let (w, pairs) = (weights.as_ptr(), x.len());
         let mut acc = [_mm512_setzero_ps(); 4];
@@ -337,7 +388,53 @@ mod kernels {
                 acc[j] = step(acc[j], p);
             }
         }
-        add_partial_sums(dst, acc);
+        // SAFETY: initialised where `accumulate` (the caller's promise).
+        unsafe { write_partial_sums(dst, acc, accumulate) };
+    }
+
+    /// See [`super::round_pairs`]: 16 pairs a time, each half converted by `vcvtneps2bf16`
+    /// and the two halves interleaved as the low and high 16 bits of each lane.
+    ///
+    /// # Safety
+    /// The processor must have AVX-512F and AVX-512 BF16; `low` and `high` hold at least
+    /// `out.len()` values.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn round_pairs(low: &[f32], high: Option<&[f32]>, out: &mut [MaybeUninit<u32>]) {
+        for start in (0..out.len()).step_by(16) {
+            let lanes = first_lanes(out.len() - start);
+            // SAFETY: the masks select the first `out.len()` values of each, which exist.
+            unsafe {
+                let rounded = |values: &[f32]| {
+                    let half = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(lanes, values.as_ptr().add(start)));
+                    _mm512_cvtepu16_epi32(std::mem::transmute::<__m256bh, __m256i>(half))
+                };
+                let high = high.map_or(_mm512_setzero_si512(), |h| _mm512_slli_epi32::<16>(rounded(h)));
+                let pairs = _mm512_or_si512(rounded(low), high);
+                _mm512_mask_storeu_epi32(out.as_mut_ptr().add(start) as *mut i32, lanes, pairs);
+            }
+        }
+    }
+
+    /// See [`super::round_adjacent`]: 32 values (16 pairs) a time by `vcvtne2ps2bf16`, whose
+    /// sixteen 32-bit lanes then hold the pairs in order.
+    ///
+    /// # Safety
+    /// The processor must have AVX-512F and AVX-512 BF16; `out` holds `⌈values.len() / 2⌉`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn round_adjacent(values: &[f32], out: &mut [MaybeUninit<u32>]) {
+        let len = values.len();
+        for (index, start) in (0..len).step_by(32).enumerate() {
+            let (first, second) = (first_lanes(len - start), first_lanes(len.saturating_sub(start + 16)));
+            // SAFETY: the masks select only existing values, and the store only the pairs
+            // that exist (⌈values left / 2⌉ of them).
+            unsafe {
+                let low = _mm512_maskz_loadu_ps(first, values.as_ptr().add(start));
+                let high = _mm512_maskz_loadu_ps(second, values.as_ptr().add((start + 16).min(len)));
+                let pairs = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(high, low));
+                let stored = first_lanes((len - start).div_ceil(2));
+                _mm512_mask_storeu_epi32(out.as_mut_ptr().add(16 * index) as *mut i32, stored, pairs);
+            }
+        }
     }
 }
 
@@ -355,6 +452,45 @@ mod tests {
         assert_eq!(widen(round(1.0 + 3.0 / 256.0)), 1.0 + 4.0 / 256.0);
         assert!(widen(round(f32::NAN)).is_nan());
         assert_eq!(widen(round(f32::INFINITY)), f32::INFINITY);
+    }
+
+    /// The hardware's rounding against [`round`]: the same bits for normal numbers (ties
+    /// included), infinities and NaN, zero for subnormals; both pair layouts, and lengths
+    /// around the 16- and 32-value steps (odd ones end on a zero partner).
+    #[test]
+    fn hardware_rounding_matches_round_but_takes_subnormals_as_zero() {
+        if !available() {
+            eprintln!("skipped: hardware_rounding_matches_round_but_takes_subnormals_as_zero: no AVX-512 BF16");
+            return;
+        }
+        let mut rng = SeededRng::new(6, "bf16 rounding test");
+        let mut values: Vec<f32> = (0..997).map(|_| (rng.unit_f32() * 2.0 - 1.0) * 1e3).collect();
+        // Exact ties (the low 16 bits 0x8000) on even and odd mantissas, and the specials.
+        values.extend([1.0 + 1.0 / 256.0, 1.0 + 3.0 / 256.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN]);
+        values.extend([f32::from_bits(0x3F80_8000), f32::from_bits(0x3F81_8000), f32::MAX, f32::MIN_POSITIVE]);
+        values.extend([f32::from_bits(1), f32::from_bits(0x007F_FFFF), -f32::from_bits(0x0040_0000)]);
+        let expected = |x: f32| if x.is_subnormal() { round(0.0f32.copysign(x)) } else { round(x) };
+        let same = |got: u16, want: u16| got == want || (widen(got).is_nan() && widen(want).is_nan());
+        // A lane holds the pair (low, high), high zero where there is none.
+        let check = |lane: u32, low: f32, high: Option<f32>, place: String| {
+            let high_expected = high.map_or(0, expected);
+            assert!(same(lane as u16, expected(low)) && same((lane >> 16) as u16, high_expected), "{place}");
+        };
+        for len in [0, 1, 15, 16, 17, 31, 32, 33, values.len()] {
+            let (low, high) = (&values[..len], &values[values.len() - len..]);
+            for with_high in [false, true] {
+                let mut out = vec![0u32; len];
+                round_pairs(low, with_high.then_some(high), crate::mat::as_uninit(&mut out));
+                for (i, &lane) in out.iter().enumerate() {
+                    check(lane, low[i], with_high.then(|| high[i]), format!("pairs of rows, {len} values, {i}"));
+                }
+            }
+            let mut out = vec![0u32; len.div_ceil(2)];
+            round_adjacent(low, crate::mat::as_uninit(&mut out));
+            for (i, &lane) in out.iter().enumerate() {
+                check(lane, low[2 * i], low.get(2 * i + 1).copied(), format!("adjacent pairs, {len} values, {i}"));
+            }
+        }
     }
 
     /// Each output against the float32 product of the bfloat16-rounded operands (which

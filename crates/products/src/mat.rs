@@ -82,15 +82,10 @@ pub(crate) fn in_row_bands<T: Send>(
     }
 }
 
-/// `len` zeros in memory the zeros were written to. `vec![0.0; len]` asks the allocator for
-/// zeroed memory, and a buffer past its mmap threshold (32 MB at most in glibc) comes back as
-/// untouched pages that all map the kernel's one zero page. A product that adds into its
-/// destination reads each page first and then writes it, and every such write is a
-/// copy-on-write fault that flushes the other threads' TLBs by interrupt: a fifth of an
-/// H = 512 training step (gates of 6,400 positions × 2,048 are 52 MB) went to that.
-/// Written first, a page takes one ordinary fault and no flush.
-pub(crate) fn written_zeros(len: usize) -> Vec<f32> {
-    let mut zeros = Vec::with_capacity(len);
-    zeros.resize(len, 0.0);
-    zeros
+/// `dst` seen as possibly uninitialised memory, for the kernels that write a product both
+/// into fresh memory and onto what a buffer holds.
+pub(crate) fn as_uninit<T: Copy>(dst: &mut [T]) -> &mut [std::mem::MaybeUninit<T>] {
+    // SAFETY: the same memory and layout; through the result only `T` values are
+    // written, so `dst` stays initialised.
+    unsafe { &mut *(dst as *mut [T] as *mut [std::mem::MaybeUninit<T>]) }
 }
