@@ -1,6 +1,7 @@
 //! The thread count changes how the work is split, never the numbers: one training step's
 //! loss and gradients, and generated logits, are bit-for-bit the same with one thread and
-//! with several, in float32 and in bfloat16. (Its own test binary, because it changes the process-wide thread setting.)
+//! with several, in float32 and in bfloat16. (Its own test binary, because it changes the
+//! process-wide thread setting.)
 
 use candle_core::{Device, Tensor};
 use lstm::{Generator, LstmModel, Precision};
