@@ -120,6 +120,9 @@ impl CustomOp2 for Recurrence {
     ) -> Result<(CpuStorage, Shape)> {
         let dims = self.dims(p_layout.dims(), w_layout.dims())?;
         let (p, w_hh) = (contiguous(p, p_layout, "P")?, contiguous(w, w_layout, "W_hh")?);
+        // The recurrence reads P position-major; this op takes it as the affine map makes it.
+        let rows = products::transpose(p, 4 * dims.hidden, dims.steps * dims.batch);
+        let p = layers::Projections { rows: &rows, slots: None };
         let (h, saved, _) = layers::recurrence_forward(p, None, w_hh, dims, Precision::F32, None);
         *self.saved.lock().expect("no panics while the lock is held") = Some(saved);
         Ok((CpuStorage::F32(h), Shape::from((dims.hidden, dims.steps * dims.batch))))

@@ -3,7 +3,9 @@
 //!
 //! Activations are feature-major, `[features, N]` with N = T·B columns ordered time-major
 //! (column t·B + b is time step t of sequence b), because then everything the LSTM does is
-//! a handful of large matrix products plus one small one per time step:
+//! a handful of large matrix products plus one small one per time step. The one exception
+//! is what the recurrence reads, P: position-major ([`Projections`]), so that a time step
+//! reads whole rows.
 //!
 //! ```text
 //! affine      y = W·x + b         forward: one product for all T·B columns
@@ -21,7 +23,7 @@
 //! `affine`. Weights are `[outputs, inputs]` row-major, as PyTorch and candle-nn store them.
 
 use crate::cells::{cell_backward, cell_forward, exp_shifted, threads};
-use products::{Mat, Precision, StepWeights, row_sums};
+use products::{Mat, Precision, StepWeights, row_sums, transpose_rows};
 use rayon::prelude::*;
 
 /// `y[M, N] = W[M, K] · x[K, N] + b[M]`.
@@ -54,14 +56,16 @@ pub fn affine_backward(
     (dx, dw, db)
 }
 
-/// The embedding and the first layer's input projection together: `P[M, N] = W[M, K] · x`
-/// where column n of x is row `tokens[n]` of the embedding table `E[V, K]`.
+/// The embedding and the first layer's input projection together: `P = W[M, K] · x` where
+/// column n of x is row `tokens[n]` of the embedding table `E[V, K]`.
 ///
 /// A batch holds at most N distinct tokens, and usually far fewer (a vocabulary of 400
-/// against 3,200 positions), so the projection is computed once per distinct token, `Q = W ·
-/// E_usedᵀ`, and P's columns are copied out of Q: the same numbers as `W · x` for a fraction
-/// of the product, and x is never built. The backward pass sums each column of dP into its
-/// token's column first (`D`), then works on those few columns: dW = D·E_used, dE_used = Dᵀ·W.
+/// against 3,200 positions), so the projection is computed once per distinct token, `Qᵀ =
+/// E_used · Wᵀ` (a row per token), and the recurrence reads position n's row of P as its
+/// token's row of Qᵀ ([`EmbeddedProjection::projections`]): the same numbers as `W · x` for
+/// a fraction of the product, and neither x nor P is ever built. The backward pass sums
+/// each column of dP into its token's column first (`D`), then works on those few columns:
+/// dW = D·E_used, dE_used = Dᵀ·W.
 pub struct EmbeddedProjection {
     /// The distinct token ids of the batch, in order of first appearance.
     used: Vec<u32>,
@@ -91,22 +95,16 @@ impl EmbeddedProjection {
         EmbeddedProjection { used, slot, rows }
     }
 
-    /// `P = W · x`, `[M, N]`, for `W` `[M, K]`.
+    /// `Qᵀ = E_used · Wᵀ`, `[U, M]`, for `W` `[M, K]`: each distinct token's projection as a
+    /// row, which [`EmbeddedProjection::projections`] hands to the recurrence as P.
     pub fn forward(&self, w: &[f32], (m, k): (usize, usize), precision: Precision) -> Vec<f32> {
-        let used = self.used.len();
-        let q = precision.product(Mat::dense(w, m, k), Mat::dense(&self.rows, used, k).t(), threads());
-        let columns = self.slot.len();
-        let mut p = Vec::with_capacity(m * columns);
-        p.spare_capacity_mut()[..m * columns].par_chunks_mut(columns.max(1)).zip(q.par_chunks(used.max(1))).for_each(
-            |(row, q_row)| {
-                for (value, &slot) in row.iter_mut().zip(&self.slot) {
-                    value.write(q_row[slot as usize]);
-                }
-            },
-        );
-        // SAFETY: every row of `p` was written in full just above.
-        unsafe { p.set_len(m * columns) };
-        p
+        precision.product(Mat::dense(&self.rows, self.used.len(), k), Mat::dense(w, m, k).t(), threads())
+    }
+
+    /// P as the recurrence reads it: position n's row is its token's row of `token_rows`
+    /// (what [`EmbeddedProjection::forward`] returned).
+    pub fn projections<'a>(&'a self, token_rows: &'a [f32]) -> Projections<'a> {
+        Projections { rows: token_rows, slots: Some(&self.slot) }
     }
 
     /// The gradients from `dP` `[M, N]`: `(dE [V, K], dW [M, K], db [M])`, where db is the
@@ -137,6 +135,36 @@ impl EmbeddedProjection {
     }
 }
 
+/// The input projections P (x·W_ih for every position, gate order i f g o) as a recurrence
+/// reads them: position-major, position n's 4H values one contiguous row — row n of `rows`,
+/// or row `slots[n]` where given (the embedding's layer, one row per distinct token).
+///
+/// Position-major, unlike the other activations, because the recurrence reads P one time
+/// step of a few sequences at a time: as rows, that is a few whole rows, transposed in
+/// registers into the gate math's layout; feature-major it was 4H runs of a few values,
+/// each in its own memory page.
+#[derive(Clone, Copy, Debug)]
+pub struct Projections<'a> {
+    pub rows: &'a [f32],
+    pub slots: Option<&'a [u32]>,
+}
+
+impl<'a> Projections<'a> {
+    /// Position n's `width` values.
+    fn row(&self, n: usize, width: usize) -> &'a [f32] {
+        let row = self.slots.map_or(n, |slots| slots[n] as usize);
+        &self.rows[row * width..][..width]
+    }
+
+    /// Appends positions `first .. first + size` (one time step of a group of sequences) to
+    /// `gates` as the dense `[width, size]` block the gate math reads, plus `bias[r]` on row
+    /// r if given.
+    fn gather(&self, width: usize, (first, size): (usize, usize), bias: Option<&[f32]>, gates: &mut Vec<f32>) {
+        let rows: Vec<&[f32]> = (first..first + size).map(|n| self.row(n, width)).collect();
+        transpose_rows(&rows, width, bias, gates);
+    }
+}
+
 /// Sizes of one recurrence: H, T, B and N = T·B.
 #[derive(Clone, Copy, Debug)]
 pub struct Dims {
@@ -151,26 +179,14 @@ impl Dims {
     }
 
     /// Appends step `step` of sequences `first..first + size` of the `[rows, N]` matrix
-    /// `wide` to `out` as a dense `[rows, size]` block, plus `row_bias[r]` on row r if given.
-    /// Called as the recurrence reaches each step, and the backward pass writes each step's
-    /// gate gradients straight into dP ([`WideOutput`]), so no pass over all steps copies
-    /// them between layouts and no second `[4H, N]` buffer is held (at H = 512 the same
-    /// speed as gathering all steps first: either way a step reads 4H runs of b values).
-    fn gather_step(
-        &self,
-        rows: usize,
-        (first, size): (usize, usize),
-        step: usize,
-        (wide, row_bias): (&[f32], Option<&[f32]>),
-        out: &mut Vec<f32>,
-    ) {
+    /// `wide` (dh) to `out` as a dense `[rows, size]` block. Called as the backward pass
+    /// reaches each step, which also writes each step's gate gradients straight into dP
+    /// ([`WideOutput`]), so no pass over all steps copies them between layouts and no
+    /// second `[4H, N]` buffer is held.
+    fn gather_step(&self, rows: usize, (first, size): (usize, usize), step: usize, wide: &[f32], out: &mut Vec<f32>) {
         let start = step * self.batch + first;
-        for (r, row) in wide.chunks_exact(self.columns().max(1)).take(rows).enumerate() {
-            let source = &row[start..][..size];
-            match row_bias {
-                Some(bias) => out.extend(source.iter().map(|&v| v + bias[r])),
-                None => out.extend_from_slice(source),
-            }
+        for row in wide.chunks_exact(self.columns().max(1)).take(rows) {
+            out.extend_from_slice(&row[start..][..size]);
         }
     }
 
@@ -274,8 +290,8 @@ fn write_state_columns(block: &[f32], hidden: usize, (first, size): (usize, usiz
     }
 }
 
-/// The LSTM recurrence: input projections `P[4H, N]` (x·W_ih + b for every step, gate
-/// order i f g o) and `W_hh[4H, H]` in; hidden states `h[H, N]` out, with the state after
+/// The LSTM recurrence: input projections P ([`Projections`], position-major) and
+/// `W_hh[4H, H]` in; hidden states `h[H, N]` out, with the state after
 /// the last step. It starts from `initial` (h_{−1}, c_{−1}) where given, else from zero; no
 /// gradient flows back into `initial` (the truncation of backpropagation through time).
 ///
@@ -287,7 +303,7 @@ fn write_state_columns(block: &[f32], hidden: usize, (first, size): (usize, usiz
 /// `bias`, if given, is added to P on the way in (one pass fewer over P than adding it
 /// beforehand); its gradient is then the row sums of dP, as for a bias inside P.
 pub fn recurrence_forward(
-    p: &[f32],
+    p: Projections,
     bias: Option<&[f32]>,
     w_hh: &[f32],
     dims: Dims,
@@ -295,6 +311,8 @@ pub fn recurrence_forward(
     initial: Option<&StreamState>,
 ) -> (Vec<f32>, RecurrenceSaved, StreamState) {
     let Dims { hidden, steps, batch } = dims;
+    let positions = p.slots.map_or(p.rows.len() / (4 * hidden).max(1), <[u32]>::len);
+    assert_eq!(positions, dims.columns(), "P holds {positions} positions for {steps} steps of {batch}");
     let w_hh = StepWeights::new(Mat::dense(w_hh, 4 * hidden, hidden), precision, batch);
     let mut h = Vec::new();
     let h_out = WideOutput::new(&mut h, hidden, dims);
@@ -311,7 +329,7 @@ pub fn recurrence_forward(
             let mut h_before = initial_h.clone().unwrap_or_else(|| vec![0.0; state_block]);
             let mut h_now = vec![0.0; state_block];
             for step in 0..steps {
-                dims.gather_step(4 * hidden, (first, size), step, (p, bias), &mut gates);
+                p.gather(4 * hidden, (step * batch + first, size), bias, &mut gates);
                 // The cell starts from c_{t−1}: the carried or zero state at the first step.
                 match (step, &initial_cells) {
                     (0, Some(c0)) => cells.extend_from_slice(c0),
@@ -372,7 +390,7 @@ pub fn recurrence_backward(
         for step in (0..steps).rev() {
             // dh_t = (gradient from above at step t) + W_hhᵀ · dgates_{t+1}.
             dh_t.clear();
-            dims.gather_step(hidden, range, step, (dh, None), &mut dh_t);
+            dims.gather_step(hidden, range, step, dh, &mut dh_t);
             if step + 1 < steps {
                 w_hh_t.multiply_add(&mut dh_t, &d_later, group.size);
             }

@@ -6,7 +6,8 @@
 //! forward                                   backward (in reverse)
 //! x₀ = embedding rows of the tokens         dE[token] = Σ its positions' dx₀
 //! P_l = W_ih_l·x_l (+ b_l, added as read)     dx_l, dW_ih_l, db_l  from dP_l
-//!   (for l = 0 via EmbeddedProjection: once per distinct token, x₀ never built)
+//!   (position-major, the recurrence reading a step as rows; for l = 0 via
+//!   EmbeddedProjection: once per distinct token, neither x₀ nor P₀ built)
 //! h_l = recurrence(P_l, W_hh_l, state_l)     dP_l, dW_hh_l        from dh_l
 //!   (state_l: h, c carried from the last window, or zero; no gradient flows into it)
 //! x_{l+1} = h_l ⊙ dropout mask_l             dh_l = dx_{l+1} ⊙ mask_l
@@ -151,17 +152,21 @@ fn forward(
     let mut last = Vec::with_capacity(hp.layers);
     for (l, mask) in masks.iter().enumerate() {
         let [w_ih, w_hh, bias] = layer(l);
-        // P = W_ih·x; the recurrence adds b as it reads P.
-        let p = match l {
+        // P = W_ih·x, position-major (Pᵀ = xᵀ·W_ihᵀ); the recurrence adds b as it reads P.
+        let rows = match l {
             0 => embedded.forward(w_ih, (4 * hidden, embedding), precision),
             _ => precision.product(
-                Mat::dense(w_ih, 4 * hidden, hidden),
-                Mat::dense(layer_input(&outputs, l), hidden, columns),
+                Mat::dense(layer_input(&outputs, l), hidden, columns).t(),
+                Mat::dense(w_ih, 4 * hidden, hidden).t(),
                 threads(),
             ),
         };
+        let p = match l {
+            0 => embedded.projections(&rows),
+            _ => layers::Projections { rows: &rows, slots: None },
+        };
         let start = initial.map(|states| &states[l]);
-        let (h, saved, state) = layers::recurrence_forward(&p, Some(bias), w_hh, dims, precision, start);
+        let (h, saved, state) = layers::recurrence_forward(p, Some(bias), w_hh, dims, precision, start);
         let dropped = mask.as_ref().map(|mask| apply_mask(&h, mask, hidden, columns));
         outputs.push(LayerOutput { h, saved, dropped });
         last.push(state);

@@ -127,6 +127,49 @@ pub fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
+/// Appends to `out` the transpose of `rows.len()` rows of `width` values each, as a
+/// `[width, rows.len()]` row-major block: `out[r · rows.len() + j] = rows[j][r] + add[r]`
+/// (plus nothing without `add`). The rows may lie anywhere: one time step's input
+/// projections, each position's row where its token's projection is, come in as a list.
+/// With AVX-512 whole 16 × 16 blocks are transposed in registers; the same values either way.
+pub fn transpose_rows(rows: &[&[f32]], width: usize, add: Option<&[f32]>, out: &mut Vec<f32>) {
+    let count = rows.len();
+    assert!(rows.iter().all(|row| row.len() >= width) && add.is_none_or(|add| add.len() >= width), "rows too short");
+    let start = out.len();
+    out.reserve(width * count);
+    let dst = &mut out.spare_capacity_mut()[..width * count];
+    let mut done = (0, 0); // whole blocks cover rows ..done.0 and values ..done.1
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        done = (count / 16 * 16, width / 16 * 16);
+        for j in (0..done.0).step_by(16) {
+            for r in (0..done.1).step_by(16) {
+                let block: [*const f32; 16] = std::array::from_fn(|i| rows[j + i][r..].as_ptr());
+                // SAFETY: AVX-512F is present; each row holds `width` ≥ r + 16 values, as
+                // does `add`; `dst` holds `width` rows of `count` ≥ j + 16 values.
+                unsafe {
+                    crate::avx512::transpose_block(
+                        block,
+                        add.map(|add| add[r..].as_ptr()),
+                        dst.as_mut_ptr().add(r * count + j) as *mut f32,
+                        count,
+                    )
+                };
+            }
+        }
+    }
+    let plus = |value: f32, r: usize| add.map_or(value, |add| value + add[r]);
+    for (j, row) in rows.iter().enumerate() {
+        // What the blocks left: the rows past the last whole block, and every row's values past it.
+        let from = if j < done.0 { done.1 } else { 0 };
+        for (r, &value) in row.iter().enumerate().take(width).skip(from) {
+            dst[r * count + j].write(plus(value, r));
+        }
+    }
+    // SAFETY: the blocks and the loop above wrote all `width · count` values.
+    unsafe { out.set_len(start + width * count) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +184,29 @@ mod tests {
             for (r, &sum) in sums.iter().enumerate() {
                 let expected: f32 = src[r * cols..][..cols].iter().sum();
                 assert!((sum - expected).abs() <= 1e-6 * expected.abs(), "row {r} of {rows}×{cols}");
+            }
+        }
+    }
+
+    #[test]
+    fn transposed_rows_match_a_plain_loop() {
+        // Whole 16 × 16 blocks, parts of blocks and rows past them, with and without `add`.
+        for (count, width) in [(1, 1), (16, 16), (32, 2048), (17, 33), (15, 40), (48, 7)] {
+            let table: Vec<f32> = (0..(count + 3) * width).map(|v| v as f32 * 0.5 - 7.0).collect();
+            // Rows in scrambled order from a bigger table, as a token's projection is read.
+            let rows: Vec<&[f32]> =
+                (0..count).map(|j| &table[((j * 7 + 2) % (count + 3)) * width..][..width]).collect();
+            let add: Vec<f32> = (0..width).map(|r| r as f32 * 0.25).collect();
+            for add in [None, Some(&add[..])] {
+                let mut out = vec![-1.0];
+                transpose_rows(&rows, width, add, &mut out);
+                assert_eq!(out.len(), 1 + width * count);
+                for r in 0..width {
+                    for j in 0..count {
+                        let expected = rows[j][r] + add.map_or(0.0, |add| add[r]);
+                        assert_eq!(out[1 + r * count + j], expected, "{count}×{width}, value {r} of row {j}");
+                    }
+                }
             }
         }
     }

@@ -27,7 +27,7 @@ mod mat;
 mod precision;
 mod step;
 
-pub use f32::{matmul, product, row_sums, transpose};
+pub use f32::{matmul, product, row_sums, transpose, transpose_rows};
 pub use mat::Mat;
 pub use precision::Precision;
 pub use step::StepWeights;
