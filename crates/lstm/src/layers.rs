@@ -145,7 +145,9 @@ impl EmbeddedProjection {
 /// each in its own memory page.
 #[derive(Clone, Copy, Debug)]
 pub struct Projections<'a> {
+    /// `[R, 4H]` row-major: R = N without `slots`, else any count above every slot.
     pub rows: &'a [f32],
+    /// Per position (N of them), the row of `rows` it reads.
     pub slots: Option<&'a [u32]>,
 }
 
