@@ -1,6 +1,7 @@
 //! One training step of the whole model on the CPU: the forward pass, the loss, and the
 //! backward pass, written out layer by layer (as llm.c's `train_gpt2.c` does), over the
-//! layer functions of [`crate::layers`]. Activations are feature-major `[features, T·B]`.
+//! layer functions of [`crate::layers`]. Activations are feature-major `[features, T·B]`,
+//! but for P, which the recurrence reads position-major (`layers::Projections`).
 //!
 //! ```text
 //! forward                                   backward (in reverse)

@@ -1,5 +1,6 @@
 //! Float32 products: large ones through the `gemm` crate, read in place at any strides;
-//! the transpose and row sums the LSTM's backward pass needs beside them.
+//! the transposes and row sums the LSTM needs beside them (a matrix transposed whole; a
+//! list of rows, one time step's input projections, transposed into a block).
 
 use crate::mat::Mat;
 use gemm::Parallelism;
