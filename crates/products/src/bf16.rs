@@ -26,9 +26,9 @@
 //! Operands are rounded by the processor's own conversions (`round_pairs` and
 //! `round_adjacent` of `bfloat.rs`: 16 or 32 values an instruction), which round as
 //! [`round`] does but take float32 subnormals as zero — as `vdpbf16ps` takes bfloat16
-//! subnormals anyway. A fresh product stores its sums; only `multiply_add` reads its destination. On the AMD
-//! EPYC measured, rounding in scalar code and zeroing each output before adding into it
-//! had cost a tenth of a bfloat16 training step.
+//! subnormals anyway. A fresh product stores its sums; only `multiply_add` reads its
+//! destination. On the AMD EPYC measured, rounding in scalar code and zeroing each output
+//! before adding into it had cost a tenth of a bfloat16 training step.
 
 use crate::mat::{Mat, PANEL};
 use rayon::prelude::*;
@@ -255,8 +255,9 @@ mod kernels {
     use std::mem::MaybeUninit;
 
     /// `dst = panels · x`, or `dst += panels · x` where `accumulate`, for one band: `rows`
-    /// rows (⌈rows / PANEL⌉ panels of `pairs × PANEL`), `x` `[pairs, columns]`. Columns go in blocks of [`COLUMN_BLOCK`] (kept in L2 while
-    /// every panel of the band passes), each in runs of 32 or 16 (one register each).
+    /// rows (⌈rows / PANEL⌉ panels of `pairs × PANEL`), `x` `[pairs, columns]`. Columns go
+    /// in blocks of [`COLUMN_BLOCK`] (kept in L2 while every panel of the band passes), each
+    /// in runs of 32 or 16 (one register each).
     ///
     /// # Safety
     /// The processor must have AVX-512F and AVX-512 BF16; the slices hold these sizes;

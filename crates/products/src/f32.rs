@@ -5,6 +5,7 @@
 use crate::mat::Mat;
 use gemm::Parallelism;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// `dst = a · b` (or `dst += a · b` when `accumulate`), where `dst` is the `a.rows × b.cols`
 /// block at `offset` of a row-major matrix with rows `row_stride` apart.
@@ -105,25 +106,19 @@ pub fn row_sums(matrix: &[f32], columns: usize) -> Vec<f32> {
         .collect()
 }
 
-/// The transpose of the dense row-major `rows × cols` matrix `src`, as a new dense matrix.
-/// Copied in 32 × 32 tiles, so each cache line of `src` is read once, not once per column.
+/// The transpose of the dense row-major `rows × cols` matrix `src`, as a new dense matrix:
+/// [`transpose_rows_into`] on bands of 32 columns across the pool.
 pub fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    const TILE: usize = 32;
+    const BAND: usize = 32;
     assert!(src.len() >= rows * cols, "transpose out of bounds");
     let mut out = Vec::with_capacity(rows * cols);
-    // Each task writes TILE rows of the result (TILE columns of `src`).
-    out.spare_capacity_mut()[..rows * cols].par_chunks_mut(TILE * rows.max(1)).enumerate().for_each(|(block, band)| {
-        let first_col = block * TILE;
-        let width = band.len() / rows.max(1);
-        for row_start in (0..rows).step_by(TILE) {
-            for r in row_start..(row_start + TILE).min(rows) {
-                for c in 0..width {
-                    band[c * rows + r].write(src[r * cols + first_col + c]);
-                }
-            }
-        }
+    // Each task writes BAND rows of the result (BAND columns of `src`).
+    out.spare_capacity_mut()[..rows * cols].par_chunks_mut(BAND * rows.max(1)).enumerate().for_each(|(band, dst)| {
+        let (first, width) = (band * BAND, dst.len() / rows.max(1));
+        let band_rows: Vec<&[f32]> = src.chunks_exact(cols.max(1)).take(rows).map(|row| &row[first..]).collect();
+        transpose_rows_into(&band_rows, width, None, dst);
     });
-    // SAFETY: the bands cover every row of the result, and each band's loops write all of it.
+    // SAFETY: the bands cover every row of the result, and each writes all of its band.
     unsafe { out.set_len(rows * cols) };
     out
 }
@@ -134,11 +129,18 @@ pub fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// projections, each position's row where its token's projection is, come in as a list.
 /// With AVX-512 whole 16 × 16 blocks are transposed in registers; the same values either way.
 pub fn transpose_rows(rows: &[&[f32]], width: usize, add: Option<&[f32]>, out: &mut Vec<f32>) {
+    let (start, len) = (out.len(), width * rows.len());
+    out.reserve(len);
+    transpose_rows_into(rows, width, add, &mut out.spare_capacity_mut()[..len]);
+    // SAFETY: `transpose_rows_into` wrote all `len` values.
+    unsafe { out.set_len(start + len) };
+}
+
+/// [`transpose_rows`] into the first `width · rows.len()` values of `dst`, every one written.
+fn transpose_rows_into(rows: &[&[f32]], width: usize, add: Option<&[f32]>, dst: &mut [MaybeUninit<f32>]) {
     let count = rows.len();
     assert!(rows.iter().all(|row| row.len() >= width) && add.is_none_or(|add| add.len() >= width), "rows too short");
-    let start = out.len();
-    out.reserve(width * count);
-    let dst = &mut out.spare_capacity_mut()[..width * count];
+    let dst = &mut dst[..width * count];
     let mut done = (0, 0); // whole blocks cover rows ..done.0 and values ..done.1
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx512f") {
@@ -167,8 +169,6 @@ pub fn transpose_rows(rows: &[&[f32]], width: usize, add: Option<&[f32]>, out: &
             dst[r * count + j].write(plus(value, r));
         }
     }
-    // SAFETY: the blocks and the loop above wrote all `width · count` values.
-    unsafe { out.set_len(start + width * count) };
 }
 
 #[cfg(test)]
