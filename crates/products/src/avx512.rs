@@ -172,45 +172,51 @@ pub(crate) unsafe fn transpose_block(
 ) {
     // SAFETY: the caller's promises about `rows`, `add` and `out`.
     unsafe {
-        let r: [__m512; 16] = std::array::from_fn(|j| _mm512_loadu_ps(rows[j]));
-        // Within each 128-bit lane L, after the two unpacks, quad[g][i] holds the values
-        // of column 4L + i in rows 4g .. 4g + 4.
-        let pairs: [__m512; 16] = std::array::from_fn(|k| {
-            let (a, b) = (r[2 * (k / 2)], r[2 * (k / 2) + 1]);
-            if k % 2 == 0 { _mm512_unpacklo_ps(a, b) } else { _mm512_unpackhi_ps(a, b) }
-        });
-        let quad: [[__m512; 4]; 4] = std::array::from_fn(|g| {
-            let [t0, t1, t2, t3] = [pairs[4 * g], pairs[4 * g + 1], pairs[4 * g + 2], pairs[4 * g + 3]];
-            let (t0, t1, t2, t3) =
-                (_mm512_castps_pd(t0), _mm512_castps_pd(t1), _mm512_castps_pd(t2), _mm512_castps_pd(t3));
-            [
-                _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2)),
-                _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2)),
-                _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3)),
-                _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3)),
-            ]
-        });
-        // Gather lane L of the four row groups into column 4L + i: lanes (0, 2) and (1, 3)
-        // of two groups, then of the two results.
-        let by_column: [[__m512; 4]; 4] = std::array::from_fn(|i| std::array::from_fn(|g| quad[g][i]));
-        for (i, [q0, q1, q2, q3]) in by_column.into_iter().enumerate() {
-            let low01 = _mm512_shuffle_f32x4::<0x88>(q0, q1);
-            let high01 = _mm512_shuffle_f32x4::<0xDD>(q0, q1);
-            let low23 = _mm512_shuffle_f32x4::<0x88>(q2, q3);
-            let high23 = _mm512_shuffle_f32x4::<0xDD>(q2, q3);
-            let columns = [
-                (i, _mm512_shuffle_f32x4::<0x88>(low01, low23)),
-                (4 + i, _mm512_shuffle_f32x4::<0x88>(high01, high23)),
-                (8 + i, _mm512_shuffle_f32x4::<0xDD>(low01, low23)),
-                (12 + i, _mm512_shuffle_f32x4::<0xDD>(high01, high23)),
-            ];
-            for (column, values) in columns {
-                let values = match add {
-                    Some(add) => _mm512_add_ps(values, _mm512_set1_ps(*add.add(column))),
-                    None => values,
-                };
-                _mm512_storeu_ps(out.add(column * out_stride), values);
-            }
+        let columns = transpose16(std::array::from_fn(|j| _mm512_loadu_ps(rows[j])));
+        for (column, values) in columns.into_iter().enumerate() {
+            let values = match add {
+                Some(add) => _mm512_add_ps(values, _mm512_set1_ps(*add.add(column))),
+                None => values,
+            };
+            _mm512_storeu_ps(out.add(column * out_stride), values);
         }
     }
+}
+
+/// The transpose of 16 registers of 16 lanes: lane j of result i is lane i of `r[j]`.
+/// Moves bits only (no arithmetic), so it transposes any 32-bit values cast to `__m512`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+    // Within each 128-bit lane L, after the two unpacks, quad[g][i] holds the values
+    // of column 4L + i in rows 4g .. 4g + 4.
+    let pairs: [__m512; 16] = std::array::from_fn(|k| {
+        let (a, b) = (r[2 * (k / 2)], r[2 * (k / 2) + 1]);
+        if k % 2 == 0 { _mm512_unpacklo_ps(a, b) } else { _mm512_unpackhi_ps(a, b) }
+    });
+    let quad: [[__m512; 4]; 4] = std::array::from_fn(|g| {
+        let [t0, t1, t2, t3] = [pairs[4 * g], pairs[4 * g + 1], pairs[4 * g + 2], pairs[4 * g + 3]];
+        let (t0, t1, t2, t3) = (_mm512_castps_pd(t0), _mm512_castps_pd(t1), _mm512_castps_pd(t2), _mm512_castps_pd(t3));
+        [
+            _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2)),
+            _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2)),
+            _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3)),
+            _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3)),
+        ]
+    });
+    // Gather lane L of the four row groups into column 4L + i: lanes (0, 2) and (1, 3)
+    // of two groups, then of the two results.
+    let mut columns = [_mm512_setzero_ps(); 16];
+    for i in 0..4 {
+        let [q0, q1, q2, q3] = std::array::from_fn(|g| quad[g][i]);
+        let low01 = _mm512_shuffle_f32x4::<0x88>(q0, q1);
+        let high01 = _mm512_shuffle_f32x4::<0xDD>(q0, q1);
+        let low23 = _mm512_shuffle_f32x4::<0x88>(q2, q3);
+        let high23 = _mm512_shuffle_f32x4::<0xDD>(q2, q3);
+        columns[i] = _mm512_shuffle_f32x4::<0x88>(low01, low23);
+        columns[4 + i] = _mm512_shuffle_f32x4::<0x88>(high01, high23);
+        columns[8 + i] = _mm512_shuffle_f32x4::<0xDD>(low01, low23);
+        columns[12 + i] = _mm512_shuffle_f32x4::<0xDD>(high01, high23);
+    }
+    columns
 }

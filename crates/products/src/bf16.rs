@@ -24,7 +24,7 @@
 //! so the result depends neither on the thread count nor on the other columns.
 //!
 //! Operands are rounded by the processor's own conversions (`round_pairs` and
-//! `round_adjacent` of `bfloat.rs`: 16 or 32 values an instruction), which round as
+//! `round_adjacent_across` of `bfloat.rs`: 16 or 32 values an instruction), which round as
 //! [`round`] does but take float32 subnormals as zero — as `vdpbf16ps` takes bfloat16
 //! subnormals anyway. A fresh product stores its sums; only `multiply_add` reads its
 //! destination. On the AMD EPYC measured, rounding in scalar code and zeroing each output
@@ -41,7 +41,7 @@ const COLUMN_BLOCK: usize = 256;
 const SMALL_PACK: usize = 4 * 1024;
 
 pub use crate::bfloat::{available, round, widen};
-use crate::bfloat::{pair, round_adjacent, round_pairs};
+use crate::bfloat::{pair, round_adjacent_across, round_pairs};
 
 /// A matrix rounded to bfloat16, laid out for the products this processor runs: AMX
 /// tiles ([`crate::amx::TileRows`]) where it has them, else panels for `vdpbf16ps`.
@@ -82,18 +82,10 @@ impl PackedRows {
             |(panel, values)| {
                 let (first, count) = (panel * PANEL, (rows - panel * PANEL).min(PANEL));
                 if a.row(0).is_some() {
-                    // Rows in place: each row's pairs are adjacent values, rounded in order
-                    // and then spread PANEL lanes apart.
-                    let mut row_pairs = vec![MaybeUninit::new(0u32); pairs];
-                    for r in 0..PANEL {
-                        match a.row(first + r).filter(|_| r < count) {
-                            Some(row) => round_adjacent(row, &mut row_pairs),
-                            None => row_pairs.fill(MaybeUninit::new(0)),
-                        }
-                        for (lane, pair) in values.iter_mut().skip(r).step_by(PANEL).zip(&row_pairs) {
-                            *lane = *pair;
-                        }
-                    }
+                    // Rows in place: each row's pairs are adjacent values, rounded and
+                    // spread PANEL lanes apart (the rows past `count` as zeros).
+                    let rows: Vec<&[f32]> = (first..first + count).map(|r| a.row(r).expect("rows in place")).collect();
+                    round_adjacent_across(&rows, PANEL, PANEL, values);
                 } else if a.column(0).is_some() {
                     // The transpose of a dense matrix: a pair is two adjacent columns of this
                     // panel's rows.
@@ -191,31 +183,19 @@ fn pack_columns(b: Mat) -> Vec<u32> {
     let mut out = Vec::with_capacity(len);
     let lanes_out = &mut out.spare_capacity_mut()[..len];
     if b.column(0).is_some() && b.row(0).is_none() {
-        // The transpose of a dense matrix: a column's pairs are adjacent values. Written
-        // in bands of columns, so each task reads its columns once.
-        const BAND: usize = 64;
-        let bands: Vec<Vec<MaybeUninit<u32>>> = (0..columns.div_ceil(BAND))
-            .into_par_iter()
-            .map(|band| {
-                let first = band * BAND;
-                let width = (columns - first).min(BAND);
-                let mut block = vec![MaybeUninit::new(0u32); depth.div_ceil(2) * width];
-                let mut column_pairs = vec![MaybeUninit::new(0u32); depth.div_ceil(2)];
-                for n in 0..width {
-                    round_adjacent(b.column(first + n).expect("columns are contiguous"), &mut column_pairs);
-                    for (lane, pair) in block.iter_mut().skip(n).step_by(width).zip(&column_pairs) {
-                        *lane = *pair;
-                    }
+        // The transpose of a dense matrix: a column's pairs are adjacent values. Each task
+        // writes 16 whole pair rows, rounding 32 values of 16 columns at a time.
+        let sources: Vec<&[f32]> = (0..columns).map(|n| b.column(n).expect("columns are contiguous")).collect();
+        lanes_out.par_chunks_mut(16 * columns.max(1)).enumerate().for_each(|(block, lanes)| {
+            let values = 32 * block..(32 * block + 32).min(depth);
+            for (group, first) in sources.chunks(16).zip((0..).step_by(16)) {
+                let mut windows = [&[][..]; 16];
+                for (window, column) in windows.iter_mut().zip(group) {
+                    *window = &column[values.clone()];
                 }
-                block
-            })
-            .collect();
-        for (band, block) in bands.iter().enumerate() {
-            let (first, width) = (band * BAND, block.len() / depth.div_ceil(2).max(1));
-            for (p, values) in block.chunks_exact(width.max(1)).enumerate() {
-                lanes_out[p * columns + first..][..width].copy_from_slice(values);
+                round_adjacent_across(&windows[..group.len()], group.len(), columns, &mut lanes[first..]);
             }
-        }
+        });
     } else {
         // A small operand (the state of one or a few generated streams) is rounded on the
         // calling thread: split across the pool, each piece cost more to hand over than to

@@ -1,7 +1,7 @@
 //! The bfloat16 number format: float32 with the low 16 bits of the mantissa dropped (8 bits
 //! of precision, float32's range), as the bfloat16 products read their operands: rounding
 //! one value ([`round`], [`pair`]), and whole runs by AVX-512 BF16's own conversions
-//! ([`round_pairs`], [`round_adjacent`]).
+//! ([`round_pairs`], [`round_adjacent_across`]).
 
 use std::mem::MaybeUninit;
 
@@ -53,14 +53,22 @@ pub(crate) fn round_pairs(low: &[f32], high: Option<&[f32]>, out: &mut [MaybeUni
     };
 }
 
-/// `out[i] = pair(values[2i], values[2i + 1])` (a missing last value zero), for all
-/// `⌈values.len() / 2⌉` pairs, as [`round_pairs`] rounds.
-pub(crate) fn round_adjacent(values: &[f32], out: &mut [MaybeUninit<u32>]) {
-    assert!(available() && out.len() == values.len().div_ceil(2));
-    // SAFETY: the processor has AVX-512F and AVX-512 BF16; the lengths were checked above.
+/// Each of `sources` (at most 16, all of one length L) rounded as adjacent pairs,
+/// `pair(source[2p], source[2p + 1])` (a missing last value zero) as [`round_pairs`]
+/// rounds, source j's pair p written to `out[p · stride + j]` for p < ⌈L / 2⌉, and lanes
+/// `sources.len() .. lanes` of each such run written as zero. That is a left panel's
+/// layout (a source per row, `stride` = lanes = PANEL) and a transposed right operand's
+/// (a source per column, `stride` = the columns); one source with `stride` 1 is one run of
+/// pairs. Panics where [`available`] is false.
+pub(crate) fn round_adjacent_across(sources: &[&[f32]], lanes: usize, stride: usize, out: &mut [MaybeUninit<u32>]) {
+    let len = sources.first().map_or(0, |s| s.len());
+    let pairs = len.div_ceil(2);
+    assert!(available() && sources.len() <= lanes && lanes <= 16 && sources.iter().all(|s| s.len() == len));
+    assert!(pairs == 0 || (lanes <= stride && (pairs - 1) * stride + lanes <= out.len()), "output too short");
+    // SAFETY: the processor has AVX-512F and AVX-512 BF16; the sizes were checked above.
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        convert::round_adjacent(values, out)
+        convert::round_adjacent_across(sources, len, lanes, stride, out)
     };
 }
 
@@ -94,24 +102,40 @@ mod convert {
         }
     }
 
-    /// See [`super::round_adjacent`]: 32 values (16 pairs) a time by `vcvtne2ps2bf16`, whose
-    /// sixteen 32-bit lanes then hold the pairs in order.
+    /// See [`super::round_adjacent_across`]: 32 values of each source a time, rounded into
+    /// one register per source by `vcvtne2ps2bf16` (whose sixteen 32-bit lanes then hold the
+    /// pairs in order), transposed, and each pair's lanes stored.
     ///
     /// # Safety
-    /// The processor must have AVX-512F and AVX-512 BF16; `out` holds `⌈values.len() / 2⌉`.
+    /// The processor must have AVX-512F and AVX-512 BF16; every source holds `len` values;
+    /// `out` holds `(⌈len / 2⌉ − 1) · stride + lanes` values, `lanes` ≤ 16.
     #[target_feature(enable = "avx512f,avx512bf16")]
-    pub(super) unsafe fn round_adjacent(values: &[f32], out: &mut [MaybeUninit<u32>]) {
-        let len = values.len();
+    pub(super) unsafe fn round_adjacent_across(
+        sources: &[&[f32]],
+        len: usize,
+        lanes: usize,
+        stride: usize,
+        out: &mut [MaybeUninit<u32>],
+    ) {
+        let store = first_lanes(lanes);
         for (index, start) in (0..len).step_by(32).enumerate() {
             let (first, second) = (first_lanes(len - start), first_lanes(len.saturating_sub(start + 16)));
-            // SAFETY: the masks select only existing values, and the store only the pairs
-            // that exist (⌈values left / 2⌉ of them).
-            unsafe {
-                let low = _mm512_maskz_loadu_ps(first, values.as_ptr().add(start));
-                let high = _mm512_maskz_loadu_ps(second, values.as_ptr().add((start + 16).min(len)));
-                let pairs = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(high, low));
-                let stored = first_lanes((len - start).div_ceil(2));
-                _mm512_mask_storeu_epi32(out.as_mut_ptr().add(16 * index) as *mut i32, stored, pairs);
+            let mut rounded = [_mm512_setzero_ps(); 16];
+            for (register, source) in rounded.iter_mut().zip(sources) {
+                // SAFETY: the masks select only existing values.
+                unsafe {
+                    let low = _mm512_maskz_loadu_ps(first, source.as_ptr().add(start));
+                    let high = _mm512_maskz_loadu_ps(second, source.as_ptr().add((start + 16).min(len)));
+                    *register = std::mem::transmute::<__m512bh, __m512>(_mm512_cvtne2ps_pbh(high, low));
+                }
+            }
+            let by_pair = crate::avx512::transpose16(rounded);
+            for (p, values) in by_pair.iter().take((len - start).div_ceil(2)).enumerate() {
+                // SAFETY: pair 16·index + p exists, so its `lanes` values lie inside `out`.
+                unsafe {
+                    let at = out.as_mut_ptr().add((16 * index + p) * stride) as *mut i32;
+                    _mm512_mask_storeu_epi32(at, store, _mm512_castps_si512(*values));
+                }
             }
         }
     }
@@ -164,10 +188,24 @@ mod tests {
                     check(lane, low[i], with_high.then(|| high[i]), format!("pairs of rows, {len} values, {i}"));
                 }
             }
-            let mut out = vec![0u32; len.div_ceil(2)];
-            round_adjacent(low, crate::mat::as_uninit(&mut out));
-            for (i, &lane) in out.iter().enumerate() {
-                check(lane, low[2 * i], low.get(2 * i + 1).copied(), format!("adjacent pairs, {len} values, {i}"));
+            // Adjacent pairs of 1, 5 and 16 sources (each a different window of `values`),
+            // transposed into runs of `lanes` with gaps between them that stay untouched.
+            for (count, lanes, stride) in [(1, 1, 1), (1, 3, 4), (5, 12, 12), (5, 7, 9), (16, 16, 19)] {
+                let starts: Vec<usize> = (0..count).map(|j| j * 37 % (values.len() - len + 1)).collect();
+                let sources: Vec<&[f32]> = starts.iter().map(|&s| &values[s..s + len]).collect();
+                let pairs = len.div_ceil(2);
+                let mut out = vec![0xDEAD_BEEFu32; pairs * stride];
+                round_adjacent_across(&sources, lanes, stride, crate::mat::as_uninit(&mut out));
+                for (i, &lane) in out.iter().enumerate() {
+                    let (p, j) = (i / stride, i % stride);
+                    let place =
+                        format!("{count} sources of {len} in runs of {lanes} every {stride}: pair {p}, lane {j}");
+                    match sources.get(j) {
+                        Some(source) if j < lanes => check(lane, source[2 * p], source.get(2 * p + 1).copied(), place),
+                        _ if j < lanes => assert_eq!(lane, 0, "{place}"),
+                        _ => assert_eq!(lane, 0xDEAD_BEEF, "{place}"),
+                    }
+                }
             }
         }
     }
