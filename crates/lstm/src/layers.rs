@@ -23,7 +23,7 @@
 //! `affine`. Weights are `[outputs, inputs]` row-major, as PyTorch and candle-nn store them.
 
 use crate::cells::{cell_backward, cell_forward, exp_shifted, threads};
-use products::{Mat, Precision, StepWeights, row_sums, transpose_rows};
+use products::{Mat, Precision, StepWeights, row_sums, sums_by_slot, transpose_rows};
 use rayon::prelude::*;
 
 /// `y[M, N] = W[M, K] · x[K, N] + b[M]`.
@@ -116,13 +116,8 @@ impl EmbeddedProjection {
         (m, k, vocab): (usize, usize, usize),
         precision: Precision,
     ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        let (used, columns) = (self.used.len(), self.slot.len());
-        let mut d_used = vec![0.0f32; m * used];
-        d_used.par_chunks_mut(used.max(1)).zip(d_p.par_chunks(columns.max(1))).for_each(|(sums, row)| {
-            for (&value, &slot) in row.iter().zip(&self.slot) {
-                sums[slot as usize] += value;
-            }
-        });
+        let used = self.used.len();
+        let d_used = sums_by_slot(d_p, m, &self.slot, used);
         let db = row_sums(&d_used, used);
         let d_used_mat = Mat::dense(&d_used, m, used);
         let dw = precision.product(d_used_mat, Mat::dense(&self.rows, used, k), threads());

@@ -183,6 +183,35 @@ pub(crate) unsafe fn transpose_block(
     }
 }
 
+/// [`crate::f32::sums_by_slot`] of one band of 16 rows: `by_slot[16·s + r] += band[r][n]`
+/// for every column n with `slots[n] == s`, in column order.
+///
+/// # Safety
+/// The processor must have AVX-512F; `band` holds 16 rows of `slots.len()` values, and
+/// `by_slot` 16 values for every slot.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn sums_by_slot(band: &[f32], slots: &[u32], by_slot: &mut [f32]) {
+    let columns = slots.len();
+    let whole = columns / 16 * 16;
+    for first in (0..whole).step_by(16) {
+        // SAFETY: each row holds columns first .. first + 16 ≤ `columns`.
+        let block =
+            transpose16(std::array::from_fn(|r| unsafe { _mm512_loadu_ps(band.as_ptr().add(r * columns + first)) }));
+        for (values, &slot) in block.iter().zip(&slots[first..]) {
+            // SAFETY: the caller's promise that `by_slot` holds 16 values for every slot.
+            unsafe {
+                let sums = by_slot.as_mut_ptr().add(16 * slot as usize);
+                _mm512_storeu_ps(sums, _mm512_add_ps(_mm512_loadu_ps(sums), *values));
+            }
+        }
+    }
+    for (n, &slot) in slots.iter().enumerate().skip(whole) {
+        for r in 0..16 {
+            by_slot[16 * slot as usize + r] += band[r * columns + n];
+        }
+    }
+}
+
 /// The transpose of 16 registers of 16 lanes: lane j of result i is lane i of `r[j]`.
 /// Moves bits only (no arithmetic), so it transposes any 32-bit values cast to `__m512`.
 #[target_feature(enable = "avx512f")]

@@ -1,6 +1,7 @@
 //! Float32 products: large ones through the `gemm` crate, read in place at any strides;
-//! the transposes and row sums the LSTM needs beside them (a matrix transposed whole; a
-//! list of rows, one time step's input projections, transposed into a block).
+//! the transposes and sums the LSTM needs beside them (a matrix transposed whole; a
+//! list of rows, one time step's input projections, transposed into a block; a matrix's
+//! rows summed whole, or by slot, each column into its token's sum).
 
 use crate::mat::Mat;
 use gemm::Parallelism;
@@ -106,6 +107,40 @@ pub fn row_sums(matrix: &[f32], columns: usize) -> Vec<f32> {
         .collect()
 }
 
+/// `out[r][s] = Σ matrix[r][n]` over the columns n with `slots[n] == s`, for the dense
+/// row-major `rows × slots.len()` `matrix`: `[rows, buckets]`, every slot below `buckets`.
+/// Each sum adds its values in column order, starting from zero, so the result depends
+/// neither on the thread count nor on the path. With AVX-512, 16 rows × 16 columns are
+/// transposed in registers and each column's 16 values added into its slot's block at once.
+pub fn sums_by_slot(matrix: &[f32], rows: usize, slots: &[u32], buckets: usize) -> Vec<f32> {
+    const BAND: usize = 16;
+    let columns = slots.len();
+    assert!(matrix.len() >= rows * columns && slots.iter().all(|&s| (s as usize) < buckets), "sums_by_slot bounds");
+    let mut out = vec![0.0f32; rows * buckets];
+    // Each task sums BAND rows of `matrix` into BAND rows of `out`.
+    out.par_chunks_mut(BAND * buckets.max(1)).zip(matrix.par_chunks(BAND * columns.max(1))).for_each(|(sums, band)| {
+        #[cfg(target_arch = "x86_64")]
+        if band.len() == BAND * columns && std::is_x86_feature_detected!("avx512f") {
+            let mut by_slot = vec![0.0f32; buckets * BAND];
+            // SAFETY: AVX-512F is present; `band` holds BAND rows of `columns`, `by_slot`
+            // `buckets` blocks of BAND, and every slot is below `buckets` (checked above).
+            unsafe { crate::avx512::sums_by_slot(band, slots, &mut by_slot) };
+            for (s, block) in by_slot.chunks_exact(BAND).enumerate() {
+                for (r, &sum) in block.iter().enumerate() {
+                    sums[r * buckets + s] = sum;
+                }
+            }
+            return;
+        }
+        for (row, row_sums) in band.chunks_exact(columns.max(1)).zip(sums.chunks_exact_mut(buckets.max(1))) {
+            for (&value, &slot) in row.iter().zip(slots) {
+                row_sums[slot as usize] += value;
+            }
+        }
+    });
+    out
+}
+
 /// The transpose of the dense row-major `rows × cols` matrix `src`, as a new dense matrix:
 /// [`transpose_rows_into`] on bands of 32 columns across the pool.
 pub fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
@@ -186,6 +221,24 @@ mod tests {
                 let expected: f32 = src[r * cols..][..cols].iter().sum();
                 assert!((sum - expected).abs() <= 1e-6 * expected.abs(), "row {r} of {rows}×{cols}");
             }
+        }
+    }
+
+    #[test]
+    fn sums_by_slot_match_a_plain_loop() {
+        // Whole bands of 16 rows and a shorter last one; columns past the last block of 16.
+        for (rows, columns, buckets) in [(1, 1, 1), (16, 16, 3), (40, 70, 9), (32, 3200, 400), (7, 5, 2)] {
+            let matrix: Vec<f32> = (0..rows * columns).map(|v| ((v * 37 % 101) as f32 - 50.0) * 0.125).collect();
+            let slots: Vec<u32> = (0..columns).map(|n| ((n * 13 + n / 7) % buckets) as u32).collect();
+            let got = sums_by_slot(&matrix, rows, &slots, buckets);
+            let mut expected = vec![0.0f32; rows * buckets];
+            for r in 0..rows {
+                for (n, &slot) in slots.iter().enumerate() {
+                    expected[r * buckets + slot as usize] += matrix[r * columns + n];
+                }
+            }
+            // The same additions in the same order: the same bits.
+            assert!(got.iter().zip(&expected).all(|(g, e)| g.to_bits() == e.to_bits()), "{rows}×{columns}");
         }
     }
 

@@ -27,7 +27,7 @@ mod mat;
 mod precision;
 mod step;
 
-pub use f32::{matmul, product, row_sums, transpose, transpose_rows};
+pub use f32::{matmul, product, row_sums, sums_by_slot, transpose, transpose_rows};
 pub use mat::Mat;
 pub use precision::Precision;
 pub use step::StepWeights;
