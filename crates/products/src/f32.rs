@@ -116,7 +116,7 @@ pub fn sums_by_slot(matrix: &[f32], rows: usize, slots: &[u32], buckets: usize) 
     const BAND: usize = 16;
     let columns = slots.len();
     assert!(matrix.len() >= rows * columns && slots.iter().all(|&s| (s as usize) < buckets), "sums_by_slot bounds");
-    let mut out = vec![0.0f32; rows * buckets];
+    let (matrix, mut out) = (&matrix[..rows * columns], vec![0.0f32; rows * buckets]);
     // Each task sums BAND rows of `matrix` into BAND rows of `out`.
     out.par_chunks_mut(BAND * buckets.max(1)).zip(matrix.par_chunks(BAND * columns.max(1))).for_each(|(sums, band)| {
         #[cfg(target_arch = "x86_64")]
@@ -230,7 +230,10 @@ mod tests {
         for (rows, columns, buckets) in [(1, 1, 1), (16, 16, 3), (40, 70, 9), (32, 3200, 400), (7, 5, 2)] {
             let matrix: Vec<f32> = (0..rows * columns).map(|v| ((v * 37 % 101) as f32 - 50.0) * 0.125).collect();
             let slots: Vec<u32> = (0..columns).map(|n| ((n * 13 + n / 7) % buckets) as u32).collect();
-            let got = sums_by_slot(&matrix, rows, &slots, buckets);
+            // A longer slice than the rows: only the first `rows` count.
+            let mut longer = matrix.clone();
+            longer.extend(std::iter::repeat_n(1.0, 16 * columns));
+            let got = sums_by_slot(&longer, rows, &slots, buckets);
             let mut expected = vec![0.0f32; rows * buckets];
             for r in 0..rows {
                 for (n, &slot) in slots.iter().enumerate() {
