@@ -125,11 +125,9 @@ pub fn sums_by_slot(matrix: &[f32], rows: usize, slots: &[u32], buckets: usize) 
             // SAFETY: AVX-512F is present; `band` holds BAND rows of `columns`, `by_slot`
             // `buckets` blocks of BAND, and every slot is below `buckets` (checked above).
             unsafe { crate::avx512::sums_by_slot(band, slots, &mut by_slot) };
-            for (s, block) in by_slot.chunks_exact(BAND).enumerate() {
-                for (r, &sum) in block.iter().enumerate() {
-                    sums[r * buckets + s] = sum;
-                }
-            }
+            // A slot's block holds its BAND rows' sums: transposed, they are `sums`' columns.
+            let blocks: Vec<&[f32]> = by_slot.chunks_exact(BAND).collect();
+            transpose_rows_into(&blocks, BAND, None, crate::mat::as_uninit(sums));
             return;
         }
         for (row, row_sums) in band.chunks_exact(columns.max(1)).zip(sums.chunks_exact_mut(buckets.max(1))) {
