@@ -154,6 +154,7 @@ fn tile_blocks(a: Mat, transposed: bool) -> (usize, usize, Vec<u32>) {
 mod fill {
     use super::TILE;
     use crate::avx512::{first_lanes, transpose16};
+    use crate::bfloat::pair_lanes;
     use crate::mat::Mat;
     use std::arch::x86_64::*;
     use std::mem::MaybeUninit;
@@ -200,22 +201,18 @@ mod fill {
             } else if a.column(0).is_some() {
                 by_pairs = true;
                 let lanes = first_lanes(rows);
-                let rounded = |k: usize| match a.column(k) {
+                let column = |k: usize| match a.column(k) {
                     Some(column) if k < depth => {
-                        // SAFETY: the mask selects the `rows` values that exist.
-                        let run = unsafe { _mm512_maskz_loadu_ps(lanes, column[row0..][..rows].as_ptr()) };
                         if let Some(later) = column.get(row0 + 2 * TILE..) {
                             _mm_prefetch::<_MM_HINT_T0>(later.as_ptr().cast());
                         }
-                        _mm512_cvtepu16_epi32(unsafe {
-                            std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(run))
-                        })
+                        // SAFETY: the mask selects the `rows` values that exist.
+                        unsafe { _mm512_maskz_loadu_ps(lanes, column[row0..][..rows].as_ptr()) }
                     }
-                    _ => _mm512_setzero_si512(),
+                    _ => _mm512_setzero_ps(),
                 };
                 for (j, register) in natural.iter_mut().enumerate().take(pairs) {
-                    let pair = _mm512_or_si512(rounded(k0 + 2 * j), _mm512_slli_epi32::<16>(rounded(k0 + 2 * j + 1)));
-                    *register = _mm512_castsi512_ps(pair);
+                    *register = _mm512_castsi512_ps(pair_lanes(column(k0 + 2 * j), column(k0 + 2 * j + 1)));
                 }
             } else {
                 for (i, register) in natural.iter_mut().enumerate().take(rows) {

@@ -5,6 +5,9 @@
 
 use std::mem::MaybeUninit;
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) use convert::pair_lanes;
+
 /// Whether this processor multiplies bfloat16 (AVX-512 BF16); the bf16 precision needs it.
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -53,6 +56,25 @@ pub(crate) fn round_pairs(low: &[f32], high: Option<&[f32]>, out: &mut [MaybeUni
     };
 }
 
+/// `runs` (all of one length L) taken in pairs, `(runs[2p], runs[2p + 1])` (the last alone
+/// with zero partners where the count is odd), each pair rounded lane by lane as
+/// [`round_pairs`] rounds, its values `q·lanes ..` (`lanes` ≤ 16 of them, zeros past L)
+/// written to `out[(q · pairs + p) · lanes ..][.. lanes]` for each panel q that `out`
+/// holds: the left panels of the transpose of a dense matrix, each run a column's values
+/// in the panels' rows. Each pair of runs is read once, in order, for all the panels.
+/// Panics where [`available`] is false.
+pub(crate) fn round_pairs_across(runs: &[&[f32]], lanes: usize, out: &mut [MaybeUninit<u32>]) {
+    let (len, pairs) = (runs.first().map_or(0, |r| r.len()), runs.len().div_ceil(2));
+    let panels = out.len() / (pairs * lanes).max(1);
+    assert!(available() && (1..=16).contains(&lanes) && runs.iter().all(|r| r.len() == len));
+    assert!(out.len() == panels * pairs * lanes && len <= panels * lanes, "whole panels, holding every value");
+    // SAFETY: the processor has AVX-512F and AVX-512 BF16; the sizes were checked above.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        convert::round_pairs_across(runs, lanes, panels, out)
+    };
+}
+
 /// Each of `sources` (at most 16, all of one length L) rounded as adjacent pairs,
 /// `pair(source[2p], source[2p + 1])` (a missing last value zero) as [`round_pairs`]
 /// rounds, source j's pair p written to `out[p · stride + j]` for p < ⌈L / 2⌉, and lanes
@@ -79,8 +101,19 @@ mod convert {
     use std::arch::x86_64::*;
     use std::mem::MaybeUninit;
 
-    /// See [`super::round_pairs`]: 16 pairs a time, each half converted by `vcvtneps2bf16`
-    /// and the two halves interleaved as the low and high 16 bits of each lane.
+    /// Sixteen lanes `pair(low[i], high[i])`: each register rounded by `vcvtneps2bf16`, the
+    /// halves placed as the low and high 16 bits of each lane.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[inline]
+    pub(crate) fn pair_lanes(low: __m512, high: __m512) -> __m512i {
+        let widened = |values: __m512| {
+            // SAFETY: `__m256bh` and `__m256i` are both 32 bytes of plain lanes.
+            _mm512_cvtepu16_epi32(unsafe { std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(values)) })
+        };
+        _mm512_or_si512(widened(low), _mm512_slli_epi32::<16>(widened(high)))
+    }
+
+    /// See [`super::round_pairs`]: 16 pairs a time by [`pair_lanes`].
     ///
     /// # Safety
     /// The processor must have AVX-512F and AVX-512 BF16; `low` and `high` hold at least
@@ -91,13 +124,40 @@ mod convert {
             let lanes = first_lanes(out.len() - start);
             // SAFETY: the masks select the first `out.len()` values of each, which exist.
             unsafe {
-                let rounded = |values: &[f32]| {
-                    let half = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(lanes, values.as_ptr().add(start)));
-                    _mm512_cvtepu16_epi32(std::mem::transmute::<__m256bh, __m256i>(half))
-                };
-                let high = high.map_or(_mm512_setzero_si512(), |h| _mm512_slli_epi32::<16>(rounded(h)));
-                let pairs = _mm512_or_si512(rounded(low), high);
+                let load = |values: &[f32]| _mm512_maskz_loadu_ps(lanes, values.as_ptr().add(start));
+                let pairs = pair_lanes(load(low), high.map_or(_mm512_setzero_ps(), load));
                 _mm512_mask_storeu_epi32(out.as_mut_ptr().add(start) as *mut i32, lanes, pairs);
+            }
+        }
+    }
+
+    /// See [`super::round_pairs_across`]: for each pair of runs, one register of up to 16
+    /// lanes a panel.
+    ///
+    /// # Safety
+    /// The processor must have AVX-512F and AVX-512 BF16; every run holds the same count of
+    /// values, at most `panels · lanes`, `lanes` ≤ 16; `out` holds `panels · ⌈runs / 2⌉ ·
+    /// lanes` values.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn round_pairs_across(
+        runs: &[&[f32]],
+        lanes: usize,
+        panels: usize,
+        out: &mut [MaybeUninit<u32>],
+    ) {
+        let (len, pairs) = (runs.first().map_or(0, |r| r.len()), runs.len().div_ceil(2));
+        let store = first_lanes(lanes);
+        for (p, pair) in runs.chunks(2).enumerate() {
+            for q in 0..panels {
+                let (start, load) = ((q * lanes).min(len), first_lanes(len.saturating_sub(q * lanes).min(lanes)));
+                // SAFETY: the load mask selects values of the runs from `start`, the store
+                // mask panel q's `lanes` values of pair p in `out`.
+                unsafe {
+                    let rounded = |run: &[f32]| _mm512_maskz_loadu_ps(load, run.as_ptr().add(start));
+                    let high = pair.get(1).map_or(_mm512_setzero_ps(), |run| rounded(run));
+                    let at = out.as_mut_ptr().add((q * pairs + p) * lanes) as *mut i32;
+                    _mm512_mask_storeu_epi32(at, store, pair_lanes(rounded(pair[0]), high));
+                }
             }
         }
     }
@@ -158,7 +218,7 @@ mod tests {
     }
 
     /// The hardware's rounding against [`round`]: the same bits for normal numbers (ties
-    /// included), infinities and NaN, zero for subnormals; both pair layouts, and lengths
+    /// included), infinities and NaN, zero for subnormals; all three pair layouts, and lengths
     /// around the 16- and 32-value steps (odd ones end on a zero partner).
     #[test]
     fn hardware_rounding_matches_round_but_takes_subnormals_as_zero() {
@@ -186,6 +246,24 @@ mod tests {
                 round_pairs(low, with_high.then_some(high), crate::mat::as_uninit(&mut out));
                 for (i, &lane) in out.iter().enumerate() {
                     check(lane, low[i], with_high.then(|| high[i]), format!("pairs of rows, {len} values, {i}"));
+                }
+            }
+            // Runs in pairs, rounded lane by lane into panels of `lanes` (the left panels of
+            // a transposed matrix): an odd run count ends on zeros, values past the runs too.
+            let count = len.min(40);
+            for (run_count, lanes) in [(1, 16), (2, 12), (7, 16), (24, 5)] {
+                let runs: Vec<&[f32]> = (0..run_count).map(|r| &values[r * 29..][..count]).collect();
+                let (pairs, panels) = (run_count.div_ceil(2), count.div_ceil(lanes).max(1));
+                let mut out = vec![0xDEAD_BEEFu32; panels * pairs * lanes];
+                round_pairs_across(&runs, lanes, crate::mat::as_uninit(&mut out));
+                for (i, &lane) in out.iter().enumerate() {
+                    let (q, p, j) = (i / (pairs * lanes), i / lanes % pairs, i % lanes);
+                    let place =
+                        format!("{run_count} runs of {count} into panels of {lanes}: panel {q}, pair {p}, lane {j}");
+                    match q * lanes + j {
+                        v if v < count => check(lane, runs[2 * p][v], runs.get(2 * p + 1).map(|high| high[v]), place),
+                        _ => assert_eq!(lane, 0, "{place}"),
+                    }
                 }
             }
             // Adjacent pairs of 1, 5 and 16 sources (each a different window of `values`),
