@@ -165,8 +165,8 @@ mod fill {
     /// `16·j + i` (`transposed`) for a B tile. Each register is rounded from the source's
     /// own runs — a row's 32 values, or (the transpose of a dense matrix) two columns' 16 —
     /// and the 16 registers are transposed where the tile's order differs. Float32
-    /// subnormals become zero, as in the `vdpbf16ps` panels; the tile unit takes bfloat16
-    /// subnormals as zero anyway.
+    /// subnormals become zero, as in the `vdpbf16ps` panels ([`crate::bfloat::round`] would
+    /// keep them as bfloat16 subnormals: products below 10⁻³⁷ of their other factor).
     ///
     /// # Safety
     /// The processor must have AVX-512F and AVX-512 BF16.
