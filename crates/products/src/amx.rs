@@ -92,7 +92,7 @@ const COLUMN_BLOCK: usize = 4 * BLOCK;
 /// The left operand of a tile product: rounded to bfloat16 and cut into tiles of 16 rows ×
 /// 16 k pairs, each tile's 1 KB contiguous, so a tile load reads consecutive cache lines.
 /// Tiles go k-chunk after k-chunk within a 16-row block, the blocks one after another;
-/// rows are padded to a multiple of [`BLOCK`] and pairs to a multiple of [`TILE`] with zeros.
+/// rows are padded with zeros to a multiple of 32, and pairs to a multiple of 16.
 /// Invariant: `data` holds `⌈rows/32⌉·32 · chunks · 16` lanes.
 pub struct TileRows {
     rows: usize,

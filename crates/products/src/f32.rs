@@ -140,7 +140,7 @@ pub fn sums_by_slot(matrix: &[f32], rows: usize, slots: &[u32], buckets: usize) 
 }
 
 /// The transpose of the dense row-major `rows × cols` matrix `src`, as a new dense matrix:
-/// [`transpose_rows_into`] on bands of 32 columns across the pool.
+/// `transpose_rows_into` on bands of 32 columns across the pool.
 pub fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     const BAND: usize = 32;
     assert!(src.len() >= rows * cols, "transpose out of bounds");
