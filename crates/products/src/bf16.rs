@@ -26,9 +26,10 @@
 //! Operands are rounded by the processor's own conversions (`round_pairs`,
 //! `round_pairs_across` and `round_adjacent_across` of `bfloat.rs`: 16 or 32 values an
 //! instruction), which round as [`round`] does but take float32 subnormals as zero — as
-//! `vdpbf16ps` takes bfloat16 subnormals anyway. A fresh product stores its sums; only `multiply_add` reads its
-//! destination. On the AMD EPYC measured, rounding in scalar code and zeroing each output
-//! before adding into it had cost a tenth of a bfloat16 training step.
+//! `vdpbf16ps` takes bfloat16 subnormals anyway. A fresh product stores its sums; only
+//! `multiply_add` reads its destination. On the AMD EPYC measured, rounding in scalar code
+//! and zeroing each output before adding into it had cost a tenth of a bfloat16 training
+//! step.
 
 use crate::mat::{Mat, PANEL};
 use rayon::prelude::*;
