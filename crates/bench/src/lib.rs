@@ -50,7 +50,24 @@ pub struct BenchReport {
     /// The same product read as bfloat16 (`products::bf16`), GFLOP/s; absent without AVX-512 BF16.
     pub matmul_bf16_gflops: Option<f64>,
     pub training: Vec<TrainingFigures>,
+    /// Training at the shapes of the base model that `make` fine-tunes from; absent where
+    /// that model could not be read.
+    pub base_model: Option<BaseModelFigures>,
     pub generation: Vec<GenerationFigures>,
+}
+
+/// Training steps at a real model's own shapes: its vocabulary, embedding, units and
+/// windows, and the dropout it trains with, which the bench's seed config leaves out
+/// (and which the peers' rows do not measure, so there is no ratio here). Train's weight
+/// drop is not in these steps.
+#[derive(Debug, serde::Serialize)]
+pub struct BaseModelFigures {
+    /// The model file the shapes were read from.
+    pub model: String,
+    pub hyperparameters: Hyperparameters,
+    pub batch: usize,
+    /// Per precision, `f32` then `bf16` where the processor has it: targets/s.
+    pub steps: Vec<(String, Timing)>,
 }
 
 /// The network and batch shapes of the training and generation figures.
@@ -391,8 +408,10 @@ pub fn train_fused(
     model.set_precision(precision)?;
     let mut adam = Adam::new(model.vars(), 1e-3);
     let (inputs, targets) = token_batch(hp, batch)?;
+    let mut dropout_rng = SeededRng::new(2, "bench dropout");
     let seconds = time_fallible(1, samples, || {
-        let (_, grads) = model.loss_and_gradients(&inputs, &targets, None)?;
+        let dropout = (hp.dropout > 0.0).then_some((&mut dropout_rng, hp.dropout));
+        let (_, grads) = model.loss_and_gradients(&inputs, &targets, dropout)?;
         adam.update(model.vars(), &grads)
     })?;
     Ok(Timing::of(batch * hp.seq_len, seconds))
@@ -580,6 +599,16 @@ pub fn table(report: &BenchReport) -> String {
         }
         if let (Some(fused), Some(bf16)) = (rate("fused"), rate("fused bf16")) {
             out += &format!("  H={hidden}: fused bf16 is {:.2}× fused float32 (medians)\n", bf16 / fused);
+        }
+    }
+    if let Some(base) = &report.base_model {
+        let hp = &base.hyperparameters;
+        out += &format!(
+            "\ntraining at the shapes of {} (vocabulary {}, embedding {}, H={}, {} layers, batch {}, sequence {}, dropout {}), targets/s\n",
+            base.model, hp.vocab_size, hp.embedding, hp.hidden, hp.layers, base.batch, hp.seq_len, hp.dropout
+        );
+        for (precision, step) in &base.steps {
+            out += &format!("  {precision:<15} {}\n", spread(&step.per_second, 9));
         }
     }
     if !report.generation.is_empty() {

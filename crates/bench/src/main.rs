@@ -1,4 +1,4 @@
-use bench::{BenchReport, EncodeFigures, ExtractFigures, GenerationFigures, Shapes, TrainingFigures};
+use bench::{BaseModelFigures, BenchReport, EncodeFigures, ExtractFigures, GenerationFigures, Shapes, TrainingFigures};
 use clap::Parser;
 use lstm::Precision;
 use std::path::PathBuf;
@@ -7,7 +7,8 @@ use std::path::PathBuf;
 /// MIDI files: parsing in memory, and the extract binary with the page cache warm and
 /// cold), encode (tokens/s, the encode binary), training (targets/s of this project's fused
 /// LSTM and of candle-nn's LSTM at the seed config, H = 256 and 512, against the roofline
-/// of the measured matmul rate) and generation (tokens/s, one stream and 16 at H = 512).
+/// of the measured matmul rate; and of the fused LSTM at the base model's own shapes, with
+/// its dropout) and generation (tokens/s, one stream and 16 at H = 512).
 /// Every figure is min / median / max of at least 10 samples after a warm-up. Prints a
 /// table and writes the figures as JSON; a few minutes. The extract and encode binaries
 /// must sit beside this one (`cargo build --release --bins`; `make bench` builds them).
@@ -26,6 +27,9 @@ struct Args {
     /// Timed training steps per configuration (min, median and max are reported).
     #[arg(long, default_value_t = bench::SAMPLES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     steps: usize,
+    /// The model whose shapes (and dropout) training is also timed at (`training` part).
+    #[arg(long, default_value = "models/piano-beats.bin", value_name = "FILE")]
+    base_model: PathBuf,
     /// Skip candle-nn's LSTM (its H = 512 steps take seconds each).
     #[arg(long)]
     no_candle_nn: bool,
@@ -109,9 +113,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             });
         }
     }
-    let mut generation = Vec::new();
     let precisions =
         if products::bf16::available() { vec![Precision::F32, Precision::Bf16] } else { vec![Precision::F32] };
+    let base_model = if args.runs(Part::Training) { base_model(args, &precisions)? } else { None };
+    let mut generation = Vec::new();
     for streams in [1, 16].into_iter().filter(|_| args.runs(Part::Generation)) {
         for &precision in &precisions {
             tracing::info!("bench: generating {streams} stream(s) at H = 512 in {precision:?}");
@@ -131,8 +136,18 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let cpu = bench::processor();
-    let report =
-        BenchReport { cpu, threads, shapes, extract, encode, matmul_gflops, matmul_bf16_gflops, training, generation };
+    let report = BenchReport {
+        cpu,
+        threads,
+        shapes,
+        extract,
+        encode,
+        matmul_gflops,
+        matmul_bf16_gflops,
+        training,
+        base_model,
+        generation,
+    };
     print!("{}", bench::table(&report));
     if let Some(parent) = args.output.parent() {
         std::fs::create_dir_all(parent)?;
@@ -140,6 +155,29 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     artifacts::write_if_changed(&args.output, serde_json::to_string_pretty(&report)?.as_bytes())?;
     tracing::info!("bench: figures written to {}", args.output.display());
     Ok(())
+}
+
+/// Training steps at the shapes of `--base-model`, in each precision; `None`, logged, where
+/// the model cannot be read.
+fn base_model(args: &Args, precisions: &[Precision]) -> Result<Option<BaseModelFigures>, Box<dyn std::error::Error>> {
+    let hp = match artifacts::read::<artifacts::ModelArtifact>(&args.base_model) {
+        Ok((_, model)) => model.hyperparameters,
+        Err(why) => {
+            tracing::warn!("bench: training at a base model's shapes not timed: {why}");
+            return Ok(None);
+        }
+    };
+    let mut steps = Vec::new();
+    for &precision in precisions {
+        tracing::info!("bench: training at the shapes of {} in {precision:?}", args.base_model.display());
+        steps.push((precision.pick("f32", "bf16").to_owned(), bench::train_fused(&hp, BATCH, args.steps, precision)?));
+    }
+    Ok(Some(BaseModelFigures {
+        model: args.base_model.display().to_string(),
+        hyperparameters: hp,
+        batch: BATCH,
+        steps,
+    }))
 }
 
 /// Extract (parsing in memory, then the binary warm and cold) and the encode binary on

@@ -46,7 +46,33 @@ impl SeededRng {
 
     /// Uniform in [0, 1), with 24 bits of precision.
     pub fn unit_f32(&mut self) -> f32 {
-        (self.inner.next_u32() >> 8) as f32 / (1u32 << 24) as f32
+        unit_f32_from(self.inner.next_u32())
+    }
+
+    /// The next `out.len()` values of [`SeededRng::unit_f32`], the same values in the same
+    /// order, drawn a buffer of words at a time rather than a word per call.
+    pub fn fill_unit_f32(&mut self, out: &mut [f32]) {
+        const WORDS: usize = 256;
+        let mut bytes = [0u8; 4 * WORDS];
+        for run in out.chunks_mut(WORDS) {
+            // Whole words, little-endian: the generator hands out the same words, in the same
+            // order, as it would to `next_u32`.
+            let bytes = &mut bytes[..4 * run.len()];
+            self.inner.fill_bytes(bytes);
+            for (value, word) in run.iter_mut().zip(bytes.chunks_exact(4)) {
+                *value = unit_f32_from(u32::from_le_bytes([word[0], word[1], word[2], word[3]]));
+            }
+        }
+    }
+
+    /// This stream as it will be after `words` more 32-bit words ([`SeededRng::unit_f32`]
+    /// draws one, the other draws two): one long run of draws can then be drawn in pieces,
+    /// each from its own copy, on any number of threads, with the values of one draw after
+    /// another.
+    pub fn ahead(&self, words: u64) -> SeededRng {
+        let mut inner = self.inner.clone();
+        inner.set_word_pos(self.inner.get_word_pos() + u128::from(words));
+        SeededRng { inner }
     }
 
     /// Uniform in [0, 1), with 53 bits of precision.
@@ -68,6 +94,11 @@ impl SeededRng {
             items.swap(i, j);
         }
     }
+}
+
+/// A 32-bit word as a uniform value in [0, 1): its top 24 bits, which a float32 holds exactly.
+fn unit_f32_from(word: u32) -> f32 {
+    (word >> 8) as f32 / (1u32 << 24) as f32
 }
 
 #[cfg(test)]
@@ -96,6 +127,29 @@ mod tests {
         let mut resumed = SeededRng::new(5, "dropout");
         resumed.set_position(position);
         assert_eq!((0..5).map(|_| resumed.next_u64()).collect::<Vec<_>>(), expected);
+    }
+
+    #[test]
+    fn bulk_and_pieced_draws_are_the_draws_one_by_one() {
+        let mut one_by_one = SeededRng::new(3, "dropout");
+        one_by_one.next_u64(); // start off a block's first word
+        let mut bulk = one_by_one.ahead(0);
+        let expected: Vec<f32> = (0..1000).map(|_| one_by_one.unit_f32()).collect();
+
+        let mut drawn = vec![0.0f32; 1000];
+        bulk.fill_unit_f32(&mut drawn[..517]);
+        bulk.fill_unit_f32(&mut drawn[517..]);
+        assert_eq!(drawn, expected);
+        assert_eq!(
+            bulk.next_u64(),
+            one_by_one.ahead(0).next_u64(),
+            "the bulk draw leaves the stream where one by one does"
+        );
+
+        let start = SeededRng::new(3, "dropout").ahead(2);
+        for at in [0, 1, 15, 16, 63, 64, 65, 700] {
+            assert_eq!(start.ahead(at).unit_f32(), expected[at as usize], "a piece starting at draw {at}");
+        }
     }
 
     #[test]
