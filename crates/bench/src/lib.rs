@@ -66,8 +66,16 @@ pub struct BaseModelFigures {
     pub model: String,
     pub hyperparameters: Hyperparameters,
     pub batch: usize,
-    /// Per precision, `f32` then `bf16` where the processor has it: targets/s.
-    pub steps: Vec<(String, Timing)>,
+    /// `f32`, then `bf16` where the processor has it.
+    pub steps: Vec<PrecisionSteps>,
+}
+
+/// Training steps in one precision: targets/s.
+#[derive(Debug, serde::Serialize)]
+pub struct PrecisionSteps {
+    /// `f32` or `bf16`: how the products read their operands.
+    pub precision: String,
+    pub step: Timing,
 }
 
 /// The network and batch shapes of the training and generation figures.
@@ -607,7 +615,7 @@ pub fn table(report: &BenchReport) -> String {
             "\ntraining at the shapes of {} (vocabulary {}, embedding {}, H={}, {} layers, batch {}, sequence {}, dropout {}), targets/s\n",
             base.model, hp.vocab_size, hp.embedding, hp.hidden, hp.layers, base.batch, hp.seq_len, hp.dropout
         );
-        for (precision, step) in &base.steps {
+        for PrecisionSteps { precision, step } in &base.steps {
             out += &format!("  {precision:<15} {}\n", spread(&step.per_second, 9));
         }
     }

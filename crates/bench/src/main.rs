@@ -1,4 +1,7 @@
-use bench::{BaseModelFigures, BenchReport, EncodeFigures, ExtractFigures, GenerationFigures, Shapes, TrainingFigures};
+use bench::{
+    BaseModelFigures, BenchReport, EncodeFigures, ExtractFigures, GenerationFigures, PrecisionSteps, Shapes,
+    TrainingFigures,
+};
 use clap::Parser;
 use lstm::Precision;
 use std::path::PathBuf;
@@ -170,7 +173,8 @@ fn base_model(args: &Args, precisions: &[Precision]) -> Result<Option<BaseModelF
     let mut steps = Vec::new();
     for &precision in precisions {
         tracing::info!("bench: training at the shapes of {} in {precision:?}", args.base_model.display());
-        steps.push((precision.pick("f32", "bf16").to_owned(), bench::train_fused(&hp, BATCH, args.steps, precision)?));
+        let step = bench::train_fused(&hp, BATCH, args.steps, precision)?;
+        steps.push(PrecisionSteps { precision: precision.pick("f32", "bf16").to_owned(), step });
     }
     Ok(Some(BaseModelFigures {
         model: args.base_model.display().to_string(),
