@@ -66,7 +66,7 @@ impl SeededRng {
     }
 
     /// This stream as it will be after `words` more 32-bit words ([`SeededRng::unit_f32`]
-    /// draws one, the other draws two): one long run of draws can then be drawn in pieces,
+    /// takes one, each other draw two): one long run of draws can then be drawn in pieces,
     /// each from its own copy, on any number of threads, with the values of one draw after
     /// another.
     pub fn ahead(&self, words: u64) -> SeededRng {
