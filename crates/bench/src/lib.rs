@@ -612,7 +612,8 @@ pub fn table(report: &BenchReport) -> String {
     if let Some(base) = &report.base_model {
         let hp = &base.hyperparameters;
         out += &format!(
-            "\ntraining at the shapes of {} (vocabulary {}, embedding {}, H={}, {} layers, batch {}, sequence {}, dropout {}), targets/s\n",
+            "\ntraining at the shapes of {} (vocabulary {}, embedding {}, H={}, {} layers, batch {}, \
+             sequence {}, dropout {}), targets/s\n",
             base.model, hp.vocab_size, hp.embedding, hp.hidden, hp.layers, base.batch, hp.seq_len, hp.dropout
         );
         for PrecisionSteps { precision, step } in &base.steps {
