@@ -471,12 +471,14 @@ pub fn inverted_dropout_mask(rng: &mut SeededRng, p: f32, len: usize) -> Vec<f32
     // base-model training step while the other core waited.)
     const PIECE: usize = 1 << 15;
     let keep = 1.0 / (1.0 - p);
-    let mut mask = vec![0.0f32; len];
+    let mut mask = Vec::with_capacity(len);
     let start = &*rng;
-    mask.par_chunks_mut(PIECE).enumerate().for_each(|(index, piece)| {
-        start.ahead((index * PIECE) as u64).fill_unit_f32(piece);
-        piece.iter_mut().for_each(|value| *value = if *value < p { 0.0 } else { keep });
+    mask.spare_capacity_mut()[..len].par_chunks_mut(PIECE).enumerate().for_each(|(index, piece)| {
+        let draws = start.ahead((index * PIECE) as u64).fill_unit_f32(piece);
+        draws.iter_mut().for_each(|value| *value = if *value < p { 0.0 } else { keep });
     });
+    // SAFETY: the pieces cover all `len` values, and `fill_unit_f32` wrote each of its own.
+    unsafe { mask.set_len(len) };
     *rng = rng.ahead(len as u64);
     mask
 }

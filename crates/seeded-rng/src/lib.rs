@@ -12,6 +12,7 @@
 
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
+use std::mem::MaybeUninit;
 
 /// A reproducible random stream. Same seed and label, same numbers, on every machine.
 pub struct SeededRng {
@@ -49,9 +50,10 @@ impl SeededRng {
         unit_f32_from(self.inner.next_u32())
     }
 
-    /// The next `out.len()` values of [`SeededRng::unit_f32`], the same values in the same
-    /// order, drawn a buffer of words at a time rather than a word per call.
-    pub fn fill_unit_f32(&mut self, out: &mut [f32]) {
+    /// Writes the next `out.len()` values of [`SeededRng::unit_f32`] into `out`, the same
+    /// values in the same order, drawn a buffer of words at a time rather than a word per
+    /// call, and returns them. `out` need not be initialised: a large buffer is written once.
+    pub fn fill_unit_f32<'a>(&mut self, out: &'a mut [MaybeUninit<f32>]) -> &'a mut [f32] {
         const WORDS: usize = 256;
         let mut bytes = [0u8; 4 * WORDS];
         for run in out.chunks_mut(WORDS) {
@@ -60,9 +62,11 @@ impl SeededRng {
             let bytes = &mut bytes[..4 * run.len()];
             self.inner.fill_bytes(bytes);
             for (value, word) in run.iter_mut().zip(bytes.chunks_exact(4)) {
-                *value = unit_f32_from(u32::from_le_bytes([word[0], word[1], word[2], word[3]]));
+                value.write(unit_f32_from(u32::from_le_bytes([word[0], word[1], word[2], word[3]])));
             }
         }
+        // SAFETY: every value of `out` was written above; `MaybeUninit<f32>` has `f32`'s layout.
+        unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) }
     }
 
     /// This stream as it will be after `words` more 32-bit words ([`SeededRng::unit_f32`]
@@ -136,9 +140,10 @@ mod tests {
         let mut bulk = one_by_one.ahead(0);
         let expected: Vec<f32> = (0..1000).map(|_| one_by_one.unit_f32()).collect();
 
-        let mut drawn = vec![0.0f32; 1000];
-        bulk.fill_unit_f32(&mut drawn[..517]);
-        bulk.fill_unit_f32(&mut drawn[517..]);
+        let mut buffer = [MaybeUninit::uninit(); 1000];
+        let (first, rest) = buffer.split_at_mut(517);
+        let mut drawn = bulk.fill_unit_f32(first).to_vec();
+        drawn.extend_from_slice(bulk.fill_unit_f32(rest));
         assert_eq!(drawn, expected);
         assert_eq!(
             bulk.next_u64(),
