@@ -13,9 +13,10 @@
 //! (`compose.step_quarters`) apart, chords voiced upwards from middle C's octave, as the
 //! original design does. The composer plans the form the network cannot: phrases of
 //! `compose.phrase_bars` bars (`beats`) or `compose.phrase_seconds` that restate earlier ones
-//! (see [`form`]). Each piece is written as a standard MIDI file for piano (program 0) with
-//! its time signatures and tempo map, and a text event saying where it comes from, with its
-//! piano roll and report beside it.
+//! (see [`form`]), and, with `compose.in_key`, keeps the piece in a key, which the `beats`
+//! network does not hold by itself (see [`key`]). Each piece is written as a standard MIDI file for piano (program 0)
+//! with its time signatures, tempo map and key signature, and a text event saying where it
+//! comes from, with its piano roll and report beside it.
 //!
 //! Key design decision: the LSTM state is *carried* from step to step ([`lstm::Generator`]),
 //! so each new token costs one step of the network, not a rerun over the whole window, and
@@ -27,6 +28,7 @@
 
 pub mod audio;
 pub mod form;
+pub mod key;
 
 use artifacts::{DatasetArtifact, Encoding, ModelArtifact};
 use config::{ComposeConfig, PipelineConfig, Sampling, Section};
@@ -334,7 +336,8 @@ fn write_outputs(
     let report = ComposeReport { precision: precision.to_owned(), ..ComposeReport::new(output, composition) };
     tracing::info!(
         "compose: {} tokens ({} distinct), {} notes from {} to {}, {:.0} s in {} at {}, \
-         {:.1} notes/s, up to {} at once, {:.0} % of onsets on the sixteenth/triplet grid",
+         {:.1} notes/s, up to {} at once, {:.0} % of onsets on the sixteenth/triplet grid, \
+         {:.0} % of notes in {}'s scale",
         report.elements,
         report.distinct_elements,
         report.notes,
@@ -345,7 +348,9 @@ fn write_outputs(
         report.tempo,
         report.notes_per_second,
         report.max_polyphony,
-        100.0 * report.onsets_on_grid
+        100.0 * report.onsets_on_grid,
+        100.0 * report.in_key,
+        report.key
     );
     let roll: Vec<music::TimedNote> = score.notes.iter().map(music::TimedNote::from).collect();
     let bar_lines: Vec<f64> = score
@@ -383,6 +388,11 @@ pub struct ComposeReport {
     /// Share of onsets within 1/48 of a quarter note of a sixteenth or an eighth-note
     /// triplet of the written file (see [`music::on_grid`]).
     pub onsets_on_grid: f64,
+    /// The key whose signature the file carries: its notes' best-fitting diatonic scale,
+    /// major or minor (see [`music::key`])…
+    pub key: String,
+    /// …and the share of the notes in that scale.
+    pub in_key: f64,
     /// The products the network computed in and why (`compose.precision`; with `"auto"`,
     /// the rates measured).
     pub precision: String,
@@ -428,6 +438,8 @@ impl ComposeReport {
             max_polyphony = max_polyphony.max(sounding);
         }
         let distinct: std::collections::BTreeSet<&String> = composition.tokens.iter().collect();
+        let pitch_classes = music::key::pitch_class_counts(notes.iter().map(|n| n.pitch));
+        let scale = music::key::Scale::best_fit(&pitch_classes);
         ComposeReport {
             file: output.display().to_string(),
             elements: composition.tokens.len(),
@@ -441,6 +453,8 @@ impl ComposeReport {
             meter,
             tempo,
             onsets_on_grid: music::on_grid_share(notes.iter().map(|n| n.onset_quarters)),
+            key: scale.key_name(scale.sounds_minor(&pitch_classes)),
+            in_key: music::key::in_key_share(notes.iter().map(|n| n.pitch)),
             precision: String::new(),
         }
     }
@@ -520,6 +534,7 @@ fn compose_on_this_thread(
             primer,
             rng,
             rules: Rules::of(model, settings, meter),
+            key: key::KeyGuard::new(&model.encoding, &model.vocabulary, settings.in_key),
             // `tokens` is an upper bound, and with `seconds` set far from the usual length.
             generated: Vec::with_capacity(settings.tokens.min(1 << 16)),
             at: form::Position::default(),
@@ -537,6 +552,7 @@ fn compose_on_this_thread(
         for (piece, token) in pieces.iter_mut().zip(next.iter_mut()) {
             *token = piece.primer[position];
             piece.rules.observe(*token);
+            piece.key.observe(*token);
         }
         if position + 1 < primer_length {
             generator.step(&next)?;
@@ -557,10 +573,11 @@ fn compose_on_this_thread(
             let restated = piece.phrases.next_restated(|id| piece.rules.allows(id), |id| is_shift[id as usize]);
             *token = match restated {
                 Some(id) => id,
-                None => draw(scores, &retempered, &piece.rules, settings, &mut piece.rng),
+                None => draw(scores, &retempered, (&piece.rules, &piece.key), settings, &mut piece.rng),
             };
             *token = piece.rules.shorten(*token);
             piece.rules.observe(*token);
+            piece.key.observe(*token);
             piece.generated.push(*token);
             piece.at = piece.rules.advance(piece.at, *token, token_seconds[*token as usize]);
             let rules = &piece.rules;
@@ -595,6 +612,7 @@ struct Piece<'a> {
     primer: &'a [u32],
     rng: SeededRng,
     rules: Rules,
+    key: key::KeyGuard,
     generated: Vec<u32>,
     /// Where the music stands: seconds (for `beats`, at the last bar line) and bars.
     at: form::Position,
@@ -704,11 +722,19 @@ struct Retempered {
     temperature: f64,
 }
 
-/// The network's choice of the next token from its `scores`: the grammar's refusals
-/// masked, the retempered group at its own temperature, then the configured sampling.
-fn draw(scores: &[f32], retempered: &Retempered, rules: &Rules, settings: &ComposeConfig, rng: &mut SeededRng) -> u32 {
+/// The network's choice of the next token from its `scores`: the grammar's refusals and
+/// the key guard's masked, the retempered group at its own temperature, then the
+/// configured sampling.
+fn draw(
+    scores: &[f32],
+    retempered: &Retempered,
+    (rules, key): (&Rules, &key::KeyGuard),
+    settings: &ComposeConfig,
+    rng: &mut SeededRng,
+) -> u32 {
     let mut scores = scores.to_vec();
     rules.mask(&mut scores);
+    key.mask(&mut scores, settings.temperature);
     if retempered.temperature != settings.temperature && !retempered.group.is_empty() {
         retemper_group(&mut scores, &retempered.group, settings.temperature, retempered.temperature);
     }

@@ -301,6 +301,9 @@ pub struct ComposeConfig {
     /// …and after each, with this probability, the next phrase restates an earlier one of
     /// the same piece (0 = never), so motifs come back.
     pub repeat: f64,
+    /// `beats` and `performance`: the least share of a piece's notes in their best-fitting
+    /// diatonic scale, kept while sampling (0 = the network's choice alone).
+    pub in_key: f64,
     /// `"auto"`, `"f32"` or `"bf16"`: how generation's matrix products read the weights
     /// (see [`Precision`]).
     #[serde(skip_serializing_if = "Precision::is_auto")]
@@ -464,6 +467,7 @@ impl Default for ComposeConfig {
             notation_grid: true,
             phrase_seconds: 4.0,
             repeat: 0.35,
+            in_key: 0.0,
             precision: Precision::Auto,
         }
     }
@@ -821,6 +825,9 @@ impl ComposeConfig {
         }
         if !(self.max_note_seconds.is_normal() && self.max_note_seconds > 0.0 && self.max_note_seconds <= 60.0) {
             return invalid("compose.max_note_seconds", format!("must be in (0, 60], got {}", self.max_note_seconds));
+        }
+        if !(0.0..=1.0).contains(&self.in_key) {
+            return invalid("compose.in_key", format!("must be in [0, 1], got {}", self.in_key));
         }
         if self.max_tempo_drift > 255 {
             return invalid("compose.max_tempo_drift", format!("must be in 0..=255, got {}", self.max_tempo_drift));

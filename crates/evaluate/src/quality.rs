@@ -12,7 +12,8 @@
 //! (the share of the pitch sequence's 4-grams whose value occurs more than once in the piece),
 //! pulse (the share of the most common inter-onset interval, to 10 ms), notes per second,
 //! the share of onsets on the sixteenth / eighth-triplet grid of the file's own quarter
-//! notes ([`music::on_grid`]), the longest held note, and the longest run of notes copied
+//! notes ([`music::on_grid`]), how much of the piece keeps to one key ([`music::key::in_key_share`]),
+//! the longest held note, and the longest run of notes copied
 //! from the training pieces in any transposition (compared as interval sequences; for the
 //! reference pieces' excerpts too, the scale a generated piece's copies are read on).
 //!
@@ -209,6 +210,8 @@ pub struct PieceFigures {
     pub pulse: f64,
     /// Share of onsets within 1/48 of a quarter note of a sixteenth or an eighth triplet.
     pub onsets_on_grid: f64,
+    /// Share of notes in the piece's best-fitting diatonic scale ([`music::key::in_key_share`]).
+    pub in_key: f64,
     pub longest_note_seconds: f64,
     /// The longest run of notes found in one training piece, in any transposition (0 without
     /// training pieces).
@@ -235,6 +238,7 @@ pub fn piece_figures(name: &str, piece: &[Note], training: &[(String, Vec<i16>)]
         repetition: repetition_share(&pitches, REPETITION_NGRAM),
         pulse: pulse_share(&groups),
         onsets_on_grid: music::on_grid_share(piece.iter().map(|n| n.onset_quarters)),
+        in_key: music::key::in_key_share(piece.iter().map(|n| n.pitch)),
         longest_note_seconds: piece.iter().map(|n| n.duration_seconds).fold(0.0, f64::max),
         // A run of k equal intervals is k + 1 notes.
         longest_copy_notes: copy.as_ref().map_or(0, |c| if c.length > 0 { c.length + 1 } else { 0 }),
@@ -262,6 +266,7 @@ pub struct QualityReport {
     pub pulse: f64,
     pub notes_per_second: f64,
     pub onsets_on_grid: f64,
+    pub in_key: f64,
     pub longest_copy_notes: usize,
     pub longest_note_seconds: f64,
     /// The same figures of the reference pieces' first `excerpt_seconds`, for comparison.
@@ -269,6 +274,7 @@ pub struct QualityReport {
     pub reference_pulse: f64,
     pub reference_notes_per_second: f64,
     pub reference_onsets_on_grid: f64,
+    pub reference_in_key: f64,
     /// The longest run each reference excerpt shares with a training piece: music the model
     /// never saw copies this much by chance and by style (0s without training pieces).
     pub reference_longest_copy_notes: Spread,
@@ -317,6 +323,7 @@ pub struct RealExcerpts {
     pub pulse: Spread,
     pub notes_per_second: Spread,
     pub onsets_on_grid: Spread,
+    pub in_key: Spread,
     /// Each set's mean overlap, in the order drawn: where among real music a generated
     /// set's figure falls, not only whether it clears the median.
     pub mean_overlap_of_each: Vec<f64>,
@@ -429,6 +436,7 @@ pub fn real_excerpts(
         pulse: spread(&pulse_of),
         notes_per_second: spread(&density_of),
         onsets_on_grid: spread(&mean_of(|p| p.onsets_on_grid)),
+        in_key: spread(&mean_of(|p| p.in_key)),
         mean_overlap_of_each: sets.iter().map(mean_overlap_of).collect(),
         real_sets_meeting: TARGET_NAMES
             .iter()
@@ -479,12 +487,14 @@ pub fn compare(
         pulse: mean(pieces.iter().map(|p| p.pulse)),
         notes_per_second: mean(pieces.iter().map(|p| p.notes_per_second)),
         onsets_on_grid: mean(pieces.iter().map(|p| p.onsets_on_grid)),
+        in_key: mean(pieces.iter().map(|p| p.in_key)),
         longest_copy_notes: pieces.iter().map(|p| p.longest_copy_notes).max().unwrap_or(0),
         longest_note_seconds: pieces.iter().map(|p| p.longest_note_seconds).fold(0.0, f64::max),
         reference_repetition: mean(excerpts.iter().map(|p| p.repetition)),
         reference_pulse: mean(excerpts.iter().map(|p| p.pulse)),
         reference_notes_per_second: mean(excerpts.iter().map(|p| p.notes_per_second)),
         reference_onsets_on_grid: mean(excerpts.iter().map(|p| p.onsets_on_grid)),
+        reference_in_key: mean(excerpts.iter().map(|p| p.in_key)),
         reference_longest_copy_notes: Spread::of(excerpts.iter().map(|p| p.longest_copy_notes as f64).collect()),
         excerpt_seconds,
         training_longest_note_seconds: training
@@ -530,6 +540,10 @@ pub fn markdown(report: &QualityReport) -> String {
         "| onsets on the sixteenth / eighth-triplet grid | {:.2} | {:.2} |\n",
         report.onsets_on_grid, report.reference_onsets_on_grid
     ));
+    md.push_str(&format!(
+        "| notes in the piece's best-fitting diatonic scale | {:.2} | {:.2} |\n",
+        report.in_key, report.reference_in_key
+    ));
     let copies = &report.reference_longest_copy_notes;
     md.push_str(&format!(
         "\nLongest run of notes copied from a training piece (any transposition): {} (the reference \
@@ -567,6 +581,7 @@ pub fn markdown(report: &QualityReport) -> String {
             ("repetition", report.repetition, &real.repetition),
             ("pulse", report.pulse, &real.pulse),
             ("onsets on the grid", report.onsets_on_grid, &real.onsets_on_grid),
+            ("notes in key", report.in_key, &real.in_key),
         ] {
             md.push_str(&format!("| {name} | {generated:.2} | {} |\n", show(real)));
         }

@@ -9,7 +9,8 @@
 //! - [`metre`]: a piece's time signatures and tempo map, and where a note falls in its bars;
 //! - [`encoding`], [`codec`], [`beats`], [`performance`], [`names`]: the token encodings, notes →
 //!   tokens → notes, with augmentation; [`fidelity`] measures what survives the round trip;
-//! - [`grammar`]: which `performance` token may come next, for sampling ([`beats`] has its own).
+//! - [`grammar`]: which `performance` token may come next, for sampling ([`beats`] has its own);
+//! - [`key`]: the diatonic scale a passage keeps to, and its key signature.
 //!
 //! Key design decision: this crate depends on nothing of the pipeline's, so every stage and
 //! tool can use it and no stage needs another stage's crate. Settings come in as plain
@@ -23,6 +24,7 @@ pub mod encoding;
 pub mod fidelity;
 pub mod files;
 pub mod grammar;
+pub mod key;
 pub mod metre;
 pub mod midi_in;
 pub mod midi_out;

@@ -26,7 +26,8 @@ pub fn ticks(quarters: f64) -> u64 {
 }
 
 /// A format-0 MIDI file: one track on channel 1, program 0 (acoustic grand piano), the
-/// score's time signatures and tempo map, each note placed by its quarter notes (its
+/// score's time signatures and tempo map, the key signature of the notes' best-fitting
+/// scale ([`crate::key::Scale::best_fit`]), each note placed by its quarter notes (its
 /// seconds, channel and program are not read; a tempo that restates the one in force is
 /// left out). `text`, when given, is written as a text
 /// meta event at the start (players ignore it; MuseScore 3 shows it as text above the
@@ -64,6 +65,13 @@ pub fn to_bytes(score: &Score, text: Option<&str>) -> Vec<u8> {
     if let Some(text) = text {
         track.push(at_start(meta(MetaMessage::Text(text.as_bytes()))));
     }
+    if !score.notes.is_empty() {
+        // The key signature under which the fewest notes need an accidental; without one a
+        // notation program guesses its own.
+        let counts = crate::key::pitch_class_counts(score.notes.iter().map(|n| n.pitch));
+        let scale = crate::key::Scale::best_fit(&counts);
+        track.push(at_start(meta(MetaMessage::KeySignature(scale.sharps(), scale.sounds_minor(&counts)))));
+    }
     track.push(at_start(TrackEventKind::Midi { channel, message: MidiMessage::ProgramChange { program: u7::new(0) } }));
     let mut now = 0u64;
     for (tick, change) in changes {
@@ -100,6 +108,27 @@ mod tests {
     use super::*;
     use crate::Note;
     use crate::metre::Metre;
+
+    #[test]
+    fn the_key_signature_is_the_notes_best_fitting_scale() {
+        // E major's scale and its tonic triad: four sharps, major; A minor's: none, minor.
+        for (pitches, signature) in [
+            (vec![64, 66, 68, 69, 71, 73, 75, 64, 68, 71, 76], (4, false)),
+            (vec![57, 59, 60, 62, 64, 65, 67, 57, 60, 64, 69, 57], (0, true)),
+        ] {
+            let notes = pitches.iter().enumerate().map(|(i, &p)| Note::of_score(p, 80, i as f64, 1.0, 120.0)).collect();
+            let smf_bytes = to_bytes(&Score { notes, metre: Metre::steady(4, 4, 120.0) }, None);
+            let smf = Smf::parse(&smf_bytes).unwrap();
+            let keys: Vec<(i8, bool)> = smf.tracks[0]
+                .iter()
+                .filter_map(|e| match e.kind {
+                    TrackEventKind::Meta(MetaMessage::KeySignature(sharps, minor)) => Some((sharps, minor)),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(keys, [signature]);
+        }
+    }
 
     #[test]
     fn written_file_reads_back_with_midly() {
