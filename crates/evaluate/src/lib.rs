@@ -8,7 +8,7 @@
 //! - the model, on the validation pieces only (never augmented): cross-entropy in nats per
 //!   token, perplexity, top-1 and top-5 accuracy, the same loss per note and per second of
 //!   music (so encodings that spend different numbers of tokens on a note compare fairly),
-//!   and the loss by token type;
+//!   and the loss by token type; and whether it knows the key ([`KeySense`]);
 //! - the music ([`music`]): the generated pieces against the validation pieces by the
 //!   split's definitions that `quality` uses ([`quality`]: seven histograms as overlap and
 //!   KL divergence; repetition, pulse, density, onsets on the grid), so the two never
@@ -59,6 +59,23 @@ pub struct ModelFigures {
     pub nats_per_second: f64,
     /// Token type → (targets, nats per token).
     pub by_token_type: BTreeMap<String, (usize, f64)>,
+    /// `None` where no token names a key by itself.
+    pub key_sense: Option<KeySense>,
+}
+
+/// Whether the model knows a piece's key: at every target that names a key by itself
+/// (`beats`' lowest key of an onset, `performance`'s press, a `names` note), the share of
+/// the probability it gives such tokens that falls on keys of the piece's scale (the
+/// best-fitting scale of those tokens in the piece, [`::music::key::Scale::best_fit`]),
+/// beside how often the true key is in it. A model blind to the key puts the scale's share
+/// of the twelve pitch classes there, 7/12.
+#[derive(Debug, Serialize)]
+pub struct KeySense {
+    pub targets: usize,
+    /// Mean over those targets of the probability on the scale's keys, of that on all keys.
+    pub model_in_scale: f64,
+    /// The share of those targets whose true key is in the scale.
+    pub true_in_scale: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -276,6 +293,29 @@ pub fn evaluate(
 
 /// The type of a token, for the loss by type: performance `on`/`off`/`shift`/`vel`, beats
 /// `bar`/`pos`/`tempo`/`vel`/`pitch`/`up`/`dur`, names `note`/`chord`.
+/// The key a token names by itself, if it does.
+fn named_key(token: &str) -> Option<u8> {
+    match token.split_once(':') {
+        Some(("pitch" | "on", value)) => value.parse().ok(),
+        Some(_) => None,
+        None => artifacts::parse_pitch_name(token),
+    }
+}
+
+/// Of the probability `log_probabilities` gives the tokens that name a key (`keys[id]`),
+/// the share on keys `scale` holds; `None` where it gives them none.
+fn share_in_scale(log_probabilities: &[f32], keys: &[Option<u8>], scale: ::music::key::Scale) -> Option<f64> {
+    let (mut all, mut held) = (0.0f64, 0.0f64);
+    for (&log_p, key) in log_probabilities.iter().zip(keys) {
+        if let Some(key) = key {
+            let p = f64::from(log_p).exp();
+            all += p;
+            held += if scale.holds(*key) { p } else { 0.0 };
+        }
+    }
+    (all > 0.0).then(|| held / all)
+}
+
 fn token_type(token: &str) -> &'static str {
     match token.split_once(':').map(|(kind, _)| kind) {
         Some("on") => "press",
@@ -307,10 +347,28 @@ fn model_figures(
     let network = LstmModel::from_named(model.hyperparameters.clone(), &model.weights, device)?;
     let (mut nats, mut top1, mut top5, mut targets) = (0.0f64, 0usize, 0usize, 0usize);
     let mut by_type: BTreeMap<String, (usize, f64)> = BTreeMap::new();
+    let keys: Vec<Option<u8>> = dataset.vocabulary.tokens.iter().map(|t| named_key(t)).collect();
+    let scale_of_piece = |piece: usize| {
+        let named = dataset.pieces[piece].tokens.iter().filter_map(|&id| keys[id as usize]);
+        ::music::key::Scale::best_fit(&::music::key::pitch_class_counts(named))
+    };
+    let (mut key_targets, mut model_in_scale, mut true_in_scale) = (0usize, 0.0f64, 0usize);
+    let mut batch_windows = batches.iter();
     lstm::read_in_order(&network, dataset, &batches, device, |logits, expected| {
         let rows = candle_nn::ops::log_softmax(&logits, D::Minus1)?.to_vec2::<f32>()?;
         let expected = expected.to_vec1::<u32>()?;
-        for (row, &target) in rows.iter().zip(&expected) {
+        // Rows are time-major: row t·B + b is window b's position t.
+        let windows = batch_windows.next().expect("one batch of windows per call");
+        let scales: Vec<::music::key::Scale> = windows.iter().map(|w| scale_of_piece(w.piece)).collect();
+        for (index, (row, &target)) in rows.iter().zip(&expected).enumerate() {
+            if let Some(key) = keys[target as usize] {
+                let scale = scales[index % scales.len()];
+                if let Some(share) = share_in_scale(row, &keys, scale) {
+                    key_targets += 1;
+                    model_in_scale += share;
+                    true_in_scale += usize::from(scale.holds(key));
+                }
+            }
             let score = row[target as usize];
             let better = row.iter().filter(|&&s| s > score).count();
             nats -= f64::from(score);
@@ -336,6 +394,11 @@ fn model_figures(
         nats_per_note: 0.0,
         nats_per_second: 0.0,
         by_token_type: by_type,
+        key_sense: (key_targets > 0).then(|| KeySense {
+            targets: key_targets,
+            model_in_scale: model_in_scale / key_targets as f64,
+            true_in_scale: true_in_scale as f64 / key_targets as f64,
+        }),
     }))
 }
 
@@ -418,6 +481,13 @@ fn markdown(e: &Evaluation, pictures: &[(String, PathBuf)]) -> String {
             for (kind, (count, loss)) in &m.by_token_type {
                 let _ = writeln!(md, "| {kind} tokens ({count}) | {loss:.3} nats per token |");
             }
+            if let Some(k) = &m.key_sense {
+                let _ = writeln!(
+                    md,
+                    "| where a key comes next ({}): probability on the piece's scale, and how often the true key is in it | {:.3} and {:.3} (blind to the key: 7/12 = 0.583) |",
+                    k.targets, k.model_in_scale, k.true_in_scale
+                );
+            }
         }
     }
     md.push_str("\n## The music, against the validation pieces\n\n");
@@ -476,6 +546,19 @@ fn markdown(e: &Evaluation, pictures: &[(String, PathBuf)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_sense_counts_the_probability_on_keys_of_the_scale() {
+        let tokens = ["pitch:60", "pitch:61", "up:4", "dur:6", "on:62", "C#4", "4.7.11"];
+        let keys: Vec<Option<u8>> = tokens.iter().map(|t| named_key(t)).collect();
+        assert_eq!(keys, [Some(60), Some(61), None, None, Some(62), Some(61), None]);
+        // C (0.4), C♯ (0.1 + 0.1), D (0.2); the step and the duration (0.2) name no key.
+        let log_p: Vec<f32> = [0.4f32, 0.1, 0.1, 0.1, 0.2, 0.1, 0.0].iter().map(|p| p.ln()).collect();
+        let share = share_in_scale(&log_p, &keys, ::music::key::Scale::of_major(0)).unwrap();
+        assert!((share - 0.6 / 0.8).abs() < 1e-6, "{share}");
+        let nothing = vec![f32::NEG_INFINITY; tokens.len()];
+        assert_eq!(share_in_scale(&nothing, &keys, ::music::key::Scale::of_major(0)), None);
+    }
 
     #[test]
     fn a_file_name_is_literal_markdown() {
