@@ -14,9 +14,9 @@
 //! original design does. The composer plans the form the network cannot: phrases of
 //! `compose.phrase_bars` bars (`beats`) or `compose.phrase_seconds` that restate earlier ones
 //! (see [`form`]), and, with `compose.in_key`, keeps the piece in a key, which the `beats`
-//! network does not hold by itself (see [`key`]). Each piece is written as a standard MIDI file for piano (program 0)
-//! with its time signatures, tempo map and key signature, and a text event saying where it
-//! comes from, with its piano roll and report beside it.
+//! network does not hold by itself (see [`key`]). Each piece is written as a standard MIDI
+//! file for piano (program 0) with its time signatures, tempo map and key signature, and a
+//! text event saying where it comes from, with its piano roll and report beside it.
 //!
 //! Key design decision: the LSTM state is *carried* from step to step ([`lstm::Generator`]),
 //! so each new token costs one step of the network, not a rerun over the whole window, and
@@ -454,7 +454,7 @@ impl ComposeReport {
             tempo,
             onsets_on_grid: music::on_grid_share(notes.iter().map(|n| n.onset_quarters)),
             key: scale.key_name(scale.sounds_minor(&pitch_classes)),
-            in_key: music::key::in_key_share(notes.iter().map(|n| n.pitch)),
+            in_key: scale.held(&pitch_classes) as f64 / notes.len().max(1) as f64,
             precision: String::new(),
         }
     }
