@@ -112,16 +112,16 @@ impl KeyGuard {
             scores[id] = if in_scale { scores[id] + raise } else { f32::NEG_INFINITY };
         }
     }
-
-    /// The share of the notes so far in their best-fitting scale (0 before any).
-    pub fn share(&self) -> f64 {
-        Scale::best_fit(&self.counts).held(&self.counts) as f64 / self.notes.max(1) as f64
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The share of the guard's notes so far in their best-fitting scale.
+    fn share(guard: &KeyGuard) -> f64 {
+        Scale::best_fit(&guard.counts).held(&guard.counts) as f64 / guard.notes.max(1) as f64
+    }
 
     fn beats_guard(least: f64) -> (KeyGuard, Vocabulary) {
         let tokens: Vec<String> = (21..=108)
@@ -143,7 +143,7 @@ mod tests {
         }
         guard.observe(id("pitch:48"));
         guard.observe(id("up:4"));
-        assert_eq!(guard.share(), 1.0);
+        assert_eq!(share(&guard), 1.0);
         // 10 of 11 would stay at least 0.8: nothing is masked.
         let mut scores = vec![0.0f32; vocabulary.tokens.len()];
         guard.mask(&mut scores, 1.0);

@@ -348,10 +348,15 @@ fn model_figures(
     let (mut nats, mut top1, mut top5, mut targets) = (0.0f64, 0usize, 0usize, 0usize);
     let mut by_type: BTreeMap<String, (usize, f64)> = BTreeMap::new();
     let keys: Vec<Option<u8>> = dataset.vocabulary.tokens.iter().map(|t| named_key(t)).collect();
-    let scale_of_piece = |piece: usize| {
-        let named = dataset.pieces[piece].tokens.iter().filter_map(|&id| keys[id as usize]);
-        ::music::key::Scale::best_fit(&::music::key::pitch_class_counts(named))
-    };
+    // Each piece's scale, fitted once: the batches read every piece a window at a time.
+    let scale_of_piece: Vec<::music::key::Scale> = dataset
+        .pieces
+        .iter()
+        .map(|piece| {
+            let named = piece.tokens.iter().filter_map(|&id| keys[id as usize]);
+            ::music::key::Scale::best_fit(&::music::key::pitch_class_counts(named))
+        })
+        .collect();
     let (mut key_targets, mut model_in_scale, mut true_in_scale) = (0usize, 0.0f64, 0usize);
     let mut batch_windows = batches.iter();
     lstm::read_in_order(&network, dataset, &batches, device, |logits, expected| {
@@ -359,10 +364,9 @@ fn model_figures(
         let expected = expected.to_vec1::<u32>()?;
         // Rows are time-major: row t·B + b is window b's position t.
         let windows = batch_windows.next().expect("one batch of windows per call");
-        let scales: Vec<::music::key::Scale> = windows.iter().map(|w| scale_of_piece(w.piece)).collect();
         for (index, (row, &target)) in rows.iter().zip(&expected).enumerate() {
             if let Some(key) = keys[target as usize] {
-                let scale = scales[index % scales.len()];
+                let scale = scale_of_piece[windows[index % windows.len()].piece];
                 if let Some(share) = share_in_scale(row, &keys, scale) {
                     key_targets += 1;
                     model_in_scale += share;
