@@ -1,16 +1,18 @@
 //! Keeping a piece in a key while it is sampled.
 //!
-//! The `beats` base model does not hold a key by itself: reading the pieces its training
-//! held out, it puts 58 % of its probability for an onset's lowest note on the piece's
-//! scale, no more than the scale's seven of twelve keys, where the `performance` model puts
-//! 81 %; composing alone, 63 % of its notes are in their best-fitting scale, below every set
-//! of real excerpts (docs/music.md, "A key"). So the composer can keep one, as its grammar
-//! keeps bars: with `compose.in_key` above 0, the share of the piece's notes (primer
-//! included) in their best-fitting scale never falls below it. While an out-of-key note
-//! would keep it there, the network's choice is left alone; when it would not, only notes
-//! in that scale may be drawn, with the probability the network gave to playing a note at
-//! all (masking the others and leaving the rest as it was thinned the chords: 10.4 notes a
-//! second fell to 7.6 in one seed). A model that holds a key by itself is rarely touched.
+//! A network trained on pieces in every key does not hold one by itself: the `beats` base
+//! model trained so put 58 % of its probability for an onset's lowest note on the piece's
+//! scale, no more than the scale's seven of twelve keys, and composing alone wrote 63 % of
+//! its notes in their best-fitting scale, below every set of real excerpts (docs/music.md,
+//! "A key"). The `beats` base model is now trained in one key (`encode.in_c`) and keeps it
+//! itself (81 %); for a model trained in every key the composer can keep one, as its
+//! grammar keeps bars: with `compose.in_key` above 0, the share of the piece's notes
+//! (primer included) in their best-fitting scale never falls below it. While an out-of-key
+//! note would keep it there, the network's choice is left alone; when it would not, only
+//! notes in that scale may be drawn, with the probability the network gave to playing a
+//! note at all (masking the others and leaving the rest as it was thinned the chords: 10.4
+//! notes a second fell to 7.6 in one seed). A model that holds a key by itself is rarely
+//! touched.
 
 use artifacts::{Encoding, Vocabulary};
 use music::beats::Token;

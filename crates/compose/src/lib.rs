@@ -13,10 +13,13 @@
 //! (`compose.step_quarters`) apart, chords voiced upwards from middle C's octave, as the
 //! original design does. The composer plans the form the network cannot: phrases of
 //! `compose.phrase_bars` bars (`beats`) or `compose.phrase_seconds` that restate earlier ones
-//! (see [`form`]), and, with `compose.in_key`, keeps the piece in a key, which the `beats`
-//! network does not hold by itself (see [`key`]). Each piece is written as a standard MIDI
-//! file for piano (program 0) with its time signatures, tempo map and key signature, and a
-//! text event saying where it comes from, with its piano roll and report beside it.
+//! (see [`form`]), and, with `compose.in_key`, keeps the piece in a key (see [`key`]). A
+//! model trained on pieces moved into C (`encode.in_c`) composes in C; each piece is then
+//! moved into the key asked for (`compose.key`), a primer file's, or one drawn by the seed,
+//! and a primer file is moved into C before the model reads it. Each piece is written as a
+//! standard MIDI file for piano (program 0) with its time signatures, tempo map and key
+//! signature, and a text event saying where it comes from, with its piano roll and report
+//! beside it.
 //!
 //! Key design decision: the LSTM state is *carried* from step to step ([`lstm::Generator`]),
 //! so each new token costs one step of the network, not a rerun over the whole window, and
@@ -34,6 +37,7 @@ use artifacts::{DatasetArtifact, Encoding, ModelArtifact};
 use config::{ComposeConfig, PipelineConfig, Sampling, Section};
 use lstm::{LstmModel, Precision};
 use music::beats::{self, Beats};
+use music::key::{self as scales, Scale};
 use music::midi_out as midi_file;
 use music::performance::Event;
 use music::{Score, grammar};
@@ -151,10 +155,13 @@ pub fn run(
         }
         Start::Primer(_) | Start::Opening => None,
     };
-    let fixed_start = match start {
-        Start::Primer(path) => Some(primer_tokens(path, &model, config.compose.primer_seconds, &config.extract)?),
-        Start::Opening => Some(opening_tokens(&model, meter).ok_or(ComposeError::NoOpening)?),
-        Start::Dataset(_) => None,
+    let (fixed_start, primer_shift) = match start {
+        Start::Primer(path) => {
+            let (tokens, shift) = primer_tokens(path, &model, config.compose.primer_seconds, &config.extract)?;
+            (Some(tokens), Some(shift))
+        }
+        Start::Opening => (Some(opening_tokens(&model, meter).ok_or(ComposeError::NoOpening)?), None),
+        Start::Dataset(_) => (None, None),
     };
     let mut config = config.clone();
     if let Some(longest) = dataset.as_ref().and_then(|d| longest_training_note(d, &model)) {
@@ -189,12 +196,32 @@ pub fn run(
         network.precision().pick("f32", "bf16"),
     );
     let mut written = Vec::with_capacity(streams.len());
-    for (number, composition) in compose(config, &model, &network, streams)?.iter().enumerate() {
+    for (number, mut composition) in compose(config, &model, &network, streams)?.into_iter().enumerate() {
+        move_into_key(&mut composition.score, config, primer_shift, number + 1);
         let path = numbered(output, number + 1);
-        write_outputs(&path, composition, &provenance, &precision)?;
+        write_outputs(&path, &composition, &provenance, &precision)?;
         written.push(path);
     }
     Ok(written)
+}
+
+/// Moves output `number`'s notes into its key: by the primer file's move into C, undone,
+/// so the piece goes on where its primer was; else, by −5 to +6 semitones, so their
+/// best-fitting scale is `compose.key`'s, or one of the twelve drawn for each output from
+/// the seed (a model trained `encode.in_c` composes in C, and every piece in C would be a
+/// narrower music than the pieces it learned from).
+fn move_into_key(score: &mut Score, config: &PipelineConfig, primer_shift: Option<i8>, number: usize) {
+    let shift = match (config.compose.key_scale(), primer_shift) {
+        (None, Some(into_c)) => -into_c,
+        (asked, _) => {
+            let scale = asked.unwrap_or_else(|| {
+                let mut rng = SeededRng::new(config.seed, &format!("compose key {number}"));
+                Scale::of_major(rng.below(12) as u8)
+            });
+            scales::shift_into(&score.notes, scale)
+        }
+    };
+    scales::transpose(&mut score.notes, shift);
 }
 
 /// `generated_music.mid` for the first output, `generated_music_2.mid` for the second, …
@@ -232,14 +259,14 @@ fn set_precision(network: &mut LstmModel, setting: config::Precision, streams: u
 pub const MAX_PRIMER_NOTES: usize = 5_000;
 
 /// The first `seconds` of a MIDI file (at most [`MAX_PRIMER_NOTES`] notes) as the model's
-/// token ids. Tokens the model's
-/// dictionary lacks (`names` chords it never saw) are left out.
+/// token ids, moved into C major's scale, and the semitones it was moved by. Tokens the
+/// model's dictionary lacks (`names` chords it never saw) are left out.
 fn primer_tokens(
     path: &Path,
     model: &ModelArtifact,
     seconds: f64,
     limits: &config::ExtractConfig,
-) -> Result<Vec<u32>, ComposeError> {
+) -> Result<(Vec<u32>, i8), ComposeError> {
     let bad = |reason: String| ComposeError::Primer { path: path.display().to_string(), reason };
     // Read as extract reads a file: under its size cap, regular files only (a FIFO would block).
     let bytes = artifacts::read_capped(path, limits.max_file_bytes).map_err(|e| bad(e.to_string()))?;
@@ -256,6 +283,12 @@ fn primer_tokens(
         );
         opening.truncate(MAX_PRIMER_NOTES);
     }
+    // Into C, where a model trained `encode.in_c` learned to play (one trained in every
+    // key plays there too); the piece is moved back to the primer's key when written.
+    let counts = scales::pitch_class_counts(opening.iter().map(|n| n.pitch));
+    let scale = Scale::best_fit(&counts);
+    let shift = scale.shift_to(Scale::of_major(0));
+    scales::transpose(&mut opening, shift);
     let ids: Vec<u32> = music::Codec::new(&model.encoding)
         .encode(&opening, &metre)
         .iter()
@@ -264,8 +297,13 @@ fn primer_tokens(
     if ids.is_empty() {
         return Err(bad(format!("no notes the model knows in its first {seconds} s")));
     }
-    tracing::info!("compose: primer {}: {} tokens from its first {seconds} s", path.display(), ids.len());
-    Ok(ids)
+    tracing::info!(
+        "compose: primer {}: {} tokens from its first {seconds} s, in {}",
+        path.display(),
+        ids.len(),
+        scale.key_name(scale.sounds_minor(&counts))
+    );
+    Ok((ids, shift))
 }
 
 /// The longest a key is down in the training pieces of a `performance` data set, in seconds.

@@ -149,6 +149,12 @@ pub struct EncodeConfig {
     pub velocity_bins: u32,
     /// `beats`: tempo bins, geometric from 10 to 320 quarter notes a minute.
     pub tempo_bins: u32,
+    /// Every piece (training and validation) is moved, by −5 to +6 semitones, into C major's
+    /// scale (A minor's: its best-fitting diatonic scale becomes the white keys), so the
+    /// network learns one key instead of twelve; `compose` moves what it writes into the key
+    /// asked for (`compose.key`). `transpose` is then not used: a transposed copy would be
+    /// moved back.
+    pub in_c: bool,
     /// Training pieces are also added transposed by each of these semitone shifts (0 = as
     /// they are; a shift that pushes a note off the 88 keys is skipped for that piece)…
     pub transpose: Vec<i8>,
@@ -304,6 +310,11 @@ pub struct ComposeConfig {
     /// `beats` and `performance`: the least share of a piece's notes in their best-fitting
     /// diatonic scale, kept while sampling (0 = the network's choice alone).
     pub in_key: f64,
+    /// The key each piece is written in, e.g. `"D minor"` or `"E♭ major"`: what the model
+    /// composes is moved (by −5 to +6 semitones) so its best-fitting scale is this key's.
+    /// Empty: a primer file's key, else one of the twelve drawn for each piece by the seed.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub key: String,
     /// `"auto"`, `"f32"` or `"bf16"`: how generation's matrix products read the weights
     /// (see [`Precision`]).
     #[serde(skip_serializing_if = "Precision::is_auto")]
@@ -409,6 +420,7 @@ impl Default for EncodeConfig {
             max_shift_ms: 1000,
             velocity_bins: 32,
             tempo_bins: 64,
+            in_c: true,
             transpose: vec![-3, -2, -1, 0, 1, 2, 3],
             stretch: vec![1.0],
         }
@@ -468,6 +480,7 @@ impl Default for ComposeConfig {
             phrase_seconds: 4.0,
             repeat: 0.35,
             in_key: 0.0,
+            key: String::new(),
             precision: Precision::Auto,
         }
     }
@@ -768,6 +781,11 @@ impl ComposeConfig {
         music::TimeSignature::parse(&self.meter)
     }
 
+    /// `key` as the scale of its key signature; `None` when empty or malformed.
+    pub fn key_scale(&self) -> Option<music::key::Scale> {
+        music::key::Scale::from_key_name(&self.key)
+    }
+
     /// The tempo a piece without its own is written at: `tempo_bpm`, or 120 when it is 0.
     pub fn steady_tempo_bpm(&self) -> f64 {
         if self.tempo_bpm > 0.0 { self.tempo_bpm } else { 120.0 }
@@ -788,6 +806,12 @@ impl ComposeConfig {
             return invalid(
                 "compose.tempo_bpm",
                 format!("must be 0 (the composed tempo) or in [1, 1000], got {}", self.tempo_bpm),
+            );
+        }
+        if !self.key.is_empty() && self.key_scale().is_none() {
+            return invalid(
+                "compose.key",
+                format!("must be empty or a key such as \"D minor\" or \"Eb major\", got {:?}", self.key),
             );
         }
         if !self.meter.is_empty() && self.meter_parts().is_none() {
@@ -930,6 +954,7 @@ mod tests {
             ("[extract]\nmax_note_seconds = 1e-320\n", "extract.max_note_seconds"),
             ("[train]\nlearning_rate = 1e-320\n", "train.learning_rate"),
             ("[train]\nweight_drop = 1.0\n", "train.weight_drop"),
+            ("[compose]\nkey = \"H major\"\n", "compose.key"),
         ] {
             let err = parse(text, &[]).unwrap_err().to_string();
             assert!(err.contains(key), "{text}: {err}");

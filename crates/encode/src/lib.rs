@@ -12,6 +12,12 @@
 //! the seed. Windows cut from the same piece overlap heavily; a split by window would put
 //! near-copies of validation windows into training and make the validation loss a lie.
 //!
+//! Second: every piece is moved into C major's scale first ([`into_c`], `encode.in_c`).
+//! An LSTM trained on pieces in all twelve keys did not learn to hold a key: to keep one it
+//! must carry the pitch classes of notes heard bars ago, and trained on windows of 100
+//! tokens it did not (its notes fell in a key no more often than at random; docs/music.md,
+//! "One key"). In one key, staying in it needs no memory at all.
+//!
 
 use artifacts::{Augmentation, DatasetArtifact, EncodedPiece, Encoding, NotesArtifact, Split, Vocabulary};
 use config::{EncodingName, PipelineConfig, Section};
@@ -67,6 +73,7 @@ impl std::error::Error for EncodeError {}
 pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<DatasetArtifact, EncodeError> {
     artifacts::refuse_input_as_output(output, &[input]).map_err(EncodeError::Artifact)?;
     let (notes, input_digest) = artifacts::read_input::<NotesArtifact>(input).map_err(EncodeError::Artifact)?;
+    let notes = if config.encode.in_c { into_c(notes) } else { notes };
     let dataset = encode(config, &notes)?;
 
     let report = EncodeReport::new(&dataset, measure_fidelity(&dataset, &notes), measure_grid(&notes));
@@ -189,7 +196,25 @@ impl EncodeReport {
     }
 }
 
-/// Encodes every piece, builds the dictionary and draws the split.
+/// Every piece moved into C major's scale: by the shift, −5 to +6 semitones, that takes its
+/// best-fitting diatonic scale ([`music::key::Scale::best_fit`]) to the white keys; a note
+/// the move would take off the keyboard moves by an octave less. The piece's own key is
+/// not kept: what a model learns from these pieces is written in whatever key `compose`
+/// is asked for.
+pub fn into_c(mut notes: NotesArtifact) -> NotesArtifact {
+    use music::key::{Scale, shift_into, transpose};
+    let mut moved = 0;
+    for file in &mut notes.files {
+        let shift = shift_into(&file.notes, Scale::of_major(0));
+        moved += usize::from(shift != 0);
+        transpose(&mut file.notes, shift);
+    }
+    tracing::info!("encode: {moved} of {} pieces moved into C major's scale (encode.in_c)", notes.files.len());
+    notes
+}
+
+/// Encodes every piece, builds the dictionary and draws the split. With `encode.in_c`,
+/// expects the pieces [`into_c`] moved, and adds no transposed copies.
 pub fn encode(config: &PipelineConfig, notes: &NotesArtifact) -> Result<DatasetArtifact, EncodeError> {
     let settings = &config.encode;
     let encoding = match settings.encoding {
@@ -214,7 +239,8 @@ pub fn encode(config: &PipelineConfig, notes: &NotesArtifact) -> Result<DatasetA
     let mut jobs: Vec<(usize, Split, Option<Augmentation>)> =
         (0..notes.files.len()).map(|i| (i, splits[i], None)).collect();
     for (index, file) in notes.files.iter().enumerate().filter(|(i, _)| splits[*i] == Split::Train) {
-        for augmentation in augmentations(&file.notes, &settings.transpose, &settings.stretch) {
+        let transpose = if settings.in_c { &[0][..] } else { &settings.transpose };
+        for augmentation in augmentations(&file.notes, transpose, &settings.stretch) {
             jobs.push((index, Split::Train, Some(augmentation)));
         }
     }
@@ -480,6 +506,7 @@ mod tests {
         let mut config = config(2);
         config.encode.validation_fraction = 0.34;
         config.encode.encoding = EncodingName::Performance;
+        config.encode.in_c = false;
         config.encode.transpose = vec![-3, 0, 3];
         config.encode.stretch = vec![0.95, 1.0, 1.05];
         let dataset = encode(&config, &notes).unwrap();
@@ -503,6 +530,28 @@ mod tests {
         }
         let validation = dataset.pieces.iter().filter(|p| p.split == Split::Validation).count();
         assert_eq!(validation, 2);
+    }
+
+    /// Every piece lands in C major's scale by the smallest move, its notes off the keyboard
+    /// brought back by an octave; and with `in_c` no transposed copies are added, which
+    /// would be moved back to the same notes.
+    #[test]
+    fn in_c_moves_every_piece_into_one_key_and_adds_no_transposed_copies() {
+        let e_flat_major = piece("e-flat.mid", &[63, 65, 67, 68, 70, 72, 74, 75, 106]);
+        let a_minor = piece("a-minor.mid", &[57, 59, 60, 62, 64, 65, 68, 69]);
+        let f_sharp_major = piece("f-sharp.mid", &[66, 68, 70, 71, 73, 75, 77, 78, 22, 106]);
+        let moved = into_c(NotesArtifact { files: vec![e_flat_major, a_minor, f_sharp_major], rejected: vec![] });
+        let pitches = |i: usize| moved.files[i].notes.iter().map(|n| n.pitch).collect::<Vec<u8>>();
+        assert_eq!(pitches(0), [60, 62, 64, 65, 67, 69, 71, 72, 103], "E♭ major down a minor third");
+        assert_eq!(pitches(1), [57, 59, 60, 62, 64, 65, 68, 69], "A minor stays");
+        // F♯ major: up a tritone; 106 + 6 would pass the top key (108), so 106 goes down 6.
+        assert_eq!(pitches(2), [72, 74, 76, 77, 79, 81, 83, 84, 28, 100], "F♯ major up a tritone");
+        let mut config = config(2);
+        config.encode.encoding = EncodingName::Performance;
+        config.encode.transpose = vec![-3, 0, 3];
+        let dataset = encode(&config, &moved).unwrap();
+        assert!(dataset.pieces.iter().all(|p| p.augmentation.is_none()), "no transposed copies");
+        assert_eq!(dataset.pieces.len(), 3);
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! minor is read apart, by which of the two tonics the notes' pitch classes correlate with
 //! better on Krumhansl and Kessler's key profiles.
 
+use crate::note::{Note, PIANO_KEYS};
+
 /// Steps of a major scale above its tonic, in semitones.
 const MAJOR_STEPS: [u8; 7] = [0, 2, 4, 5, 7, 9, 11];
 /// Krumhansl and Kessler's probe-tone ratings of the twelve pitch classes above the tonic.
@@ -36,6 +38,11 @@ impl Scale {
     /// The scale of the major key on `tonic` (a pitch class, taken modulo 12).
     pub fn of_major(tonic: u8) -> Scale {
         Scale { major_tonic: tonic % 12 }
+    }
+
+    /// The pitch class of its major key's tonic (0 = C … 11 = B).
+    pub fn major_tonic(self) -> u8 {
+        self.major_tonic
     }
 
     /// Whether `pitch` (a MIDI key) belongs to the scale.
@@ -73,6 +80,44 @@ impl Scale {
         if minor { format!("{} minor", MINOR[index]) } else { format!("{} major", MAJOR[index]) }
     }
 
+    /// The scale of a key named as a musician writes it: a tonic letter, an optional sharp
+    /// or flat (`#`, `♯`, `b`, `♭`), then `major` or `minor` in any case ("E♭ major",
+    /// "f# minor", "Bb Major"). A minor key's scale is its relative major's. `None` for
+    /// anything else.
+    pub fn from_key_name(name: &str) -> Option<Scale> {
+        let (tonic, mode) = name.trim().split_once(char::is_whitespace)?;
+        let mut letters = tonic.chars();
+        let natural: u8 = match letters.next()?.to_ascii_uppercase() {
+            'C' => 0,
+            'D' => 2,
+            'E' => 4,
+            'F' => 5,
+            'G' => 7,
+            'A' => 9,
+            'B' => 11,
+            _ => return None,
+        };
+        let pitch_class = match letters.as_str() {
+            "" => natural,
+            "#" | "♯" => natural + 1,
+            "b" | "♭" => natural + 11,
+            _ => return None,
+        } % 12;
+        match mode.trim().to_ascii_lowercase().as_str() {
+            "major" => Some(Scale::of_major(pitch_class)),
+            // The relative major is three semitones above the minor tonic.
+            "minor" => Some(Scale::of_major(pitch_class + 3)),
+            _ => None,
+        }
+    }
+
+    /// The shift, −5 to +6 semitones, that moves music in this scale into `target`'s: the
+    /// smallest move either way (a tritone goes up).
+    pub fn shift_to(self, target: Scale) -> i8 {
+        let up = (target.major_tonic + 12 - self.major_tonic) % 12;
+        if up > 6 { up as i8 - 12 } else { up as i8 }
+    }
+
     /// Whether notes of these pitch-class counts sound in the scale's minor key (its sixth
     /// degree as tonic) rather than its major one, by the key profiles' correlation.
     pub fn sounds_minor(self, counts: &PitchClassCounts) -> bool {
@@ -94,6 +139,33 @@ fn pearson(a: &[f64], b: &[f64]) -> f64 {
         bb += (y - mb) * (y - mb);
     }
     if aa == 0.0 || bb == 0.0 { 0.0 } else { ab / (aa * bb).sqrt() }
+}
+
+/// `pitch` moved by `shift` semitones, then by whole octaves back onto the 88 keys if the
+/// move took it off them.
+pub fn transpose_on_keyboard(pitch: u8, shift: i8) -> u8 {
+    let (lowest, highest) = (i16::from(*PIANO_KEYS.start()), i16::from(*PIANO_KEYS.end()));
+    let mut moved = i16::from(pitch) + i16::from(shift);
+    while moved < lowest {
+        moved += 12;
+    }
+    while moved > highest {
+        moved -= 12;
+    }
+    moved as u8
+}
+
+/// The shift, −5 to +6 semitones, that moves `notes` so their best-fitting scale is
+/// `target`'s.
+pub fn shift_into(notes: &[Note], target: Scale) -> i8 {
+    Scale::best_fit(&pitch_class_counts(notes.iter().map(|n| n.pitch))).shift_to(target)
+}
+
+/// Moves every note by `shift` semitones ([`transpose_on_keyboard`]).
+pub fn transpose(notes: &mut [Note], shift: i8) {
+    for note in notes {
+        note.pitch = transpose_on_keyboard(note.pitch, shift);
+    }
 }
 
 /// The share of `pitches` in their best-fitting scale ([`Scale::best_fit`]): music in a key
@@ -136,6 +208,34 @@ mod tests {
             ("E♭ major".into(), "C minor".into())
         );
         assert_eq!(Scale::of_major(6).key_name(true), "D♯ minor");
+        // Names read back, in either spelling of an accidental.
+        for tonic in 0..12 {
+            for minor in [false, true] {
+                let name = Scale::of_major(tonic).key_name(minor);
+                assert_eq!(Scale::from_key_name(&name), Some(Scale::of_major(tonic)), "{name}");
+            }
+        }
+        assert_eq!(Scale::from_key_name("bb Major"), Some(Scale::of_major(10)));
+        // Into C: E♭ comes down 3, A up 3, F♯ (a tritone) up 6; the move is exact.
+        let c = Scale::of_major(0);
+        let shifts: Vec<i8> = [3, 9, 6, 0, 5].iter().map(|&t| Scale::of_major(t).shift_to(c)).collect();
+        assert_eq!(shifts, [-3, 3, 6, 0, -5]);
+        for from in (0..12).map(Scale::of_major) {
+            for to in (0..12).map(Scale::of_major) {
+                let shift = from.shift_to(to);
+                let moved = (60..72).filter(|&p| from.holds(p)).map(|p| transpose_on_keyboard(p, shift));
+                assert!((-5..=6).contains(&shift));
+                assert_eq!(Scale::best_fit(&pitch_class_counts(moved)), to, "{from:?} → {to:?} by {shift}");
+            }
+        }
+        assert_eq!(
+            (transpose_on_keyboard(107, 3), transpose_on_keyboard(22, -3), transpose_on_keyboard(60, 6)),
+            (98, 31, 66)
+        );
+        assert_eq!(Scale::from_key_name("f# minor"), Some(Scale::of_major(9)));
+        for wrong in ["", "H major", "C", "C dorian", "C## major", "Cb"] {
+            assert_eq!(Scale::from_key_name(wrong), None, "{wrong}");
+        }
         // Twelve pitch classes once each: every scale holds seven; C major has no sharps or flats.
         assert_eq!(Scale::best_fit(&pitch_class_counts(60..72)), Scale::of_major(0));
         assert!((in_key_share(60..72) - 7.0 / 12.0).abs() < 1e-12);

@@ -42,8 +42,8 @@ fn bench_times_the_stage_binaries_with_their_spread() {
         check_timing(&extract["stage_cold"], "extract stage, cold");
     }
     check_timing(&report["encode"]["stage"], "encode stage");
-    // Defaults: 7 transpositions of the 8 training pieces plus the validation piece.
-    assert!(report["encode"]["tokens"].as_u64().unwrap() > 60_000, "{}", report["encode"]);
+    // Defaults: the nine pieces, each moved into C (no transposed copies).
+    assert!(report["encode"]["tokens"].as_u64().unwrap() > 10_000, "{}", report["encode"]);
     let table = String::from_utf8_lossy(&output.stdout);
     assert!(table.contains("stage, warm cache") && table.contains("encode"), "{table}");
     // Speed figures name the machine they were measured on.

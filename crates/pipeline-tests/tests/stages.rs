@@ -133,7 +133,8 @@ fn bad_input_gives_one_clear_message() {
 fn the_performance_encoding_runs_end_to_end_with_a_short_primer() {
     let project = tiny_project(3);
     let dir = project.path();
-    let performance = ["--set", "encode.encoding=performance", "--set", "encode.transpose=[-1, 0, 1]"];
+    let performance =
+        ["--set", "encode.encoding=performance", "--set", "encode.in_c=false", "--set", "encode.transpose=[-1, 0, 1]"];
     let steps: [(&str, Vec<&str>); 4] = [
         ("extract", vec!["--input", "midi", "--output", "notes.bin"]),
         (
@@ -264,6 +265,17 @@ fn the_beats_encoding_writes_bars_in_the_metre_asked_for() {
     let performance = run_stage("compose", dir, &args);
     let why = String::from_utf8_lossy(&performance.stderr);
     assert!(!performance.status.success() && why.contains("compose.meter") && why.contains("performance"), "{why}");
+
+    // A key asked for: the piece is moved into its scale, and says so.
+    for (asked, scale) in [("E♭ major", ["E♭ major", "C minor"]), ("f# minor", ["A major", "F♯ minor"])] {
+        let keyed = compose(&["--set", &format!("compose.key={asked}")]);
+        assert!(keyed.status.success(), "{}", describe(&keyed));
+        let written: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("music.mid.report.json")).unwrap()).unwrap();
+        assert!(scale.contains(&written["key"].as_str().unwrap()), "{asked}: {written}");
+    }
+    let unknown = compose(&["--set", "compose.key=H major"]);
+    assert!(!unknown.status.success() && String::from_utf8_lossy(&unknown.stderr).contains("compose.key"));
 }
 
 /// The onsets of a MIDI file in quarter notes: ticks over ticks per quarter.
