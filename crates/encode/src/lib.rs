@@ -238,8 +238,8 @@ pub fn encode(config: &PipelineConfig, notes: &NotesArtifact) -> Result<DatasetA
     // the order, and so the data set, stays the same.
     let mut jobs: Vec<(usize, Split, Option<Augmentation>)> =
         (0..notes.files.len()).map(|i| (i, splits[i], None)).collect();
+    let transpose = if settings.in_c { &[0][..] } else { &settings.transpose };
     for (index, file) in notes.files.iter().enumerate().filter(|(i, _)| splits[*i] == Split::Train) {
-        let transpose = if settings.in_c { &[0][..] } else { &settings.transpose };
         for augmentation in augmentations(&file.notes, transpose, &settings.stretch) {
             jobs.push((index, Split::Train, Some(augmentation)));
         }

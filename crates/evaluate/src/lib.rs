@@ -291,8 +291,6 @@ pub fn evaluate(
     })
 }
 
-/// The type of a token, for the loss by type: performance `on`/`off`/`shift`/`vel`, beats
-/// `bar`/`pos`/`tempo`/`vel`/`pitch`/`up`/`dur`, names `note`/`chord`.
 /// The key a token names by itself, if it does.
 fn named_key(token: &str) -> Option<u8> {
     match token.split_once(':') {
@@ -316,6 +314,8 @@ fn share_in_scale(log_probabilities: &[f32], keys: &[Option<u8>], scale: ::music
     (all > 0.0).then(|| held / all)
 }
 
+/// The type of a token, for the loss by type: performance `on`/`off`/`shift`/`vel`, beats
+/// `bar`/`pos`/`tempo`/`vel`/`pitch`/`up`/`dur`, names `note`/`chord`.
 fn token_type(token: &str) -> &'static str {
     match token.split_once(':').map(|(kind, _)| kind) {
         Some("on") => "press",
