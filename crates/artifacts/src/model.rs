@@ -152,7 +152,8 @@ pub struct CheckpointArtifact {
     pub settings: Vec<(String, String)>,
     /// How long each completed epoch took, for the report of the run that finishes.
     pub timings: Vec<EpochTiming>,
-    /// With `train.carry_state`, the state each lane carries into its next window (see
+    /// With `train.carry_state`, the state each training window starts from, one slot per
+    /// window of the data set's training windows in their order (layout of
     /// `lstm::LaneStates`); empty otherwise.
     pub carried_state: Vec<f32>,
 }
@@ -164,7 +165,8 @@ impl Artifact for CheckpointArtifact {
     // 4: the header carries the payload's digest.
     // 5: holds a version-5 model and the epochs' timings.
     // 6: holds the lanes' carried state.
-    const FORMAT_VERSION: u32 = 6;
+    // 7: the carried state is per training window, not per lane.
+    const FORMAT_VERSION: u32 = 7;
 
     fn check(&self) -> Result<(), String> {
         check_weights(&self.model.weights)?;

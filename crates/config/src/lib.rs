@@ -221,11 +221,12 @@ pub struct TrainConfig {
     /// (`dropout`) leaves the step-to-step path untouched; this regularises it.
     #[serde(skip_serializing_if = "is_zero")]
     pub weight_drop: f64,
-    /// Carry each LSTM layer's state from one window to the next window of the same piece
-    /// (truncated backpropagation through time), as composing carries it through the whole
-    /// piece: the pieces are read start to end in `batch_size` lanes of consecutive windows,
-    /// not as shuffled windows that each start from zero. (Validation always reads whole
-    /// pieces so.)
+    /// Start each training window from the LSTM state the window before it in its piece
+    /// ended in, the last time that one was read (zero until then), as composing carries
+    /// the state through the whole piece, instead of from zero; the windows stay shuffled
+    /// and no gradient flows into the state (truncated backpropagation through time). Costs
+    /// `layers × 2 × hidden` floats of memory (and checkpoint) per training window.
+    /// (Validation always reads whole pieces with the state carried.)
     #[serde(skip_serializing_if = "is_false")]
     pub carry_state: bool,
 }

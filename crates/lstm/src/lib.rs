@@ -788,10 +788,18 @@ impl LaneStates {
 
     /// Keeps the state `batch` ended in (per layer `[B, H]`) for each lane's next window.
     pub fn keep(&mut self, batch: &[LaneWindow], ended: &[StreamState]) {
+        let lanes: Vec<Option<usize>> = batch.iter().map(|window| Some(window.lane)).collect();
+        self.keep_rows(&lanes, ended);
+    }
+
+    /// Keeps the state row r of a batch ended in (per layer `[B, H]`) in lane `lanes[r]`,
+    /// where it names one; the other rows' states are dropped.
+    pub fn keep_rows(&mut self, lanes: &[Option<usize>], ended: &[StreamState]) {
         let hidden = self.hidden;
         for (layer, state) in ended.iter().enumerate() {
-            for (row, window) in batch.iter().enumerate() {
-                let at = self.slot(window.lane, layer);
+            for (row, lane) in lanes.iter().enumerate() {
+                let Some(lane) = *lane else { continue };
+                let at = self.slot(lane, layer);
                 self.values[at..][..hidden].copy_from_slice(&state.h[row * hidden..][..hidden]);
                 self.values[at + hidden..][..hidden].copy_from_slice(&state.c[row * hidden..][..hidden]);
             }

@@ -138,7 +138,7 @@ fn more_epochs_or_other_threads_resume_the_checkpoint() {
 #[test]
 fn a_run_stopped_by_its_time_budget_continues_when_the_budget_grows() {
     // Also with the state carried from window to window: the checkpoint, taken part-way
-    // through the lanes, must hand each lane's state to the resumed run.
+    // through an epoch, must hand every window's stored state to the resumed run.
     for carry in ["train.carry_state=false", "train.carry_state=true"] {
         let project = tiny_project(2);
         let dir = project.path();
