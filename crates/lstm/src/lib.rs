@@ -37,7 +37,8 @@
 //! ([`adam`]), [`batch`], which turns a data set's windows into input and target ids, and
 //! lanes ([`lane_batches`], [`LaneStates`], [`whole_pieces`], [`read_in_order`]), which
 //! read pieces start to end a window at a time with the state carried from window to
-//! window — how validation measures the model, and `train.carry_state` trains it.
+//! window — how validation measures the model ([`LaneStates`] also holds the state of
+//! every training window under `train.carry_state`).
 //! Generation ([`Generator`]) carries the state and steps many streams at once.
 
 use artifacts::{DatasetArtifact, Hyperparameters, NamedTensor, Split};
@@ -658,9 +659,10 @@ pub struct LaneWindow {
 
 /// The pieces `pieces` (indices into the data set, in this order) cut into consecutive,
 /// non-overlapping windows of `seq_len` and dealt to `lanes` lanes, for reading with the
-/// state carried from window to window (truncated backpropagation through time): batch k
-/// holds the k-th window of every lane that has one, so each lane reads its pieces from
-/// start to end, one window a batch.
+/// state carried from window to window, as validation reads: batch k holds the k-th window
+/// of every lane that has one, so each lane reads its pieces from start to end, one window
+/// a batch. (Training does not read in lanes: consecutive batches of the same pieces pull
+/// Adam along those pieces; `train.carry_state` stores each window's state instead.)
 ///
 /// Each piece goes whole to one lane, the longest pieces first, each to the lane with the
 /// fewest windows so far, so the lanes run out close together and the last batches are
