@@ -40,11 +40,6 @@ impl Scale {
         Scale { major_tonic: tonic % 12 }
     }
 
-    /// The pitch class of its major key's tonic (0 = C … 11 = B).
-    pub fn major_tonic(self) -> u8 {
-        self.major_tonic
-    }
-
     /// Whether `pitch` (a MIDI key) belongs to the scale.
     pub fn holds(self, pitch: u8) -> bool {
         MAJOR_STEPS.contains(&((pitch % 12 + 12 - self.major_tonic) % 12))
