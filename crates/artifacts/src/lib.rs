@@ -22,7 +22,8 @@ mod notes;
 pub use dataset::{DatasetArtifact, EncodedPiece, Split};
 // The values the artifacts store are the music crate's own types.
 pub use model::{
-    AdamState, BestWeights, CheckpointArtifact, EpochRecord, EpochTiming, Hyperparameters, ModelArtifact, NamedTensor,
+    AdamState, BestWeights, Calibration, CheckpointArtifact, EpochRecord, EpochTiming, Hyperparameters, ModelArtifact,
+    NamedTensor,
 };
 pub use music::{Augmentation, Encoding, Metre, Note, Vocabulary, parse_pitch_name, pitch_name};
 pub use notes::{ExtractedFile, NotesArtifact, RejectedFile};
@@ -637,6 +638,7 @@ mod tests {
             initialised_from: None,
             weights_epoch: 0,
             history: vec![],
+            calibration: None,
         }
     }
 

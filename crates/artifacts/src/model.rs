@@ -72,6 +72,23 @@ pub struct ModelArtifact {
     /// or the last when there is no validation set (0 before any epoch).
     pub weights_epoch: usize,
     pub history: Vec<EpochRecord>,
+    /// The temperature fitted on the validation pieces after training and folded into the
+    /// output layer (`train.calibrate`), so `weights` already divide their logits by it;
+    /// `None` when the model was not calibrated (no validation pieces, or turned off).
+    pub calibration: Option<Calibration>,
+}
+
+/// How a model's logits were calibrated: divided by the one temperature that gives the
+/// lowest cross-entropy on the validation pieces (see `lstm::calibration`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// The temperature the best epoch's logits were divided by (above 1: the network was
+    /// surer than it was right).
+    pub temperature: f64,
+    /// Validation loss (nats per target) of the best epoch's weights as trained…
+    pub validation_loss_before: f64,
+    /// …and of the stored, calibrated weights.
+    pub validation_loss_after: f64,
 }
 
 impl ModelArtifact {
@@ -88,7 +105,8 @@ impl Artifact for ModelArtifact {
     // 3: records the model training started from (`initialised_from`).
     // 4: the header carries the payload's digest.
     // 5: the history holds no timings (see `EpochTiming`), so a rerun writes the same bytes.
-    const FORMAT_VERSION: u32 = 5;
+    // 6: records the temperature folded into the output layer (`calibration`).
+    const FORMAT_VERSION: u32 = 6;
 
     fn check(&self) -> Result<(), String> {
         check_weights(&self.weights)
@@ -166,7 +184,8 @@ impl Artifact for CheckpointArtifact {
     // 5: holds a version-5 model and the epochs' timings.
     // 6: holds the lanes' carried state.
     // 7: the carried state is per training window, not per lane.
-    const FORMAT_VERSION: u32 = 7;
+    // 8: holds a version-6 model.
+    const FORMAT_VERSION: u32 = 8;
 
     fn check(&self) -> Result<(), String> {
         check_weights(&self.model.weights)?;

@@ -19,8 +19,9 @@ struct Args {
     /// if it exists; else the piece starts from the model alone].
     #[arg(long, value_name = "FILE")]
     dataset: Option<PathBuf>,
-    /// Start from the model alone, even where artifacts/dataset.bin exists (`performance`
-    /// models only).
+    /// Start from the model alone, even where artifacts/dataset.bin exists (`beats` and
+    /// `performance` models: a first bar, or a moderate loudness; `names` models have no
+    /// such start).
     #[arg(long, conflicts_with_all = ["dataset", "primer"])]
     no_dataset: bool,
     /// Start from the opening of this MIDI file (its first `compose.primer_seconds`)

@@ -229,6 +229,12 @@ pub struct TrainConfig {
     /// (Validation always reads whole pieces with the state carried.)
     #[serde(skip_serializing_if = "is_false")]
     pub carry_state: bool,
+    /// After training, fit the one temperature that gives the lowest cross-entropy on the
+    /// validation pieces and fold it into the output layer (temperature scaling), so the
+    /// model's probabilities are as sure as it is right and `compose.temperature = 1`
+    /// samples them. No effect without validation pieces.
+    #[serde(skip_serializing_if = "is_true")]
+    pub calibrate: bool,
 }
 
 // The defaults of keys added after artifacts existed are left out of the settings' digests,
@@ -243,6 +249,10 @@ fn is_one(value: &f64) -> bool {
 
 fn is_false(value: &bool) -> bool {
     !*value
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 /// The `[train]` keys that only say how long to train, how often to save or what the report
@@ -450,6 +460,7 @@ impl Default for TrainConfig {
             plateau_decay: 1.0,
             weight_drop: 0.0,
             carry_state: false,
+            calibrate: true,
         }
     }
 }
@@ -475,7 +486,7 @@ impl Default for ComposeConfig {
             max_held: 12,
             max_note_seconds: 10.0,
             shift_temperature: 1.0,
-            duration_temperature: 0.95,
+            duration_temperature: 0.8,
             max_tempo_drift: 3,
             notation_grid: true,
             phrase_seconds: 4.0,

@@ -111,6 +111,13 @@ fn model(a: &ModelArtifact) -> String {
             last.train_loss
         );
     }
+    if let Some(c) = a.calibration {
+        let _ = writeln!(
+            out,
+            "calibrated: the epoch-{} weights' logits divided by {:.3}; validation loss {:.4} -> {:.4}",
+            a.weights_epoch, c.temperature, c.validation_loss_before, c.validation_loss_after
+        );
+    }
     out
 }
 

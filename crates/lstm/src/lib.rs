@@ -39,6 +39,8 @@
 //! read pieces start to end a window at a time with the state carried from window to
 //! window — how validation measures the model ([`LaneStates`] also holds the state of
 //! every training window under `train.carry_state`).
+//! [`calibration`] fits the temperature that makes the network's probabilities as sure as
+//! it is right on those pieces, and [`LstmModel::divide_logits_by`] folds it into the model.
 //! Generation ([`Generator`]) carries the state and steps many streams at once.
 
 use artifacts::{DatasetArtifact, Hyperparameters, NamedTensor, Split};
@@ -49,6 +51,7 @@ pub use candle_core;
 
 pub mod adam;
 mod auto;
+pub mod calibration;
 pub mod cells;
 pub mod fused;
 mod generator;
@@ -222,6 +225,18 @@ impl LstmModel {
     fn layer(&self, layer: usize) -> (&Tensor, &Tensor, &Tensor) {
         let [w_ih, w_hh, bias] = layer_slots(layer).map(|i| self.weights[i].as_tensor());
         (w_ih, w_hh, bias)
+    }
+
+    /// Divides every logit the model computes by `temperature`, by scaling the output
+    /// layer's weight and bias (logits are linear in both): how a fitted temperature
+    /// ([`calibration::fit_temperature`]) becomes part of the model, so everything that
+    /// reads it, sampling at temperature 1 included, sees the calibrated probabilities.
+    pub fn divide_logits_by(&self, temperature: f64) -> Result<()> {
+        for slot in head_slots(self.weights.len()) {
+            let scaled = (self.weights[slot].as_tensor() / temperature)?;
+            self.weights[slot].set(&scaled)?;
+        }
+        Ok(())
     }
 
     /// `(weight, bias)` of the output layer.

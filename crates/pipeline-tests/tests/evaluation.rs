@@ -42,11 +42,16 @@ fn evaluation_agrees_with_training_and_catches_a_copy() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("eval.json")).unwrap()).unwrap();
     let (_, model) = artifacts::read::<artifacts::ModelArtifact>(&dir.join("model.bin")).unwrap();
-    // The model holds the weights of its best epoch.
+    // The model holds the weights of its best epoch, their logits divided by the
+    // temperature fitted on the same validation pieces (train.calibrate).
     let best = model.history.iter().find(|e| e.epoch == model.weights_epoch).unwrap();
+    let calibration = model.calibration.expect("train calibrates by default");
     let trained = f64::from(best.validation_loss.unwrap());
+    assert!((trained - calibration.validation_loss_before).abs() < 1e-3, "{trained} {calibration:?}");
+    assert!(calibration.validation_loss_after <= calibration.validation_loss_before + 1e-9, "{calibration:?}");
     let evaluated = report["model"]["nats_per_token"].as_f64().unwrap();
-    assert!((trained - evaluated).abs() < 1e-3, "train says {trained}, evaluate says {evaluated}");
+    let calibrated = calibration.validation_loss_after;
+    assert!((calibrated - evaluated).abs() < 1e-3, "train says {calibrated}, evaluate says {evaluated}");
 
     let copied = &report["generated"][1];
     assert_eq!(copied["copied_ngram_share"].as_f64(), Some(1.0), "{copied}");
