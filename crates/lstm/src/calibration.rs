@@ -116,6 +116,7 @@ pub fn fit_temperature(
         return Ok(None);
     }
     let fit = newton(|beta| {
+        let started = std::time::Instant::now();
         let mut moments = Moments::default();
         read_in_order(model, dataset, batches, device, |logits, expected| {
             let rows = logits.to_vec2::<f32>()?;
@@ -124,7 +125,14 @@ pub fn fit_temperature(
             }
             Ok(())
         })?;
-        Ok(moments.means())
+        let (loss, slope, curvature) = moments.means();
+        tracing::info!(
+            "calibration: temperature {:.3}: validation loss {loss:.4} ({} targets read in {:.1} s)",
+            1.0 / beta,
+            moments.targets,
+            started.elapsed().as_secs_f64()
+        );
+        Ok((loss, slope, curvature))
     })?;
     Ok(Some(fit))
 }
