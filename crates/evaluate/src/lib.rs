@@ -19,8 +19,9 @@
 //! Key design decision: the model figures are computed over exactly what `train` validates
 //! on — every validation piece read start to end, the state carried from window to window,
 //! as compose runs the model — so the loss here equals the validation loss `model.bin`
-//! records (after its calibration, `train.calibrate`; a test checks it), and the per-note and per-second figures scale that one number by the
-//! validation pieces' tokens per note and per second.
+//! records (after its calibration, `train.calibrate`; a test checks it), and the per-note
+//! and per-second figures scale that one number by the validation pieces' tokens per note
+//! and per second.
 
 pub mod memorisation;
 pub mod music;

@@ -266,9 +266,10 @@ fn the_beats_encoding_writes_bars_in_the_metre_asked_for() {
     let why = String::from_utf8_lossy(&performance.stderr);
     assert!(!performance.status.success() && why.contains("compose.meter") && why.contains("performance"), "{why}");
 
-    // A key asked for: the piece is moved into its scale, and says so (over a minute: the
-    // best fit of a handful of notes from this small model need not be C's scale, which the
-    // piece is moved from).
+    // A key asked for: the piece is moved into its scale, and says so. Over a minute: a
+    // handful of notes fits several scales equally, and `Scale::best_fit` breaks the tie by
+    // the fewest accidentals, which a transposition does not keep (seven notes asked for
+    // E♭ major read as G minor).
     for (asked, scale) in [("E♭ major", ["E♭ major", "C minor"]), ("f# minor", ["A major", "F♯ minor"])] {
         let key = format!("compose.key={asked}");
         let minute = ["--seconds", "60", "--tokens", "2000"];
