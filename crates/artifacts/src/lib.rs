@@ -25,7 +25,7 @@ pub use model::{
     AdamState, BestWeights, Calibration, CheckpointArtifact, EpochRecord, EpochTiming, Hyperparameters, ModelArtifact,
     NamedTensor,
 };
-pub use music::{Augmentation, Encoding, Metre, Note, Vocabulary, parse_pitch_name, pitch_name};
+pub use music::{Augmentation, Encoding, Metre, Note, PedalPress, Vocabulary, parse_pitch_name, pitch_name};
 pub use notes::{ExtractedFile, NotesArtifact, RejectedFile};
 
 use serde::{Serialize, de::DeserializeOwned};
@@ -541,6 +541,7 @@ mod tests {
                     duration_quarters: 0.5,
                 }],
                 metre: Metre::default(),
+                pedal: vec![PedalPress { onset_quarters: 1.0, duration_quarters: 2.5 }],
             }],
             rejected: vec![RejectedFile { path: "bad.mid".into(), reason: "truncated".into() }],
         }

@@ -1,6 +1,6 @@
 //! `notes.bin`: what `extract` found in each MIDI file.
 
-use crate::{Artifact, ArtifactKind, Digest, Metre, Note};
+use crate::{Artifact, ArtifactKind, Digest, Metre, Note, PedalPress};
 use serde::{Deserialize, Serialize};
 
 /// A MIDI file that was read.
@@ -15,6 +15,9 @@ pub struct ExtractedFile {
     pub notes: Vec<Note>,
     /// Its time signatures and tempo map, in the quarter notes the notes' `onset_quarters` count.
     pub metre: Metre,
+    /// Its sustain pedal, where extract kept it as events (`extract.sustain = "events"`);
+    /// else empty. Onset order, never overlapping.
+    pub pedal: Vec<PedalPress>,
 }
 
 /// A file that was skipped, and the one-line reason why.
@@ -33,6 +36,6 @@ pub struct NotesArtifact {
 
 impl Artifact for NotesArtifact {
     const KIND: ArtifactKind = ArtifactKind::Notes;
-    // 2: the header carries the payload's digest. 3: each file's metre.
-    const FORMAT_VERSION: u32 = 3;
+    // 2: the header carries the payload's digest. 3: each file's metre. 4: each file's pedal.
+    const FORMAT_VERSION: u32 = 4;
 }

@@ -70,7 +70,7 @@ pub fn render_wav(midi: &Path, soundfont: &Path, wav: &Path) -> Result<f64, Stri
     }
     // As heard, at one steady tempo: the synthesizer plays the file's seconds, whatever its tempo map.
     let notes: Vec<music::Note> = notes.iter().map(|n| music::Note::at_steady_tempo(n.into(), 120.0)).collect();
-    let rewritten = midi_file::to_bytes(&music::Score { notes, metre: music::Metre::default() }, None);
+    let rewritten = midi_file::to_bytes(&music::Score { notes, ..Default::default() }, None);
     let midi_file = Arc::new(
         MidiFile::new(&mut std::io::Cursor::new(rewritten)).map_err(|e| format!("{}: {e:?}", midi.display()))?,
     );

@@ -82,7 +82,7 @@ fn render(dir: &Path, font: &[u8]) -> Result<f64, String> {
 fn every_damaged_byte_of_a_soundfont_is_an_error_or_a_recording_never_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let notes = vec![music::Note::of_score(60, 90, 0.0, 1.0, 120.0), music::Note::of_score(64, 70, 1.0, 1.0, 120.0)];
-    let score = music::Score { notes, metre: music::Metre::default() };
+    let score = music::Score { notes, ..Default::default() };
     std::fs::write(dir.path().join("music.mid"), music::midi_out::to_bytes(&score, None)).unwrap();
     let font = tiny_soundfont();
     let seconds = render(dir.path(), &font).expect("the undamaged SoundFont plays");

@@ -92,7 +92,8 @@ pub struct ExtractConfig {
     pub max_tracks: usize,
     pub max_events: usize,
     pub max_notes: usize,
-    /// Whether the sustain pedal lengthens notes.
+    /// Whether the sustain pedal lengthens notes, is ignored, or is kept as events of its
+    /// own (for the `beats` encoding's `pedal` token).
     pub sustain: Sustain,
     /// Notes longer than this many seconds are cut to it (a stuck key, a missing note-off).
     pub max_note_seconds: f64,

@@ -228,7 +228,8 @@ pub fn encode(config: &PipelineConfig, notes: &NotesArtifact) -> Result<DatasetA
             Encoding::Beats { velocity_bins: settings.velocity_bins.max(2), tempo_bins: settings.tempo_bins }
         }
     };
-    let codec = Codec::new(&encoding);
+    // The pedal is a token of its own where extract kept it as events (`beats` alone writes it).
+    let codec = Codec::new(&encoding).with_pedal(config.extract.sustain == music::Sustain::Events);
     let splits = match settings.validation_pieces.as_slice() {
         [] => draw_split(notes.files.len(), settings.validation_fraction, config.seed),
         named => named_split(notes, named)?,
@@ -250,10 +251,12 @@ pub fn encode(config: &PipelineConfig, notes: &NotesArtifact) -> Result<DatasetA
         .map(|&(index, _, augmentation)| {
             let file = &notes.files[index];
             let texts = match augmentation {
-                None => codec.encode(&file.notes, &file.metre),
-                Some(augmentation) => {
-                    codec.encode(&augment(&file.notes, augmentation), &augment_metre(&file.metre, augmentation))
-                }
+                None => codec.encode(&file.notes, &file.metre, &file.pedal),
+                Some(augmentation) => codec.encode(
+                    &augment(&file.notes, augmentation),
+                    &augment_metre(&file.metre, augmentation),
+                    &file.pedal,
+                ),
             };
             if let Ok(mut progress) = progress.lock() {
                 progress.advance(1, String::new);
@@ -448,7 +451,13 @@ mod tests {
                 duration_quarters: 1.0,
             })
             .collect();
-        ExtractedFile { path: path.into(), content_digest: [0; 32], notes, metre: music::Metre::default() }
+        ExtractedFile {
+            path: path.into(),
+            content_digest: [0; 32],
+            notes,
+            metre: music::Metre::default(),
+            pedal: Vec::new(),
+        }
     }
 
     fn config(seq_len: usize) -> PipelineConfig {
@@ -564,6 +573,23 @@ mod tests {
             encode(&config, &NotesArtifact { files: vec![piece("b", &[30, 90, 45, 70])], rejected: vec![] }).unwrap();
         assert_eq!(a.vocabulary, b.vocabulary);
         assert_eq!(a.vocabulary.len(), 388);
+    }
+
+    #[test]
+    fn the_pedal_kept_as_events_is_a_token_of_the_beats_dictionary() {
+        let mut pedalled = piece("a", &[60, 62, 64, 65, 67, 69, 71, 72]);
+        pedalled.pedal = vec![music::PedalPress { onset_quarters: 0.0, duration_quarters: 2.0 }];
+        let notes = NotesArtifact { files: vec![pedalled], rejected: vec![] };
+        let mut config = config(4);
+        config.encode.encoding = EncodingName::Beats;
+        let pedal_tokens = |config: &PipelineConfig| {
+            let dataset = encode(config, &notes).unwrap();
+            let id = dataset.vocabulary.id("pedal");
+            (id.is_some(), dataset.pieces[0].tokens.iter().filter(|&&t| Some(t) == id).count())
+        };
+        assert_eq!(pedal_tokens(&config), (false, 0), "applied or ignored, the pedal is no token");
+        config.extract.sustain = music::Sustain::Events;
+        assert_eq!(pedal_tokens(&config), (true, 1));
     }
 
     #[test]

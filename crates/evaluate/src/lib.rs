@@ -212,15 +212,30 @@ pub fn run(config: &PipelineConfig, inputs: Inputs, output: &Path) -> Result<Eva
 }
 
 /// Reads a MIDI file as extract does (its size cap, regular files only, the sustain pedal
-/// as configured): how `evaluate` and `quality` read every piece they measure.
+/// as configured, but applied where extract keeps it as events: these figures are of the
+/// music as heard): how `evaluate` and `quality` read every piece they measure.
 pub fn read_midi_file(
     path: &Path,
     limits: &config::ExtractConfig,
 ) -> Result<(Vec<artifacts::Note>, ::music::Metre, artifacts::Digest), String> {
+    let sustain = match limits.sustain {
+        ::music::Sustain::Events => ::music::Sustain::Apply,
+        configured => configured,
+    };
+    let (score, digest) = read_score(path, limits, sustain)?;
+    Ok((score.notes, score.metre, digest))
+}
+
+/// A MIDI file as a score, read under extract's caps with the pedal as `sustain` says.
+fn read_score(
+    path: &Path,
+    limits: &config::ExtractConfig,
+    sustain: ::music::Sustain,
+) -> Result<(::music::Score, artifacts::Digest), String> {
     let bytes = artifacts::read_capped(path, limits.max_file_bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    let (notes, metre, _) =
-        ::music::midi_in::read_midi(&bytes, &limits.read_options()).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok((notes, metre, artifacts::digest(&bytes)))
+    let options = ::music::ReadOptions { sustain, ..limits.read_options() };
+    let (score, _) = ::music::midi_in::read_midi(&bytes, &options).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((score, artifacts::digest(&bytes)))
 }
 
 /// Computes every figure; see the crate documentation.
@@ -258,13 +273,24 @@ pub fn evaluate(
         .filter_map(|p| by_path.get(p.source.as_str()))
         .map(|f| (f.path.clone(), f.notes.iter().map(|n| n.pitch).collect()))
         .collect();
-    let codec = ::music::Codec::new(&dataset.encoding);
+    // A model whose dictionary has the pedal read it as events: its copies are compared so.
+    let writes_pedal = dataset.vocabulary.id("pedal").is_some();
+    let codec = ::music::Codec::new(&dataset.encoding).with_pedal(writes_pedal);
 
     let mut figures = Vec::with_capacity(generated.len());
     let mut all_generated = Vec::with_capacity(generated.len());
     for path in generated {
         let (piece, metre, digest) = read_midi_file(path, &config.extract).map_err(EvaluateError::Midi)?;
-        let tokens: Vec<u32> = codec.encode(&piece, &metre).iter().filter_map(|t| dataset.vocabulary.id(t)).collect();
+        let written = if writes_pedal {
+            read_score(path, &config.extract, ::music::Sustain::Events).map_err(EvaluateError::Midi)?.0
+        } else {
+            ::music::Score { notes: piece.clone(), metre, pedal: Vec::new() }
+        };
+        let tokens: Vec<u32> = codec
+            .encode(&written.notes, &written.metre, &written.pedal)
+            .iter()
+            .filter_map(|t| dataset.vocabulary.id(t))
+            .collect();
         let pitches: Vec<u8> = piece.iter().map(|n| n.pitch).collect();
         let share = memorisation::copied_ngram_share(&pitches, &training_pitches, config.evaluate.ngram);
         let stats = MusicStats::of(std::slice::from_ref(&piece));

@@ -10,7 +10,7 @@
 //! Key design decision: files are independent, so they are read in parallel with rayon;
 //! the output is sorted by path and does not depend on the thread count.
 
-use artifacts::{ExtractedFile, InputDigest, Note, NotesArtifact, RejectedFile};
+use artifacts::{ExtractedFile, InputDigest, NotesArtifact, RejectedFile};
 use config::{ExtractConfig, PipelineConfig, Section};
 use music::files::FindError;
 use music::midi_in::MidiFacts;
@@ -71,8 +71,8 @@ pub fn run(config: &PipelineConfig, input: &Path, output: &Path) -> Result<Extra
         .map(|path| {
             let relative = relative_name(input, path);
             let result = extract_file(path, &config.extract)
-                .map(|(content_digest, notes, metre, facts)| {
-                    (ExtractedFile { path: relative.clone(), content_digest, notes, metre }, facts)
+                .map(|(content_digest, music::Score { notes, metre, pedal }, facts)| {
+                    (ExtractedFile { path: relative.clone(), content_digest, notes, metre, pedal }, facts)
                 })
                 .map_err(|reason| RejectedFile { path: relative, reason });
             if let Ok(mut p) = progress.lock() {
@@ -302,17 +302,18 @@ fn escaped_name(name: &std::ffi::OsStr) -> String {
     name.to_string_lossy().into_owned()
 }
 
-/// Reads and extracts one file: its content digest, notes and metre, or a one-line reason.
+/// Reads and extracts one file: its content digest, its notes, metre and pedal, or a
+/// one-line reason.
 pub fn extract_file(
     path: &Path,
     limits: &ExtractConfig,
-) -> Result<(artifacts::Digest, Vec<Note>, music::Metre, MidiFacts), String> {
+) -> Result<(artifacts::Digest, music::Score, MidiFacts), String> {
     let size = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?.len();
     if size > limits.max_file_bytes {
         return Err(format!("too large: {size} bytes, limit extract.max_file_bytes = {}", limits.max_file_bytes));
     }
     // Capped again while reading: a file under /proc reports no size and may never end.
     let bytes = artifacts::read_capped(path, limits.max_file_bytes).map_err(|e| format!("cannot read: {e}"))?;
-    let (notes, metre, facts) = music::midi_in::read_midi(&bytes, &limits.read_options())?;
-    Ok((artifacts::digest(&bytes), notes, metre, facts))
+    let (score, facts) = music::midi_in::read_midi(&bytes, &limits.read_options())?;
+    Ok((artifacts::digest(&bytes), score, facts))
 }

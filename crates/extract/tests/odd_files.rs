@@ -12,7 +12,7 @@ fn every_crafted_file_is_read_or_rejected_as_expected() {
         let path = dir.path().join(file.name);
         std::fs::write(&path, &file.bytes).unwrap();
         let outcome = match extract::extract_file(&path, &Default::default()) {
-            Ok((_, notes, _, _)) => {
+            Ok((_, music::Score { notes, .. }, _)) => {
                 assert!(notes.iter().all(|n| n.duration_seconds > 0.0 && (21..=108).contains(&n.pitch)));
                 Expect::Notes(notes.len())
             }
@@ -55,7 +55,7 @@ fn a_folder_of_crafted_files_is_extracted_with_every_rejection_counted() {
 fn a_rest_of_any_length_is_shortened_to_the_configured_maximum() {
     let bytes = [odd_midi::header(0, 1, 1), odd_midi::track(&odd_midi::huge_rest())].concat();
     let limits = config::ExtractConfig::default();
-    let (notes, _, facts) = music::midi_in::read_midi(&bytes, &limits.read_options()).unwrap();
+    let (music::Score { notes, .. }, facts) = music::midi_in::read_midi(&bytes, &limits.read_options()).unwrap();
     assert_eq!(notes.len(), 2);
     let rest = notes[1].onset_seconds - (notes[0].onset_seconds + notes[0].duration_seconds);
     assert!((rest - limits.max_rest_seconds).abs() < 1e-6, "a rest of {rest} s");

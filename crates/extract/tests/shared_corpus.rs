@@ -31,7 +31,7 @@ fn every_piano_file_is_read_with_the_expected_note_count() {
     let mut far = Vec::new();
     for path in files {
         let name = path.strip_prefix(&folder).unwrap().to_string_lossy().replace('\\', "/");
-        let (_, notes, _, _) =
+        let (_, music::Score { notes, .. }, _) =
             extract::extract_file(&path, &Default::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
         let theirs = expected[&name];
         // Differences come from documented rules: the same pitch struck on the same channel
@@ -114,12 +114,12 @@ fn every_odd_file_is_read_or_rejected_as_the_table_says() {
         let name = path.strip_prefix(&folder).unwrap().to_string_lossy().replace('\\', "/");
         let expected = REJECTED.iter().find(|(file, _)| *file == name).map(|(_, reason)| *reason);
         match (extract::extract_file(path, &Default::default()), expected) {
-            (Ok((_, notes, _, _)), None) => assert!(!notes.is_empty(), "{name}"),
+            (Ok((_, music::Score { notes, .. }, _)), None) => assert!(!notes.is_empty(), "{name}"),
             (Err(reason), Some(start)) => {
                 assert!(reason.starts_with(start) && !reason.contains('\n'), "{name}: reason {reason:?}");
                 rejected_seen += 1;
             }
-            (Ok((_, notes, _, _)), Some(start)) => {
+            (Ok((_, music::Score { notes, .. }, _)), Some(start)) => {
                 panic!("{name}: read {} notes, expected a rejection ({start})", notes.len())
             }
             (Err(reason), None) => panic!("{name}: rejected ({reason}), expected it to be read"),

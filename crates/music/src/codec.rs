@@ -3,7 +3,7 @@
 use crate::beats::{self, Beats};
 use crate::encoding::{Augmentation, Encoding, Vocabulary};
 use crate::fidelity::Tolerance;
-use crate::metre::{Metre, Score};
+use crate::metre::{Metre, PedalPress, Score};
 use crate::names;
 use crate::note::{Note, PIANO_KEYS};
 use crate::performance::{Event, Performance};
@@ -77,17 +77,26 @@ impl Codec {
                 velocity_bins: velocity_bins.max(1),
             }),
             Encoding::Beats { velocity_bins, tempo_bins } => {
-                Codec::Beats(Beats { velocity_bins: velocity_bins.max(2), tempo_bins: tempo_bins.max(2) })
+                Codec::Beats(Beats { velocity_bins: velocity_bins.max(2), tempo_bins: tempo_bins.max(2), pedal: false })
             }
         }
     }
 
-    /// A piece's notes as token strings (`metre` is read by `beats` alone).
-    pub fn encode(&self, notes: &[Note], metre: &Metre) -> Vec<String> {
+    /// The same codec keeping the sustain pedal as tokens of its own, where the encoding
+    /// can (`beats`; see [`Beats::pedal`]); the others are returned as they are.
+    pub fn with_pedal(self, pedal: bool) -> Codec {
+        match self {
+            Codec::Beats(codec) => Codec::Beats(Beats { pedal, ..codec }),
+            other => other,
+        }
+    }
+
+    /// A piece's notes as token strings (`metre` and `pedal` are read by `beats` alone).
+    pub fn encode(&self, notes: &[Note], metre: &Metre, pedal: &[PedalPress]) -> Vec<String> {
         match self {
             Codec::Names { chord_window_quarters } => names::encode_piece(notes, *chord_window_quarters),
             Codec::Performance(codec) => codec.encode(notes).into_iter().map(Event::token).collect(),
-            Codec::Beats(codec) => codec.encode(notes, metre).into_iter().map(beats::Token::text).collect(),
+            Codec::Beats(codec) => codec.encode(notes, metre, pedal).into_iter().map(beats::Token::text).collect(),
         }
     }
 
@@ -107,6 +116,7 @@ impl Codec {
         let steady = |sounds: Vec<crate::TimedNote>| Score {
             notes: sounds.into_iter().map(|sound| Note::at_steady_tempo(sound, playback.tempo_bpm)).collect(),
             metre: Metre::steady(4, 4, playback.tempo_bpm),
+            pedal: Vec::new(),
         };
         match self {
             Codec::Names { .. } => {

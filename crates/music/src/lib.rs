@@ -34,6 +34,6 @@ pub mod performance;
 
 pub use codec::{Codec, Playback, augment, augment_metre, augmentations};
 pub use encoding::{Augmentation, Encoding, Vocabulary};
-pub use metre::{Metre, Score, Tempo, TimeSignature, on_grid, on_grid_share, on_grid_share_shifted};
+pub use metre::{Metre, PedalPress, Score, Tempo, TimeSignature, on_grid, on_grid_share, on_grid_share_shifted};
 pub use midi_in::{ReadOptions, Sustain};
 pub use note::{Note, PIANO_KEYS, TimedNote, parse_pitch_name, pitch_name};

@@ -207,12 +207,31 @@ pub fn on_grid_share_shifted(onsets: impl IntoIterator<Item = f64>) -> f64 {
     best as f64 / all.max(1) as f64
 }
 
+/// The sustain pedal held down from `onset_quarters` for `duration_quarters`, in the
+/// quarter notes of the piece's score. Invariant: the duration is above 0.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PedalPress {
+    pub onset_quarters: f64,
+    pub duration_quarters: f64,
+}
+
+impl PedalPress {
+    /// Where the pedal lifts.
+    pub fn end_quarters(&self) -> f64 {
+        self.onset_quarters + self.duration_quarters
+    }
+}
+
 /// Notes with the metre they are written in: what a decoder gives and the MIDI writer
 /// writes. Invariant: each note's seconds are its quarter notes through `metre`'s tempo map.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Score {
     pub notes: Vec<crate::Note>,
     pub metre: Metre,
+    /// The sustain pedal as its own events (`extract.sustain = "events"`), in onset order
+    /// and never overlapping; empty where it was applied to the notes' durations, ignored,
+    /// or never pressed.
+    pub pedal: Vec<PedalPress>,
 }
 
 impl Score {

@@ -6,7 +6,7 @@
 //! different track from the notes they affect (format 1 files do this all the time), so
 //! pairing per track would get programs and durations wrong.
 
-use crate::metre::{Metre, Tempo, TimeSignature};
+use crate::metre::{Metre, PedalPress, Score, Tempo, TimeSignature};
 use crate::note::{Note, PIANO_KEYS};
 use midly::{MetaMessage, MidiMessage, Timing, TrackEventKind};
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 /// The channel General MIDI reserves for drums (channel 10, counted from 1).
 const DRUM_CHANNEL: u8 = 9;
 /// The controller number of the sustain (damper) pedal.
-const SUSTAIN_PEDAL: midly::num::u7 = midly::num::u7::new(64);
+pub(crate) const SUSTAIN_PEDAL: midly::num::u7 = midly::num::u7::new(64);
 /// Tempo when a file sets none: 120 beats per minute.
 const DEFAULT_MICROS_PER_QUARTER: f64 = 500_000.0;
 
@@ -27,6 +27,10 @@ pub enum Sustain {
     Apply,
     /// Notes end when their key is released.
     Ignore,
+    /// Notes end when their key is released, and the pedal is kept as events of its own
+    /// ([`crate::metre::PedalPress`]), for an encoding that writes it (`beats`): a score's
+    /// notes as written, and its pedal marks.
+    Events,
 }
 
 /// How a file is read: the caps and the rules that are settings (`[extract]` in
@@ -236,6 +240,8 @@ impl Clock {
 ///   dropped.
 /// - Sustain pedal (`extract.sustain = "apply"`): while controller 64 is at 64 or more on a
 ///   channel, a released key rings on until the pedal lifts or the same pitch is struck again.
+///   With `"events"` the presses are kept instead, as the score's `pedal`: the pedal is down
+///   while it is down on any channel.
 /// - Notes outside the 88 piano keys (A0–C8) are dropped; notes longer than
 ///   `extract.max_note_seconds` are cut to it; a silence longer than
 ///   `extract.max_rest_seconds` (before the first note, or after every note so far has
@@ -246,7 +252,7 @@ impl Clock {
 /// last track are ignored, and a damaged track is read up to its first unreadable event
 /// (midly's non-strict mode), so a truncated file keeps the notes before the damage.
 pub fn notes_of_midi(bytes: &[u8], options: &ReadOptions) -> Result<Vec<Note>, String> {
-    read_midi(bytes, options).map(|(notes, _, _)| notes)
+    read_midi(bytes, options).map(|(score, _)| score.notes)
 }
 
 /// Facts about a file beyond its notes, for the stage report.
@@ -280,8 +286,9 @@ thread_local! {
     static EVENTS: std::cell::RefCell<Vec<TimedEvent>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// [`notes_of_midi`], with the piece's [`Metre`] and the [`MidiFacts`] the report needs.
-pub fn read_midi(bytes: &[u8], options: &ReadOptions) -> Result<(Vec<Note>, Metre, MidiFacts), String> {
+/// [`notes_of_midi`], with the piece's [`Metre`] and pedal (a [`Score`]) and the
+/// [`MidiFacts`] the report needs.
+pub fn read_midi(bytes: &[u8], options: &ReadOptions) -> Result<(Score, MidiFacts), String> {
     EVENTS.with_borrow_mut(|events| {
         events.clear();
         let result = read_midi_with(bytes, options, events);
@@ -295,8 +302,9 @@ pub fn read_midi(bytes: &[u8], options: &ReadOptions) -> Result<(Vec<Note>, Metr
 /// after it earlier. A silence is the time before the first note, or from the end of every
 /// note so far to the next onset. In quarter notes the cut is rounded down to whole bars,
 /// and the metre's signatures and tempos after it move with the notes, so a downbeat stays
-/// a downbeat. Returns how many silences were shortened. `notes` must be in onset order.
-fn shorten_rests(notes: &mut [Note], metre: &mut Metre, max_rest: f64) -> usize {
+/// a downbeat; pedal presses move with them. Returns how many silences were shortened.
+/// `notes` must be in onset order.
+fn shorten_rests(notes: &mut [Note], metre: &mut Metre, pedal: &mut Vec<PedalPress>, max_rest: f64) -> usize {
     let (mut cut_seconds, mut cut_quarters) = (0.0, 0.0);
     let (mut end_seconds, mut end_quarters) = (0.0f64, 0.0f64);
     // (where the silence starts, in the file's own quarter notes; quarter notes removed)
@@ -329,6 +337,13 @@ fn shorten_rests(notes: &mut [Note], metre: &mut Metre, max_rest: f64) -> usize 
         // Entries inside a cut land on its start: the last of them is the one in force.
         keep_last_at_each_point(&mut metre.signatures, |s| s.at_quarters);
         keep_last_at_each_point(&mut metre.tempos, |t| t.at_quarters);
+        for press in pedal.iter_mut() {
+            let end = moved(press.end_quarters());
+            press.onset_quarters = moved(press.onset_quarters);
+            press.duration_quarters = end - press.onset_quarters;
+        }
+        // A press inside a cut is gone.
+        pedal.retain(|press| press.duration_quarters > SAME_POINT);
     }
     cuts.len()
 }
@@ -411,7 +426,7 @@ fn read_midi_with(
     bytes: &[u8],
     options: &ReadOptions,
     events: &mut Vec<TimedEvent>,
-) -> Result<(Vec<Note>, Metre, MidiFacts), String> {
+) -> Result<(Score, MidiFacts), String> {
     // Parsed lazily, track by track, so the caps bound memory: nothing is held but the
     // events we keep.
     let (header, tracks) = midly::parse(bytes).map_err(|e| format!("not a readable MIDI file: {e}"))?;
@@ -429,13 +444,13 @@ fn read_midi_with(
     let (signatures, repaired) = metre_of(signatures.collect());
     facts.signatures_repaired = repaired;
     let mut metre = Metre { signatures, tempos: clock.tempos() };
-    let mut notes = pair_notes(events, &mut clock, merged.file_end, options, &mut facts);
+    let (mut notes, mut pedal) = pair_notes(events, &mut clock, merged.file_end, options, &mut facts);
     // In onset order already; notes that start together go in pitch order (a stable sort,
     // so equal pitches on different channels keep the order they were struck in).
     for chord in notes.chunk_by_mut(|a, b| a.onset_seconds == b.onset_seconds) {
         chord.sort_by_key(|note| note.pitch);
     }
-    facts.rests_shortened = shorten_rests(&mut notes, &mut metre, options.max_rest_seconds);
+    facts.rests_shortened = shorten_rests(&mut notes, &mut metre, &mut pedal, options.max_rest_seconds);
     if notes.len() > options.max_notes {
         return Err(format!("too many notes: {}, limit extract.max_notes = {}", notes.len(), options.max_notes));
     }
@@ -455,7 +470,7 @@ fn read_midi_with(
             "no notes".into()
         });
     }
-    Ok((notes, metre, facts))
+    Ok((Score { notes, metre, pedal }, facts))
 }
 
 /// What merging a file's tracks found beside its channel events.
@@ -525,17 +540,19 @@ fn merge_tracks(
 
 /// Pairs each note-on with the note-off (or pedal lift, or new strike) that ends it, in the
 /// merged stream, and ends whatever still sounds at `file_end`. Returns the notes in onset
-/// order; notes dropped or cut by the rules are counted in `facts`.
+/// order, and with `Sustain::Events` the pedal presses (else none); notes dropped or cut by
+/// the rules are counted in `facts`.
 fn pair_notes(
     events: &[TimedEvent],
     clock: &mut Clock,
     file_end: u64,
     options: &ReadOptions,
     facts: &mut MidiFacts,
-) -> Vec<Note> {
+) -> (Vec<Note>, Vec<PedalPress>) {
     let mut programs = [0u8; 16];
     let mut pedal_down = [false; 16];
     let sustain = options.sustain == Sustain::Apply;
+    let mut pedal = PedalTrack::default();
     let mut struck = Struck::with_capacity(events.len() / 2);
     // The place of the note sounding at each (channel, pitch), at index channel·128 + pitch.
     // Flat tables, not maps: they are touched at every note event.
@@ -561,6 +578,11 @@ fn pair_notes(
                     }
                 }
                 pedal_down[ch] = down;
+            }
+            MidiMessage::Controller { controller, value }
+                if controller == SUSTAIN_PEDAL && options.sustain == Sustain::Events =>
+            {
+                pedal.set(ch, value >= 64, clock.at(tick).1);
             }
             MidiMessage::NoteOn { key, vel } if vel.as_int() > 0 => {
                 let (pitch, now) = (key.as_int(), clock.at(tick));
@@ -592,7 +614,45 @@ fn pair_notes(
     for (slot, &place) in sounding.iter().chain(&ringing).enumerate() {
         struck.end(place, (slot % (16 * 128) / 128) as u8, end, options, facts);
     }
-    struck.into_notes()
+    (struck.into_notes(), pedal.finish(end.1.1))
+}
+
+/// The sustain pedal of a file read with `Sustain::Events`: down while it is down on any
+/// channel (a piano has one pedal, however many channels a file spreads its hands over).
+#[derive(Default)]
+struct PedalTrack {
+    down: [bool; 16],
+    /// Where the pedal went down on some channel, while it is down on any.
+    since: Option<f64>,
+    presses: Vec<PedalPress>,
+}
+
+impl PedalTrack {
+    /// Channel `ch`'s pedal is now `down`, at `quarters`.
+    fn set(&mut self, ch: usize, down: bool, quarters: f64) {
+        self.down[ch] = down;
+        let any = self.down.iter().any(|&d| d);
+        match (self.since, any) {
+            (None, true) => self.since = Some(quarters),
+            (Some(onset), false) => {
+                self.since = None;
+                if quarters - onset > SAME_POINT {
+                    self.presses.push(PedalPress { onset_quarters: onset, duration_quarters: quarters - onset });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The presses, a pedal still down lifted at `end_quarters` (the file's end).
+    fn finish(mut self, end_quarters: f64) -> Vec<PedalPress> {
+        if let Some(onset) = self.since.take()
+            && end_quarters - onset > SAME_POINT
+        {
+            self.presses.push(PedalPress { onset_quarters: onset, duration_quarters: end_quarters - onset });
+        }
+        self.presses
+    }
 }
 
 #[cfg(test)]
@@ -664,7 +724,7 @@ mod tests {
         let summary = |notes: &[Note]| -> Vec<(u8, f64, f64)> {
             notes.iter().map(|n| (n.pitch, n.onset_seconds, (n.duration_seconds * 1000.0).round() / 1000.0)).collect()
         };
-        let (notes, _, facts) = read_midi(&bytes, &ReadOptions::default()).unwrap();
+        let (Score { notes, .. }, facts) = read_midi(&bytes, &ReadOptions::default()).unwrap();
         assert_eq!(summary(&notes), vec![(60, 0.0, 1.0), (64, 0.0, 0.5), (64, 0.5, 0.5), (67, 1.0, 30.0)]);
         assert_eq!((facts.pedal_presses, facts.off_keyboard, facts.shortened), (1, 1, 1));
         assert!((notes[3].duration_quarters - 60.0).abs() < 1e-9, "30 s at 120 BPM is 60 quarters");
@@ -672,6 +732,48 @@ mod tests {
         let ignore = ReadOptions { sustain: Sustain::Ignore, ..ReadOptions::default() };
         let notes = notes_of_midi(&bytes, &ignore).unwrap();
         assert_eq!(summary(&notes)[..3], [(60, 0.0, 0.25), (64, 0.0, 0.25), (64, 0.5, 0.25)]);
+
+        // As events: the notes as ignored, and the press, in quarter notes (0 to 2).
+        let events = ReadOptions { sustain: Sustain::Events, ..ReadOptions::default() };
+        let (score, _) = read_midi(&bytes, &events).unwrap();
+        assert_eq!(summary(&score.notes), summary(&notes));
+        assert_eq!(score.pedal, [PedalPress { onset_quarters: 0.0, duration_quarters: 2.0 }]);
+        assert!(read_midi(&bytes, &ReadOptions::default()).unwrap().0.pedal.is_empty(), "applied, not kept");
+    }
+
+    #[test]
+    fn kept_as_events_the_pedal_is_one_for_every_channel_and_moves_with_a_shortened_rest() {
+        let on_channel = |delta: u32, channel: u8, value: u8| {
+            let message = MidiMessage::Controller { controller: SUSTAIN_PEDAL, value: u7::new(value) };
+            event(delta, TrackEventKind::Midi { channel: u4::new(channel), message })
+        };
+        // 120 BPM, 480 ticks a quarter: the pedal down on channel 1 at 0, on channel 2 at 1
+        // quarter, up on 1 at 2 and on 2 at 3: one press of three quarters. Then 100 s of
+        // silence (shortened to 60, by whole bars) and a press still down at the end.
+        let rest = 200 * 480;
+        let bytes = file(vec![vec![
+            on_channel(0, 0, 100),
+            note(0, 0, 60, 90),
+            on_channel(480, 1, 127),
+            on_channel(480, 0, 0),
+            on_channel(480, 1, 20),
+            note(0, 0, 60, 0),
+            on_channel(rest, 0, 127),
+            note(0, 0, 62, 90),
+            note(960, 0, 62, 0),
+        ]]);
+        let events = ReadOptions { sustain: Sustain::Events, ..ReadOptions::default() };
+        let (score, facts) = read_midi(&bytes, &events).unwrap();
+        assert_eq!(facts.rests_shortened, 1);
+        let second = score.notes[1].onset_quarters;
+        assert!(second < 3.0 + 200.0 && (second - 3.0) % 4.0 == 0.0, "moved by whole bars: {second}");
+        assert_eq!(
+            score.pedal,
+            [
+                PedalPress { onset_quarters: 0.0, duration_quarters: 3.0 },
+                PedalPress { onset_quarters: second, duration_quarters: 2.0 },
+            ]
+        );
     }
 
     #[test]
@@ -734,7 +836,7 @@ mod tests {
         ];
         let notes_track =
             vec![note(0, 0, 64, 80), note(4800, 0, 64, 0), event(0, TrackEventKind::Meta(MetaMessage::EndOfTrack))];
-        let (_, metre, facts) = read_midi(&file(vec![meta, notes_track]), &ReadOptions::default()).unwrap();
+        let (Score { metre, .. }, facts) = read_midi(&file(vec![meta, notes_track]), &ReadOptions::default()).unwrap();
         let found: Vec<(f64, u8, u8)> =
             metre.signatures.iter().map(|s| (s.at_quarters, s.numerator, s.denominator)).collect();
         assert_eq!(found, vec![(0.0, 3, 4), (3.0, 1, 4), (4.0, 2, 4), (6.0, 6, 8)]);
@@ -744,7 +846,7 @@ mod tests {
         // No signature at all: 4/4, the MIDI default.
         let plain = file(vec![vec![note(0, 0, 60, 80), note(480, 0, 60, 0)]]);
         assert_eq!(
-            read_midi(&plain, &ReadOptions::default()).unwrap().1.signatures,
+            read_midi(&plain, &ReadOptions::default()).unwrap().0.metre.signatures,
             crate::Metre::default().signatures
         );
     }

@@ -11,14 +11,21 @@ use midly::{Format, Header, MetaMessage, MidiMessage, Smf, Timing, TrackEvent, T
 pub const TICKS_PER_QUARTER: u16 = 480;
 
 /// What happens at a tick, in the order a file must hold them at one tick: the metre
-/// first, then releases, then presses (so a key released and struck again sounds twice).
+/// first, then releases, then presses (so a key released and struck again sounds twice,
+/// and a pedal lifted and pressed again at a chord clears the harmony before it).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Change {
     TimeSignature { numerator: u8, power: u8 },
     Tempo { micros_per_quarter: u32 },
+    PedalUp,
     Release { pitch: u8 },
+    PedalDown,
     Press { pitch: u8, velocity: u8 },
 }
+
+/// The value of the sustain pedal's controller (64) when it is down and when it is up.
+const PEDAL_DOWN: u8 = 127;
+const PEDAL_UP: u8 = 0;
 
 /// The tick a time in quarter notes is written at (the nearest, never before 0).
 pub fn ticks(quarters: f64) -> u64 {
@@ -32,7 +39,9 @@ pub fn ticks(quarters: f64) -> u64 {
 /// left out). `text`, when given, is written as a text
 /// meta event at the start (players ignore it; MuseScore 3 shows it as text above the
 /// first bar). Notes of zero length after rounding to ticks are skipped; pitch and
-/// velocity are clamped into MIDI's range.
+/// velocity are clamped into MIDI's range. The score's pedal presses are written as the
+/// sustain controller (64) going to 127 and back to 0; a press that overlaps the next is
+/// lifted where the next goes down.
 pub fn to_bytes(score: &Score, text: Option<&str>) -> Vec<u8> {
     let channel = u4::new(0);
     let mut changes: Vec<(u64, Change)> = Vec::with_capacity(score.notes.len() * 2 + 8);
@@ -55,6 +64,14 @@ pub fn to_bytes(score: &Score, text: Option<&str>) -> Vec<u8> {
             let pitch = note.pitch.min(127);
             changes.push((start, Change::Press { pitch, velocity: note.velocity.clamp(1, 127) }));
             changes.push((end, Change::Release { pitch }));
+        }
+    }
+    for (index, press) in score.pedal.iter().enumerate() {
+        let next = score.pedal.get(index + 1).map_or(u64::MAX, |next| ticks(next.onset_quarters));
+        let (down, up) = (ticks(press.onset_quarters), ticks(press.end_quarters()).min(next));
+        if up > down {
+            changes.push((down, Change::PedalDown));
+            changes.push((up, Change::PedalUp));
         }
     }
     changes.sort_unstable();
@@ -85,6 +102,12 @@ pub fn to_bytes(score: &Score, text: Option<&str>) -> Vec<u8> {
                 channel,
                 message: MidiMessage::NoteOn { key: u7::new(pitch), vel: u7::new(velocity) },
             },
+            Change::PedalDown | Change::PedalUp => {
+                let value = if change == Change::PedalDown { PEDAL_DOWN } else { PEDAL_UP };
+                let message =
+                    MidiMessage::Controller { controller: crate::midi_in::SUSTAIN_PEDAL, value: u7::new(value) };
+                TrackEventKind::Midi { channel, message }
+            }
         };
         // Deltas are 28 bits: 155 hours at 480 ticks per quarter and 120 BPM. Our stages
         // never make such a gap, so clamping is a guard, not a rule.
@@ -107,7 +130,7 @@ pub fn to_bytes(score: &Score, text: Option<&str>) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::Note;
-    use crate::metre::Metre;
+    use crate::metre::{Metre, PedalPress};
 
     #[test]
     fn the_key_signature_is_the_notes_best_fitting_scale() {
@@ -117,7 +140,7 @@ mod tests {
             (vec![57, 59, 60, 62, 64, 65, 67, 57, 60, 64, 69, 57], (0, true)),
         ] {
             let notes = pitches.iter().enumerate().map(|(i, &p)| Note::of_score(p, 80, i as f64, 1.0, 120.0)).collect();
-            let smf_bytes = to_bytes(&Score { notes, metre: Metre::steady(4, 4, 120.0) }, None);
+            let smf_bytes = to_bytes(&Score { notes, metre: Metre::steady(4, 4, 120.0), pedal: Vec::new() }, None);
             let smf = Smf::parse(&smf_bytes).unwrap();
             let keys: Vec<(i8, bool)> = smf.tracks[0]
                 .iter()
@@ -137,7 +160,8 @@ mod tests {
             Note::of_score(60, 80, 0.5, 0.5, 100.0),
             Note::of_score(64, 70, 0.5, 1.0, 100.0),
         ];
-        let bytes = to_bytes(&Score { notes, metre: Metre::steady(3, 4, 100.0) }, Some("made by a test"));
+        let bytes =
+            to_bytes(&Score { notes, metre: Metre::steady(3, 4, 100.0), pedal: Vec::new() }, Some("made by a test"));
         let smf = Smf::parse(&bytes).unwrap();
         assert_eq!(smf.header.timing, Timing::Metrical(u15::new(480)));
         let mut tick = 0;
@@ -157,9 +181,42 @@ mod tests {
         // The repeated C4 is released before it is struck again at tick 240.
         assert_eq!(seen, vec![(0, 60, 90), (240, 60, 80), (240, 64, 70)]);
         // Read back by our own reader, the metre is the one written.
-        let (_, metre, _) = crate::midi_in::read_midi(&bytes, &Default::default()).unwrap();
+        let (Score { metre, .. }, _) = crate::midi_in::read_midi(&bytes, &Default::default()).unwrap();
         assert_eq!(metre.signatures, Metre::steady(3, 4, 100.0).signatures);
         assert!(metre.tempos.len() == 1 && (metre.tempos[0].bpm - 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_pedal_is_written_as_controller_64_and_reads_back() {
+        let notes = vec![Note::of_score(48, 80, 0.0, 0.5, 120.0), Note::of_score(52, 80, 2.0, 0.5, 120.0)];
+        let press = |onset_quarters, duration_quarters| PedalPress { onset_quarters, duration_quarters };
+        // The first press overlaps the second: it is lifted where the second goes down.
+        let pedal = vec![press(0.0, 3.0), press(2.0, 1.5)];
+        let bytes = to_bytes(&Score { notes, metre: Metre::steady(4, 4, 120.0), pedal }, None);
+        let smf = Smf::parse(&bytes).unwrap();
+        let mut tick = 0;
+        let mut seen = Vec::new();
+        for event in &smf.tracks[0] {
+            tick += event.delta.as_int();
+            match event.kind {
+                TrackEventKind::Midi { message: MidiMessage::Controller { controller, value }, .. } => {
+                    seen.push((tick, controller.as_int(), value.as_int()))
+                }
+                TrackEventKind::Midi { message: MidiMessage::NoteOn { key, .. }, .. } => {
+                    seen.push((tick, key.as_int(), 1))
+                }
+                _ => {}
+            }
+        }
+        // At tick 960 the pedal is lifted, pressed again, then the chord is struck.
+        assert_eq!(seen, [(0, 64, 127), (0, 48, 1), (960, 64, 0), (960, 64, 127), (960, 52, 1), (1680, 64, 0)]);
+        let events = crate::ReadOptions { sustain: crate::Sustain::Events, ..Default::default() };
+        let (score, _) = crate::midi_in::read_midi(&bytes, &events).unwrap();
+        assert_eq!(score.pedal, [press(0.0, 2.0), press(2.0, 1.5)]);
+        // Applied, the pedal holds each note until it lifts.
+        let (score, _) = crate::midi_in::read_midi(&bytes, &Default::default()).unwrap();
+        let lengths: Vec<f64> = score.notes.iter().map(|n| n.duration_quarters).collect();
+        assert_eq!(lengths, [2.0, 1.5]);
     }
 
     #[test]
@@ -169,7 +226,7 @@ mod tests {
             metre.tempos.push(crate::metre::Tempo { at_quarters, bpm });
         }
         let notes = vec![Note::of_score(60, 80, 0.0, 20.0, 120.0)];
-        let bytes = to_bytes(&Score { notes, metre }, None);
+        let bytes = to_bytes(&Score { notes, metre, pedal: Vec::new() }, None);
         let smf = Smf::parse(&bytes).unwrap();
         let mut tick = 0;
         let mut tempos = Vec::new();

@@ -118,7 +118,7 @@ fn a_dense_primer_starts_the_piece_with_its_first_notes() {
             (0..24).map(move |k| music::Note::of_score(36 + k * 2, 70, f64::from(step) / 64.0, 0.01, 120.0))
         })
         .collect();
-    let score = music::Score { notes, metre: music::Metre::default() };
+    let score = music::Score { notes, ..Default::default() };
     std::fs::write(dir.join("dense.mid"), music::midi_out::to_bytes(&score, None)).unwrap();
     let args = ["--input", "model.bin", "--dataset", "dataset.bin", "--primer", "dense.mid", "--seconds", "3"];
     let output = run_stage("compose", dir, &[&args[..], &["--output", "dense-out.mid"]].concat());

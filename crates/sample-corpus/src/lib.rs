@@ -60,7 +60,7 @@ impl Score {
             metre.signatures[0].at_quarters = self.pickup_quarters;
             metre.signatures.insert(0, music::TimeSignature { at_quarters: 0.0, numerator, denominator });
         }
-        music::Score { notes: self.notes.clone(), metre }
+        music::Score { notes: self.notes.clone(), metre, pedal: Vec::new() }
     }
 }
 

@@ -6,7 +6,9 @@
 //!   inside the bar (`pos:K` with K past the last one and short of the bar's length);
 //! - at a position: optionally one tempo, then notes, the first `[vel:B] pitch:P dur:D`,
 //!   each later one `[vel:B] up:K dur:D` (a chord from the bottom up, as the encoder
-//!   writes it, so no key twice) and on the keyboard;
+//!   writes it, so no key twice) and on the keyboard; before the notes, where the
+//!   dictionary has it, one `pedal dur:D` (any duration: the pedal is no note, and a
+//!   position may hold the pedal alone);
 //! - no note while `max_held` notes sound, no duration
 //!   that would hold a key longer than `max_note_seconds` at the tempo in force (the
 //!   shortest always may);
@@ -70,6 +72,8 @@ enum After {
     Velocity,
     Pitch,
     Duration,
+    Pedal,
+    PedalDuration,
 }
 
 /// The running state of a sequence, and the rules.
@@ -180,6 +184,8 @@ impl Grammar {
                 self.highest_here = self.highest_here.map(|below| below.saturating_add(k));
                 self.after = After::Pitch;
             }
+            Token::Duration(_) if self.after == After::Pedal => self.after = After::PedalDuration,
+            Token::Pedal => self.after = After::Pedal,
             Token::Duration(steps) => {
                 let now = self.step();
                 self.sounding.retain(|&end| end > now);
@@ -196,8 +202,10 @@ impl Grammar {
     /// Whether token `id` may come next.
     pub fn allows(&self, id: u32) -> bool {
         let Some(token) = self.token(id) else { return false };
-        let at_a_position = matches!(self.after, After::Position | After::PositionTempo | After::Duration);
+        let at_a_position =
+            matches!(self.after, After::Position | After::PositionTempo | After::Duration | After::PedalDuration);
         match (self.after, token) {
+            (After::Pedal, token) => matches!(token, Token::Duration(_)),
             (After::Pitch, Token::Duration(steps)) => {
                 let seconds = f64::from(steps) / f64::from(POSITIONS_PER_QUARTER) * 60.0 / self.clock.bpm();
                 // The shortest notes (up to a sixteenth) always may: some duration must.
@@ -225,7 +233,8 @@ impl Grammar {
             (_, Token::Position(k)) => {
                 // A position with no note is let past only when no note may start here.
                 let moves_on =
-                    matches!(self.after, After::Bar | After::BarTempo | After::Duration) || !self.may_strike_any();
+                    matches!(self.after, After::Bar | After::BarTempo | After::Duration | After::PedalDuration)
+                        || !self.may_strike_any();
                 moves_on
                     && i64::from(k) < self.bar_steps
                     && self.position.is_none_or(|p| i64::from(k) > p)
@@ -245,6 +254,7 @@ impl Grammar {
             (_, Token::Pitch(p)) => at_a_position && self.may_strike(p),
             (_, Token::Above(k)) => at_a_position && self.may_strike_above(k),
             (_, Token::Duration(_)) => false,
+            (_, Token::Pedal) => matches!(self.after, After::Position | After::PositionTempo),
         }
     }
 
@@ -316,10 +326,10 @@ mod tests {
     /// of one metre, which decode to notes that stay inside their bars' grid.
     #[test]
     fn random_scores_never_break_the_grammar() {
-        let codec = Beats { velocity_bins: 32, tempo_bins: 64 };
-        let vocabulary = codec.vocabulary();
         let mut rng = SeededRng::new(5, "beats grammar test");
         for run in 0..30 {
+            let codec = Beats { velocity_bins: 32, tempo_bins: 64, pedal: run % 4 < 2 };
+            let vocabulary = codec.vocabulary();
             let metre = if run % 2 == 0 { Some((3, 4)) } else { None };
             let notation_grid = run % 3 == 0;
             let limits = Limits { max_held: 6, max_note_seconds: 4.0, metre, max_tempo_drift: 3, notation_grid };
@@ -331,7 +341,9 @@ mod tests {
                 let allowed: Vec<u32> =
                     (0..scores.len() as u32).filter(|&i| scores[i as usize] > f32::NEG_INFINITY).collect();
                 assert!(!allowed.is_empty(), "nothing may come next after {:?}", tokens.last());
-                let id = allowed[rng.below(allowed.len())];
+                // Drawn uniformly, one pedal token among hundreds would hardly ever come.
+                let pedal = vocabulary.id("pedal").filter(|id| allowed.contains(id) && rng.below(2) == 0);
+                let id = pedal.unwrap_or_else(|| allowed[rng.below(allowed.len())]);
                 grammar.observe(id);
                 tokens.push(Token::parse(vocabulary.token(id)).unwrap());
             }
@@ -346,8 +358,15 @@ mod tests {
             let score = codec.decode(&tokens, 60.0);
             assert_eq!(score.metre.signatures.len(), 1);
             // Every note the grammar let through is a note: no step up from nothing or off
-            // the keyboard.
-            let written = tokens.iter().filter(|t| matches!(t, Token::Duration(_))).count();
+            // the keyboard; every pedal has its duration and comes before a position's notes.
+            let after_pedal = |w: &[Token]| w[0] == Token::Pedal;
+            assert!(tokens.windows(2).filter(|w| after_pedal(w)).all(|w| matches!(w[1], Token::Duration(_))));
+            assert!(
+                tokens.windows(2).all(|w| w[1] != Token::Pedal || matches!(w[0], Token::Position(_) | Token::Tempo(_)))
+            );
+            let pedals = tokens.iter().filter(|t| **t == Token::Pedal).count();
+            assert_eq!(pedals > 0, codec.pedal, "{pedals} presses");
+            let written = tokens.iter().filter(|t| matches!(t, Token::Duration(_))).count() - pedals;
             assert_eq!(score.notes.len(), written, "{tokens:?}");
             if notation_grid {
                 let ends = score.notes.iter().map(|n| n.onset_quarters + n.duration_quarters);

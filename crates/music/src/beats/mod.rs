@@ -10,9 +10,10 @@
 //! | `pitch:P` | a note of pitch P (one of the 88 keys) starts… |
 //! | `up:K` | …or, for a position's later notes, a note K semitones above the one below… |
 //! | `dur:D` | …and lasts D grid steps |
+//! | `pedal` | the sustain pedal goes down here and stays down for the `dur:D` after it (only in a dictionary [`Beats::pedal`] holds) |
 //!
 //! A bar reads `bar:3/4 [tempo:T] pos:0 [tempo:T] [vel:B] pitch:P dur:D [vel:B] up:K dur:D …
-//! pos:12 …`.
+//! pos:12 …`; with the pedal, a position's tokens after its tempo may start `pedal dur:D`.
 //!
 //! Key design decisions:
 //! - **The grid is 12 steps a quarter note** ([`POSITIONS_PER_QUARTER`]): it holds
@@ -39,11 +40,16 @@
 //!   (octaves 4 % of the steps inside chords where the corpus has 15 %).
 //! - **The dictionary is fixed by the parameters**, like `performance`'s: a model trained
 //!   on one corpus composes from any other, or from none.
+//! - **The pedal, where kept, is a press and how long it stays down**, written like a
+//!   note (`pedal dur:D`) at the chord it catches: a press up to a sixteenth after a
+//!   chord's onset (a pianist changes the pedal just after the chord) moves onto it, and a
+//!   lift up to a sixteenth before the next press moves onto that, so a change of pedal is
+//!   one position, not three.
 
 pub mod grammar;
 
 use crate::encoding::Vocabulary;
-use crate::metre::{Metre, Score, Tempo, TimeSignature};
+use crate::metre::{Metre, PedalPress, Score, Tempo, TimeSignature};
 use crate::note::{Note, PIANO_KEYS};
 use crate::performance::{bin_velocity, velocity_bin};
 
@@ -70,11 +76,15 @@ pub const TEMPO_HORIZON: i64 = 2 * POSITIONS_PER_QUARTER as i64;
 /// The tempo a decoder assumes before the first tempo token.
 const OPENING_BPM: f64 = 120.0;
 
-/// The parameters of the encoding. Invariant: both are at least 2.
+/// The parameters of the encoding. Invariant: both bin counts are at least 2.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Beats {
     pub velocity_bins: u32,
     pub tempo_bins: u32,
+    /// Whether the dictionary holds the `pedal` token and the encoder writes the pedal
+    /// presses it is given (`extract.sustain = "events"`). A decoder reads `pedal` tokens
+    /// either way: a model's own dictionary says whether it writes them.
+    pub pedal: bool,
 }
 
 /// One token, parsed.
@@ -91,10 +101,15 @@ pub enum Token {
     /// Semitones above the note below it at this position.
     Above(u8),
     Duration(u32),
+    /// The sustain pedal goes down; the duration after it says for how long.
+    Pedal,
 }
 
 impl Token {
     pub fn parse(text: &str) -> Option<Token> {
+        if text == "pedal" {
+            return Some(Token::Pedal);
+        }
         let (kind, value) = text.split_once(':')?;
         if kind == "bar" {
             let (numerator, denominator) = value.split_once('/')?;
@@ -121,6 +136,7 @@ impl Token {
             Token::Pitch(p) => format!("pitch:{p}"),
             Token::Above(k) => format!("up:{k}"),
             Token::Duration(d) => format!("dur:{d}"),
+            Token::Pedal => "pedal".to_string(),
         }
     }
 }
@@ -206,6 +222,45 @@ pub fn written_bars(metre: &Metre, end: i64) -> Vec<(i64, i64, u8, u8)> {
     written
 }
 
+/// How far, in grid steps, a pedal press moves back onto the chord it catches, and a lift
+/// forward onto the next press: a sixteenth.
+const PEDAL_SNAP: i64 = 3;
+
+/// Pedal presses (onset order) as `(grid step, duration token)`: a press up to
+/// [`PEDAL_SNAP`] after a chord's onset moves onto it, and a lift up to [`PEDAL_SNAP`]
+/// before the next press moves onto that, so a change of pedal reads as one position. A
+/// press lasts at least one step and at most the longest duration token. The steps never
+/// go back: a press moves back only onto the latest chord at or before it, which no earlier
+/// press passes (two on one chord: the later holds).
+fn pedal_steps(pedal: &[PedalPress], onsets: &[Onset]) -> Vec<(i64, u32)> {
+    let snapped = |quarters: f64| {
+        let at = grid(quarters);
+        let chord = onsets.partition_point(|onset| onset.0 <= at);
+        match chord.checked_sub(1).map(|i| onsets[i].0) {
+            Some(onset) if at - onset <= PEDAL_SNAP => onset,
+            _ => at,
+        }
+    };
+    let downs: Vec<i64> = pedal.iter().map(|press| snapped(press.onset_quarters)).collect();
+    let mut presses: Vec<(i64, u32)> = Vec::with_capacity(pedal.len());
+    for (index, press) in pedal.iter().enumerate() {
+        let down = downs[index];
+        let mut up = grid(press.end_quarters());
+        if let Some(&next) = downs.get(index + 1)
+            && (up - next).abs() <= PEDAL_SNAP
+        {
+            up = next;
+        }
+        let steps = (up - down).max(1) as u32;
+        // Two presses snapped onto one chord: the later one holds.
+        if presses.last().is_some_and(|&(at, _)| at == down) {
+            presses.pop();
+        }
+        presses.push((down, nearest_duration(steps)));
+    }
+    presses
+}
+
 /// Quarter notes to the nearest grid step.
 fn grid(quarters: f64) -> i64 {
     (quarters * f64::from(POSITIONS_PER_QUARTER)).round().max(0.0) as i64
@@ -258,7 +313,8 @@ impl Beats {
             .chain((1..=self.velocity_bins).map(Token::Velocity))
             .chain(PIANO_KEYS.map(Token::Pitch))
             .chain((1..=MAX_ABOVE).map(Token::Above))
-            .chain(DURATIONS.into_iter().map(Token::Duration));
+            .chain(DURATIONS.into_iter().map(Token::Duration))
+            .chain(self.pedal.then_some(Token::Pedal));
         Vocabulary::from_tokens(tokens.map(Token::text))
     }
 
@@ -304,12 +360,13 @@ impl Beats {
         Some(bin).filter(|&bin| Some(bin) != current)
     }
 
-    /// Encodes a piece's notes (any order) in its metre.
+    /// Encodes a piece's notes (any order) in its metre, with its pedal presses where
+    /// [`Beats::pedal`] (onset order, as [`Score::pedal`] holds them).
     ///
     /// Onsets and durations are rounded to the grid (a note keeps at least one step, and
     /// takes the nearest duration token); two notes of one pitch on one step (two channels
-    /// doubling it) are one, the longer.
-    pub fn encode(&self, notes: &[Note], metre: &Metre) -> Vec<Token> {
+    /// doubling it) are one, the longer. Pedal presses after the last onset are left out.
+    pub fn encode(&self, notes: &[Note], metre: &Metre, pedal: &[PedalPress]) -> Vec<Token> {
         let mut order: Vec<&Note> = notes.iter().collect();
         order.sort_by(|a, b| {
             (grid(a.onset_quarters), a.pitch)
@@ -327,6 +384,9 @@ impl Beats {
             })
             .collect();
         let Some(last) = onsets.last().map(|onset| onset.0) else { return Vec::new() };
+        let mut presses = if self.pedal { pedal_steps(pedal, &onsets) } else { Vec::new() };
+        presses.retain(|&(at, _)| at <= last);
+        let mut next_press = 0;
 
         let mut tokens = Vec::new();
         let mut clock = Clock::new();
@@ -346,15 +406,27 @@ impl Beats {
                     tempo = Some(bin);
                 }
             }
-            while let Some((at, _, chord)) = onsets.get(next).filter(|o| o.0 < start + steps) {
+            loop {
+                let chord_at = onsets.get(next).map(|o| o.0).filter(|&at| at < start + steps);
+                let press_at = presses.get(next_press).map(|p| p.0).filter(|&at| at < start + steps);
+                let Some(at) = chord_at.into_iter().chain(press_at).min() else { break };
                 tokens.push(Token::Position((at - start) as u32));
-                if next + 1 < onsets.len()
-                    && let Some(bin) = self.retempo(&clock, *at, &onsets[next + 1..], tempo)
+                if chord_at == Some(at)
+                    && next + 1 < onsets.len()
+                    && let Some(bin) = self.retempo(&clock, at, &onsets[next + 1..], tempo)
                 {
                     tokens.push(Token::Tempo(bin));
-                    clock.change(*at, self.bin_tempo(bin));
+                    clock.change(at, self.bin_tempo(bin));
                     tempo = Some(bin);
                 }
+                if press_at == Some(at) {
+                    tokens.extend([Token::Pedal, Token::Duration(presses[next_press].1)]);
+                    next_press += 1;
+                }
+                if chord_at != Some(at) {
+                    continue;
+                }
+                let chord = &onsets[next].2;
                 let mut below = None;
                 for note in chord {
                     let bin = velocity_bin(note.velocity, self.velocity_bins);
@@ -392,6 +464,9 @@ impl Beats {
         let mut below: Option<u8> = None;
         // (pitch, velocity, onset step, steps)
         let mut struck: Vec<(u8, u8, i64, i64)> = Vec::new();
+        // Whether a `pedal` token waits for its duration; the presses as (onset step, steps).
+        let mut pedal_pending = false;
+        let mut pedal: Vec<(i64, i64)> = Vec::new();
         let begin = |signatures: &mut Vec<TimeSignature>, start: i64, numerator: u8, denominator: u8| {
             let same = signatures.last().is_some_and(|s| (s.numerator, s.denominator) == (numerator, denominator));
             if !same {
@@ -409,7 +484,7 @@ impl Beats {
                     bar_steps = i64::from(bar_positions(numerator, denominator));
                     at = bar_start;
                     begin(&mut signatures, bar_start, numerator, denominator);
-                    (pitch, below) = (None, None);
+                    (pitch, below, pedal_pending) = (None, None, false);
                 }
                 Token::Bar { .. } => {}
                 Token::Position(k) => {
@@ -420,7 +495,7 @@ impl Beats {
                     if i64::from(k) < bar_steps {
                         at = bar_start + i64::from(k);
                     }
-                    (pitch, below) = (None, None);
+                    (pitch, below, pedal_pending) = (None, None, false);
                 }
                 Token::Tempo(bin) => clock.change(at, self.bin_tempo(bin)),
                 Token::Velocity(bin) => velocity = bin_velocity(bin, self.velocity_bins),
@@ -430,10 +505,13 @@ impl Beats {
                     below = pitch;
                 }
                 Token::Duration(steps) => {
-                    if let Some(p) = pitch.take() {
+                    if std::mem::take(&mut pedal_pending) {
+                        pedal.push((at, i64::from(steps.max(1))));
+                    } else if let Some(p) = pitch.take() {
                         struck.push((p, velocity, at, i64::from(steps.max(1))));
                     }
                 }
+                Token::Pedal => (pitch, pedal_pending) = (None, true),
             }
         }
         if signatures.is_empty() {
@@ -475,7 +553,21 @@ impl Beats {
         notes.sort_by(|a, b| a.onset_quarters.total_cmp(&b.onset_quarters).then(a.pitch.cmp(&b.pitch)));
         let tempos =
             clock.changes.iter().map(|&(step, _, bpm)| Tempo { at_quarters: step as f64 / per_quarter, bpm }).collect();
-        Score { notes, metre: Metre { signatures, tempos } }
+        // One pedal: a press still down where the next goes down is lifted there.
+        pedal.sort_unstable();
+        let pedal = (0..pedal.len())
+            .map(|i| {
+                let (onset, steps) = pedal[i];
+                let lift = pedal.get(i + 1).map_or(onset + steps, |next| next.0.min(onset + steps));
+                (onset, lift - onset)
+            })
+            .filter(|&(_, steps)| steps > 0)
+            .map(|(onset, steps)| PedalPress {
+                onset_quarters: onset as f64 / per_quarter,
+                duration_quarters: steps as f64 / per_quarter,
+            })
+            .collect();
+        Score { notes, metre: Metre { signatures, tempos }, pedal }
     }
 }
 
@@ -483,7 +575,7 @@ impl Beats {
 mod tests {
     use super::*;
 
-    const CODEC: Beats = Beats { velocity_bins: 32, tempo_bins: 64 };
+    const CODEC: Beats = Beats { velocity_bins: 32, tempo_bins: 64, pedal: false };
 
     fn note(pitch: u8, onset_quarters: f64, duration_quarters: f64, bpm: f64) -> Note {
         Note::of_score(pitch, 80, onset_quarters, duration_quarters, bpm)
@@ -522,7 +614,7 @@ mod tests {
             note(72, 3.25, 0.25, 90.0), // a sixteenth in the second bar
             note(50, 6.0, 12.0, 90.0),  // a long note in the third bar
         ];
-        let tokens = CODEC.encode(&notes, &metre);
+        let tokens = CODEC.encode(&notes, &metre, &[]);
         let texts: Vec<String> = tokens.iter().map(|t| t.text()).collect();
         let opening = format!("tempo:{}", CODEC.tempo_bin(90.0));
         assert_eq!(&texts[..4], ["bar:3/4", &opening, "pos:0", "vel:21"], "{texts:?}");
@@ -540,9 +632,37 @@ mod tests {
     }
 
     #[test]
+    fn the_pedal_is_a_press_and_its_length_caught_at_the_chords() {
+        let with_pedal = Beats { pedal: true, ..CODEC };
+        assert_eq!(with_pedal.vocabulary().len(), CODEC.vocabulary().len() + 1);
+        assert!(with_pedal.vocabulary().id("pedal").is_some() && CODEC.vocabulary().id("pedal").is_none());
+        let notes = [note(48, 0.0, 1.0, 120.0), note(52, 2.0, 1.0, 120.0), note(55, 4.0, 1.0, 120.0)];
+        let press = |onset_quarters, duration_quarters| PedalPress { onset_quarters, duration_quarters };
+        // Changed just after each chord (a 32nd late), lifted a 32nd before the next press;
+        // a third press with no chord near it; one after the last note.
+        let pedal = [press(0.125, 1.75), press(2.125, 1.0), press(3.0, 0.5), press(5.0, 1.0)];
+        let tokens = with_pedal.encode(&notes, &Metre::default(), &pedal);
+        let texts: Vec<String> = tokens.iter().map(|t| t.text()).collect();
+        let pedals: Vec<&[String]> = texts.windows(2).filter(|w| w[0] == "pedal").collect();
+        // Onto the chords at 0 and 2, the first held to the second (24 steps); the second
+        // lifted where the third goes down, at 3 quarters (its own position, 36).
+        assert_eq!(pedals, [&["pedal", "dur:24"][..], &["pedal", "dur:12"], &["pedal", "dur:6"]], "{texts:?}");
+        assert!(texts.windows(3).any(|w| w == ["pos:36", "pedal", "dur:6"]), "{texts:?}");
+        let score = with_pedal.decode(&tokens, 60.0);
+        assert_eq!(score.pedal, [press(0.0, 2.0), press(2.0, 1.0), press(3.0, 0.5)]);
+        assert_eq!(score.notes.len(), 3, "the pedal's durations are no notes");
+        // Without the pedal in the dictionary, the presses are not written.
+        assert_eq!(CODEC.encode(&notes, &Metre::default(), &pedal), CODEC.encode(&notes, &Metre::default(), &[]));
+        // Presses written overlapping decode as one pedal: lifted where the next goes down.
+        let overlapping = [Token::Position(0), Token::Pedal, Token::Duration(48), Token::Position(12), Token::Pedal];
+        let overlapping: Vec<Token> = overlapping.into_iter().chain([Token::Duration(6), Token::Pedal]).collect();
+        assert_eq!(with_pedal.decode(&overlapping, 60.0).pedal, [press(0.0, 1.0), press(1.0, 0.5)]);
+    }
+
+    #[test]
     fn a_chord_is_its_lowest_key_and_the_steps_above() {
         let notes = [note(48, 0.0, 2.0, 120.0), note(60, 0.0, 2.0, 120.0), note(64, 0.0, 1.0, 120.0)];
-        let tokens = CODEC.encode(&notes, &Metre::default());
+        let tokens = CODEC.encode(&notes, &Metre::default(), &[]);
         let notes_written: Vec<String> =
             tokens.iter().filter(|t| matches!(t, Token::Pitch(_) | Token::Above(_))).map(|t| t.text()).collect();
         assert_eq!(notes_written, ["pitch:48", "up:12", "up:4"]);
@@ -565,7 +685,7 @@ mod tests {
                 .push(Note { onset_seconds: seconds, ..note(60 + (quarter % 12) as u8, f64::from(quarter), 1.0, bpm) });
             seconds += 60.0 / bpm;
         }
-        let score = CODEC.decode(&CODEC.encode(&notes, &Metre::default()), 60.0);
+        let score = CODEC.decode(&CODEC.encode(&notes, &Metre::default(), &[]), 60.0);
         for (original, back) in notes.iter().zip(&score.notes) {
             // Within the drift allowed, plus what one bin's error adds over one quarter note.
             let bound = TEMPO_TOLERANCE_SECONDS + 0.03 * 60.0 / 120.0 * 0.98f64.powi(-64);
@@ -587,7 +707,7 @@ mod tests {
                 Note { onset_seconds, ..note(60 + (sixteenth % 12) as u8, quarters, 0.25, 100.0) }
             })
             .collect();
-        let tokens = CODEC.encode(&notes, &Metre::default());
+        let tokens = CODEC.encode(&notes, &Metre::default(), &[]);
         let bins: Vec<i64> = tokens
             .iter()
             .filter_map(|t| if let Token::Tempo(bin) = t { Some(i64::from(*bin)) } else { None })
@@ -605,7 +725,7 @@ mod tests {
     fn a_long_bar_is_written_as_bars_that_keep_the_onsets() {
         let metre = Metre::steady(9, 4, 120.0);
         let notes = vec![note(60, 0.0, 1.0, 120.0), note(62, 8.5, 1.0, 120.0), note(64, 9.0, 1.0, 120.0)];
-        let tokens = CODEC.encode(&notes, &metre);
+        let tokens = CODEC.encode(&notes, &metre, &[]);
         let bars: Vec<String> = tokens.iter().filter(|t| matches!(t, Token::Bar { .. })).map(|t| t.text()).collect();
         assert_eq!(bars, ["bar:8/4", "bar:1/4", "bar:8/4"]);
         let score = CODEC.decode(&tokens, 60.0);
