@@ -487,7 +487,7 @@ impl Default for ComposeConfig {
             max_held: 12,
             max_note_seconds: 10.0,
             shift_temperature: 1.0,
-            duration_temperature: 0.8,
+            duration_temperature: 1.0,
             max_tempo_drift: 3,
             notation_grid: true,
             phrase_seconds: 4.0,

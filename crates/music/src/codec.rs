@@ -91,8 +91,19 @@ impl Codec {
         }
     }
 
-    /// A piece's notes as token strings (`metre` and `pedal` are read by `beats` alone).
+    /// A piece's notes as token strings (`metre` is read by `beats` alone). Its pedal
+    /// presses become tokens where the codec keeps them ([`Codec::with_pedal`]); elsewhere
+    /// they are applied to the notes' durations first ([`crate::metre::pedal_applied`]).
     pub fn encode(&self, notes: &[Note], metre: &Metre, pedal: &[PedalPress]) -> Vec<String> {
+        let held;
+        let notes = match self {
+            Codec::Beats(codec) if codec.pedal => notes,
+            _ if pedal.is_empty() => notes,
+            _ => {
+                held = crate::metre::pedal_applied(notes, pedal, metre);
+                &held
+            }
+        };
         match self {
             Codec::Names { chord_window_quarters } => names::encode_piece(notes, *chord_window_quarters),
             Codec::Performance(codec) => codec.encode(notes).into_iter().map(Event::token).collect(),

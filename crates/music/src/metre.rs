@@ -222,6 +222,34 @@ impl PedalPress {
     }
 }
 
+/// `notes` (onset order) as the pedal holds them: a key released while the pedal is down
+/// rings on until the pedal lifts or the same key is struck again, as
+/// `extract.sustain = "apply"` reads a file (here for every channel at once: the pedal is
+/// one). What an encoding with no pedal token of its own is given, so it hears the pedal
+/// in the durations. Seconds follow `metre`'s tempo map over the added quarter notes.
+pub fn pedal_applied(notes: &[crate::Note], pedal: &[PedalPress], metre: &Metre) -> Vec<crate::Note> {
+    let mut notes = notes.to_vec();
+    // Where each note's key is struck next.
+    let mut next_strike = vec![f64::INFINITY; notes.len()];
+    let mut last_struck = [None; 128];
+    for (index, note) in notes.iter().enumerate() {
+        if let Some(earlier) = last_struck[usize::from(note.pitch.min(127))].replace(index) {
+            next_strike[earlier] = note.onset_quarters;
+        }
+    }
+    for (note, next) in notes.iter_mut().zip(next_strike) {
+        let released = note.onset_quarters + note.duration_quarters;
+        let down = pedal.partition_point(|press| press.onset_quarters <= released);
+        let Some(press) = down.checked_sub(1).map(|index| pedal[index]) else { continue };
+        let rings_until = press.end_quarters().min(next);
+        if rings_until > released {
+            note.duration_seconds += metre.seconds_at(rings_until) - metre.seconds_at(released);
+            note.duration_quarters = rings_until - note.onset_quarters;
+        }
+    }
+    notes
+}
+
 /// Notes with the metre they are written in: what a decoder gives and the MIDI writer
 /// writes. Invariant: each note's seconds are its quarter notes through `metre`'s tempo map.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -188,7 +188,11 @@ mod tests {
 
     #[test]
     fn the_pedal_is_written_as_controller_64_and_reads_back() {
-        let notes = vec![Note::of_score(48, 80, 0.0, 0.5, 120.0), Note::of_score(52, 80, 2.0, 0.5, 120.0)];
+        let notes = vec![
+            Note::of_score(48, 80, 0.0, 0.5, 120.0),
+            Note::of_score(48, 80, 1.0, 0.25, 120.0),
+            Note::of_score(52, 80, 2.0, 0.5, 120.0),
+        ];
         let press = |onset_quarters, duration_quarters| PedalPress { onset_quarters, duration_quarters };
         // The first press overlaps the second: it is lifted where the second goes down.
         let pedal = vec![press(0.0, 3.0), press(2.0, 1.5)];
@@ -209,14 +213,20 @@ mod tests {
             }
         }
         // At tick 960 the pedal is lifted, pressed again, then the chord is struck.
-        assert_eq!(seen, [(0, 64, 127), (0, 48, 1), (960, 64, 0), (960, 64, 127), (960, 52, 1), (1680, 64, 0)]);
+        let expected =
+            [(0, 64, 127), (0, 48, 1), (480, 48, 1), (960, 64, 0), (960, 64, 127), (960, 52, 1), (1680, 64, 0)];
+        assert_eq!(seen, expected);
         let events = crate::ReadOptions { sustain: crate::Sustain::Events, ..Default::default() };
-        let (score, _) = crate::midi_in::read_midi(&bytes, &events).unwrap();
-        assert_eq!(score.pedal, [press(0.0, 2.0), press(2.0, 1.5)]);
-        // Applied, the pedal holds each note until it lifts.
-        let (score, _) = crate::midi_in::read_midi(&bytes, &Default::default()).unwrap();
-        let lengths: Vec<f64> = score.notes.iter().map(|n| n.duration_quarters).collect();
-        assert_eq!(lengths, [2.0, 1.5]);
+        let (written, _) = crate::midi_in::read_midi(&bytes, &events).unwrap();
+        assert_eq!(written.pedal, [press(0.0, 2.0), press(2.0, 1.5)]);
+        // Applied, the pedal holds each note until it lifts or its key is struck again; the
+        // same, from the presses kept as events.
+        let (applied, _) = crate::midi_in::read_midi(&bytes, &Default::default()).unwrap();
+        let lengths =
+            |notes: &[Note]| notes.iter().map(|n| (n.duration_quarters, n.duration_seconds)).collect::<Vec<_>>();
+        assert_eq!(lengths(&applied.notes), [(1.0, 0.5), (1.0, 0.5), (1.5, 0.75)]);
+        let from_events = crate::metre::pedal_applied(&written.notes, &written.pedal, &written.metre);
+        assert_eq!(lengths(&from_events), lengths(&applied.notes));
     }
 
     #[test]
