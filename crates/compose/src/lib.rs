@@ -271,8 +271,9 @@ fn primer_tokens(
     // Read as extract reads a file: under its size cap, regular files only (a FIFO would block).
     let bytes = artifacts::read_capped(path, limits.max_file_bytes).map_err(|e| bad(e.to_string()))?;
     // A model that writes the pedal reads a primer's pedal as it learned it: as events.
+    let writes_pedal = beats::holds_pedal(&model.vocabulary);
     let mut options = limits.read_options();
-    if writes_pedal(model) {
+    if writes_pedal {
         options.sustain = music::Sustain::Events;
     }
     let (music::Score { notes, metre, pedal }, _) = music::midi_in::read_midi(&bytes, &options).map_err(bad)?;
@@ -295,7 +296,7 @@ fn primer_tokens(
     let shift = scale.shift_to(Scale::of_major(0));
     scales::transpose(&mut opening, shift);
     let ids: Vec<u32> = music::Codec::new(&model.encoding)
-        .with_pedal(writes_pedal(model))
+        .with_pedal(writes_pedal)
         .encode(&opening, &metre, &pedal)
         .iter()
         .filter_map(|token| model.vocabulary.id(token))
@@ -691,7 +692,7 @@ impl Rules {
                     max_tempo_drift: settings.max_tempo_drift,
                     notation_grid: settings.notation_grid,
                 };
-                let codec = Beats { velocity_bins, tempo_bins, pedal: writes_pedal(model) };
+                let codec = Beats { velocity_bins, tempo_bins, pedal: beats::holds_pedal(&model.vocabulary) };
                 Rules::Beats(beats::grammar::Grammar::new(&model.vocabulary.tokens, codec, limits))
             }
         }
@@ -876,12 +877,6 @@ pub fn sample(scores: &[f32], temperature: f64, top_k: usize, top_p: f64, rng: &
     }
     // Rounding can leave a sliver past the last weight: the last candidate takes it.
     weights.last().map_or(0, |w| w.0 as u32)
-}
-
-/// Whether the model's dictionary holds the `pedal` token (a `beats` model trained with
-/// `extract.sustain = "events"`), so it writes the sustain pedal itself.
-fn writes_pedal(model: &ModelArtifact) -> bool {
-    model.vocabulary.id(&beats::Token::Pedal.text()).is_some()
 }
 
 /// Decodes generated tokens to a score. `names` elements follow each other every

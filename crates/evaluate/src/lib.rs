@@ -274,23 +274,21 @@ pub fn evaluate(
         .map(|f| (f.path.clone(), f.notes.iter().map(|n| n.pitch).collect()))
         .collect();
     // A model whose dictionary has the pedal read it as events: its copies are compared so.
-    let writes_pedal = dataset.vocabulary.id("pedal").is_some();
+    let writes_pedal = ::music::beats::holds_pedal(&dataset.vocabulary);
     let codec = ::music::Codec::new(&dataset.encoding).with_pedal(writes_pedal);
 
     let mut figures = Vec::with_capacity(generated.len());
     let mut all_generated = Vec::with_capacity(generated.len());
     for path in generated {
         let (piece, metre, digest) = read_midi_file(path, &config.extract).map_err(EvaluateError::Midi)?;
-        let written = if writes_pedal {
-            read_score(path, &config.extract, ::music::Sustain::Events).map_err(EvaluateError::Midi)?.0
+        let texts = if writes_pedal {
+            let (written, _) =
+                read_score(path, &config.extract, ::music::Sustain::Events).map_err(EvaluateError::Midi)?;
+            codec.encode(&written.notes, &written.metre, &written.pedal)
         } else {
-            ::music::Score { notes: piece.clone(), metre, pedal: Vec::new() }
+            codec.encode(&piece, &metre, &[])
         };
-        let tokens: Vec<u32> = codec
-            .encode(&written.notes, &written.metre, &written.pedal)
-            .iter()
-            .filter_map(|t| dataset.vocabulary.id(t))
-            .collect();
+        let tokens: Vec<u32> = texts.iter().filter_map(|t| dataset.vocabulary.id(t)).collect();
         let pitches: Vec<u8> = piece.iter().map(|n| n.pitch).collect();
         let share = memorisation::copied_ngram_share(&pitches, &training_pitches, config.evaluate.ngram);
         let stats = MusicStats::of(std::slice::from_ref(&piece));

@@ -141,6 +141,12 @@ impl Token {
     }
 }
 
+/// Whether a dictionary holds the `pedal` token: a model trained on it writes the pedal
+/// itself (a `beats` model trained with `extract.sustain = "events"`).
+pub fn holds_pedal(vocabulary: &Vocabulary) -> bool {
+    vocabulary.id(&Token::Pedal.text()).is_some()
+}
+
 /// The key `k` semitones above `below`, where the piano has one: what an `up:K` token
 /// strikes, for the decoder and the grammar alike.
 fn key_above(below: u8, k: u8) -> Option<u8> {
