@@ -382,7 +382,7 @@ fn write_outputs(
     tracing::info!(
         "compose: {} tokens ({} distinct), {} notes from {} to {}, {:.0} s in {} at {}, \
          {:.1} notes/s, up to {} at once, {:.0} % of onsets on the sixteenth/triplet grid, \
-         {:.0} % of notes in {}'s scale",
+         {:.0} % of notes in {}'s scale, {} pedal presses",
         report.elements,
         report.distinct_elements,
         report.notes,
@@ -395,7 +395,8 @@ fn write_outputs(
         report.max_polyphony,
         100.0 * report.onsets_on_grid,
         100.0 * report.in_key,
-        report.key
+        report.key,
+        report.pedal_presses
     );
     let roll: Vec<music::TimedNote> = score.notes.iter().map(music::TimedNote::from).collect();
     let bar_lines: Vec<f64> = score
@@ -405,7 +406,12 @@ fn write_outputs(
         .map(|bar| score.metre.seconds_at(bar.start_quarters))
         .collect();
     let title = format!("{} — {} at {}", output.display(), report.meter, report.tempo);
-    let svg = pictures::piano_roll(&roll, &bar_lines, &title);
+    let pedal: Vec<(f64, f64)> = score
+        .pedal
+        .iter()
+        .map(|press| (score.metre.seconds_at(press.onset_quarters), score.metre.seconds_at(press.end_quarters())))
+        .collect();
+    let svg = pictures::piano_roll(&roll, &pedal, &bar_lines, &title);
     artifacts::write_if_changed(&output.with_extension("svg"), svg.as_bytes()).map_err(ComposeError::Artifact)?;
     let outcome = artifacts::write_with_report(output, &report, || artifacts::write_if_changed(output, &bytes))
         .map_err(ComposeError::Artifact)?;
@@ -438,6 +444,8 @@ pub struct ComposeReport {
     pub key: String,
     /// …and the share of the notes in that scale.
     pub in_key: f64,
+    /// Presses of the sustain pedal written (controller 64); 0 from a model without the pedal.
+    pub pedal_presses: usize,
     /// The products the network computed in and why (`compose.precision`; with `"auto"`,
     /// the rates measured).
     pub precision: String,
@@ -500,6 +508,7 @@ impl ComposeReport {
             onsets_on_grid: music::on_grid_share(notes.iter().map(|n| n.onset_quarters)),
             key: scale.key_name(scale.sounds_minor(&pitch_classes)),
             in_key: scale.held(&pitch_classes) as f64 / notes.len().max(1) as f64,
+            pedal_presses: composition.score.pedal.len(),
             precision: String::new(),
         }
     }

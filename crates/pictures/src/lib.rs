@@ -161,12 +161,23 @@ pub fn training_curve(history: &[EpochRecord], steps: &[(f64, f32)]) -> String {
     svg
 }
 
+/// Keys' heights of the sustain pedal's lane below the keyboard, and the gap above it.
+const PEDAL_LANE: f64 = 3.0;
+const PEDAL_GAP: f64 = 1.0;
+
 /// The piano roll: time across, the 88 keys (A0–C8) up, one bar per note coloured by its
 /// velocity; grey lines mark the music's own bar lines (`bar_lines`, in seconds) when
-/// given, else every second.
-pub fn piano_roll(notes: &[TimedNote], bar_lines: &[f64], title: &str) -> String {
-    let end = notes.iter().map(|n| n.onset_seconds + n.duration_seconds).fold(1.0, f64::max);
-    let frame = Frame { x: (0.0, end), y: (20.5, 108.5) };
+/// given, else every second. With `pedal` (`(down, up)` in seconds) not empty, a lane
+/// below the keyboard shows where the sustain pedal is down, as a DAW's controller lane
+/// does: the notes are drawn as written, and the pedal is what holds them on.
+pub fn piano_roll(notes: &[TimedNote], pedal: &[(f64, f64)], bar_lines: &[f64], title: &str) -> String {
+    let end = notes
+        .iter()
+        .map(|n| n.onset_seconds + n.duration_seconds)
+        .chain(pedal.iter().map(|&(_, up)| up))
+        .fold(1.0, f64::max);
+    let lowest = if pedal.is_empty() { 20.5 } else { 20.5 - PEDAL_GAP - PEDAL_LANE };
+    let frame = Frame { x: (0.0, end), y: (lowest, 108.5) };
     let mut svg = String::new();
     open(&mut svg, title);
     let seconds: Vec<f64>;
@@ -211,6 +222,31 @@ pub fn piano_roll(notes: &[TimedNote], bar_lines: &[f64], title: &str) -> String
             r#"<rect x="{x:.1}" y="{y:.1}" width="{width:.1}" height="{key_height:.1}" fill="{}"/>"#,
             velocity_colour(note.velocity)
         );
+    }
+    if !pedal.is_empty() {
+        let (lane_top, lane_bottom) = (frame.py(lowest + PEDAL_LANE), frame.py(lowest));
+        let keyboard_bottom = frame.py(20.5);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{}" y1="{keyboard_bottom:.1}" x2="{:.1}" y2="{keyboard_bottom:.1}" stroke="#b0b0b0"/>"##,
+            MARGIN.0,
+            frame.px(end)
+        );
+        let _ = writeln!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">pedal</text>"#,
+            MARGIN.0 - 6.0,
+            lane_bottom - 1.0
+        );
+        for &(down, up) in pedal {
+            let x = frame.px(down);
+            let _ = writeln!(
+                svg,
+                r##"<rect x="{x:.1}" y="{lane_top:.1}" width="{:.1}" height="{:.1}" fill="#8a8a8a"/>"##,
+                (frame.px(up) - x).max(1.0),
+                lane_bottom - lane_top
+            );
+        }
     }
     for (i, (velocity, label)) in [(20u8, "pp"), (64, "mf"), (120, "ff")].iter().enumerate() {
         let y = MARGIN.2 + 14.0 + i as f64 * 20.0;
@@ -287,10 +323,28 @@ mod tests {
     #[test]
     fn the_roll_draws_every_note_on_the_keyboard() {
         let note = |pitch, onset_seconds| TimedNote { pitch, velocity: 80, onset_seconds, duration_seconds: 0.5 };
-        let svg = piano_roll(&[note(60, 0.0), note(64, 0.5), note(5, 1.0)], &[0.0, 2.0], "a <test>");
+        let svg = piano_roll(&[note(60, 0.0), note(64, 0.5), note(5, 1.0)], &[], &[0.0, 2.0], "a <test>");
         // Three legend swatches, the frame, the white background, and two notes on the keyboard.
         assert_eq!(svg.matches("<rect").count(), 3 + 1 + 1 + 2);
-        assert!(svg.contains("a &lt;test&gt;") && svg.contains(">C4<"));
+        assert!(svg.contains("a &lt;test&gt;") && svg.contains(">C4<") && !svg.contains(">pedal<"));
+    }
+
+    #[test]
+    fn the_roll_draws_the_pedal_in_a_lane_below_the_keyboard() {
+        let note = TimedNote { pitch: 21, velocity: 80, onset_seconds: 0.0, duration_seconds: 0.5 };
+        let svg = piano_roll(&[note], &[(0.0, 1.5), (1.5, 3.0)], &[], "pedalled");
+        assert_eq!(svg.matches("<rect").count(), 3 + 1 + 1 + 1 + 2);
+        // The lane lies wholly below the lowest key's bar, and the roll reaches the last lift.
+        let top_of = |fill: &str| -> Vec<f64> {
+            svg.lines()
+                .filter(|line| line.starts_with("<rect") && line.contains(&format!(r#"fill="{fill}""#)))
+                .filter_map(|line| line.split(" y=\"").nth(1)?.split('"').next()?.parse().ok())
+                .collect()
+        };
+        let (key, lane) = (top_of(&velocity_colour(80)), top_of("#8a8a8a"));
+        assert_eq!((key.len(), lane.len()), (1, 2), "{svg}");
+        assert!(lane.iter().all(|&y| y > key[0] + 1.0), "{key:?} {lane:?}");
+        assert!(svg.contains(">pedal<") && svg.contains(">3<"));
     }
 
     #[test]
