@@ -18,7 +18,7 @@
 //! moved into the key asked for (`compose.key`), a primer file's, or one drawn by the seed,
 //! and a primer file is moved into C before the model reads it. Each piece is written as a
 //! standard MIDI file for piano (program 0) with its time signatures, tempo map and key
-//! signature, and a text event saying where it comes from, with its piano roll and report
+//! signature, and its copyright field saying where it comes from, with its piano roll and report
 //! beside it.
 //!
 //! Key design decision: the LSTM state is *carried* from step to step ([`lstm::Generator`]),

@@ -36,9 +36,9 @@ pub fn ticks(quarters: f64) -> u64 {
 /// score's time signatures and tempo map, the key signature of the notes' best-fitting
 /// scale ([`crate::key::Scale::best_fit`]), each note placed by its quarter notes (its
 /// seconds, channel and program are not read; a tempo that restates the one in force is
-/// left out). `text`, when given, is written as a text
-/// meta event at the start (players ignore it; MuseScore 3 shows it as text above the
-/// first bar). Notes of zero length after rounding to ticks are skipped; pitch and
+/// left out). `text`, when given, is written as the copyright meta event at the start:
+/// players ignore it, and MuseScore 3 prints it at the foot of each page, where a text
+/// event becomes staff text over the first bar, stretched to the whole line to hold it. Notes of zero length after rounding to ticks are skipped; pitch and
 /// velocity are clamped into MIDI's range. The score's pedal presses are written as the
 /// sustain controller (64) going to 127 and back to 0; a press that overlaps the next is
 /// lifted where the next goes down.
@@ -80,7 +80,7 @@ pub fn to_bytes(score: &Score, text: Option<&str>) -> Vec<u8> {
     let at_start = |kind| TrackEvent { delta: u28::new(0), kind };
     let mut track: Vec<TrackEvent<'_>> = vec![at_start(meta(MetaMessage::TrackName(b"Piano")))];
     if let Some(text) = text {
-        track.push(at_start(meta(MetaMessage::Text(text.as_bytes()))));
+        track.push(at_start(meta(MetaMessage::Copyright(text.as_bytes()))));
     }
     if !score.notes.is_empty() {
         // The key signature under which the fewest notes need an accidental; without one a
@@ -171,7 +171,7 @@ mod tests {
             match event.kind {
                 TrackEventKind::Meta(MetaMessage::Tempo(t)) => assert_eq!(t.as_int(), 600_000),
                 TrackEventKind::Meta(MetaMessage::TimeSignature(n, d, _, _)) => assert_eq!((tick, n, d), (0, 3, 2)),
-                TrackEventKind::Meta(MetaMessage::Text(text)) => assert_eq!(text, b"made by a test"),
+                TrackEventKind::Meta(MetaMessage::Copyright(text)) => assert_eq!(text, b"made by a test"),
                 TrackEventKind::Midi { message: MidiMessage::NoteOn { key, vel }, .. } => {
                     seen.push((tick, key.as_int(), vel.as_int()))
                 }

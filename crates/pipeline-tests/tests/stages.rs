@@ -194,7 +194,7 @@ fn the_performance_encoding_runs_end_to_end_with_a_short_primer() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("tokens from its first 0.5 s"), "{}", describe(&output));
 }
 
-/// The time signatures, tempos (quarter notes a minute) and text events of a MIDI file.
+/// The time signatures, tempos (quarter notes a minute) and copyright texts (where compose writes its provenance) of a MIDI file.
 fn metre_of_file(path: &Path) -> (Vec<(u8, u8)>, Vec<f64>, Vec<String>) {
     let bytes = std::fs::read(path).unwrap();
     let smf = midly::Smf::parse(&bytes).expect("valid MIDI");
@@ -207,7 +207,7 @@ fn metre_of_file(path: &Path) -> (Vec<(u8, u8)>, Vec<f64>, Vec<String>) {
             midly::TrackEventKind::Meta(midly::MetaMessage::Tempo(micros)) => {
                 tempos.push(60_000_000.0 / f64::from(micros.as_int()))
             }
-            midly::TrackEventKind::Meta(midly::MetaMessage::Text(text)) => {
+            midly::TrackEventKind::Meta(midly::MetaMessage::Copyright(text)) => {
                 texts.push(String::from_utf8_lossy(text).into_owned())
             }
             _ => {}
