@@ -37,9 +37,10 @@ pub fn ticks(quarters: f64) -> u64 {
 /// scale ([`crate::key::Scale::best_fit`]), each note placed by its quarter notes (its
 /// seconds, channel and program are not read; a tempo that restates the one in force is
 /// left out). `text`, when given, is written as the copyright meta event at the start:
-/// players ignore it, and MuseScore 3 prints it at the foot of each page, where a text
-/// event becomes staff text over the first bar, stretched to the whole line to hold it. Notes of zero length after rounding to ticks are skipped; pitch and
-/// velocity are clamped into MIDI's range. The score's pedal presses are written as the
+/// players ignore it, and MuseScore 3 prints it at the foot of each page (a text event
+/// becomes staff text over the first bar, which is stretched to the whole line to hold
+/// it). Notes of zero length after rounding to ticks are skipped; pitch and velocity are
+/// clamped into MIDI's range. The score's pedal presses are written as the
 /// sustain controller (64) going to 127 and back to 0; a press that overlaps the next is
 /// lifted where the next goes down.
 pub fn to_bytes(score: &Score, text: Option<&str>) -> Vec<u8> {
