@@ -164,6 +164,8 @@ pub fn training_curve(history: &[EpochRecord], steps: &[(f64, f32)]) -> String {
 /// Keys' heights of the sustain pedal's lane below the keyboard, and the gap above it.
 const PEDAL_LANE: f64 = 3.0;
 const PEDAL_GAP: f64 = 1.0;
+/// The fill of a press in that lane: a grey no velocity is drawn in.
+const PEDAL_COLOUR: &str = "#8a8a8a";
 
 /// The piano roll: time across, the 88 keys (A0–C8) up, one bar per note coloured by its
 /// velocity; grey lines mark the music's own bar lines (`bar_lines`, in seconds) when
@@ -242,7 +244,7 @@ pub fn piano_roll(notes: &[TimedNote], pedal: &[(f64, f64)], bar_lines: &[f64], 
             let x = frame.px(down);
             let _ = writeln!(
                 svg,
-                r##"<rect x="{x:.1}" y="{lane_top:.1}" width="{:.1}" height="{:.1}" fill="#8a8a8a"/>"##,
+                r#"<rect x="{x:.1}" y="{lane_top:.1}" width="{:.1}" height="{:.1}" fill="{PEDAL_COLOUR}"/>"#,
                 (frame.px(up) - x).max(1.0),
                 lane_bottom - lane_top
             );
@@ -341,7 +343,7 @@ mod tests {
                 .filter_map(|line| line.split(" y=\"").nth(1)?.split('"').next()?.parse().ok())
                 .collect()
         };
-        let (key, lane) = (top_of(&velocity_colour(80)), top_of("#8a8a8a"));
+        let (key, lane) = (top_of(&velocity_colour(80)), top_of(PEDAL_COLOUR));
         assert_eq!((key.len(), lane.len()), (1, 2), "{svg}");
         assert!(lane.iter().all(|&y| y > key[0] + 1.0), "{key:?} {lane:?}");
         assert!(svg.contains(">pedal<") && svg.contains(">3<"));

@@ -194,7 +194,8 @@ fn the_performance_encoding_runs_end_to_end_with_a_short_primer() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("tokens from its first 0.5 s"), "{}", describe(&output));
 }
 
-/// The time signatures, tempos (quarter notes a minute) and copyright texts (where compose writes its provenance) of a MIDI file.
+/// The time signatures, tempos (quarter notes a minute) and copyright texts (where compose
+/// writes its provenance) of a MIDI file.
 fn metre_of_file(path: &Path) -> (Vec<(u8, u8)>, Vec<f64>, Vec<String>) {
     let bytes = std::fs::read(path).unwrap();
     let smf = midly::Smf::parse(&bytes).expect("valid MIDI");
