@@ -406,12 +406,7 @@ fn write_outputs(
         .map(|bar| score.metre.seconds_at(bar.start_quarters))
         .collect();
     let title = format!("{} — {} at {}", output.display(), report.meter, report.tempo);
-    let pedal: Vec<(f64, f64)> = score
-        .pedal
-        .iter()
-        .map(|press| (score.metre.seconds_at(press.onset_quarters), score.metre.seconds_at(press.end_quarters())))
-        .collect();
-    let svg = pictures::piano_roll(&roll, &pedal, &bar_lines, &title);
+    let svg = pictures::piano_roll(&roll, &score.pedal_seconds(), &bar_lines, &title);
     artifacts::write_if_changed(&output.with_extension("svg"), svg.as_bytes()).map_err(ComposeError::Artifact)?;
     let outcome = artifacts::write_with_report(output, &report, || artifacts::write_if_changed(output, &bytes))
         .map_err(ComposeError::Artifact)?;

@@ -211,19 +211,35 @@ pub fn run(config: &PipelineConfig, inputs: Inputs, output: &Path) -> Result<Eva
     Ok(evaluation)
 }
 
+/// A MIDI file as `evaluate` and `quality` measure it: the music as heard.
+pub struct HeardPiece {
+    /// The notes, with the sustain pedal applied to their durations unless
+    /// `extract.sustain = "ignore"`.
+    pub notes: Vec<artifacts::Note>,
+    pub metre: ::music::Metre,
+    /// The pedal's presses as `(down, up)` seconds, onset order (empty where
+    /// `extract.sustain = "ignore"`).
+    pub pedal: Vec<(f64, f64)>,
+    pub digest: artifacts::Digest,
+}
+
 /// Reads a MIDI file as extract does (its size cap, regular files only, the sustain pedal
 /// as configured, but applied where extract keeps it as events: these figures are of the
-/// music as heard): how `evaluate` and `quality` read every piece they measure.
-pub fn read_midi_file(
-    path: &Path,
-    limits: &config::ExtractConfig,
-) -> Result<(Vec<artifacts::Note>, ::music::Metre, artifacts::Digest), String> {
+/// music as heard, and the presses are kept beside the notes): how `evaluate` and
+/// `quality` read every piece they measure.
+pub fn read_midi_file(path: &Path, limits: &config::ExtractConfig) -> Result<HeardPiece, String> {
     let sustain = match limits.sustain {
         ::music::Sustain::Events => ::music::Sustain::Apply,
         configured => configured,
     };
     let (score, digest) = read_score(path, limits, sustain)?;
-    Ok((score.notes, score.metre, digest))
+    // The reader applies the pedal key by key on each channel; the notes stay as it reads
+    // them, and the presses are read again as events.
+    let pedal = match sustain {
+        ::music::Sustain::Ignore => Vec::new(),
+        _ => read_score(path, limits, ::music::Sustain::Events)?.0.pedal_seconds(),
+    };
+    Ok(HeardPiece { notes: score.notes, metre: score.metre, pedal, digest })
 }
 
 /// A MIDI file as a score, read under extract's caps with the pedal as `sustain` says.
@@ -280,7 +296,8 @@ pub fn evaluate(
     let mut figures = Vec::with_capacity(generated.len());
     let mut all_generated = Vec::with_capacity(generated.len());
     for path in generated {
-        let (piece, metre, digest) = read_midi_file(path, &config.extract).map_err(EvaluateError::Midi)?;
+        let HeardPiece { notes: piece, metre, digest, .. } =
+            read_midi_file(path, &config.extract).map_err(EvaluateError::Midi)?;
         let texts = if writes_pedal {
             let (written, _) =
                 read_score(path, &config.extract, ::music::Sustain::Events).map_err(EvaluateError::Midi)?;
@@ -340,8 +357,11 @@ fn share_in_scale(log_probabilities: &[f32], keys: &[Option<u8>], scale: ::music
 }
 
 /// The type of a token, for the loss by type: performance `on`/`off`/`shift`/`vel`, beats
-/// `bar`/`pos`/`tempo`/`vel`/`pitch`/`up`/`dur`, names `note`/`chord`.
+/// `bar`/`pos`/`tempo`/`vel`/`pitch`/`up`/`dur`/`pedal`, names `note`/`chord`.
 fn token_type(token: &str) -> &'static str {
+    if token == "pedal" {
+        return "pedal";
+    }
     match token.split_once(':').map(|(kind, _)| kind) {
         Some("on") => "press",
         Some("off") => "release",
@@ -587,6 +607,27 @@ mod tests {
         assert!((share - 0.6 / 0.8).abs() < 1e-6, "{share}");
         let nothing = vec![f32::NEG_INFINITY; tokens.len()];
         assert_eq!(share_in_scale(&nothing, &keys, ::music::key::Scale::of_major(0)), None);
+    }
+
+    #[test]
+    fn a_file_is_measured_as_heard_with_its_pedal_presses_beside_it() {
+        // At 120 BPM: a note released after half a beat under a pedal held two beats.
+        let notes =
+            vec![::music::Note::of_score(60, 80, 0.0, 0.5, 120.0), ::music::Note::of_score(64, 80, 3.0, 1.0, 120.0)];
+        let pedal = vec![::music::PedalPress { onset_quarters: 0.0, duration_quarters: 2.0 }];
+        let score = ::music::Score { notes, metre: ::music::Metre::steady(4, 4, 120.0), pedal };
+        let path = std::env::temp_dir().join(format!("pianola-heard-{}.mid", std::process::id()));
+        std::fs::write(&path, ::music::midi_out::to_bytes(&score, None)).unwrap();
+        for sustain in [::music::Sustain::Events, ::music::Sustain::Apply] {
+            let heard = read_midi_file(&path, &config::ExtractConfig { sustain, ..Default::default() }).unwrap();
+            assert_eq!(heard.pedal, [(0.0, 1.0)], "{sustain:?}");
+            assert_eq!(heard.notes[0].duration_seconds, 1.0, "rings until the pedal lifts ({sustain:?})");
+        }
+        let ignored = config::ExtractConfig { sustain: ::music::Sustain::Ignore, ..Default::default() };
+        let heard = read_midi_file(&path, &ignored).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(heard.pedal.is_empty());
+        assert_eq!(heard.notes[0].duration_seconds, 0.25);
     }
 
     #[test]

@@ -15,7 +15,10 @@
 //! notes ([`music::on_grid`]), how much of the piece keeps to one key ([`music::key::in_key_share`]),
 //! the longest held note, and the longest run of notes copied
 //! from the training pieces in any transposition (compared as interval sequences; for the
-//! reference pieces' excerpts too, the scale a generated piece's copies are read on).
+//! reference pieces' excerpts too, the scale a generated piece's copies are read on). And how
+//! a set uses the sustain pedal ([`PedalUse`]): a piece of the corpus pedals throughout or
+//! never, so the share of pieces that pedal, and within those, presses a minute and the
+//! share of the time the pedal is down.
 //!
 //! Beside the generated set, the same figures of real music at the same sample size
 //! ([`RealExcerpts`]): sets of as many random excerpts of the training pieces, as long as
@@ -40,6 +43,15 @@ pub const ONSET_GROUP_SECONDS: f64 = 0.020;
 pub const REPETITION_NGRAM: usize = 4;
 /// Widest melodic interval with a bin of its own, in semitones.
 const MAX_INTERVAL: i32 = 24;
+
+/// One piece as measured: its notes as heard (pedal applied) and its pedal's presses.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Piece {
+    pub name: String,
+    pub notes: Vec<Note>,
+    /// `(down, up)` in seconds, onset order.
+    pub pedal: Vec<(f64, f64)>,
+}
 
 /// The seven histograms of one set of pieces, each normalised to sum to 1 (or all zero).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -217,6 +229,32 @@ pub struct PieceFigures {
     /// training pieces).
     pub longest_copy_notes: usize,
     pub longest_copy_from: String,
+    /// Presses of the sustain pedal a minute (0: the piece does not pedal).
+    pub pedal_presses_per_minute: f64,
+    /// Share of the piece's seconds with the pedal down.
+    pub pedal_down_share: f64,
+}
+
+/// How a set of pieces uses the sustain pedal.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct PedalUse {
+    /// Share of the pieces with at least one press.
+    pub pieces_with_pedal: f64,
+    /// Presses a minute, mean over the pieces with a press (0 where none has one).
+    pub presses_per_minute: f64,
+    /// Share of the time the pedal is down, mean over the pieces with a press.
+    pub down_share: f64,
+}
+
+impl PedalUse {
+    pub fn of(pieces: &[PieceFigures]) -> PedalUse {
+        let pedalled: Vec<&PieceFigures> = pieces.iter().filter(|p| p.pedal_presses_per_minute > 0.0).collect();
+        PedalUse {
+            pieces_with_pedal: pedalled.len() as f64 / pieces.len().max(1) as f64,
+            presses_per_minute: mean(pedalled.iter().map(|p| p.pedal_presses_per_minute)),
+            down_share: mean(pedalled.iter().map(|p| p.pedal_down_share)),
+        }
+    }
 }
 
 /// Seconds from 0 to the end of a piece's last note.
@@ -224,11 +262,18 @@ fn length_seconds(piece: &[Note]) -> f64 {
     piece.iter().map(end).fold(0.0, f64::max)
 }
 
-/// The figures of one piece; `training` holds the interval sequences of the training pieces.
-pub fn piece_figures(name: &str, piece: &[Note], training: &[(String, Vec<i16>)]) -> PieceFigures {
+/// The figures of one piece, its pedal's presses as `(down, up)` seconds; `training`
+/// holds the interval sequences of the training pieces.
+pub fn piece_figures(
+    name: &str,
+    piece: &[Note],
+    pedal: &[(f64, f64)],
+    training: &[(String, Vec<i16>)],
+) -> PieceFigures {
     let groups = onset_groups(piece);
     let pitches = pitch_sequence(&groups);
     let seconds = length_seconds(piece);
+    let down: f64 = pedal.iter().map(|&(down, up)| up.min(seconds) - down.min(seconds)).sum();
     let copy = if training.is_empty() { None } else { Some(longest_copied_run(&intervals(&pitches), training)) };
     PieceFigures {
         name: name.to_owned(),
@@ -243,12 +288,14 @@ pub fn piece_figures(name: &str, piece: &[Note], training: &[(String, Vec<i16>)]
         // A run of k equal intervals is k + 1 notes.
         longest_copy_notes: copy.as_ref().map_or(0, |c| if c.length > 0 { c.length + 1 } else { 0 }),
         longest_copy_from: copy.map(|c| c.source).unwrap_or_default(),
+        pedal_presses_per_minute: pedal.len() as f64 * 60.0 / seconds.max(1e-9),
+        pedal_down_share: down / seconds.max(1e-9),
     }
 }
 
 /// The interval sequences of training pieces, for [`piece_figures`].
-pub fn training_intervals(pieces: &[(String, Vec<Note>)]) -> Vec<(String, Vec<i16>)> {
-    pieces.iter().map(|(name, notes)| (name.clone(), intervals(&pitch_sequence(&onset_groups(notes))))).collect()
+pub fn training_intervals(pieces: &[Piece]) -> Vec<(String, Vec<i16>)> {
+    pieces.iter().map(|p| (p.name.clone(), intervals(&pitch_sequence(&onset_groups(&p.notes))))).collect()
 }
 
 /// The whole comparison of a generated set with a reference set.
@@ -269,7 +316,9 @@ pub struct QualityReport {
     pub in_key: f64,
     pub longest_copy_notes: usize,
     pub longest_note_seconds: f64,
+    pub pedal: PedalUse,
     /// The same figures of the reference pieces' first `excerpt_seconds`, for comparison.
+    pub reference_pedal: PedalUse,
     pub reference_repetition: f64,
     pub reference_pulse: f64,
     pub reference_notes_per_second: f64,
@@ -324,6 +373,12 @@ pub struct RealExcerpts {
     pub notes_per_second: Spread,
     pub onsets_on_grid: Spread,
     pub in_key: Spread,
+    /// The share of each set's excerpts that pedal.
+    pub pieces_with_pedal: Spread,
+    /// Presses a minute and the share of the time down, of the sets with an excerpt that
+    /// pedals (each set's mean over those excerpts).
+    pub pedal_presses_per_minute: Spread,
+    pub pedal_down_share: Spread,
     /// Each set's mean overlap, in the order drawn: where among real music a generated
     /// set's figure falls, not only whether it clears the median.
     pub mean_overlap_of_each: Vec<f64>,
@@ -350,31 +405,42 @@ impl RealExcerpts {
     }
 }
 
-/// Notes of `piece` starting in `start .. start + seconds`, moved to start at 0 and cut to
-/// end by the excerpt's end, as a generated piece of that length ends.
-fn excerpt(piece: &[Note], start: f64, seconds: f64) -> Vec<Note> {
+/// Notes and pedal presses of `piece` starting in `start .. start + seconds`, moved to
+/// start at 0 and cut to end by the excerpt's end, as a generated piece of that length ends.
+fn excerpt(piece: &Piece, start: f64, seconds: f64) -> Piece {
     let end = start + seconds;
-    piece
-        .iter()
-        .filter(|n| n.onset_seconds >= start && n.onset_seconds < end)
-        .map(|n| Note {
-            onset_seconds: n.onset_seconds - start,
-            duration_seconds: n.duration_seconds.min(end - n.onset_seconds),
-            ..n.clone()
-        })
-        .collect()
+    let inside = |onset: f64| onset >= start && onset < end;
+    Piece {
+        name: piece.name.clone(),
+        notes: piece
+            .notes
+            .iter()
+            .filter(|n| inside(n.onset_seconds))
+            .map(|n| Note {
+                onset_seconds: n.onset_seconds - start,
+                duration_seconds: n.duration_seconds.min(end - n.onset_seconds),
+                ..n.clone()
+            })
+            .collect(),
+        pedal: piece
+            .pedal
+            .iter()
+            .filter(|p| inside(p.0))
+            .map(|&(down, up)| (down - start, up.min(end) - start))
+            .collect(),
+    }
 }
 
 /// [`RealExcerpts`] of `training`, or `None` when no training piece lasts `seconds`.
 pub fn real_excerpts(
-    training: &[(String, Vec<Note>)],
+    training: &[Piece],
     reference: &Histograms,
     (draws, pieces_per_draw, seconds): (usize, usize, f64),
     rng: &mut SeededRng,
 ) -> Option<RealExcerpts> {
-    let long_enough: Vec<(&[Note], f64)> = training
+    let long_enough: Vec<(&Piece, f64)> = training
         .iter()
-        .map(|(_, notes)| (notes.as_slice(), length_seconds(notes)))
+        .map(|piece| (piece, length_seconds(&piece.notes)))
         .filter(|&(_, length)| length >= seconds)
         .collect();
     if long_enough.is_empty() || draws == 0 || pieces_per_draw == 0 {
@@ -387,14 +453,15 @@ pub fn real_excerpts(
     }
     let sets: Vec<Drawn> = (0..draws)
         .map(|_| {
-            let set: Vec<Vec<Note>> = (0..pieces_per_draw)
+            let set: Vec<Piece> = (0..pieces_per_draw)
                 .map(|_| {
                     let (piece, length) = long_enough[rng.below(long_enough.len())];
                     excerpt(piece, rng.unit_f64() * (length - seconds), seconds)
                 })
                 .collect();
-            let pieces = set.iter().map(|notes| piece_figures("", notes, &[])).collect();
-            Drawn { pieces, overlaps: Histograms::of(&set).overlaps(reference) }
+            let pieces = set.iter().map(|p| piece_figures("", &p.notes, &p.pedal, &[])).collect();
+            let notes: Vec<Vec<Note>> = set.into_iter().map(|p| p.notes).collect();
+            Drawn { pieces, overlaps: Histograms::of(&notes).overlaps(reference) }
         })
         .collect();
     let mean_overlap_of = |set: &Drawn| mean(set.overlaps.into_iter());
@@ -421,6 +488,10 @@ pub fn real_excerpts(
         meeting[TARGET_NAMES.len()] += usize::from(met.iter().all(|&m| m));
     }
     let spread = |figure: &dyn Fn(&Drawn) -> f64| Spread::of(sets.iter().map(figure).collect());
+    let pedal_use: Vec<PedalUse> = sets.iter().map(|set| PedalUse::of(&set.pieces)).collect();
+    let pedalled_sets = |figure: fn(&PedalUse) -> f64| {
+        Spread::of(pedal_use.iter().filter(|u| u.pieces_with_pedal > 0.0).map(figure).collect())
+    };
     Some(RealExcerpts {
         draws,
         pieces_per_draw,
@@ -437,6 +508,9 @@ pub fn real_excerpts(
         notes_per_second: spread(&density_of),
         onsets_on_grid: spread(&mean_of(|p| p.onsets_on_grid)),
         in_key: spread(&mean_of(|p| p.in_key)),
+        pieces_with_pedal: Spread::of(pedal_use.iter().map(|u| u.pieces_with_pedal).collect()),
+        pedal_presses_per_minute: pedalled_sets(|u| u.presses_per_minute),
+        pedal_down_share: pedalled_sets(|u| u.down_share),
         mean_overlap_of_each: sets.iter().map(mean_overlap_of).collect(),
         real_sets_meeting: TARGET_NAMES
             .iter()
@@ -457,23 +531,25 @@ fn mean(values: impl Iterator<Item = f64>) -> f64 {
 /// length the generated pieces are usually asked for; `real_draws` sets of real excerpts
 /// of that length, drawn from `training` with `rng`, are measured as the generated set is.
 pub fn compare(
-    generated: &[(String, Vec<Note>)],
-    reference: &[(String, Vec<Note>)],
-    training: &[(String, Vec<Note>)],
+    generated: &[Piece],
+    reference: &[Piece],
+    training: &[Piece],
     excerpt_seconds: f64,
     (real_draws, rng): (usize, &mut SeededRng),
 ) -> QualityReport {
-    let notes_of = |set: &[(String, Vec<Note>)]| set.iter().map(|(_, n)| n.clone()).collect::<Vec<_>>();
+    let notes_of = |set: &[Piece]| set.iter().map(|p| p.notes.clone()).collect::<Vec<_>>();
     let reference_histograms = Histograms::of(&notes_of(reference));
     let overlaps = Histograms::of(&notes_of(generated)).overlaps(&reference_histograms);
     let training_sequences = training_intervals(training);
     let pieces: Vec<PieceFigures> =
-        generated.iter().map(|(name, notes)| piece_figures(name, notes, &training_sequences)).collect();
+        generated.iter().map(|p| piece_figures(&p.name, &p.notes, &p.pedal, &training_sequences)).collect();
     let excerpts: Vec<PieceFigures> = reference
         .iter()
-        .map(|(name, notes)| {
-            let excerpt: Vec<Note> = notes.iter().filter(|n| n.onset_seconds < excerpt_seconds).cloned().collect();
-            piece_figures(name, &excerpt, &training_sequences)
+        .map(|piece| {
+            let opening = excerpt(piece, 0.0, excerpt_seconds);
+            // Notes ringing past the excerpt's end are measured whole, as before pedal figures.
+            let notes: Vec<Note> = piece.notes.iter().filter(|n| n.onset_seconds < excerpt_seconds).cloned().collect();
+            piece_figures(&piece.name, &notes, &opening.pedal, &training_sequences)
         })
         .collect();
     QualityReport {
@@ -490,6 +566,8 @@ pub fn compare(
         in_key: mean(pieces.iter().map(|p| p.in_key)),
         longest_copy_notes: pieces.iter().map(|p| p.longest_copy_notes).max().unwrap_or(0),
         longest_note_seconds: pieces.iter().map(|p| p.longest_note_seconds).fold(0.0, f64::max),
+        pedal: PedalUse::of(&pieces),
+        reference_pedal: PedalUse::of(&excerpts),
         reference_repetition: mean(excerpts.iter().map(|p| p.repetition)),
         reference_pulse: mean(excerpts.iter().map(|p| p.pulse)),
         reference_notes_per_second: mean(excerpts.iter().map(|p| p.notes_per_second)),
@@ -499,7 +577,7 @@ pub fn compare(
         excerpt_seconds,
         training_longest_note_seconds: training
             .iter()
-            .flat_map(|(_, notes)| notes.iter().map(|n| n.duration_seconds))
+            .flat_map(|p| p.notes.iter().map(|n| n.duration_seconds))
             .fold(0.0, f64::max),
         real_excerpts: real_excerpts(
             training,
@@ -544,6 +622,18 @@ pub fn markdown(report: &QualityReport) -> String {
         "| notes in the piece's best-fitting diatonic scale | {:.2} | {:.2} |\n",
         report.in_key, report.reference_in_key
     ));
+    let (pedal, reference_pedal) = (&report.pedal, &report.reference_pedal);
+    md.push_str(&format!(
+        "| pieces that press the sustain pedal | {:.2} | {:.2} |\n\
+         | pedal presses a minute (pieces that pedal) | {:.0} | {:.0} |\n\
+         | share of the time the pedal is down (pieces that pedal) | {:.2} | {:.2} |\n",
+        pedal.pieces_with_pedal,
+        reference_pedal.pieces_with_pedal,
+        pedal.presses_per_minute,
+        reference_pedal.presses_per_minute,
+        pedal.down_share,
+        reference_pedal.down_share
+    ));
     let copies = &report.reference_longest_copy_notes;
     md.push_str(&format!(
         "\nLongest run of notes copied from a training piece (any transposition): {} (the reference \
@@ -582,9 +672,16 @@ pub fn markdown(report: &QualityReport) -> String {
             ("pulse", report.pulse, &real.pulse),
             ("onsets on the grid", report.onsets_on_grid, &real.onsets_on_grid),
             ("notes in key", report.in_key, &real.in_key),
+            ("pieces that pedal", report.pedal.pieces_with_pedal, &real.pieces_with_pedal),
+            ("pedal down (pieces that pedal)", report.pedal.down_share, &real.pedal_down_share),
         ] {
             md.push_str(&format!("| {name} | {generated:.2} | {} |\n", show(real)));
         }
+        let presses = &real.pedal_presses_per_minute;
+        md.push_str(&format!(
+            "| pedal presses a minute (pieces that pedal) | {:.0} | {:.0} / {:.0} / {:.0} |\n",
+            report.pedal.presses_per_minute, presses.min, presses.median, presses.max
+        ));
         let nps = &real.notes_per_second;
         md.push_str(&format!(
             "| notes per second | {:.1} | {:.1} / {:.1} / {:.1} |\n",
@@ -621,14 +718,19 @@ mod tests {
 
     #[test]
     fn real_excerpts_are_cut_from_long_enough_pieces_and_drawn_from_the_seed() {
-        let cut = excerpt(&[note(60, 1.0, 0.5), note(62, 9.5, 2.0), note(64, 11.0, 1.0)], 1.0, 10.0);
-        assert_eq!(cut.len(), 2, "onsets in [1, 11) only");
-        assert_eq!((cut[0].onset_seconds, cut[1].onset_seconds), (0.0, 8.5));
-        assert_eq!(cut[1].duration_seconds, 1.5, "a note ringing past the end is cut there");
+        let notes = vec![note(60, 1.0, 0.5), note(62, 9.5, 2.0), note(64, 11.0, 1.0)];
+        let pedal = vec![(0.5, 2.0), (2.0, 5.0), (9.0, 12.0), (11.0, 12.0)];
+        let cut = excerpt(&Piece { name: "p".into(), notes, pedal }, 1.0, 10.0);
+        assert_eq!(cut.notes.len(), 2, "onsets in [1, 11) only");
+        assert_eq!((cut.notes[0].onset_seconds, cut.notes[1].onset_seconds), (0.0, 8.5));
+        assert_eq!(cut.notes[1].duration_seconds, 1.5, "a note ringing past the end is cut there");
+        assert_eq!(cut.pedal, [(1.0, 4.0), (8.0, 10.0)], "presses going down in [1, 11), lifted by its end");
 
-        // A 100-second scale piece and one too short to cut from.
+        // A 100-second scale piece, pedalled a beat at a time, and one too short to cut from.
         let long: Vec<Note> = (0..400).map(|i| note(48 + (i % 24) as u8, i as f64 * 0.25, 0.2)).collect();
-        let training = vec![("long".to_string(), long.clone()), ("short".to_string(), vec![note(60, 0.0, 1.0)])];
+        let pedal: Vec<(f64, f64)> = (0..100).map(|i| (f64::from(i), f64::from(i) + 0.5)).collect();
+        let short = Piece { name: "short".into(), notes: vec![note(60, 0.0, 1.0)], pedal: Vec::new() };
+        let training = vec![Piece { name: "long".into(), notes: long.clone(), pedal }, short];
         let reference = Histograms::of(&[long]);
         let draw = |seed| real_excerpts(&training, &reference, (5, 3, 20.0), &mut SeededRng::new(seed, "t")).unwrap();
         let (a, b) = (draw(1), draw(1));
@@ -650,6 +752,10 @@ mod tests {
         assert_eq!(meeting[3], 5, "every excerpt of a scale repeats all its patterns: a tie is inside the range");
         assert!(meeting[4] < 5, "the densest excerpt is denser than the other four: {:?}", a.notes_per_second);
         assert!(meeting[5] <= *meeting[..5].iter().min().unwrap(), "all of them: {meeting:?}");
+        // Every excerpt pedals, once a second, the pedal down half the time.
+        assert_eq!(a.pieces_with_pedal, Spread { min: 1.0, median: 1.0, max: 1.0 });
+        assert!((a.pedal_presses_per_minute.median - 60.0).abs() < 2.0, "{:?}", a.pedal_presses_per_minute);
+        assert!((a.pedal_down_share.median - 0.5).abs() < 0.02, "{:?}", a.pedal_down_share);
         assert!(real_excerpts(&training, &reference, (5, 3, 200.0), &mut SeededRng::new(1, "t")).is_none());
         assert_eq!(Spread::of(vec![3.0, 1.0, 2.0, 10.0]), Spread { min: 1.0, median: 2.5, max: 10.0 });
     }
@@ -681,9 +787,28 @@ mod tests {
 
     #[test]
     fn a_transposed_copy_counts_as_copied() {
-        let training = vec![("t".to_string(), (0..20).map(|i| note(60 + (i * 5 % 12) as u8, i as f64, 0.5)).collect())];
+        let notes = (0..20).map(|i| note(60 + (i * 5 % 12) as u8, i as f64, 0.5)).collect();
+        let training = vec![Piece { name: "t".into(), notes, pedal: Vec::new() }];
         let copy: Vec<Note> = (3..12).map(|i| note(62 + (i * 5 % 12) as u8, i as f64, 0.5)).collect();
-        let figures = piece_figures("g", &copy, &training_intervals(&training));
+        let figures = piece_figures("g", &copy, &[], &training_intervals(&training));
         assert_eq!(figures.longest_copy_notes, 9);
+    }
+
+    #[test]
+    fn pedal_use_counts_the_pieces_that_pedal_and_measures_only_those() {
+        // 30 s of notes; three presses, down 9 s in all (the last lifted after the end).
+        let notes: Vec<Note> = (0..60).map(|i| note(60, f64::from(i) * 0.5, 0.5)).collect();
+        let pedalled = piece_figures("a", &notes, &[(0.0, 2.0), (10.0, 14.0), (27.0, 33.0)], &[]);
+        assert_eq!(pedalled.pedal_presses_per_minute, 6.0);
+        assert!((pedalled.pedal_down_share - 9.0 / 30.0).abs() < 1e-12, "{}", pedalled.pedal_down_share);
+        let dry = piece_figures("b", &notes, &[], &[]);
+        assert_eq!((dry.pedal_presses_per_minute, dry.pedal_down_share), (0.0, 0.0));
+        let set = PedalUse::of(&[pedalled.clone(), dry.clone(), dry]);
+        assert!((set.pieces_with_pedal - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(
+            (set.presses_per_minute, set.down_share),
+            (pedalled.pedal_presses_per_minute, pedalled.pedal_down_share)
+        );
+        assert_eq!(PedalUse::of(&[]), PedalUse::default());
     }
 }

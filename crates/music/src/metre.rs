@@ -278,6 +278,12 @@ impl Score {
     pub fn seconds(&self) -> f64 {
         self.notes.iter().map(|n| n.onset_seconds + n.duration_seconds).fold(0.0, f64::max)
     }
+
+    /// The pedal's presses as `(down, up)` in seconds, through the tempo map.
+    pub fn pedal_seconds(&self) -> Vec<(f64, f64)> {
+        let seconds = |quarters| self.metre.seconds_at(quarters);
+        self.pedal.iter().map(|press| (seconds(press.onset_quarters), seconds(press.end_quarters()))).collect()
+    }
 }
 
 #[cfg(test)]

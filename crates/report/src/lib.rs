@@ -358,8 +358,20 @@ fn quality_section(page: &mut Page, quality: &Value) {
             number(&quality["reference_onsets_on_grid"], 2),
         ],
     ];
+    let mut keys = vec![("repetition", 2), ("pulse", 2), ("notes_per_second", 1), ("onsets_on_grid", 2)];
+    // How the sets use the sustain pedal (a quality.json from before these figures has none).
+    if quality["pedal"].is_object() {
+        for (label, figure, real_key, decimals) in [
+            ("pieces that press the sustain pedal", "pieces_with_pedal", "pieces_with_pedal", 2),
+            ("pedal presses a minute (pieces that pedal)", "presses_per_minute", "pedal_presses_per_minute", 0),
+            ("share of the time the pedal is down (pieces that pedal)", "down_share", "pedal_down_share", 2),
+        ] {
+            let (generated, reference) = (&quality["pedal"][figure], &quality["reference_pedal"][figure]);
+            rows.push(vec![label.into(), number(generated, decimals), number(reference, decimals)]);
+            keys.push((real_key, decimals));
+        }
+    }
     if real.is_object() {
-        let keys = [("repetition", 2), ("pulse", 2), ("notes_per_second", 1), ("onsets_on_grid", 2)];
         for (row, (key, decimals)) in rows.iter_mut().zip(keys) {
             row.push(spread_to(&real[key], decimals));
         }
@@ -403,9 +415,24 @@ mod tests {
             "repetition": spread(0.35, 0.54, 0.74), "pulse": spread(0.2, 0.3, 0.5), "notes_per_second": spread(7.9, 9.8, 17.1),
         });
         std::fs::write(folder.path().join("quality.json"), quality.to_string()).unwrap();
-        let page = page(folder.path());
-        assert!(page.contains("20 sets of 4 random excerpts"), "{page}");
-        assert!(page.contains("0.72 – 0.79 – 0.87") && page.contains("7.9 – 9.8 – 17.1"), "{page}");
+        let with_real = page(folder.path());
+        assert!(with_real.contains("20 sets of 4 random excerpts"), "{with_real}");
+        assert!(with_real.contains("0.72 – 0.79 – 0.87") && with_real.contains("7.9 – 9.8 – 17.1"), "{with_real}");
+        assert!(!with_real.contains("sustain pedal"), "no pedal figures, no pedal rows");
+
+        quality["pedal"] =
+            serde_json::json!({"pieces_with_pedal": 0.56, "presses_per_minute": 29.0, "down_share": 0.32});
+        quality["reference_pedal"] =
+            serde_json::json!({"pieces_with_pedal": 0.31, "presses_per_minute": 64.0, "down_share": 0.62});
+        quality["real_excerpts"]["onsets_on_grid"] = spread(0.89, 0.94, 0.99);
+        quality["real_excerpts"]["pieces_with_pedal"] = spread(0.0, 0.38, 0.62);
+        quality["real_excerpts"]["pedal_presses_per_minute"] = spread(9.0, 46.0, 110.0);
+        quality["real_excerpts"]["pedal_down_share"] = spread(0.13, 0.48, 0.77);
+        std::fs::write(folder.path().join("quality.json"), quality.to_string()).unwrap();
+        let pedalled = page(folder.path());
+        let row = pedalled.split("pieces that press the sustain pedal").nth(1).unwrap_or_default();
+        assert!(row.contains("0.56") && row.contains("0.31") && row.contains("0.00 – 0.38 – 0.62"), "{pedalled}");
+        assert!(pedalled.contains("9 – 46 – 110"), "{pedalled}");
     }
 
     fn overlaps_named(quality: &Value) -> Vec<String> {

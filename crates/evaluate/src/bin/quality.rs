@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 /// Compares generated MIDI files with real pieces they were not trained on: the seven
 /// histogram overlaps (pitch class, pitch, interval, inter-onset, duration, velocity,
 /// polyphony), repetition, pulse, notes per second, and the longest run copied from the
-/// training pieces in any transposition. Writes quality.json and quality.md.
+/// training pieces in any transposition, and how the sets use the sustain pedal. Writes
+/// quality.json and quality.md.
 ///
 /// Every file is read as extract reads it (with `[extract]` of the config: sustain applied).
 /// A set is a folder searched recursively, or with its --…-list a file of paths in it.
@@ -43,7 +44,7 @@ struct Args {
     generated: Vec<PathBuf>,
 }
 
-type Pieces = Vec<(String, Vec<artifacts::Note>)>;
+type Pieces = Vec<evaluate::quality::Piece>;
 
 /// The largest list of files read: a million paths.
 const MAX_LIST_BYTES: u64 = 64 << 20;
@@ -76,8 +77,8 @@ fn read_files(files: &[PathBuf], limits: &config::ExtractConfig) -> Result<Piece
     files
         .iter()
         .map(|path| {
-            let (notes, ..) = evaluate::read_midi_file(path, limits)?;
-            Ok((path.display().to_string(), notes))
+            let heard = evaluate::read_midi_file(path, limits)?;
+            Ok(evaluate::quality::Piece { name: path.display().to_string(), notes: heard.notes, pedal: heard.pedal })
         })
         .collect()
 }
@@ -96,7 +97,7 @@ fn main() -> std::process::ExitCode {
         // Nothing read is overwritten: the generated pieces, the lists, every real piece.
         let mut read: Vec<&Path> = args.generated.iter().map(PathBuf::as_path).collect();
         read.extend(args.reference_list.as_deref().into_iter().chain(args.training_list.as_deref()));
-        read.extend(reference.iter().chain(&training).map(|(name, _)| Path::new(name)));
+        read.extend(reference.iter().chain(&training).map(|piece| Path::new(&piece.name)));
         let markdown_path = args.output.with_extension("md");
         for output in [&args.output, &markdown_path] {
             artifacts::refuse_input_as_output(output, &read)?;
