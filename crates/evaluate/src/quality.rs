@@ -247,6 +247,7 @@ pub struct PedalUse {
 }
 
 impl PedalUse {
+    /// How `pieces` use the pedal; all zero for no pieces.
     pub fn of(pieces: &[PieceFigures]) -> PedalUse {
         let pedalled: Vec<&PieceFigures> = pieces.iter().filter(|p| p.pedal_presses_per_minute > 0.0).collect();
         PedalUse {
@@ -546,8 +547,9 @@ pub fn compare(
     let excerpts: Vec<PieceFigures> = reference
         .iter()
         .map(|piece| {
+            // An opening's notes keep their whole length (its figures have always been read
+            // so); only its presses are cut at the excerpt's end.
             let opening = excerpt(piece, 0.0, excerpt_seconds);
-            // Notes ringing past the excerpt's end are measured whole, as before pedal figures.
             let notes: Vec<Note> = piece.notes.iter().filter(|n| n.onset_seconds < excerpt_seconds).cloned().collect();
             piece_figures(&piece.name, &notes, &opening.pedal, &training_sequences)
         })
