@@ -232,14 +232,15 @@ pub fn read_midi_file(path: &Path, limits: &config::ExtractConfig) -> Result<Hea
         ::music::Sustain::Events => ::music::Sustain::Apply,
         configured => configured,
     };
-    let (score, digest) = read_score(path, limits, sustain)?;
+    let bytes = read_bytes(path, limits)?;
+    let score = parse_score(&bytes, path, limits, sustain)?;
     // The reader applies the pedal key by key on each channel; the notes stay as it reads
-    // them, and the presses are read again as events.
+    // them, and the same bytes are parsed again for the presses as events.
     let pedal = match sustain {
         ::music::Sustain::Ignore => Vec::new(),
-        _ => read_score(path, limits, ::music::Sustain::Events)?.0.pedal_seconds(),
+        _ => parse_score(&bytes, path, limits, ::music::Sustain::Events)?.pedal_seconds(),
     };
-    Ok(HeardPiece { notes: score.notes, metre: score.metre, pedal, digest })
+    Ok(HeardPiece { notes: score.notes, metre: score.metre, pedal, digest: artifacts::digest(&bytes) })
 }
 
 /// A MIDI file as a score, read under extract's caps with the pedal as `sustain` says.
@@ -248,10 +249,25 @@ fn read_score(
     limits: &config::ExtractConfig,
     sustain: ::music::Sustain,
 ) -> Result<(::music::Score, artifacts::Digest), String> {
-    let bytes = artifacts::read_capped(path, limits.max_file_bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bytes = read_bytes(path, limits)?;
+    Ok((parse_score(&bytes, path, limits, sustain)?, artifacts::digest(&bytes)))
+}
+
+/// A file's bytes, under extract's size cap.
+fn read_bytes(path: &Path, limits: &config::ExtractConfig) -> Result<Vec<u8>, String> {
+    artifacts::read_capped(path, limits.max_file_bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `bytes`, the file at `path`, as a score under extract's caps with the pedal as `sustain` says.
+fn parse_score(
+    bytes: &[u8],
+    path: &Path,
+    limits: &config::ExtractConfig,
+    sustain: ::music::Sustain,
+) -> Result<::music::Score, String> {
     let options = ::music::ReadOptions { sustain, ..limits.read_options() };
-    let (score, _) = ::music::midi_in::read_midi(&bytes, &options).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok((score, artifacts::digest(&bytes)))
+    let (score, _) = ::music::midi_in::read_midi(bytes, &options).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(score)
 }
 
 /// Computes every figure; see the crate documentation.

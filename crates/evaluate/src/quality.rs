@@ -410,26 +410,27 @@ impl RealExcerpts {
 /// start at 0 and cut to end by the excerpt's end, as a generated piece of that length ends.
 fn excerpt(piece: &Piece, start: f64, seconds: f64) -> Piece {
     let end = start + seconds;
-    let inside = |onset: f64| onset >= start && onset < end;
     Piece {
         name: piece.name.clone(),
         notes: piece
             .notes
             .iter()
-            .filter(|n| inside(n.onset_seconds))
+            .filter(|n| n.onset_seconds >= start && n.onset_seconds < end)
             .map(|n| Note {
                 onset_seconds: n.onset_seconds - start,
                 duration_seconds: n.duration_seconds.min(end - n.onset_seconds),
                 ..n.clone()
             })
             .collect(),
-        pedal: piece
-            .pedal
-            .iter()
-            .filter(|p| inside(p.0))
-            .map(|&(down, up)| (down - start, up.min(end) - start))
-            .collect(),
+        pedal: presses_within(&piece.pedal, start, seconds),
     }
+}
+
+/// The presses going down in `start .. start + seconds`, moved to start at 0 and lifted by
+/// the end.
+fn presses_within(pedal: &[(f64, f64)], start: f64, seconds: f64) -> Vec<(f64, f64)> {
+    let end = start + seconds;
+    pedal.iter().filter(|p| p.0 >= start && p.0 < end).map(|&(down, up)| (down - start, up.min(end) - start)).collect()
 }
 
 /// [`RealExcerpts`] of `training`, or `None` when no training piece lasts `seconds`.
@@ -549,9 +550,9 @@ pub fn compare(
         .map(|piece| {
             // An opening's notes keep their whole length (its figures have always been read
             // so); only its presses are cut at the excerpt's end.
-            let opening = excerpt(piece, 0.0, excerpt_seconds);
             let notes: Vec<Note> = piece.notes.iter().filter(|n| n.onset_seconds < excerpt_seconds).cloned().collect();
-            piece_figures(&piece.name, &notes, &opening.pedal, &training_sequences)
+            let pedal = presses_within(&piece.pedal, 0.0, excerpt_seconds);
+            piece_figures(&piece.name, &notes, &pedal, &training_sequences)
         })
         .collect();
     QualityReport {
