@@ -174,6 +174,9 @@ pub struct CheckpointArtifact {
     /// window of the data set's training windows in their order (layout of
     /// `lstm::LaneStates`); empty otherwise.
     pub carried_state: Vec<f32>,
+    /// With `train.ema_decay`, the moving average of the weights so far (the weights
+    /// validated and kept), in the order of `model.weights`; empty otherwise.
+    pub averaged_weights: Vec<NamedTensor>,
 }
 
 impl Artifact for CheckpointArtifact {
@@ -185,10 +188,12 @@ impl Artifact for CheckpointArtifact {
     // 6: holds the lanes' carried state.
     // 7: the carried state is per training window, not per lane.
     // 8: holds a version-6 model.
-    const FORMAT_VERSION: u32 = 8;
+    // 9: holds the moving average of the weights.
+    const FORMAT_VERSION: u32 = 9;
 
     fn check(&self) -> Result<(), String> {
         check_weights(&self.model.weights)?;
+        check_weights(&self.averaged_weights)?;
         self.best.as_ref().map_or(Ok(()), |best| check_weights(&best.weights))
     }
 }

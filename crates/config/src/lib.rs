@@ -222,6 +222,13 @@ pub struct TrainConfig {
     /// (`dropout`) leaves the step-to-step path untouched; this regularises it.
     #[serde(skip_serializing_if = "is_zero")]
     pub weight_drop: f64,
+    /// Validate and keep an exponential moving average of the weights instead of the
+    /// weights as the last step left them: after every step `average += (1 − d)·(weights −
+    /// average)`, with d this decay (0 = off), so the stored model is the mean of roughly
+    /// the last 1/(1 − d) steps' weights, which Adam's noisy steps scatter around the
+    /// valley the average sits nearer the floor of.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub ema_decay: f64,
     /// Start each training window from the LSTM state the window before it in its piece
     /// ended in, the last time that one was read (zero until then), as composing carries
     /// the state through the whole piece, instead of from zero; the windows stay shuffled
@@ -460,6 +467,7 @@ impl Default for TrainConfig {
             warmup_epochs: 0.0,
             plateau_decay: 1.0,
             weight_drop: 0.0,
+            ema_decay: 0.0,
             carry_state: false,
             calibrate: true,
         }
@@ -783,6 +791,9 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.weight_drop) {
             return invalid("train.weight_drop", format!("must be in [0, 1) (0 = off), got {}", self.weight_drop));
         }
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            return invalid("train.ema_decay", format!("must be in [0, 1) (0 = off), got {}", self.ema_decay));
+        }
         Ok(())
     }
 }
@@ -967,6 +978,7 @@ mod tests {
             ("[extract]\nmax_note_seconds = 1e-320\n", "extract.max_note_seconds"),
             ("[train]\nlearning_rate = 1e-320\n", "train.learning_rate"),
             ("[train]\nweight_drop = 1.0\n", "train.weight_drop"),
+            ("[train]\nema_decay = -0.5\n", "train.ema_decay"),
             ("[compose]\nkey = \"H major\"\n", "compose.key"),
         ] {
             let err = parse(text, &[]).unwrap_err().to_string();

@@ -519,8 +519,8 @@ fn standard_normal(rng: &mut SeededRng) -> f32 {
     ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
 }
 
-/// Copies tensors out to the host as [`NamedTensor`]s.
-fn named_tensors<'a>(names: &[String], tensors: impl Iterator<Item = &'a Tensor>) -> Result<Vec<NamedTensor>> {
+/// Copies tensors out to the host as [`NamedTensor`]s, each under the name at its position.
+pub fn named_tensors<'a>(names: &[String], tensors: impl Iterator<Item = &'a Tensor>) -> Result<Vec<NamedTensor>> {
     names
         .iter()
         .zip(tensors)

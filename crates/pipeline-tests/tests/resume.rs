@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 /// Long enough to be interrupted, with a checkpoint after every step.
 const TRAIN_FLAGS: [&str; 4] = ["--set", "train.checkpoint_steps=1", "--epochs", "40"];
-/// A learning-rate schedule (warm-up, decay on plateaus) that a resumed run must pick up
-/// where it was: every run here trains with it.
-const SCHEDULE_FLAGS: [&str; 4] = ["--set", "train.warmup_epochs=1.5", "--set", "train.plateau_decay=0.7"];
+/// Settings whose state a resumed run must pick up where it was (a learning-rate schedule:
+/// warm-up, decay on plateaus; a moving average of the weights): every run here trains with them.
+const STATEFUL_FLAGS: [&str; 6] =
+    ["--set", "train.warmup_epochs=1.5", "--set", "train.plateau_decay=0.7", "--set", "train.ema_decay=0.9"];
 
 fn prepare(dir: &Path) {
     for (stage, args) in [
@@ -25,7 +26,7 @@ fn prepare(dir: &Path) {
 fn train(dir: &Path, output: &str) -> std::process::Output {
     let mut args = vec!["--input", "dataset.bin", "--output", output];
     args.extend(TRAIN_FLAGS);
-    args.extend(SCHEDULE_FLAGS);
+    args.extend(STATEFUL_FLAGS);
     run_stage("train", dir, &args)
 }
 
@@ -39,7 +40,7 @@ fn model_bytes(path: &Path) -> Vec<u8> {
 fn interrupt(dir: &Path, output: &str, delay: Duration, signal: &str) -> std::process::Output {
     let mut args = vec!["--input", "dataset.bin", "--output", output];
     args.extend(TRAIN_FLAGS);
-    args.extend(SCHEDULE_FLAGS);
+    args.extend(STATEFUL_FLAGS);
     let mut child = Command::new(release_bin().join("train"))
         .args(&args)
         .current_dir(dir)
@@ -115,7 +116,7 @@ fn more_epochs_or_other_threads_resume_the_checkpoint() {
     let dir = project.path();
     prepare(dir);
     let reference_flags = ["--input", "dataset.bin", "--output", "reference.bin", "--epochs", "41"];
-    let reference = run_stage("train", dir, &[&reference_flags[..], &SCHEDULE_FLAGS].concat());
+    let reference = run_stage("train", dir, &[&reference_flags[..], &STATEFUL_FLAGS].concat());
     assert!(reference.status.success(), "{}", describe(&reference));
     let stopped = interrupt(dir, "model.bin", Duration::from_millis(5), "INT");
     assert!(!stopped.status.success());
@@ -124,7 +125,7 @@ fn more_epochs_or_other_threads_resume_the_checkpoint() {
         dir,
         &[
             &["--input", "dataset.bin", "--output", "model.bin", "--epochs", "41", "--threads", "2"][..],
-            &SCHEDULE_FLAGS,
+            &STATEFUL_FLAGS,
         ]
         .concat(),
     );

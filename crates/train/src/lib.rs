@@ -22,12 +22,14 @@
 //! its best validation loss is surer than it is right, and sampled as it stands it writes
 //! thinner, busier music than it learned from.
 
+pub mod average;
 pub mod checkpoint;
 
 use artifacts::{
     BestWeights, Calibration, CheckpointArtifact, DatasetArtifact, EpochRecord, EpochTiming, Hyperparameters,
     InputDigest, ModelArtifact, Split,
 };
+use average::WeightAverage;
 use candle_core::{D, Device};
 pub use checkpoint::{checkpoint_path, interrupt_on_signals};
 use config::{PipelineConfig, Section};
@@ -483,6 +485,8 @@ struct Run<'a> {
     validation: Vec<Vec<LaneWindow>>,
     /// With `train.carry_state`, the state each training window starts from.
     carried: Option<CarriedStates>,
+    /// With `train.ema_decay`, the moving average of the weights: what is validated and kept.
+    average: Option<WeightAverage>,
     history: Vec<EpochRecord>,
     timings: Vec<EpochTiming>,
     /// The weights after the epoch with the lowest validation loss so far.
@@ -515,6 +519,9 @@ impl<'a> Run<'a> {
             Start::Resume(checkpoint) => Some(checkpoint.as_ref()),
             _ => None,
         };
+        let average = (settings.ema_decay > 0.0)
+            .then(|| WeightAverage::new(&model, settings.ema_decay, resume.map_or(&[], |c| &c.averaged_weights)))
+            .transpose()?;
         let mut run = Run {
             config,
             dataset,
@@ -531,6 +538,7 @@ impl<'a> Run<'a> {
                 let stored = resume.map(|c| c.carried_state.clone()).unwrap_or_default();
                 CarriedStates::new(dataset, settings, stored)
             }),
+            average,
             history,
             timings: resume.map_or_else(Vec::new, |c| c.timings.clone()),
             best: resume.and_then(|c| c.best.clone()),
@@ -635,6 +643,9 @@ impl<'a> Run<'a> {
                 self.device,
             )?
             .ok_or(TrainError::Diverged { epoch })?;
+            if let Some(average) = &mut self.average {
+                average.update(&self.model, self.optimizer.steps_taken())?;
+            }
             self.epoch_totals.0 += loss_value * count as f64;
             self.epoch_totals.1 += count;
             self.steps += 1;
@@ -682,6 +693,7 @@ impl<'a> Run<'a> {
             settings: Vec::new(),
             timings: self.timings.clone(),
             carried_state: self.carried.as_ref().map_or_else(Vec::new, |carried| carried.states.values().to_vec()),
+            averaged_weights: self.average.as_ref().map_or(Ok(Vec::new()), |a| a.to_named(&self.model))?,
         })
     }
 
@@ -690,7 +702,21 @@ impl<'a> Run<'a> {
     fn end_epoch(&mut self, epoch: usize, hooks: &mut Hooks) -> Result<(), TrainError> {
         let (loss_sum, targets, seconds_before) = self.epoch_totals;
         let seconds = seconds_before + self.epoch_started.elapsed().as_secs_f64();
-        let validation = evaluate(&self.model, self.dataset, &self.validation, self.device)?;
+        let validation = match &self.average {
+            Some(average) => {
+                let stepped = evaluate(&self.model, self.dataset, &self.validation, self.device)?;
+                let averaged = average
+                    .read_with(&self.model, |model| evaluate(model, self.dataset, &self.validation, self.device))?;
+                if let (Some((stepped, _)), Some((averaged, _))) = (stepped, averaged) {
+                    tracing::info!(
+                        "epoch {epoch:>3}: validation loss {averaged:.4} of the averaged weights (train.ema_decay), \
+                         {stepped:.4} of the weights as stepped"
+                    );
+                }
+                averaged
+            }
+            None => evaluate(&self.model, self.dataset, &self.validation, self.device)?,
+        };
         let record = EpochRecord {
             epoch,
             train_loss: (loss_sum / targets.max(1) as f64) as f32,
@@ -703,10 +729,19 @@ impl<'a> Run<'a> {
         if let Some(loss) = record.validation_loss
             && self.best.as_ref().is_none_or(|b| loss < b.validation_loss)
         {
-            self.best = Some(BestWeights { epoch, validation_loss: loss, weights: self.model.to_named()? });
+            self.best = Some(BestWeights { epoch, validation_loss: loss, weights: self.kept_weights()? });
         }
         self.history.push(record);
         (hooks.epoch_done)(&self.history, &self.step_losses)
+    }
+
+    /// The weights a model of this run holds: the moving average with `train.ema_decay`,
+    /// else the weights as stepped.
+    fn kept_weights(&self) -> candle_core::Result<Vec<artifacts::NamedTensor>> {
+        match &self.average {
+            Some(average) => average.to_named(&self.model),
+            None => self.model.to_named(),
+        }
     }
 
     /// Why training should stop after `epoch`, if it should: the time budget ran out, or
@@ -735,9 +770,9 @@ impl<'a> Run<'a> {
     /// (`train.calibrate`) on the validation pieces.
     fn finish(self, ending: Ending) -> Result<Trained, TrainError> {
         let model = self.snapshot()?;
-        let mut model = match self.best {
-            Some(best) => ModelArtifact { weights: best.weights, weights_epoch: best.epoch, ..model },
-            None => model,
+        let mut model = match &self.best {
+            Some(best) => ModelArtifact { weights: best.weights.clone(), weights_epoch: best.epoch, ..model },
+            None => ModelArtifact { weights: self.kept_weights()?, ..model },
         };
         if self.config.train.calibrate {
             calibrate(&mut model, self.dataset, &self.validation, self.device)?;
@@ -1151,6 +1186,7 @@ mod tests {
             settings: Vec::new(),
             timings: Vec::new(),
             carried_state: Vec::new(),
+            averaged_weights: Vec::new(),
         };
         let stop = AtomicBool::new(false);
         let mut saves = 0;
@@ -1193,6 +1229,29 @@ mod tests {
         assert_eq!(checkpoint.best.as_ref().map(|b| b.epoch), Some(best));
         assert_eq!(model.weights, checkpoint.best.unwrap().weights, "the model holds the best epoch's weights");
         assert_ne!(model.weights, checkpoint.model.weights, "not the last step's");
+    }
+
+    #[test]
+    fn with_a_moving_average_the_averaged_weights_are_validated_and_kept() {
+        let (mut config, dataset) = learnable();
+        (config.train.epochs, config.train.ema_decay, config.train.checkpoint_steps) = (3, 0.9, 1);
+        config.train.calibrate = false; // so the stored weights are the kept ones as they were
+        let stop = AtomicBool::new(false);
+        let mut last = None;
+        let mut save = |c: &CheckpointArtifact| {
+            last = Some(c.clone());
+            Ok(())
+        };
+        let hooks = Hooks { save: &mut save, interrupt: &stop, epoch_done: &mut |_, _| Ok(()) };
+        let model = train(&config, &dataset, &Device::Cpu, Start::Random, hooks).unwrap().model;
+        assert_eq!(model.weights_epoch, 3, "the learnable cycle is learned better every epoch: {:?}", model.history);
+        let last = last.unwrap();
+        assert_eq!(model.weights, last.averaged_weights, "the model holds the average after the last step");
+        assert_ne!(model.weights, last.model.weights, "not the weights as stepped");
+        let network = LstmModel::from_named(model.hyperparameters.clone(), &model.weights, &Device::Cpu).unwrap();
+        let batches = lstm::whole_pieces(&dataset, Split::Validation, config.train.batch_size);
+        let (loss, _) = evaluate(&network, &dataset, &batches, &Device::Cpu).unwrap().unwrap();
+        assert_eq!(Some(loss), model.history[2].validation_loss, "the validation loss is the average's");
     }
 
     #[test]
