@@ -10,6 +10,8 @@
 //! grads  = ∂loss/∂weights                      backward (hand-written on the CPU, see lstm::fused)
 //! grads  = clip to global norm                 guards against exploding gradients
 //! adam.update(weights, grads)
+//! average += (1 − d)·(weights − average)       with train.ema_decay = d: validation reads,
+//!                                               and the model keeps, the average (average.rs)
 //! ```
 //!
 //! Key design decision: the loss is taken at every position of a window, not only its last.
