@@ -211,12 +211,14 @@ pub fn run(config: &PipelineConfig, inputs: Inputs, output: &Path) -> Result<Eva
     Ok(evaluation)
 }
 
-/// A MIDI file as `evaluate` and `quality` measure it: the music as heard.
+/// A MIDI file as `evaluate` and `quality` measure it: the music as heard, and as written.
 pub struct HeardPiece {
     /// The notes, with the sustain pedal applied to their durations unless
     /// `extract.sustain = "ignore"`.
     pub notes: Vec<artifacts::Note>,
-    pub metre: ::music::Metre,
+    /// The file as a score: its notes as played, its metre, the pedal's presses apart (as
+    /// a `beats` model with the pedal reads a file).
+    pub written: ::music::Score,
     /// The pedal's presses as `(down, up)` seconds, onset order (empty where
     /// `extract.sustain = "ignore"`).
     pub pedal: Vec<(f64, f64)>,
@@ -233,24 +235,15 @@ pub fn read_midi_file(path: &Path, limits: &config::ExtractConfig) -> Result<Hea
         configured => configured,
     };
     let bytes = read_bytes(path, limits)?;
-    let score = parse_score(&bytes, path, limits, sustain)?;
-    // The reader applies the pedal key by key on each channel; the notes stay as it reads
-    // them, and the same bytes are parsed again for the presses as events.
+    // The reader applies the pedal key by key on each channel; the notes heard stay as it
+    // reads them, and the same bytes are parsed again as written, the presses apart.
+    let heard = parse_score(&bytes, path, limits, sustain)?;
+    let written = parse_score(&bytes, path, limits, ::music::Sustain::Events)?;
     let pedal = match sustain {
         ::music::Sustain::Ignore => Vec::new(),
-        _ => parse_score(&bytes, path, limits, ::music::Sustain::Events)?.pedal_seconds(),
+        _ => written.pedal_seconds(),
     };
-    Ok(HeardPiece { notes: score.notes, metre: score.metre, pedal, digest: artifacts::digest(&bytes) })
-}
-
-/// A MIDI file as a score, read under extract's caps with the pedal as `sustain` says.
-fn read_score(
-    path: &Path,
-    limits: &config::ExtractConfig,
-    sustain: ::music::Sustain,
-) -> Result<(::music::Score, artifacts::Digest), String> {
-    let bytes = read_bytes(path, limits)?;
-    Ok((parse_score(&bytes, path, limits, sustain)?, artifacts::digest(&bytes)))
+    Ok(HeardPiece { notes: heard.notes, written, pedal, digest: artifacts::digest(&bytes) })
 }
 
 /// A file's bytes, under extract's size cap.
@@ -312,14 +305,12 @@ pub fn evaluate(
     let mut figures = Vec::with_capacity(generated.len());
     let mut all_generated = Vec::with_capacity(generated.len());
     for path in generated {
-        let HeardPiece { notes: piece, metre, digest, .. } =
+        let HeardPiece { notes: piece, written, digest, .. } =
             read_midi_file(path, &config.extract).map_err(EvaluateError::Midi)?;
         let texts = if writes_pedal {
-            let (written, _) =
-                read_score(path, &config.extract, ::music::Sustain::Events).map_err(EvaluateError::Midi)?;
             codec.encode(&written.notes, &written.metre, &written.pedal)
         } else {
-            codec.encode(&piece, &metre, &[])
+            codec.encode(&piece, &written.metre, &[])
         };
         let tokens: Vec<u32> = texts.iter().filter_map(|t| dataset.vocabulary.id(t)).collect();
         let pitches: Vec<u8> = piece.iter().map(|n| n.pitch).collect();
@@ -638,6 +629,8 @@ mod tests {
             let heard = read_midi_file(&path, &config::ExtractConfig { sustain, ..Default::default() }).unwrap();
             assert_eq!(heard.pedal, [(0.0, 1.0)], "{sustain:?}");
             assert_eq!(heard.notes[0].duration_seconds, 1.0, "rings until the pedal lifts ({sustain:?})");
+            assert_eq!(heard.written.notes[0].duration_seconds, 0.25, "as written, the note as played");
+            assert_eq!(heard.written.pedal.len(), 1, "as written, the press apart");
         }
         let ignored = config::ExtractConfig { sustain: ::music::Sustain::Ignore, ..Default::default() };
         let heard = read_midi_file(&path, &ignored).unwrap();
