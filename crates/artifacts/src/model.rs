@@ -177,6 +177,10 @@ pub struct CheckpointArtifact {
     /// With `train.ema_decay`, the moving average of the weights so far (the weights
     /// validated and kept), in the order of `model.weights`; empty otherwise.
     pub averaged_weights: Vec<NamedTensor>,
+    /// Every step's training loss so far, at its position in epochs (epoch − 1 + share of
+    /// its batches done), over every run that led here: the finished run's training curve
+    /// draws them all, not only its own.
+    pub step_losses: Vec<(f64, f32)>,
 }
 
 impl Artifact for CheckpointArtifact {
@@ -189,7 +193,8 @@ impl Artifact for CheckpointArtifact {
     // 7: the carried state is per training window, not per lane.
     // 8: holds a version-6 model.
     // 9: holds the moving average of the weights.
-    const FORMAT_VERSION: u32 = 9;
+    // 10: holds the steps' losses for the training curve.
+    const FORMAT_VERSION: u32 = 10;
 
     fn check(&self) -> Result<(), String> {
         check_weights(&self.model.weights)?;

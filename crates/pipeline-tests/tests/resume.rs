@@ -70,6 +70,9 @@ fn killed_and_interrupted_runs_resume_to_the_uninterrupted_weights() {
     assert!(reference.status.success(), "{}", describe(&reference));
     let expected = model_bytes(&dir.join("reference.bin"));
     assert!(!dir.join("reference.bin.checkpoint").exists(), "a finished run removes its checkpoint");
+    // Every run here writes its curve beside its model, in this one folder.
+    let curve = || std::fs::read_to_string(dir.join("training_curve.svg")).unwrap();
+    let expected_curve = curve();
 
     // SIGKILL at a point that differs from run to run: no chance to clean up.
     let delay = Duration::from_millis(u64::from(std::process::id() % 97) + 5);
@@ -80,6 +83,7 @@ fn killed_and_interrupted_runs_resume_to_the_uninterrupted_weights() {
     assert!(resumed.status.success(), "{}", describe(&resumed));
     assert!(String::from_utf8_lossy(&resumed.stderr).contains("resuming from"), "{}", describe(&resumed));
     assert!(model_bytes(&dir.join("killed.bin")) == expected, "resumed after SIGKILL: weights differ");
+    assert!(curve() == expected_curve, "the resumed run's curve draws every step, the killed run's too");
 
     // Ctrl-C: the step finishes, a checkpoint is saved, and the message says so.
     let stopped = interrupt(dir, "stopped.bin", Duration::from_millis(20), "INT");
@@ -89,6 +93,7 @@ fn killed_and_interrupted_runs_resume_to_the_uninterrupted_weights() {
     let resumed = train(dir, "stopped.bin");
     assert!(resumed.status.success(), "{}", describe(&resumed));
     assert!(model_bytes(&dir.join("stopped.bin")) == expected, "resumed after Ctrl-C: weights differ");
+    assert!(curve() == expected_curve, "the resumed run's curve draws every step, the stopped run's too");
 }
 
 #[test]

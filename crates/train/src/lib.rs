@@ -493,7 +493,8 @@ struct Run<'a> {
     timings: Vec<EpochTiming>,
     /// The weights after the epoch with the lowest validation loss so far.
     best: Option<BestWeights>,
-    /// This run's steps, and each step's loss at its position in epochs (for the curve).
+    /// This run's steps; and each step's loss at its position in epochs, those of the runs
+    /// it resumes included (for the curve).
     steps: usize,
     step_losses: Vec<(f64, f32)>,
     /// When, and after how many steps, the last checkpoint was saved.
@@ -545,7 +546,7 @@ impl<'a> Run<'a> {
             timings: resume.map_or_else(Vec::new, |c| c.timings.clone()),
             best: resume.and_then(|c| c.best.clone()),
             steps: 0,
-            step_losses: Vec::new(),
+            step_losses: resume.map_or_else(Vec::new, |c| c.step_losses.clone()),
             last_save: (Instant::now(), 0),
             trained_before: resume.map_or(0.0, |c| c.trained_seconds),
             started: Instant::now(),
@@ -696,6 +697,7 @@ impl<'a> Run<'a> {
             timings: self.timings.clone(),
             carried_state: self.carried.as_ref().map_or_else(Vec::new, |carried| carried.states.values().to_vec()),
             averaged_weights: self.average.as_ref().map_or(Ok(Vec::new()), |a| a.to_named(&self.model))?,
+            step_losses: self.step_losses.clone(),
         })
     }
 
@@ -1189,6 +1191,7 @@ mod tests {
             timings: Vec::new(),
             carried_state: Vec::new(),
             averaged_weights: Vec::new(),
+            step_losses: Vec::new(),
         };
         let stop = AtomicBool::new(false);
         let mut saves = 0;
