@@ -324,7 +324,7 @@ pub struct ComposeConfig {
     /// Form: the music is cut into phrases of this many seconds…
     pub phrase_seconds: f64,
     /// …and after each, with this probability, the next phrase restates an earlier one of
-    /// the same piece (0 = never), so motifs come back.
+    /// the same piece, never the one just heard (0 = never), so motifs come back.
     pub repeat: f64,
     /// `beats` and `performance`: the least share of a piece's notes in their best-fitting
     /// diatonic scale, kept while sampling (0 = the network's choice alone).
