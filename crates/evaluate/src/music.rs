@@ -33,7 +33,7 @@ impl MusicStats {
     /// Figures of pieces pooled together; each piece is a list of notes in any order.
     pub fn of(pieces: &[Vec<Note>]) -> MusicStats {
         let figures: Vec<quality::PieceFigures> =
-            pieces.iter().map(|p| quality::piece_figures("", p, &[], &[])).collect();
+            pieces.iter().map(|p| quality::piece_figures("", (p, &[], &[]), &[])).collect();
         let mean = |figure: fn(&quality::PieceFigures) -> f64| {
             figures.iter().map(figure).sum::<f64>() / figures.len().max(1) as f64
         };
@@ -114,7 +114,7 @@ mod tests {
         assert!((s.seconds - 2.0).abs() < 1e-12 && (s.notes_per_second - 2.0).abs() < 1e-12);
         assert_eq!(s.histograms, Histograms::of(std::slice::from_ref(&piece)), "quality's own histograms");
         assert!((s.histograms.pitch_class[4] - 0.5).abs() < 1e-12, "E is half the notes");
-        assert_eq!(s.pulse, quality::piece_figures("", &piece, &[], &[]).pulse);
+        assert_eq!(s.pulse, quality::piece_figures("", (&piece, &[], &[]), &[]).pulse);
         let comparison = compare(&s, &s);
         assert_eq!(comparison.len(), 7);
         assert!(comparison.iter().all(|c| (c.overlap - 1.0).abs() < 1e-12 && c.kl_divergence.abs() < 1e-9));

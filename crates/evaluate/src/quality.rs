@@ -13,7 +13,9 @@
 //! pulse (the share of the most common inter-onset interval, to 10 ms), notes per second,
 //! the share of onsets on the sixteenth / eighth-triplet grid of the file's own quarter
 //! notes ([`music::on_grid`]), how much of the piece keeps to one key ([`music::key::in_key_share`]),
-//! the longest held note, and the longest run of notes copied
+//! the longest held note, how often a four-bar phrase is played straight after itself
+//! ([`phrase_echo`]: real music brings a phrase back after another, hardly ever at once, so
+//! a loop shows here), and the longest run of notes copied
 //! from the training pieces in any transposition (compared as interval sequences; for the
 //! reference pieces' excerpts too, the scale a generated piece's copies are read on). And how
 //! a set uses the sustain pedal ([`PedalUse`]): a piece of the corpus pedals throughout or
@@ -33,7 +35,7 @@ use crate::memorisation::longest_copied_run;
 use artifacts::Note;
 use seeded_rng::SeededRng;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Lower bin edges in seconds of inter-onset intervals and durations (the last bin is open).
 pub const TIME_EDGES: [f64; 12] = [0.0, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0];
@@ -43,14 +45,22 @@ pub const ONSET_GROUP_SECONDS: f64 = 0.020;
 pub const REPETITION_NGRAM: usize = 4;
 /// Widest melodic interval with a bin of its own, in semitones.
 const MAX_INTERVAL: i32 = 24;
+/// Bars in a phrase for [`phrase_echo`] (the composer's `compose.phrase_bars`).
+pub const PHRASE_BARS: usize = 4;
+/// Share of two phrases' notes (their union) that both hold, at or above which they are alike.
+const ALIKE_PHRASES: f64 = 0.8;
 
-/// One piece as measured: its notes as heard (pedal applied) and its pedal's presses.
+/// One piece as measured: its notes as heard (pedal applied), its pedal's presses and
+/// where its bars start.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Piece {
     pub name: String,
     pub notes: Vec<Note>,
     /// `(down, up)` in seconds, onset order.
     pub pedal: Vec<(f64, f64)>,
+    /// The start of every bar of the whole piece in quarter notes, ascending (an excerpt
+    /// keeps its piece's bars, as its notes keep their quarter notes).
+    pub bar_starts: Vec<f64>,
 }
 
 /// The seven histograms of one set of pieces, each normalised to sum to 1 (or all zero).
@@ -206,6 +216,38 @@ pub fn pulse_share(groups: &[OnsetGroup]) -> f64 {
     counts.values().max().map_or(0.0, |&most| most as f64 / total as f64)
 }
 
+/// The share of a piece's four-bar phrases ([`PHRASE_BARS`]) alike the phrase just before
+/// them, over the pairs of consecutive phrases that both hold notes (0 without such a pair).
+/// A phrase is the set of its notes as (key, onset from the phrase's first downbeat in
+/// 12ths of a quarter note); two are alike when they share [`ALIKE_PHRASES`] of their
+/// union. Where phrases begin is not known (a piece may open with an upbeat or a phrase of
+/// three bars), so the piece is cut at each of the four bar phases and read at the one with
+/// the most alike pairs: the figure is an upper bound, for real and generated music alike.
+pub fn phrase_echo(notes: &[Note], bar_starts: &[f64]) -> f64 {
+    (0..PHRASE_BARS)
+        .map(|phase| {
+            let starts: Vec<f64> = bar_starts.iter().skip(phase).step_by(PHRASE_BARS).copied().collect();
+            let mut phrases: Vec<HashSet<(u8, i64)>> = vec![HashSet::new(); starts.len()];
+            for note in notes {
+                let index = starts.partition_point(|&start| start <= note.onset_quarters + 1e-9);
+                if index > 0 {
+                    let offset = ((note.onset_quarters - starts[index - 1]) * 12.0).round() as i64;
+                    phrases[index - 1].insert((note.pitch, offset));
+                }
+            }
+            let pairs: Vec<bool> = phrases
+                .windows(2)
+                .filter(|pair| !pair[0].is_empty() && !pair[1].is_empty())
+                .map(|pair| {
+                    let shared = pair[0].intersection(&pair[1]).count();
+                    shared as f64 / (pair[0].len() + pair[1].len() - shared) as f64 >= ALIKE_PHRASES
+                })
+                .collect();
+            pairs.iter().filter(|&&alike| alike).count() as f64 / pairs.len().max(1) as f64
+        })
+        .fold(0.0, f64::max)
+}
+
 /// Steps between consecutive pitches: the same for every transposition of a passage.
 fn intervals(pitches: &[u8]) -> Vec<i16> {
     pitches.windows(2).map(|w| i16::from(w[1]) - i16::from(w[0])).collect()
@@ -219,6 +261,8 @@ pub struct PieceFigures {
     pub seconds: f64,
     pub notes_per_second: f64,
     pub repetition: f64,
+    /// Share of four-bar phrases alike the one just before ([`phrase_echo`]).
+    pub phrase_echo: f64,
     pub pulse: f64,
     /// Share of onsets within 1/48 of a quarter note of a sixteenth or an eighth triplet.
     pub onsets_on_grid: f64,
@@ -263,12 +307,11 @@ fn length_seconds(piece: &[Note]) -> f64 {
     piece.iter().map(end).fold(0.0, f64::max)
 }
 
-/// The figures of one piece, its pedal's presses as `(down, up)` seconds; `training`
-/// holds the interval sequences of the training pieces.
+/// The figures of one piece, its pedal's presses as `(down, up)` seconds and its bars'
+/// starts in quarter notes; `training` holds the interval sequences of the training pieces.
 pub fn piece_figures(
     name: &str,
-    piece: &[Note],
-    pedal: &[(f64, f64)],
+    (piece, pedal, bar_starts): (&[Note], &[(f64, f64)], &[f64]),
     training: &[(String, Vec<i16>)],
 ) -> PieceFigures {
     let groups = onset_groups(piece);
@@ -282,6 +325,7 @@ pub fn piece_figures(
         seconds,
         notes_per_second: piece.len() as f64 / seconds.max(1e-9),
         repetition: repetition_share(&pitches, REPETITION_NGRAM),
+        phrase_echo: phrase_echo(piece, bar_starts),
         pulse: pulse_share(&groups),
         onsets_on_grid: music::on_grid_share(piece.iter().map(|n| n.onset_quarters)),
         in_key: music::key::in_key_share(piece.iter().map(|n| n.pitch)),
@@ -311,6 +355,7 @@ pub struct QualityReport {
     pub lowest_overlap: f64,
     /// Means over the generated pieces.
     pub repetition: f64,
+    pub phrase_echo: f64,
     pub pulse: f64,
     pub notes_per_second: f64,
     pub onsets_on_grid: f64,
@@ -321,6 +366,7 @@ pub struct QualityReport {
     /// The same figures of the reference pieces' first `excerpt_seconds`, for comparison.
     pub reference_pedal: PedalUse,
     pub reference_repetition: f64,
+    pub reference_phrase_echo: f64,
     pub reference_pulse: f64,
     pub reference_notes_per_second: f64,
     pub reference_onsets_on_grid: f64,
@@ -370,6 +416,7 @@ pub struct RealExcerpts {
     pub lowest_overlap: Spread,
     /// Means over each set's excerpts.
     pub repetition: Spread,
+    pub phrase_echo: Spread,
     pub pulse: Spread,
     pub notes_per_second: Spread,
     pub onsets_on_grid: Spread,
@@ -423,6 +470,7 @@ fn excerpt(piece: &Piece, start: f64, seconds: f64) -> Piece {
             })
             .collect(),
         pedal: presses_within(&piece.pedal, start, seconds),
+        bar_starts: piece.bar_starts.clone(),
     }
 }
 
@@ -461,7 +509,7 @@ pub fn real_excerpts(
                     excerpt(piece, rng.unit_f64() * (length - seconds), seconds)
                 })
                 .collect();
-            let pieces = set.iter().map(|p| piece_figures("", &p.notes, &p.pedal, &[])).collect();
+            let pieces = set.iter().map(|p| piece_figures("", (&p.notes, &p.pedal, &p.bar_starts), &[])).collect();
             let notes: Vec<Vec<Note>> = set.into_iter().map(|p| p.notes).collect();
             Drawn { pieces, overlaps: Histograms::of(&notes).overlaps(reference) }
         })
@@ -506,6 +554,7 @@ pub fn real_excerpts(
         mean_overlap: spread(&mean_overlap_of),
         lowest_overlap: spread(&|set| set.overlaps.into_iter().fold(1.0, f64::min)),
         repetition: spread(&repetition_of),
+        phrase_echo: spread(&mean_of(|p| p.phrase_echo)),
         pulse: spread(&pulse_of),
         notes_per_second: spread(&density_of),
         onsets_on_grid: spread(&mean_of(|p| p.onsets_on_grid)),
@@ -543,8 +592,10 @@ pub fn compare(
     let reference_histograms = Histograms::of(&notes_of(reference));
     let overlaps = Histograms::of(&notes_of(generated)).overlaps(&reference_histograms);
     let training_sequences = training_intervals(training);
-    let pieces: Vec<PieceFigures> =
-        generated.iter().map(|p| piece_figures(&p.name, &p.notes, &p.pedal, &training_sequences)).collect();
+    let pieces: Vec<PieceFigures> = generated
+        .iter()
+        .map(|p| piece_figures(&p.name, (&p.notes, &p.pedal, &p.bar_starts), &training_sequences))
+        .collect();
     let excerpts: Vec<PieceFigures> = reference
         .iter()
         .map(|piece| {
@@ -552,7 +603,7 @@ pub fn compare(
             // so); only its presses are cut at the excerpt's end.
             let notes: Vec<Note> = piece.notes.iter().filter(|n| n.onset_seconds < excerpt_seconds).cloned().collect();
             let pedal = presses_within(&piece.pedal, 0.0, excerpt_seconds);
-            piece_figures(&piece.name, &notes, &pedal, &training_sequences)
+            piece_figures(&piece.name, (&notes, &pedal, &piece.bar_starts), &training_sequences)
         })
         .collect();
     QualityReport {
@@ -563,6 +614,7 @@ pub fn compare(
         mean_overlap: mean(overlaps.into_iter()),
         lowest_overlap: overlaps.into_iter().fold(1.0, f64::min),
         repetition: mean(pieces.iter().map(|p| p.repetition)),
+        phrase_echo: mean(pieces.iter().map(|p| p.phrase_echo)),
         pulse: mean(pieces.iter().map(|p| p.pulse)),
         notes_per_second: mean(pieces.iter().map(|p| p.notes_per_second)),
         onsets_on_grid: mean(pieces.iter().map(|p| p.onsets_on_grid)),
@@ -572,6 +624,7 @@ pub fn compare(
         pedal: PedalUse::of(&pieces),
         reference_pedal: PedalUse::of(&excerpts),
         reference_repetition: mean(excerpts.iter().map(|p| p.repetition)),
+        reference_phrase_echo: mean(excerpts.iter().map(|p| p.phrase_echo)),
         reference_pulse: mean(excerpts.iter().map(|p| p.pulse)),
         reference_notes_per_second: mean(excerpts.iter().map(|p| p.notes_per_second)),
         reference_onsets_on_grid: mean(excerpts.iter().map(|p| p.onsets_on_grid)),
@@ -608,6 +661,10 @@ pub fn markdown(report: &QualityReport) -> String {
     md.push_str(&format!(
         "| repetition (4-note patterns that recur) | {:.2} | {:.2} |\n",
         report.repetition, report.reference_repetition
+    ));
+    md.push_str(&format!(
+        "| four-bar phrases alike the one just before | {:.2} | {:.2} |\n",
+        report.phrase_echo, report.reference_phrase_echo
     ));
     md.push_str(&format!(
         "| pulse (share of the commonest inter-onset interval) | {:.2} | {:.2} |\n",
@@ -672,6 +729,7 @@ pub fn markdown(report: &QualityReport) -> String {
         for (name, generated, real) in [
             ("lowest overlap", report.lowest_overlap, &real.lowest_overlap),
             ("repetition", report.repetition, &real.repetition),
+            ("phrases alike the one just before", report.phrase_echo, &real.phrase_echo),
             ("pulse", report.pulse, &real.pulse),
             ("onsets on the grid", report.onsets_on_grid, &real.onsets_on_grid),
             ("notes in key", report.in_key, &real.in_key),
@@ -723,7 +781,7 @@ mod tests {
     fn real_excerpts_are_cut_from_long_enough_pieces_and_drawn_from_the_seed() {
         let notes = vec![note(60, 1.0, 0.5), note(62, 9.5, 2.0), note(64, 11.0, 1.0)];
         let pedal = vec![(0.5, 2.0), (2.0, 5.0), (9.0, 12.0), (11.0, 12.0)];
-        let cut = excerpt(&Piece { name: "p".into(), notes, pedal }, 1.0, 10.0);
+        let cut = excerpt(&Piece { name: "p".into(), notes, pedal, bar_starts: Vec::new() }, 1.0, 10.0);
         assert_eq!(cut.notes.len(), 2, "onsets in [1, 11) only");
         assert_eq!((cut.notes[0].onset_seconds, cut.notes[1].onset_seconds), (0.0, 8.5));
         assert_eq!(cut.notes[1].duration_seconds, 1.5, "a note ringing past the end is cut there");
@@ -732,8 +790,8 @@ mod tests {
         // A 100-second scale piece, pedalled a beat at a time, and one too short to cut from.
         let long: Vec<Note> = (0..400).map(|i| note(48 + (i % 24) as u8, i as f64 * 0.25, 0.2)).collect();
         let pedal: Vec<(f64, f64)> = (0..100).map(|i| (f64::from(i), f64::from(i) + 0.5)).collect();
-        let short = Piece { name: "short".into(), notes: vec![note(60, 0.0, 1.0)], pedal: Vec::new() };
-        let training = vec![Piece { name: "long".into(), notes: long.clone(), pedal }, short];
+        let short = Piece { name: "short".into(), notes: vec![note(60, 0.0, 1.0)], ..Piece::default() };
+        let training = vec![Piece { name: "long".into(), notes: long.clone(), pedal, bar_starts: Vec::new() }, short];
         let reference = Histograms::of(&[long]);
         let draw = |seed| real_excerpts(&training, &reference, (5, 3, 20.0), &mut SeededRng::new(seed, "t")).unwrap();
         let (a, b) = (draw(1), draw(1));
@@ -791,9 +849,9 @@ mod tests {
     #[test]
     fn a_transposed_copy_counts_as_copied() {
         let notes = (0..20).map(|i| note(60 + (i * 5 % 12) as u8, i as f64, 0.5)).collect();
-        let training = vec![Piece { name: "t".into(), notes, pedal: Vec::new() }];
+        let training = vec![Piece { name: "t".into(), notes, ..Piece::default() }];
         let copy: Vec<Note> = (3..12).map(|i| note(62 + (i * 5 % 12) as u8, i as f64, 0.5)).collect();
-        let figures = piece_figures("g", &copy, &[], &training_intervals(&training));
+        let figures = piece_figures("g", (&copy, &[], &[]), &training_intervals(&training));
         assert_eq!(figures.longest_copy_notes, 9);
     }
 
@@ -801,10 +859,10 @@ mod tests {
     fn pedal_use_counts_the_pieces_that_pedal_and_measures_only_those() {
         // 30 s of notes; three presses, down 9 s in all (the last lifted after the end).
         let notes: Vec<Note> = (0..60).map(|i| note(60, f64::from(i) * 0.5, 0.5)).collect();
-        let pedalled = piece_figures("a", &notes, &[(0.0, 2.0), (10.0, 14.0), (27.0, 33.0)], &[]);
+        let pedalled = piece_figures("a", (&notes, &[(0.0, 2.0), (10.0, 14.0), (27.0, 33.0)], &[]), &[]);
         assert_eq!(pedalled.pedal_presses_per_minute, 6.0);
         assert!((pedalled.pedal_down_share - 9.0 / 30.0).abs() < 1e-12, "{}", pedalled.pedal_down_share);
-        let dry = piece_figures("b", &notes, &[], &[]);
+        let dry = piece_figures("b", (&notes, &[], &[]), &[]);
         assert_eq!((dry.pedal_presses_per_minute, dry.pedal_down_share), (0.0, 0.0));
         let set = PedalUse::of(&[pedalled.clone(), dry.clone(), dry]);
         assert!((set.pieces_with_pedal - 1.0 / 3.0).abs() < 1e-12);
@@ -813,5 +871,38 @@ mod tests {
             (pedalled.pedal_presses_per_minute, pedalled.pedal_down_share)
         );
         assert_eq!(PedalUse::of(&[]), PedalUse::default());
+    }
+
+    /// A phrase of four 4/4 bars starting at `start` quarters: one note a beat, its keys
+    /// from `keys` in turn.
+    fn phrase(start: f64, keys: &[u8]) -> Vec<Note> {
+        (0..16).map(|beat| note(keys[beat % keys.len()], (start + beat as f64) / 2.0, 0.5)).collect()
+    }
+
+    #[test]
+    fn phrase_echo_counts_phrases_alike_the_one_just_before_at_the_best_bar_phase() {
+        // A one-bar upbeat, then phrases A A A B A of four bars each: at the phase that
+        // starts them on bar 2, two of the four pairs are alike (A after A twice).
+        let bars: Vec<f64> = (0..21).map(|bar| f64::from(bar) * 4.0).collect();
+        let (a, b) = ([60, 64, 67, 72], [62, 65, 69, 74]);
+        let mut notes = vec![note(55, 0.0, 0.5)];
+        for (i, keys) in [&a, &a, &a, &b, &a].into_iter().enumerate() {
+            notes.extend(phrase(4.0 + 16.0 * i as f64, keys));
+        }
+        assert_eq!(phrase_echo(&notes, &bars), 0.5);
+        // Every phrase new: none alike; a piece of one phrase or without bars has no pair.
+        let fresh: Vec<Note> = (0..4).flat_map(|i| phrase(16.0 * f64::from(i), &[60 + i as u8 * 2, 71])).collect();
+        assert_eq!(phrase_echo(&fresh, &bars), 0.0);
+        assert_eq!(phrase_echo(&phrase(0.0, &a), &bars), 0.0);
+        assert_eq!(phrase_echo(&notes, &[]), 0.0);
+        // Alike is 80 % of the union shared: one note of sixteen changed still is, four are not.
+        let mut near = phrase(16.0, &a);
+        near[3].pitch = 50;
+        let mut far = phrase(16.0, &a);
+        for n in far.iter_mut().take(4) {
+            n.pitch = 50;
+        }
+        let echo_of = |second: Vec<Note>| phrase_echo(&[phrase(0.0, &a), second].concat(), &bars);
+        assert_eq!((echo_of(near), echo_of(far)), (1.0, 0.0));
     }
 }

@@ -78,7 +78,14 @@ fn read_files(files: &[PathBuf], limits: &config::ExtractConfig) -> Result<Piece
         .iter()
         .map(|path| {
             let heard = evaluate::read_midi_file(path, limits)?;
-            Ok(evaluate::quality::Piece { name: path.display().to_string(), notes: heard.notes, pedal: heard.pedal })
+            let end = heard.written.notes.iter().map(|n| n.onset_quarters + n.duration_quarters).fold(0.0, f64::max);
+            let bar_starts = heard.written.metre.bars_until(end).iter().map(|bar| bar.start_quarters).collect();
+            Ok(evaluate::quality::Piece {
+                name: path.display().to_string(),
+                notes: heard.notes,
+                pedal: heard.pedal,
+                bar_starts,
+            })
         })
         .collect()
 }
