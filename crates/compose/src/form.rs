@@ -11,9 +11,10 @@
 //! phrases are alike the one before and 8 % the one before that, and one piece in 210 plays
 //! one three times in a row. Choosing among every earlier phrase, the composer put a phrase
 //! straight after itself 14 % of the time and played one three or more times in a row in
-//! 14 % of its pieces (docs/music.md, Structure). A
-//! restatement is fed through the network token by token like the primer window, so the state that
-//! continues afterwards has heard it, and the grammar still rules every token:
+//! 14 % of its pieces (docs/music.md, A phrase never straight after itself).
+//!
+//! A restatement is fed through the network token by token like the primer window, so the
+//! state that continues afterwards has heard it, and the grammar still rules every token:
 //!
 //! - a press or release it refuses (a key that is not down, too many keys down) is left out;
 //! - a time shift it refuses (a key that must be released first, too many shifts in a row)
