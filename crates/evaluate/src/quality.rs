@@ -218,7 +218,7 @@ pub fn pulse_share(groups: &[OnsetGroup]) -> f64 {
 
 /// The share of a piece's four-bar phrases ([`PHRASE_BARS`]) alike the phrase just before
 /// them, over the pairs of consecutive phrases that both hold notes (0 without such a pair).
-/// A phrase is the set of its notes as (key, onset from the phrase's first downbeat in
+/// A phrase is the set of its notes as (pitch, onset from the phrase's first downbeat in
 /// 12ths of a quarter note); two are alike when they share [`ALIKE_PHRASES`] of their
 /// union. Where phrases begin is not known (a piece may open with an upbeat or a phrase of
 /// three bars), so the piece is cut at each of the four bar phases and read at the one with
