@@ -399,12 +399,7 @@ fn write_outputs(
         report.pedal_presses
     );
     let roll: Vec<music::TimedNote> = score.notes.iter().map(music::TimedNote::from).collect();
-    let bar_lines: Vec<f64> = score
-        .metre
-        .bars_until(score.notes.iter().map(|n| n.onset_quarters + n.duration_quarters).fold(0.0, f64::max))
-        .iter()
-        .map(|bar| score.metre.seconds_at(bar.start_quarters))
-        .collect();
+    let bar_lines: Vec<f64> = score.bars().iter().map(|bar| score.metre.seconds_at(bar.start_quarters)).collect();
     let title = format!("{} — {} at {}", output.display(), report.meter, report.tempo);
     let svg = pictures::piano_roll(&roll, &score.pedal_seconds(), &bar_lines, &title);
     artifacts::write_if_changed(&output.with_extension("svg"), svg.as_bytes()).map_err(ComposeError::Artifact)?;

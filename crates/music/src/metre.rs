@@ -279,6 +279,11 @@ impl Score {
         self.notes.iter().map(|n| n.onset_seconds + n.duration_seconds).fold(0.0, f64::max)
     }
 
+    /// The bars the music spans: those that start before its last note ends (at least one).
+    pub fn bars(&self) -> Vec<Bar> {
+        self.metre.bars_until(self.notes.iter().map(|n| n.onset_quarters + n.duration_quarters).fold(0.0, f64::max))
+    }
+
     /// The pedal's presses as `(down, up)` in seconds, through the tempo map.
     pub fn pedal_seconds(&self) -> Vec<(f64, f64)> {
         let seconds = |quarters| self.metre.seconds_at(quarters);

@@ -28,7 +28,7 @@ impl WeightAverage {
             let device = model.vars()[0].device();
             stored.iter().map(|s| Tensor::from_slice(&s.data, s.shape.as_slice(), device)).collect::<Result<_>>()?
         } else {
-            model.vars().iter().map(|v| Ok(v.as_tensor().copy()?.detach())).collect::<Result<_>>()?
+            weights_now(model)?
         };
         Ok(WeightAverage { decay, weights })
     }
@@ -56,8 +56,7 @@ impl WeightAverage {
     /// `read(model)` with the model's weights replaced by the average for the call; the
     /// weights as stepped are put back afterwards, whether `read` succeeded or not.
     pub fn read_with<T>(&self, model: &LstmModel, read: impl FnOnce(&LstmModel) -> Result<T>) -> Result<T> {
-        let stepped: Vec<Tensor> =
-            model.vars().iter().map(|v| Ok(v.as_tensor().copy()?.detach())).collect::<Result<_>>()?;
+        let stepped = weights_now(model)?;
         for (var, average) in model.vars().iter().zip(&self.weights) {
             var.set(average)?;
         }
@@ -67,6 +66,12 @@ impl WeightAverage {
         }
         result
     }
+}
+
+/// A copy of the model's weights as they are now, detached from the variables (so that
+/// neither later steps nor backpropagation reach it).
+fn weights_now(model: &LstmModel) -> Result<Vec<Tensor>> {
+    model.vars().iter().map(|v| Ok(v.as_tensor().copy()?.detach())).collect()
 }
 
 #[cfg(test)]

@@ -78,8 +78,7 @@ fn read_files(files: &[PathBuf], limits: &config::ExtractConfig) -> Result<Piece
         .iter()
         .map(|path| {
             let heard = evaluate::read_midi_file(path, limits)?;
-            let end = heard.written.notes.iter().map(|n| n.onset_quarters + n.duration_quarters).fold(0.0, f64::max);
-            let bar_starts = heard.written.metre.bars_until(end).iter().map(|bar| bar.start_quarters).collect();
+            let bar_starts = heard.written.bars().iter().map(|bar| bar.start_quarters).collect();
             Ok(evaluate::quality::Piece {
                 name: path.display().to_string(),
                 notes: heard.notes,
