@@ -146,7 +146,11 @@ mod tests {
         assert_eq!(model.precision().pick("f32", "bf16"), trial.chosen);
         match (trial.f32_per_second, trial.bf16_per_second) {
             (Some(f32), Some(bf16)) => assert_eq!(trial.chosen == "bf16", bf16 >= f32 * BF16_MARGIN, "{trial:?}"),
-            _ => assert!(trial.chosen == "f32" && trial.bf16_unavailable.is_some(), "{trial:?}"),
+            // Why, in one line: no backtrace in the log or the report, even under RUST_BACKTRACE.
+            _ => assert!(
+                trial.chosen == "f32" && trial.bf16_unavailable.as_ref().is_some_and(|why| !why.contains('\n')),
+                "{trial:?}"
+            ),
         }
         assert!(model.to_named().unwrap() == before, "the trial changed the weights");
     }

@@ -179,12 +179,15 @@ impl LstmModel {
     /// model stays as it was). Measuring ([`LstmModel::carried_logits`]) and the Candle-ops path
     /// (CUDA, Metal) compute in float32.
     pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        // Plain messages, not `bail!`: that one carries a backtrace where RUST_BACKTRACE is
+        // set, and this answer is expected, logged and reported as one line.
+        let unavailable = |why: &str| Err(candle_core::Error::Msg(why.to_owned()));
         if precision == Precision::Bf16 {
             if !self.weights[0].device().is_cpu() {
-                candle_core::bail!("bfloat16 products are written for the CPU; on a GPU Candle computes in float32");
+                return unavailable("bfloat16 products are written for the CPU; on a GPU Candle computes in float32");
             }
             if !products::bf16::available() {
-                candle_core::bail!("bfloat16 products need a processor with AVX-512 BF16, which this one lacks");
+                return unavailable("bfloat16 products need a processor with AVX-512 BF16, which this one lacks");
             }
         }
         self.precision = precision;
