@@ -59,6 +59,8 @@ pub struct Phrases {
     restating: VecDeque<u32>,
     /// Which of `finished` the current phrase restates (`None`: it is being drawn).
     current_restates: Option<usize>,
+    /// Which of `finished` the phrase before the current one was, or restated.
+    just_heard: Option<usize>,
 }
 
 impl Phrases {
@@ -74,6 +76,7 @@ impl Phrases {
             current_end,
             restating: VecDeque::new(),
             current_restates: None,
+            just_heard: None,
         }
     }
 
@@ -142,18 +145,52 @@ impl Phrases {
             }
             None => None,
         };
+        self.just_heard = just_heard;
         self.current_start = Some(next_start);
         self.current_end = next_end;
         let candidates: Vec<usize> = (0..self.finished.len()).filter(|&i| Some(i) != just_heard).collect();
         // No draw at all when repetition is off, so such pieces keep their random stream.
         if self.form.repeat > 0.0 && !candidates.is_empty() && rng.unit_f64() < self.form.repeat {
             let chosen = candidates[rng.below(candidates.len())];
-            // A phrase in bars begins with its bar token, and a bar token has just begun this one.
-            let skip = usize::from(matches!(self.form.length, Length::Bars(_)));
-            let phrase = &generated[self.finished[chosen].clone()];
-            self.restating.extend(&phrase[skip.min(phrase.len())..]);
-            self.current_restates = Some(chosen);
-            self.restating.extend(closing(phrase));
+            self.restate(chosen, generated, closing);
+        }
+    }
+
+    /// Makes the phrase just begun restate `finished[chosen]`.
+    fn restate(&mut self, chosen: usize, generated: &[u32], closing: impl Fn(&[u32]) -> Vec<u32>) {
+        // A phrase in bars begins with its bar token, and a bar token has just begun this one.
+        let skip = usize::from(matches!(self.form.length, Length::Bars(_)));
+        let phrase = &generated[self.finished[chosen].clone()];
+        self.restating.clear();
+        self.restating.extend(&phrase[skip.min(phrase.len())..]);
+        self.current_restates = Some(chosen);
+        self.restating.extend(closing(phrase));
+    }
+}
+
+impl Phrases {
+    /// Bars of the current phrase still to come, the one just begun included (`None` for
+    /// phrases in seconds, or before the first downbeat).
+    pub fn bars_left(&self, at: Position) -> Option<usize> {
+        match self.form.length {
+            Length::Bars(_) if self.current_start.is_some() => {
+                Some((self.current_end as usize).saturating_sub(at.bars))
+            }
+            _ => None,
+        }
+    }
+
+    /// Leaves off the restatement under way: the piece's close takes over.
+    pub fn stop_restating(&mut self) {
+        self.restating.clear();
+    }
+
+    /// Makes the phrase just begun (its bar token the last of `generated`) restate the
+    /// piece's first drawn phrase, as a recapitulation before the close, unless that is the
+    /// phrase just heard or none has ended yet. `closing` as in [`Phrases::after_token`].
+    pub fn restate_first(&mut self, generated: &[u32], closing: impl Fn(&[u32]) -> Vec<u32>) {
+        if !self.finished.is_empty() && self.just_heard != Some(0) {
+            self.restate(0, generated, closing);
         }
     }
 }
@@ -227,6 +264,25 @@ mod tests {
             restated += usize::from(phrases[..phrases.len() - 1].iter().filter(|p| *p == &pair[1]).count() > 1);
         }
         assert!(restated > 200, "restatements happen: {restated}");
+    }
+
+    #[test]
+    fn the_last_phrase_brings_back_the_first_unless_it_was_just_heard() {
+        let mut phrases = Phrases::new(Form { length: Length::Seconds(1.0), repeat: 0.0 });
+        let mut rng = SeededRng::new(1, "t");
+        let second = |s: f64| Position { seconds: s, ..Position::default() };
+        phrases.restate_first(&[], |_| Vec::new());
+        assert_eq!(phrases.next_restated(|_| true, |_| false), None, "no phrase has ended");
+        // Phrases [3, SHIFT] and [4, SHIFT] end; the next brings back the first, not the second.
+        phrases.after_token(&[3, SHIFT], second(1.0), |_| Vec::new(), &mut rng);
+        phrases.after_token(&[3, SHIFT, 4, SHIFT], second(2.0), |_| Vec::new(), &mut rng);
+        phrases.restate_first(&[3, SHIFT, 4, SHIFT], |_| vec![9]);
+        let restated: Vec<u32> = std::iter::from_fn(|| phrases.next_restated(|_| true, |_| false)).collect();
+        assert_eq!(restated, [3, SHIFT, 9]);
+        // After it ends, the first was just heard: the phrase after it is drawn.
+        phrases.after_token(&[3, SHIFT, 4, SHIFT, 3, SHIFT], second(3.0), |_| Vec::new(), &mut rng);
+        phrases.restate_first(&[3, SHIFT, 4, SHIFT, 3, SHIFT], |_| Vec::new());
+        assert_eq!(phrases.next_restated(|_| true, |_| false), None);
     }
 
     #[test]

@@ -3,18 +3,20 @@
 //! Starts from a random window of `seq_len` tokens of a training piece of the data set, the
 //! opening of a MIDI file (`--primer`), or the model alone (one velocity token, for a
 //! shipped model with no data set), runs it through the model, then predicts one token at
-//! a time, each fed back as the next input, until `compose.seconds` of music or
-//! `compose.tokens` tokens. The tokens are decoded back to notes by the model's encoding:
-//! `beats` tokens are a score, bars of one metre (`compose.meter`, or the model's choice),
-//! positions on a grid, the tempo and notes with durations (drawn under
-//! [`music::beats::grammar`]); `performance` tokens carry their own timing, durations and
-//! velocities (drawn under [`music::grammar`]) and are written in 4/4 at
-//! `compose.tempo_bpm`; `names` elements follow each other one fixed step
+//! a time, each fed back as the next input, until `compose.seconds` of music (a `beats`
+//! piece: until its close) or `compose.tokens` tokens. The tokens are decoded back to
+//! notes by the model's encoding: `beats` tokens are a score, bars of one metre
+//! (`compose.meter`, or the model's choice), positions on a grid, the tempo and notes with
+//! durations (drawn under [`music::beats::grammar`]); `performance` tokens carry their own
+//! timing, durations and velocities (drawn under [`music::grammar`]) and are written in 4/4
+//! at `compose.tempo_bpm`; `names` elements follow each other one fixed step
 //! (`compose.step_quarters`) apart, chords voiced upwards from middle C's octave, as the
 //! original design does. The composer plans the form the network cannot: phrases of
 //! `compose.phrase_bars` bars (`beats`) or `compose.phrase_seconds` that restate earlier ones
-//! (see [`form`]), and, with `compose.in_key`, keeps the piece in a key (see [`key`]). A
-//! model trained on pieces moved into C (`encode.in_c`) composes in C; each piece is then
+//! (see [`form`]), a `beats` piece's close, on its key's tonic chord at the end of the
+//! phrase nearest `compose.seconds`, slowing (see [`ending`]), and, with `compose.in_key`,
+//! keeps the piece in a key (see [`key`]). A model trained on pieces moved into C
+//! (`encode.in_c`) composes in C; each piece is then
 //! moved into the key asked for (`compose.key`), a primer file's, or one drawn by the seed,
 //! and a primer file is moved into C before the model reads it. Each piece is written as a
 //! standard MIDI file for piano (program 0) with its time signatures, tempo map and key
@@ -30,11 +32,12 @@
 //! data set with a different dictionary is refused.
 
 pub mod audio;
+pub mod ending;
 pub mod form;
 pub mod key;
 
 use artifacts::{DatasetArtifact, Encoding, ModelArtifact};
-use config::{ComposeConfig, PipelineConfig, Sampling, Section};
+use config::{ComposeConfig, Ending, PipelineConfig, Sampling, Section};
 use lstm::{LstmModel, Precision};
 use music::beats::{self, Beats};
 use music::key::{self as scales, Scale};
@@ -579,6 +582,13 @@ fn compose_on_this_thread(
             rng,
             rules: Rules::of(model, settings, meter),
             key: key::KeyGuard::new(&model.encoding, &model.vocabulary, settings.in_key),
+            close: ending::Close::new(
+                &model.encoding,
+                &model.vocabulary,
+                settings.ending == Ending::Cadence,
+                settings.seconds,
+                settings.phrase_bars,
+            ),
             // `tokens` is an upper bound, and with `seconds` set far from the usual length.
             generated: Vec::with_capacity(settings.tokens.min(1 << 16)),
             at: form::Position::default(),
@@ -597,6 +607,7 @@ fn compose_on_this_thread(
             *token = piece.primer[position];
             piece.rules.observe(*token);
             piece.key.observe(*token);
+            piece.close.observe(*token);
         }
         if position + 1 < primer_length {
             generator.step(&next)?;
@@ -604,7 +615,8 @@ fn compose_on_this_thread(
         warming.advance(1, String::new);
     }
     let done = |piece: &Piece| {
-        piece.generated.len() >= settings.tokens || (settings.seconds > 0.0 && piece.at.seconds >= settings.seconds)
+        let time_is_up = settings.seconds > 0.0 && piece.at.seconds >= settings.seconds;
+        piece.generated.len() >= settings.tokens || piece.close.ended() || (time_is_up && !piece.close.planned())
     };
     let mut progress = Progress::new("compose", "tokens", (settings.tokens * pieces.len()) as u64);
     while !pieces.iter().all(done) {
@@ -617,11 +629,17 @@ fn compose_on_this_thread(
             let restated = piece.phrases.next_restated(|id| piece.rules.allows(id), |id| is_shift[id as usize]);
             *token = match restated {
                 Some(id) => id,
-                None => draw(scores, &retempered, (&piece.rules, &piece.key), settings, &mut piece.rng),
+                None => draw(scores, &retempered, (&piece.rules, &piece.close, &piece.key), settings, &mut piece.rng),
             };
+            if piece.close.ends_with(*token) {
+                piece.close.end();
+                drawn += 1;
+                continue;
+            }
             *token = piece.rules.shorten(*token);
             piece.rules.observe(*token);
             piece.key.observe(*token);
+            piece.close.observe(*token);
             piece.generated.push(*token);
             piece.at = piece.rules.advance(piece.at, *token, token_seconds[*token as usize]);
             let rules = &piece.rules;
@@ -631,6 +649,17 @@ fn compose_on_this_thread(
                 |phrase| rules.closing_releases(phrase),
                 &mut piece.rng,
             );
+            if let (Some(bar), Some(bars_left)) = (rules.bar(), piece.phrases.bars_left(piece.at))
+                && piece.at.starts_bar
+            {
+                match piece.close.at_bar_line(bar, piece.at.seconds, bars_left) {
+                    ending::Begins::LastPhrase => {
+                        piece.phrases.restate_first(&piece.generated, |phrase| rules.closing_releases(phrase))
+                    }
+                    ending::Begins::Approach => piece.phrases.stop_restating(),
+                    ending::Begins::Nothing => {}
+                }
+            }
             drawn += 1;
         }
         progress.advance(drawn, String::new);
@@ -645,7 +674,10 @@ fn compose_on_this_thread(
                 generated = &generated[..generated.len() - 1];
             }
             let tokens: Vec<String> = generated.iter().map(|&id| model.vocabulary.token(id).to_owned()).collect();
-            let score = decode_after(&model.encoding, &model.vocabulary, piece.primer, &tokens, settings);
+            let mut score = decode_after(&model.encoding, &model.vocabulary, piece.primer, &tokens, settings);
+            if piece.close.ended() && settings.tempo_bpm == 0.0 {
+                slow_to_the_end(&mut score);
+            }
             Composition { tokens, score }
         })
         .collect())
@@ -657,6 +689,7 @@ struct Piece<'a> {
     rng: SeededRng,
     rules: Rules,
     key: key::KeyGuard,
+    close: ending::Close,
     generated: Vec<u32>,
     /// Where the music stands: seconds (for `beats`, at the last bar line) and bars.
     at: form::Position,
@@ -737,6 +770,14 @@ impl Rules {
         }
     }
 
+    /// The current bar's grid steps and seconds at the tempo in force (`beats`).
+    fn bar(&self) -> Option<(u32, f64)> {
+        match self {
+            Rules::Beats(grammar) => Some(grammar.bar()),
+            _ => None,
+        }
+    }
+
     fn is_bar(&self, id: u32) -> bool {
         matches!(self, Rules::Beats(grammar) if grammar.is_bar(id))
     }
@@ -759,6 +800,17 @@ impl Rules {
     }
 }
 
+/// The ritardando of a piece that closed ([`ending::RITARDANDO`]): its second last bar, and
+/// its last from the final chord on, each at one tempo, a share of the piece's median.
+fn slow_to_the_end(score: &mut Score) {
+    let Some(last) = score.notes.iter().map(|n| n.onset_quarters).reduce(f64::max) else { return };
+    let bar_quarters = score.metre.locate(last).signature.bar_quarters();
+    let median = score.metre.median_bpm(last);
+    for (from, share) in [last - bar_quarters, last].into_iter().zip(ending::RITARDANDO) {
+        score.steady_from(from.max(0.0), median * share);
+    }
+}
+
 /// A group of tokens sampled at a temperature of their own.
 struct Retempered {
     /// `group[id]`: whether token `id` is in the group.
@@ -766,18 +818,19 @@ struct Retempered {
     temperature: f64,
 }
 
-/// The network's choice of the next token from its `scores`: the grammar's refusals and
-/// the key guard's masked, the retempered group at its own temperature, then the
+/// The network's choice of the next token from its `scores`: the grammar's, the close's and
+/// the key guard's refusals masked, the retempered group at its own temperature, then the
 /// configured sampling.
 fn draw(
     scores: &[f32],
     retempered: &Retempered,
-    (rules, key): (&Rules, &key::KeyGuard),
+    (rules, close, key): (&Rules, &ending::Close, &key::KeyGuard),
     settings: &ComposeConfig,
     rng: &mut SeededRng,
 ) -> u32 {
     let mut scores = scores.to_vec();
     rules.mask(&mut scores);
+    close.mask(&mut scores);
     key.mask(&mut scores, settings.temperature);
     if retempered.temperature != settings.temperature && !retempered.group.is_empty() {
         retemper_group(&mut scores, &retempered.group, settings.temperature, retempered.temperature);

@@ -31,7 +31,8 @@ struct Args {
     /// Override `compose.outputs`: how many pieces to write.
     #[arg(long)]
     outputs: Option<usize>,
-    /// Override `compose.seconds`: length of music in seconds (0 = use tokens).
+    /// Override `compose.seconds`: length of music in seconds (0 = use tokens); a `beats`
+    /// piece ends at the phrase end nearest it (`compose.ending`).
     #[arg(long)]
     seconds: Option<f64>,
     /// Override `compose.top_k`.

@@ -329,6 +329,8 @@ pub struct ComposeConfig {
     /// `beats` and `performance`: the least share of a piece's notes in their best-fitting
     /// diatonic scale, kept while sampling (0 = the network's choice alone).
     pub in_key: f64,
+    /// `beats`, with `seconds` set: how a piece ends (see [`Ending`]).
+    pub ending: Ending,
     /// The key each piece is written in, e.g. `"D minor"` or `"E♭ major"`: what the model
     /// composes is moved (by −5 to +6 semitones) so its best-fitting scale is this key's.
     /// Empty: a primer file's key, else one of the twelve drawn for each piece by the seed.
@@ -379,6 +381,19 @@ impl Precision {
     pub fn is_auto(&self) -> bool {
         *self == Precision::Auto
     }
+}
+
+/// How a `beats` piece ends (`compose.ending`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ending {
+    /// At the end of the phrase nearest `compose.seconds`, which brings back the first: a
+    /// last bar holding the key's tonic chord on its downbeat, over the tonic, to the bar's
+    /// end, slowed (unless `compose.tempo_bpm` fixes the tempo).
+    #[default]
+    Cadence,
+    /// At the bar line that reaches `compose.seconds`, wherever the music is.
+    Cut,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -501,6 +516,7 @@ impl Default for ComposeConfig {
             phrase_seconds: 4.0,
             repeat: 0.35,
             in_key: 0.0,
+            ending: Ending::Cadence,
             key: String::new(),
             precision: Precision::Auto,
         }

@@ -116,12 +116,43 @@ impl Scale {
     /// Whether notes of these pitch-class counts sound in the scale's minor key (its sixth
     /// degree as tonic) rather than its major one, by the key profiles' correlation.
     pub fn sounds_minor(self, counts: &PitchClassCounts) -> bool {
-        let correlation = |profile: &[f64; 12], tonic: u8| {
-            let rotated: Vec<f64> = (0..12).map(|pc| profile[(pc + 12 - usize::from(tonic)) % 12]).collect();
-            pearson(counts.map(|n| n as f64).as_slice(), &rotated)
-        };
-        correlation(&MINOR_PROFILE, (self.major_tonic + 9) % 12) > correlation(&MAJOR_PROFILE, self.major_tonic)
+        let weights = counts.map(|n| n as f64);
+        profile_fit(&weights, &MINOR_PROFILE, (self.major_tonic + 9) % 12)
+            > profile_fit(&weights, &MAJOR_PROFILE, self.major_tonic)
     }
+}
+
+/// A key: its tonic (a pitch class, below 12) and whether it is minor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Key {
+    pub tonic: u8,
+    pub minor: bool,
+}
+
+impl Key {
+    /// The key, of the 24, whose profile the pitch classes' `weights` (their notes' lengths,
+    /// say) correlate with best: Krumhansl and Schmuckler's key finding. Unlike
+    /// [`Scale::best_fit`], it tells keys of one scale apart (C major, A minor, G major's
+    /// tonic chord in a C major passage). C major for no notes.
+    pub fn of(weights: &[f64; 12]) -> Key {
+        (0..12u8)
+            .flat_map(|tonic| [Key { tonic, minor: false }, Key { tonic, minor: true }])
+            .map(|key| (key, profile_fit(weights, if key.minor { &MINOR_PROFILE } else { &MAJOR_PROFILE }, key.tonic)))
+            .fold((Key { tonic: 0, minor: false }, 0.0), |best, fit| if fit.1 > best.1 { fit } else { best })
+            .0
+    }
+
+    /// Whether `pitch` (a MIDI key) is in the key's tonic triad.
+    pub fn triad_holds(self, pitch: u8) -> bool {
+        let third = if self.minor { 3 } else { 4 };
+        [0, third, 7].contains(&((pitch % 12 + 12 - self.tonic) % 12))
+    }
+}
+
+/// The correlation of pitch-class `weights` with a key profile moved onto `tonic`.
+fn profile_fit(weights: &[f64; 12], profile: &[f64; 12], tonic: u8) -> f64 {
+    let rotated: Vec<f64> = (0..12).map(|pc| profile[(pc + 12 - usize::from(tonic)) % 12]).collect();
+    pearson(weights, &rotated)
 }
 
 fn pearson(a: &[f64], b: &[f64]) -> f64 {
@@ -207,6 +238,26 @@ mod tests {
         assert_eq!(Scale::best_fit(&pitch_class_counts(60..72)), Scale::of_major(0));
         assert!((in_key_share(60..72) - 7.0 / 12.0).abs() < 1e-12);
         assert_eq!(in_key_share([]), 0.0);
+    }
+
+    #[test]
+    fn key_finding_tells_apart_the_keys_of_one_scale() {
+        let weights = |notes: &[(u8, f64)]| {
+            let mut w = [0.0; 12];
+            notes.iter().for_each(|&(pitch, length)| w[usize::from(pitch % 12)] += length);
+            w
+        };
+        // The same white keys, weighted to C's triad, to A's, and to G's with an F♯.
+        let c_major = weights(&[(60, 4.0), (64, 2.0), (67, 2.0), (62, 1.0), (65, 1.0), (69, 1.0), (71, 1.0)]);
+        assert_eq!(Key::of(&c_major), Key { tonic: 0, minor: false });
+        let a_minor = weights(&[(57, 4.0), (60, 2.0), (64, 2.0), (62, 1.0), (65, 1.0), (68, 1.0), (71, 1.0)]);
+        assert_eq!(Key::of(&a_minor), Key { tonic: 9, minor: true });
+        let g_major = weights(&[(67, 4.0), (71, 2.0), (62, 2.0), (66, 1.0), (60, 1.0), (64, 1.0), (69, 1.0)]);
+        assert_eq!(Key::of(&g_major), Key { tonic: 7, minor: false });
+        assert_eq!(Key::of(&[0.0; 12]), Key { tonic: 0, minor: false });
+        let a = Key { tonic: 9, minor: true };
+        assert!(a.triad_holds(57) && a.triad_holds(72) && a.triad_holds(76) && !a.triad_holds(73));
+        assert!(Key { tonic: 9, minor: false }.triad_holds(73));
     }
 
     #[test]

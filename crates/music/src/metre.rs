@@ -118,6 +118,31 @@ impl Metre {
         bars
     }
 
+    /// The median tempo of the music up to `end_quarters`, each tempo weighed by the quarter
+    /// notes it lasts (the first tempo's for an empty span).
+    pub fn median_bpm(&self, end_quarters: f64) -> f64 {
+        let mut spans: Vec<(f64, f64)> = self
+            .tempos
+            .iter()
+            .enumerate()
+            .map(|(index, tempo)| {
+                let next = self.tempos.get(index + 1).map_or(f64::INFINITY, |t| t.at_quarters);
+                (tempo.bpm, next.min(end_quarters) - tempo.at_quarters)
+            })
+            .filter(|&(_, quarters)| quarters > 0.0)
+            .collect();
+        spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let half = spans.iter().map(|s| s.1).sum::<f64>() / 2.0;
+        let mut so_far = 0.0;
+        for (bpm, quarters) in &spans {
+            so_far += quarters;
+            if so_far >= half {
+                return *bpm;
+            }
+        }
+        self.tempos[0].bpm
+    }
+
     /// The tempo in force at `quarters`.
     pub fn bpm_at(&self, quarters: f64) -> f64 {
         let index = self.tempos.partition_point(|t| t.at_quarters <= quarters + 1e-9).max(1) - 1;
@@ -274,6 +299,20 @@ impl Score {
         self
     }
 
+    /// The music from `quarters` on at one tempo, `bpm` (a ritardando's bar): the tempo
+    /// map's changes from there on give way to it, and every note's seconds are worked out
+    /// again. Quarter notes, and so the score, stay as they are.
+    pub fn steady_from(&mut self, quarters: f64, bpm: f64) {
+        let tempos = &mut self.metre.tempos;
+        tempos.retain(|t| t.at_quarters < quarters - 1e-9);
+        tempos.push(Tempo { at_quarters: quarters.max(0.0), bpm });
+        for note in &mut self.notes {
+            let end = self.metre.seconds_at(note.onset_quarters + note.duration_quarters);
+            note.onset_seconds = self.metre.seconds_at(note.onset_quarters);
+            note.duration_seconds = end - note.onset_seconds;
+        }
+    }
+
     /// Where the music ends, in seconds (0 for no notes).
     pub fn seconds(&self) -> f64 {
         self.notes.iter().map(|n| n.onset_seconds + n.duration_seconds).fold(0.0, f64::max)
@@ -313,6 +352,34 @@ mod tests {
         // Three quarters at 60 BPM, then three at 120.
         assert!((metre.seconds_at(6.0) - 4.5).abs() < 1e-12);
         assert_eq!(Metre::default().bars_until(0.0).len(), 1);
+    }
+
+    #[test]
+    fn a_steady_close_replaces_the_tempo_map_after_it_and_keeps_the_score() {
+        let note = |onset_quarters: f64, duration_quarters: f64| {
+            let sound = crate::TimedNote { pitch: 60, velocity: 80, onset_seconds: 0.0, duration_seconds: 0.0 };
+            crate::Note { onset_quarters, duration_quarters, ..crate::Note::at_steady_tempo(sound, 120.0) }
+        };
+        let tempo = |at_quarters: f64, bpm: f64| Tempo { at_quarters, bpm };
+        let mut score = Score {
+            notes: vec![note(0.0, 1.0), note(3.0, 2.0), note(5.0, 4.0)],
+            metre: Metre {
+                signatures: vec![signature(0.0, 4, 4)],
+                tempos: vec![tempo(0.0, 120.0), tempo(4.5, 90.0), tempo(6.0, 240.0)],
+            },
+            pedal: Vec::new(),
+        };
+        // 4.5 quarters at 120, 1.5 at 90, then 240: 120 lasts longest.
+        assert_eq!(score.metre.median_bpm(9.0), 120.0);
+        assert_eq!(score.metre.median_bpm(20.0), 240.0);
+        assert_eq!(score.metre.median_bpm(0.0), 120.0);
+        score.steady_from(4.0, 60.0);
+        let tempos: Vec<(f64, f64)> = score.metre.tempos.iter().map(|t| (t.at_quarters, t.bpm)).collect();
+        assert_eq!(tempos, [(0.0, 120.0), (4.0, 60.0)]);
+        let seconds: Vec<(f64, f64)> = score.notes.iter().map(|n| (n.onset_seconds, n.duration_seconds)).collect();
+        // Before quarter 4 at 120 (half a second each), after it at 60.
+        assert_eq!(seconds, [(0.0, 0.5), (1.5, 1.5), (3.0, 4.0)]);
+        assert_eq!(score.notes[2].duration_quarters, 4.0);
     }
 
     #[test]

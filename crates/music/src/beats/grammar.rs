@@ -136,6 +136,12 @@ impl Grammar {
         self.clock.seconds_at(self.step())
     }
 
+    /// The current bar: its length in grid steps, and in seconds at the tempo in force.
+    pub fn bar(&self) -> (u32, f64) {
+        let steps = self.bar_steps as u32;
+        (steps, f64::from(steps) / f64::from(POSITIONS_PER_QUARTER) * 60.0 / self.clock.bpm())
+    }
+
     /// Whether token `id` starts a bar.
     pub fn is_bar(&self, id: u32) -> bool {
         matches!(self.token(id), Some(Token::Bar { .. }))
