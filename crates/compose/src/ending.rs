@@ -42,9 +42,9 @@ pub const LEAST_FINAL_NOTES: usize = 3;
 /// The tempo of the last two bars as a share of the piece's median tempo, each bar at one
 /// tempo: the second last at the median (a tempo that wandered is steadied there), the last
 /// chord 1.29 times as long as a bar at it, the training pieces' median slowing at their
-/// last onset. They also slow the bar before it (1.16 times at the median); slowed so, the
-/// composed pieces' pulse figure fell from 0.429 to 0.405 over eighteen seeds (docs/music.md,
-/// An ending), so that bar keeps the piece's pace.
+/// last onset. The training pieces also slow the bar before it (1.16 times at the median);
+/// slowed so, the composed pieces' pulse figure fell from 0.429 to 0.405 over eighteen seeds
+/// (docs/music.md, An ending), so that bar keeps the piece's pace.
 pub const RITARDANDO: [f64; 2] = [1.0, 1.0 / 1.29];
 
 /// Where a piece stands with its close.
