@@ -280,14 +280,10 @@ impl Close {
 /// Masks every score but those the first of `rules` keeps that keeps one still allowed;
 /// leaves `scores` alone where none does.
 fn keep_only(scores: &mut [f32], rules: &[&dyn Fn(usize) -> bool]) {
-    let Some(rule) = rules.iter().find(|rule| (0..scores.len()).any(|id| scores[id] > f32::NEG_INFINITY && rule(id)))
-    else {
-        return;
-    };
-    for (id, score) in scores.iter_mut().enumerate() {
-        if !rule(id) {
-            *score = f32::NEG_INFINITY;
-        }
+    let keeps_one =
+        |rule: &&dyn Fn(usize) -> bool| scores.iter().enumerate().any(|(id, &s)| s > f32::NEG_INFINITY && rule(id));
+    if let Some(rule) = rules.iter().find(|rule| keeps_one(rule)) {
+        music::grammar::mask_refused(scores, |id| rule(id as usize));
     }
 }
 
