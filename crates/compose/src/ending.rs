@@ -31,8 +31,9 @@
 //! are; a final bar the grammar leaves no chord in (every key already held) ends empty, and
 //! `compose.tokens` still cuts a piece that reaches it first.
 
-use artifacts::{Encoding, Vocabulary};
+use artifacts::Encoding;
 use music::PIANO_KEYS;
+use music::beats::grammar::Grammar;
 use music::beats::{POSITIONS_PER_QUARTER, Token};
 use music::key::Key;
 
@@ -96,10 +97,11 @@ pub enum Begins {
     Approach,
 }
 
-/// The close of one piece being composed, and what it reads of the piece on the way.
+/// The close of one piece being composed, and the one thing it reads of the piece on the
+/// way that the grammar does not keep. Where the piece stands in its bar, which key a
+/// token strikes, and what a token is, it asks the piece's `beats` grammar: every method
+/// that reads the piece takes it (`None` for the other encodings, which never close).
 pub struct Close {
-    /// Per token id, parsed (empty when no close is planned).
-    tokens: Vec<Option<Token>>,
     stage: Stage,
     /// `compose.seconds`, and the phrase's length in bars.
     seconds: f64,
@@ -107,33 +109,15 @@ pub struct Close {
     /// Quarter notes sounded so far on each pitch class, each note counted up to a whole
     /// note: what the key is read from.
     weights: [f64; 12],
-    /// The position in the bar (grid steps), the last note named there, and whether the
-    /// next duration is the pedal's.
-    position: u32,
-    last: Option<u8>,
-    after_pedal: bool,
 }
 
 impl Close {
     /// The close of a piece of `seconds` (0: of `compose.tokens`, never closed) in phrases of
     /// `phrase_bars`; planned only for a `beats` model with `planned` set.
-    pub fn new(encoding: &Encoding, vocabulary: &Vocabulary, planned: bool, seconds: f64, phrase_bars: usize) -> Close {
+    pub fn new(encoding: &Encoding, planned: bool, seconds: f64, phrase_bars: usize) -> Close {
         let beats = matches!(encoding, Encoding::Beats { .. });
-        let (tokens, stage) = if planned && beats && seconds > 0.0 {
-            (vocabulary.tokens.iter().map(|t| Token::parse(t)).collect(), Stage::Open)
-        } else {
-            (Vec::new(), Stage::Off)
-        };
-        Close {
-            tokens,
-            stage,
-            seconds,
-            phrase_bars: phrase_bars.max(1),
-            weights: [0.0; 12],
-            position: 0,
-            last: None,
-            after_pedal: false,
-        }
+        let stage = if planned && beats && seconds > 0.0 { Stage::Open } else { Stage::Off };
+        Close { stage, seconds, phrase_bars: phrase_bars.max(1), weights: [0.0; 12] }
     }
 
     /// Whether the piece's end is planned here, rather than cut at `compose.seconds`.
@@ -186,9 +170,9 @@ impl Close {
 
     /// Whether token `id`, drawn in the final bar, ends the piece instead of joining it:
     /// a bar line or a later position, once the chord has come (or none can).
-    pub fn ends_with(&self, id: u32) -> bool {
-        let Stage::Final(bar) = self.stage else { return false };
-        match self.token(id) {
+    pub fn ends_with(&self, grammar: Option<&Grammar>, id: u32) -> bool {
+        let (Stage::Final(bar), Some(grammar)) = (self.stage, grammar) else { return false };
+        match grammar.token(id) {
             Some(Token::Bar { .. }) => true,
             Some(Token::Position(k)) => k > 0 || bar.on_downbeat,
             _ => false,
@@ -200,28 +184,18 @@ impl Close {
         self.stage = Stage::Ended;
     }
 
-    /// Records token `id`, which joined the piece (primer tokens too).
-    pub fn observe(&mut self, id: u32) {
-        let Some(token) = self.token(id) else { return };
-        match token {
-            Token::Bar { .. } => self.position = 0,
-            Token::Position(k) => (self.position, self.last) = (k, None),
-            Token::Pitch(pitch) => self.last = Some(pitch),
-            Token::Above(steps) => self.last = self.last.map(|below| below.saturating_add(steps)),
-            Token::Pedal => self.after_pedal = true,
-            Token::Duration(_) if self.after_pedal => self.after_pedal = false,
-            Token::Duration(steps) => {
-                if let Some(pitch) = self.last {
-                    let quarters = f64::from(steps.min(4 * POSITIONS_PER_QUARTER)) / f64::from(POSITIONS_PER_QUARTER);
-                    self.weights[usize::from(pitch % 12)] += quarters;
-                }
-            }
-            Token::Tempo(_) | Token::Velocity(_) => {}
+    /// Records token `id`, which joins the piece (primer tokens too), before `grammar`
+    /// records it.
+    pub fn observe(&mut self, grammar: Option<&Grammar>, id: u32) {
+        let Some(grammar) = grammar.filter(|_| self.planned()) else { return };
+        if let Some((pitch, steps)) = grammar.completes_note(id) {
+            let quarters = f64::from(steps.min(4 * POSITIONS_PER_QUARTER)) / f64::from(POSITIONS_PER_QUARTER);
+            self.weights[usize::from(pitch % 12)] += quarters;
         }
         if let Stage::Final(bar) = &mut self.stage {
-            match token {
-                Token::Position(0) => bar.on_downbeat = true,
-                Token::Pitch(_) | Token::Above(_) => bar.struck += 1,
+            match grammar.token(id) {
+                Some(Token::Position(0)) => bar.on_downbeat = true,
+                Some(Token::Pitch(_) | Token::Above(_)) => bar.struck += 1,
                 _ => {}
             }
         }
@@ -235,15 +209,16 @@ impl Close {
     /// end, and the end before the chord is complete; where that would leave nothing, the
     /// piece may only end. Where a rule would leave nothing at all, the scores are left
     /// as they are.
-    pub fn mask(&self, scores: &mut [f32]) {
+    pub fn mask(&self, grammar: Option<&Grammar>, scores: &mut [f32]) {
+        let Some(grammar) = grammar else { return };
         let allowed = |id: usize| scores[id] > f32::NEG_INFINITY;
-        let duration = |id: usize| match self.token(id as u32) {
+        let duration = |id: usize| match grammar.token(id as u32) {
             Some(Token::Duration(steps)) => Some(steps),
             _ => None,
         };
         match self.stage {
             Stage::Approach { steps: bar_steps } => {
-                let fits = |id: usize| duration(id).is_none_or(|steps| self.position + steps <= bar_steps);
+                let fits = |id: usize| duration(id).is_none_or(|steps| grammar.position() + steps <= bar_steps);
                 keep_only(scores, &[&fits]);
             }
             Stage::Final(bar) => {
@@ -251,29 +226,24 @@ impl Close {
                 let held =
                     (0..scores.len()).filter(|&id| allowed(id)).filter_map(duration).filter(|&d| d <= bar.steps).max();
                 let complete = bar.struck >= LEAST_FINAL_NOTES;
-                let chord = |id: usize| match self.token(id as u32) {
+                let ends = |id: usize| self.ends_with(Some(grammar), id as u32);
+                let chord = |id: usize| match grammar.token(id as u32) {
                     Some(Token::Position(0)) => !bar.on_downbeat,
-                    Some(Token::Bar { .. } | Token::Position(_)) => complete && self.ends_with(id as u32),
+                    Some(Token::Bar { .. } | Token::Position(_)) => complete && ends(id),
                     Some(Token::Pitch(pitch)) => {
                         bar.on_downbeat && pitch % 12 == bar.key.tonic && bar.leaves_room(pitch)
                     }
-                    Some(Token::Above(steps)) => self
-                        .last
-                        .map(|below| below.saturating_add(steps))
+                    Some(Token::Above(_)) => grammar
+                        .strikes(id as u32)
                         .is_some_and(|pitch| bar.key.triad_holds(pitch) && bar.leaves_room(pitch)),
                     Some(Token::Duration(steps)) => Some(steps) == held,
                     Some(Token::Tempo(_) | Token::Velocity(_) | Token::Pedal) => true,
                     None => false,
                 };
-                let ends = |id: usize| self.ends_with(id as u32);
                 keep_only(scores, &[&chord, &ends]);
             }
             Stage::Off | Stage::Open | Stage::LastPhrase | Stage::Ended => {}
         }
-    }
-
-    fn token(&self, id: u32) -> Option<Token> {
-        self.tokens.get(id as usize).copied().flatten()
     }
 }
 
@@ -309,11 +279,11 @@ mod tests {
                 Limits { max_held: 12, max_note_seconds: 10.0, metre: None, max_tempo_drift: 3, notation_grid: true };
             let mut grammar = Grammar::new(&vocabulary.tokens, codec, limits);
             let beats = Encoding::Beats { velocity_bins: 32, tempo_bins: 64 };
-            let mut close = Close::new(&beats, &vocabulary, true, 60.0, 4);
+            let mut close = Close::new(&beats, true, 60.0, 4);
             let mut written: Vec<Token> = Vec::new();
             let write = |id: u32, grammar: &mut Grammar, close: &mut Close, written: &mut Vec<Token>| {
+                close.observe(Some(grammar), id);
                 grammar.observe(id);
-                close.observe(id);
                 written.push(Token::parse(vocabulary.token(id)).unwrap());
             };
             // A bar of A minor's tonic chord and a few of its notes, or of C major's.
@@ -342,10 +312,10 @@ mod tests {
             loop {
                 let mut scores: Vec<f32> = (0..vocabulary.len()).map(|_| rng.unit_f32() * 8.0).collect();
                 grammar.mask(&mut scores);
-                close.mask(&mut scores);
+                close.mask(Some(&grammar), &mut scores);
                 let allowed: Vec<u32> = (0..scores.len() as u32).filter(|&i| scores[i as usize].is_finite()).collect();
                 let next = allowed[rng.below(allowed.len())];
-                if close.ends_with(next) {
+                if close.ends_with(Some(&grammar), next) {
                     close.end();
                     break;
                 }
@@ -380,12 +350,11 @@ mod tests {
 
     #[test]
     fn no_close_for_other_encodings_a_cut_or_a_length_in_tokens() {
-        let vocabulary = Beats { velocity_bins: 32, tempo_bins: 64, pedal: false }.vocabulary();
         let beats = Encoding::Beats { velocity_bins: 32, tempo_bins: 64 };
-        assert!(Close::new(&beats, &vocabulary, true, 60.0, 4).planned());
-        assert!(!Close::new(&beats, &vocabulary, false, 60.0, 4).planned());
-        assert!(!Close::new(&beats, &vocabulary, true, 0.0, 4).planned());
+        assert!(Close::new(&beats, true, 60.0, 4).planned());
+        assert!(!Close::new(&beats, false, 60.0, 4).planned());
+        assert!(!Close::new(&beats, true, 0.0, 4).planned());
         let performance = Encoding::Performance { step_ms: 10, max_shift_steps: 100, velocity_bins: 32 };
-        assert!(!Close::new(&performance, &vocabulary, true, 60.0, 4).planned());
+        assert!(!Close::new(&performance, true, 60.0, 4).planned());
     }
 }

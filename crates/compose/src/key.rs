@@ -14,73 +14,31 @@
 //! notes a second fell to 7.6 in one seed). A model that holds a key by itself is rarely
 //! touched.
 
-use artifacts::{Encoding, Vocabulary};
-use music::beats::Token;
 use music::key::{PitchClassCounts, Scale};
-use music::performance::Event;
 
 /// Notes heard before the guard acts: a scale fitted to fewer says little.
 const FIRST_NOTES_FREE: usize = 8;
 
-/// What a token plays.
-#[derive(Clone, Copy)]
-enum Plays {
-    Nothing,
-    /// This key.
-    Pitch(u8),
-    /// The key this many semitones above the note before it at the same onset (`beats`).
-    Above(u8),
-}
-
-/// The key guard of one piece: what it has played so far, and which tokens play what.
+/// The key guard of one piece: what it has played so far. Which key a token strikes is
+/// the grammar's to say (`Rules::strikes`): a `beats` step above the note before it
+/// depends on where the piece stands.
 pub struct KeyGuard {
     /// `compose.in_key`: the least share of notes in their best-fitting scale; 0 = no guard.
     least: f64,
-    /// Per token id.
-    plays: Vec<Plays>,
     counts: PitchClassCounts,
     notes: usize,
-    /// The last note played, for `beats`' steps above it.
-    last: Option<u8>,
 }
 
 impl KeyGuard {
-    /// A guard for a model's dictionary; `names` tokens play no single key and are never held back.
-    pub fn new(encoding: &Encoding, vocabulary: &Vocabulary, least: f64) -> KeyGuard {
-        let plays = vocabulary
-            .tokens
-            .iter()
-            .map(|token| match encoding {
-                Encoding::Beats { .. } => match Token::parse(token) {
-                    Some(Token::Pitch(pitch)) => Plays::Pitch(pitch),
-                    Some(Token::Above(steps)) => Plays::Above(steps),
-                    _ => Plays::Nothing,
-                },
-                Encoding::Performance { .. } => match Event::parse(token) {
-                    Some(Event::On(pitch)) => Plays::Pitch(pitch),
-                    _ => Plays::Nothing,
-                },
-                Encoding::Names { .. } => Plays::Nothing,
-            })
-            .collect();
-        KeyGuard { least, plays, counts: [0; 12], notes: 0, last: None }
+    pub fn new(least: f64) -> KeyGuard {
+        KeyGuard { least, counts: [0; 12], notes: 0 }
     }
 
-    /// The key token `id` plays after what was played so far, if any.
-    fn pitch_of(&self, id: u32) -> Option<u8> {
-        match self.plays[id as usize] {
-            Plays::Nothing => None,
-            Plays::Pitch(pitch) => Some(pitch),
-            Plays::Above(steps) => self.last.map(|below| below.saturating_add(steps)),
-        }
-    }
-
-    /// Counts the note token `id` plays (primer and generated tokens alike).
-    pub fn observe(&mut self, id: u32) {
-        if let Some(pitch) = self.pitch_of(id) {
+    /// Counts a token that joined the piece (primer and generated alike), striking `pitch` if any.
+    pub fn observe(&mut self, pitch: Option<u8>) {
+        if let Some(pitch) = pitch {
             self.counts[usize::from(pitch % 12)] += 1;
             self.notes += 1;
-            self.last = Some(pitch);
         }
     }
 
@@ -89,7 +47,8 @@ impl KeyGuard {
     /// gives their probability, at sampling `temperature`, to the tokens playing notes in
     /// the scale, so the network still decides whether a note is played and the guard only
     /// which. Leaves `scores` alone where no note in the scale is allowed.
-    pub fn mask(&self, scores: &mut [f32], temperature: f64) {
+    /// `strikes(id)`: the key token `id` would strike next, if any.
+    pub fn mask(&self, scores: &mut [f32], temperature: f64, strikes: impl Fn(u32) -> Option<u8>) {
         if self.least <= 0.0 || self.notes < FIRST_NOTES_FREE {
             return;
         }
@@ -100,7 +59,7 @@ impl KeyGuard {
         // (token, in the scale) for every note token still allowed.
         let notes: Vec<(usize, bool)> = (0..scores.len())
             .filter(|&id| scores[id] > f32::NEG_INFINITY)
-            .filter_map(|id| self.pitch_of(id as u32).map(|pitch| (id, scale.holds(pitch))))
+            .filter_map(|id| strikes(id as u32).map(|pitch| (id, scale.holds(pitch))))
             .collect();
         let top = notes.iter().map(|&(id, _)| f64::from(scores[id])).fold(f64::NEG_INFINITY, f64::max);
         let weight = |id: usize| ((f64::from(scores[id]) - top) / temperature).exp();
@@ -125,77 +84,75 @@ mod tests {
         Scale::best_fit(&guard.counts).held(&guard.counts) as f64 / guard.notes.max(1) as f64
     }
 
-    fn beats_guard(least: f64) -> (KeyGuard, Vocabulary) {
-        let tokens: Vec<String> = (21..=108)
-            .map(|p| format!("pitch:{p}"))
-            .chain((1..=12).map(|k| format!("up:{k}")))
-            .chain(["pos:0".to_string()])
-            .collect();
-        let vocabulary = Vocabulary::from_tokens(tokens);
-        (KeyGuard::new(&Encoding::Beats { velocity_bins: 32, tempo_bins: 64 }, &vocabulary, least), vocabulary)
+    /// A dictionary of `pitch:21` … `pitch:108` (ids 0–87), `up:1` … `up:12` (88–99) and a
+    /// token that plays nothing (100), and the key each would strike after `last`.
+    const NOTHING: u32 = 100;
+    fn pitch(p: u8) -> u32 {
+        u32::from(p) - 21
+    }
+    fn strikes(last: u8) -> impl Fn(u32) -> Option<u8> {
+        move |id| match id {
+            0..88 => Some(id as u8 + 21),
+            88..100 => Some(last + (id - 87) as u8),
+            _ => None,
+        }
     }
 
     #[test]
     fn notes_out_of_key_are_drawn_only_while_the_share_stays_at_the_least() {
-        let (mut guard, vocabulary) = beats_guard(0.8);
-        let id = |token: &str| vocabulary.tokens.iter().position(|t| t == token).unwrap() as u32;
-        // Ten notes of C major: C D E F G A B C, then E a third above C, G a third above that.
-        for token in ["pitch:60", "pitch:62", "pitch:64", "pitch:65", "pitch:67", "pitch:69", "pitch:71", "pitch:72"] {
-            guard.observe(id(token));
+        let mut guard = KeyGuard::new(0.8);
+        // Ten notes of C major: C D E F G A B C, C3 and the E above it.
+        for p in [60, 62, 64, 65, 67, 69, 71, 72, 48, 52] {
+            guard.observe(Some(p));
         }
-        guard.observe(id("pitch:48"));
-        guard.observe(id("up:4"));
-        assert_eq!(share(&guard), 1.0);
+        guard.observe(None);
+        assert_eq!((share(&guard), guard.notes), (1.0, 10));
         // 10 of 11 would stay at least 0.8: nothing is masked.
-        let mut scores = vec![0.0f32; vocabulary.tokens.len()];
-        guard.mask(&mut scores, 1.0);
+        let mut scores = vec![0.0f32; 101];
+        guard.mask(&mut scores, 1.0, strikes(52));
         assert!(scores.iter().all(|s| s.is_finite()));
         // Two out-of-key notes later (10 of 12), a third would make 10 of 13 < 0.8.
-        guard.observe(id("pitch:61"));
-        guard.observe(id("pitch:66"));
+        guard.observe(Some(61));
+        guard.observe(Some(66));
         let probabilities = |scores: &[f32]| {
             let total: f64 = scores.iter().map(|&s| f64::from(s).exp()).sum();
             scores.iter().map(|&s| f64::from(s).exp() / total).collect::<Vec<f64>>()
         };
         let before = probabilities(&scores);
-        guard.mask(&mut scores, 1.0);
-        assert_eq!(scores[id("pitch:61") as usize], f32::NEG_INFINITY);
+        guard.mask(&mut scores, 1.0, strikes(66));
+        assert_eq!(scores[pitch(61) as usize], f32::NEG_INFINITY);
         // Whether a note is played stays the network's choice: the one other token keeps its
         // probability, and the notes in the scale keep their proportions.
         let after = probabilities(&scores);
-        let (position, c, d) = (id("pos:0") as usize, id("pitch:60") as usize, id("pitch:62") as usize);
-        assert!((after[position] - before[position]).abs() < 1e-6, "{} -> {}", before[position], after[position]);
+        let (nothing, c, d) = (NOTHING as usize, pitch(60) as usize, pitch(62) as usize);
+        assert!((after[nothing] - before[nothing]).abs() < 1e-6, "{} -> {}", before[nothing], after[nothing]);
         assert!(after[c] > before[c] && (after[c] / after[d] - 1.0).abs() < 1e-6);
-        assert!(scores[id("pitch:62") as usize].is_finite());
+        assert!(scores[d].is_finite());
         // F♯ was the last note: a step of 1 above it (G) is in key, of 2 (G♯) is not.
-        assert!(scores[id("up:1") as usize].is_finite());
-        assert_eq!(scores[id("up:2") as usize], f32::NEG_INFINITY);
+        assert!(scores[88].is_finite());
+        assert_eq!(scores[89], f32::NEG_INFINITY);
     }
 
     #[test]
     fn no_guard_at_zero_before_the_first_notes_or_where_it_would_leave_nothing() {
-        let (mut guard, vocabulary) = beats_guard(0.0);
-        let id = |token: String| vocabulary.tokens.iter().position(|t| *t == token).unwrap() as u32;
-        let chromatic: Vec<u32> = (60..72).map(|p| id(format!("pitch:{p}"))).collect();
-        chromatic.iter().for_each(|&id| guard.observe(id));
-        let mut scores = vec![0.0f32; vocabulary.tokens.len()];
-        guard.mask(&mut scores, 1.0);
+        let mut guard = KeyGuard::new(0.0);
+        (60..72).for_each(|p| guard.observe(Some(p)));
+        let mut scores = vec![0.0f32; 101];
+        guard.mask(&mut scores, 1.0, strikes(71));
         assert!(scores.iter().all(|s| s.is_finite()));
-        let (mut guard, _) = beats_guard(1.0);
-        chromatic.iter().take(FIRST_NOTES_FREE - 1).for_each(|&id| guard.observe(id));
-        guard.mask(&mut scores, 1.0);
+        let mut guard = KeyGuard::new(1.0);
+        (60..72).take(FIRST_NOTES_FREE - 1).for_each(|p| guard.observe(Some(p)));
+        guard.mask(&mut scores, 1.0, strikes(66));
         assert!(scores.iter().all(|s| s.is_finite()), "too few notes to fit a scale to");
-        chromatic.iter().skip(FIRST_NOTES_FREE - 1).for_each(|&id| guard.observe(id));
+        (60..72).skip(FIRST_NOTES_FREE - 1).for_each(|p| guard.observe(Some(p)));
         // 7 of 12 in C major (the best fit with no sharps or flats), below the least: only
         // C major's notes may follow, unless nothing else is allowed.
-        let mut scores = vec![0.0f32; vocabulary.tokens.len()];
-        guard.mask(&mut scores, 1.0);
-        assert_eq!(scores[chromatic[1] as usize], f32::NEG_INFINITY);
-        assert!(scores[chromatic[0] as usize].is_finite());
-        let c_sharp = chromatic[1] as usize;
-        let mut only_out: Vec<f32> =
-            (0..vocabulary.tokens.len()).map(|id| if id == c_sharp { 0.0 } else { f32::NEG_INFINITY }).collect();
-        guard.mask(&mut only_out, 1.0);
+        guard.mask(&mut scores, 1.0, strikes(71));
+        assert_eq!(scores[pitch(61) as usize], f32::NEG_INFINITY);
+        assert!(scores[pitch(60) as usize].is_finite());
+        let c_sharp = pitch(61) as usize;
+        let mut only_out: Vec<f32> = (0..101).map(|id| if id == c_sharp { 0.0 } else { f32::NEG_INFINITY }).collect();
+        guard.mask(&mut only_out, 1.0, strikes(71));
         assert_eq!(only_out[c_sharp], 0.0);
     }
 }

@@ -581,10 +581,9 @@ fn compose_on_this_thread(
             primer,
             rng,
             rules: Rules::of(model, settings, meter),
-            key: key::KeyGuard::new(&model.encoding, &model.vocabulary, settings.in_key),
+            key: key::KeyGuard::new(settings.in_key),
             close: ending::Close::new(
                 &model.encoding,
-                &model.vocabulary,
                 settings.ending == Ending::Cadence,
                 settings.seconds,
                 settings.phrase_bars,
@@ -605,9 +604,7 @@ fn compose_on_this_thread(
     for position in 0..primer_length {
         for (piece, token) in pieces.iter_mut().zip(next.iter_mut()) {
             *token = piece.primer[position];
-            piece.rules.observe(*token);
-            piece.key.observe(*token);
-            piece.close.observe(*token);
+            piece.join(*token);
         }
         if position + 1 < primer_length {
             generator.step(&next)?;
@@ -631,15 +628,13 @@ fn compose_on_this_thread(
                 Some(id) => id,
                 None => draw(scores, &retempered, (&piece.rules, &piece.close, &piece.key), settings, &mut piece.rng),
             };
-            if piece.close.ends_with(*token) {
+            if piece.close.ends_with(piece.rules.beats(), *token) {
                 piece.close.end();
                 drawn += 1;
                 continue;
             }
             *token = piece.rules.shorten(*token);
-            piece.rules.observe(*token);
-            piece.key.observe(*token);
-            piece.close.observe(*token);
+            piece.join(*token);
             piece.generated.push(*token);
             piece.at = piece.rules.advance(piece.at, *token, token_seconds[*token as usize]);
             let rules = &piece.rules;
@@ -694,6 +689,16 @@ struct Piece<'a> {
     /// Where the music stands: seconds (for `beats`, at the last bar line) and bars.
     at: form::Position,
     phrases: form::Phrases,
+}
+
+impl Piece<'_> {
+    /// Token `id` joins the piece (primer or generated): the guards read it as the piece
+    /// stood before it, then the grammar records it.
+    fn join(&mut self, id: u32) {
+        self.key.observe(self.rules.strikes(id));
+        self.close.observe(self.rules.beats(), id);
+        self.rules.observe(id);
+    }
 }
 
 /// The rules a piece's tokens are drawn under: each encoding's grammar (`names` has none).
@@ -770,6 +775,23 @@ impl Rules {
         }
     }
 
+    /// The key token `id` would strike if it came next, if any (`names`: none is known).
+    fn strikes(&self, id: u32) -> Option<u8> {
+        match self {
+            Rules::Free => None,
+            Rules::Performance(grammar) => grammar.strikes(id),
+            Rules::Beats(grammar) => grammar.strikes(id),
+        }
+    }
+
+    /// The `beats` grammar, which the close reads the piece through.
+    fn beats(&self) -> Option<&beats::grammar::Grammar> {
+        match self {
+            Rules::Beats(grammar) => Some(grammar),
+            _ => None,
+        }
+    }
+
     /// The current bar's grid steps and seconds at the tempo in force (`beats`).
     fn bar(&self) -> Option<(u32, f64)> {
         match self {
@@ -830,8 +852,8 @@ fn draw(
 ) -> u32 {
     let mut scores = scores.to_vec();
     rules.mask(&mut scores);
-    close.mask(&mut scores);
-    key.mask(&mut scores, settings.temperature);
+    close.mask(rules.beats(), &mut scores);
+    key.mask(&mut scores, settings.temperature, |id| rules.strikes(id));
     if retempered.temperature != settings.temperature && !retempered.group.is_empty() {
         retemper_group(&mut scores, &retempered.group, settings.temperature, retempered.temperature);
     }

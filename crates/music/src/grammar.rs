@@ -75,6 +75,14 @@ impl Grammar {
         }
     }
 
+    /// The key token `id` presses (`on:P`), if any.
+    pub fn strikes(&self, id: u32) -> Option<u8> {
+        match self.events.get(id as usize).copied().flatten()? {
+            Event::On(pitch) => Some(pitch),
+            _ => None,
+        }
+    }
+
     /// `id` itself, or for a time shift that would keep a key down longer than a key may be,
     /// the shift that ends exactly when the longest-held key reaches the limit.
     pub fn shorten(&self, id: u32) -> u32 {

@@ -147,8 +147,34 @@ impl Grammar {
         matches!(self.token(id), Some(Token::Bar { .. }))
     }
 
-    fn token(&self, id: u32) -> Option<Token> {
+    /// The token `id` names in the dictionary (parsed once, here); `None` for text that is no token.
+    pub fn token(&self, id: u32) -> Option<Token> {
         self.tokens.get(id as usize).copied().flatten()
+    }
+
+    /// The current position in the bar, in grid steps (0 before the bar's first position).
+    pub fn position(&self) -> u32 {
+        self.position.unwrap_or(0) as u32
+    }
+
+    /// The key token `id` would strike if it came next: a `pitch:P`'s P, an `up:K`'s key K
+    /// above the last note struck at this position (`None` where the piano has no such
+    /// key), as the decoder reads them; `None` for any other token.
+    pub fn strikes(&self, id: u32) -> Option<u8> {
+        match self.token(id)? {
+            Token::Pitch(pitch) => Some(pitch),
+            Token::Above(steps) => key_above(self.highest_here?, steps),
+            _ => None,
+        }
+    }
+
+    /// The note a `dur:D` token `id` would complete if it came next: the key the position's
+    /// last note struck and D grid steps; `None` for the pedal's duration and other tokens.
+    pub fn completes_note(&self, id: u32) -> Option<(u8, u32)> {
+        match (self.after, self.token(id)?) {
+            (After::Pitch, Token::Duration(steps)) => Some((self.highest_here?, steps)),
+            _ => None,
+        }
     }
 
     /// Records that token `id` was emitted (or fed in as part of a primer).
@@ -327,6 +353,34 @@ impl Grammar {
 mod tests {
     use super::*;
     use seeded_rng::SeededRng;
+
+    /// What the composer's guards read through the grammar: the key a token strikes, the
+    /// note a duration completes (not the pedal's), the position in the bar.
+    #[test]
+    fn the_grammar_tells_which_key_a_token_strikes_and_which_note_a_duration_ends() {
+        let codec = Beats { velocity_bins: 32, tempo_bins: 64, pedal: true };
+        let vocabulary = codec.vocabulary();
+        let limits =
+            Limits { max_held: 6, max_note_seconds: 4.0, metre: None, max_tempo_drift: 3, notation_grid: true };
+        let mut grammar = Grammar::new(&vocabulary.tokens, codec, limits);
+        let id = |token: &str| vocabulary.id(token).unwrap();
+        for token in ["bar:4/4", "tempo:30", "pos:6", "pedal"] {
+            grammar.observe(id(token));
+        }
+        assert_eq!(grammar.position(), 6);
+        assert_eq!(grammar.completes_note(id("dur:12")), None, "the pedal's duration");
+        for token in ["dur:12", "pitch:100"] {
+            grammar.observe(id(token));
+        }
+        assert_eq!(grammar.completes_note(id("dur:12")), Some((100, 12)));
+        assert_eq!(grammar.completes_note(id("pos:12")), None);
+        grammar.observe(id("dur:12"));
+        assert_eq!(grammar.strikes(id("up:8")), Some(108));
+        assert_eq!(grammar.strikes(id("up:9")), None, "above the piano's top key");
+        assert_eq!((grammar.strikes(id("pitch:60")), grammar.strikes(id("pos:12"))), (Some(60), None));
+        grammar.observe(id("pos:12"));
+        assert_eq!((grammar.position(), grammar.strikes(id("up:1"))), (12, None), "no note yet at this position");
+    }
 
     /// Property: under random scores, the constrained sampler writes only well-formed bars
     /// of one metre, which decode to notes that stay inside their bars' grid.
