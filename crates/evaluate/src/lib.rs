@@ -23,6 +23,7 @@
 //! and per-second figures scale that one number by the validation pieces' tokens per note
 //! and per second.
 
+pub mod ending;
 pub mod memorisation;
 pub mod music;
 pub mod quality;

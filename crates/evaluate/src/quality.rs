@@ -28,9 +28,13 @@
 //! even real pieces of the corpus land well below 1; that spread, not 1, is the scale on
 //! which a generated set's figures are read.
 //!
+//! And how the pieces end ([`crate::ending`]), the generated ones against the reference
+//! pieces' own ends (whole pieces, not excerpts).
+//!
 //! Key design decision: every set is read by extract's own reader with the sustain pedal
 //! applied, generated files included, so both sides of a comparison see durations alike.
 
+use crate::ending::{Ending, Endings, ending_of};
 use crate::memorisation::longest_copied_run;
 use artifacts::Note;
 use seeded_rng::SeededRng;
@@ -277,6 +281,8 @@ pub struct PieceFigures {
     pub pedal_presses_per_minute: f64,
     /// Share of the piece's seconds with the pedal down.
     pub pedal_down_share: f64,
+    /// How the piece ends (`None` without notes).
+    pub ending: Option<Ending>,
 }
 
 /// How a set of pieces uses the sustain pedal.
@@ -335,6 +341,7 @@ pub fn piece_figures(
         longest_copy_from: copy.map(|c| c.source).unwrap_or_default(),
         pedal_presses_per_minute: pedal.len() as f64 * 60.0 / seconds.max(1e-9),
         pedal_down_share: down / seconds.max(1e-9),
+        ending: ending_of(piece, bar_starts),
     }
 }
 
@@ -363,6 +370,9 @@ pub struct QualityReport {
     pub longest_copy_notes: usize,
     pub longest_note_seconds: f64,
     pub pedal: PedalUse,
+    /// How the generated pieces end, and the reference pieces (whole).
+    pub endings: Endings,
+    pub reference_endings: Endings,
     /// The same figures of the reference pieces' first `excerpt_seconds`, for comparison.
     pub reference_pedal: PedalUse,
     pub reference_repetition: f64,
@@ -622,6 +632,10 @@ pub fn compare(
         longest_copy_notes: pieces.iter().map(|p| p.longest_copy_notes).max().unwrap_or(0),
         longest_note_seconds: pieces.iter().map(|p| p.longest_note_seconds).fold(0.0, f64::max),
         pedal: PedalUse::of(&pieces),
+        endings: Endings::of(&pieces.iter().filter_map(|p| p.ending).collect::<Vec<_>>()),
+        reference_endings: Endings::of(
+            &reference.iter().filter_map(|p| ending_of(&p.notes, &p.bar_starts)).collect::<Vec<_>>(),
+        ),
         reference_pedal: PedalUse::of(&excerpts),
         reference_repetition: mean(excerpts.iter().map(|p| p.repetition)),
         reference_phrase_echo: mean(excerpts.iter().map(|p| p.phrase_echo)),
@@ -705,6 +719,29 @@ pub fn markdown(report: &QualityReport) -> String {
         copies.max,
         report.longest_note_seconds,
         report.training_longest_note_seconds
+    ));
+    let (ends, real_ends) = (&report.endings, &report.reference_endings);
+    md.push_str(&format!(
+        "\n## Endings\n\nThe last onset of each whole piece (the reference pieces' own ends, not excerpts); the key \
+         by Krumhansl–Schmuckler profiles over the piece's note lengths, which misreads some real pieces.\n\n\
+         | | generated ({} pieces) | reference ({} pieces) |\n|---|---|---|\n\
+         | the tonic chord over the tonic | {:.2} | {:.2} |\n\
+         | on a downbeat | {:.2} | {:.2} |\n\
+         | notes struck (median) | {:.0} | {:.0} |\n\
+         | held, quarter notes (median) | {:.2} | {:.2} |\n\
+         | seconds a quarter lasts there, over the piece's median (median) | {:.2} | {:.2} |\n",
+        ends.pieces,
+        real_ends.pieces,
+        ends.tonic_chord,
+        real_ends.tonic_chord,
+        ends.on_a_downbeat,
+        real_ends.on_a_downbeat,
+        ends.notes_struck,
+        real_ends.notes_struck,
+        ends.held_quarters,
+        real_ends.held_quarters,
+        ends.slowing,
+        real_ends.slowing
     ));
     if let Some(real) = &report.real_excerpts {
         md.push_str(&format!(
