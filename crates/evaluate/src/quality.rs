@@ -360,6 +360,10 @@ pub struct QualityReport {
     pub overlaps: Vec<(String, f64)>,
     pub mean_overlap: f64,
     pub lowest_overlap: f64,
+    /// The histograms the overlaps compare, generated and reference: which way a low
+    /// overlap is off.
+    pub histograms: Histograms,
+    pub reference_histograms: Histograms,
     /// Means over the generated pieces.
     pub repetition: f64,
     pub phrase_echo: f64,
@@ -600,7 +604,8 @@ pub fn compare(
 ) -> QualityReport {
     let notes_of = |set: &[Piece]| set.iter().map(|p| p.notes.clone()).collect::<Vec<_>>();
     let reference_histograms = Histograms::of(&notes_of(reference));
-    let overlaps = Histograms::of(&notes_of(generated)).overlaps(&reference_histograms);
+    let histograms = Histograms::of(&notes_of(generated));
+    let overlaps = histograms.overlaps(&reference_histograms);
     let training_sequences = training_intervals(training);
     let pieces: Vec<PieceFigures> = generated
         .iter()
@@ -655,6 +660,8 @@ pub fn compare(
             (real_draws, generated.len(), excerpt_seconds),
             rng,
         ),
+        histograms,
+        reference_histograms,
         pieces,
     }
 }
