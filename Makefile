@@ -217,7 +217,8 @@ bench:
 # installs them (crates/bench/peers-requirements.txt) into $(PEERS_ENV), outside the source.
 PEERS_ENV ?= target/bench-peers
 bench-peers: $(PEERS_ENV)/installed bench
-	$(PEERS_ENV)/bin/python crates/bench/peers.py --bench $(ART)/bench.json --corpus $(call q,BENCH_CORPUS)
+	$(PEERS_ENV)/bin/python crates/bench/peers.py --bench $(ART)/bench.json --corpus $(call q,BENCH_CORPUS) \
+	    --bench-binary $(BIN)/bench
 $(PEERS_ENV)/installed: crates/bench/peers-requirements.txt
 	python3 -m venv $(PEERS_ENV)
 	$(PEERS_ENV)/bin/pip install --quiet -r $<

@@ -6,7 +6,10 @@ generating at exactly those shapes, and symusic parsing the same MIDI folder, th
 `peers` section and the ratios (ours / theirs, medians) to `bench.json` and prints them.
 
 Each figure is min / median / max of at least 10 timed samples after a warm-up, as in
-`make bench`. The network is the one this project trains: an embedding, a stacked LSTM
+`make bench`. Training is also timed in pairs: this project's steps, served one at a time
+by `bench --steps-on-request`, and PyTorch's taken in turn with them, round after round, so
+both sides meet the same moments of a machine whose speed drifts between minutes (a shared
+VM's does by ±30 %); the paired ratio is the median over the rounds of ours / theirs. The network is the one this project trains: an embedding, a stacked LSTM
 and a linear layer, cross-entropy at every position, Adam; generation carries the LSTM
 state and takes the most likely token, one step at a time, under `no_grad`.
 
@@ -18,11 +21,18 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 SAMPLES = 10
+# Rounds of the paired training timing: twice the samples, as a ratio of two noisy rates
+# is noisier than either.
+PAIRED_ROUNDS = 20
+# Seconds of rest before each paired step, so the other side's idle threads (OpenMP's spin
+# for up to 200 ms) have gone to sleep.
+PAUSE = 0.25
 
 
 def spread(units, seconds):
@@ -42,15 +52,12 @@ def timed(work, samples=SAMPLES, warmup=1):
     return seconds
 
 
-def torch_figures(shapes, threads):
-    import torch
+def torch_network(shapes, hidden):
+    """The network this project trains, in PyTorch, at the bench's shapes."""
     from torch import nn
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(1)
-
     class Network(nn.Module):
-        def __init__(self, hidden):
+        def __init__(self):
             super().__init__()
             self.embedding = nn.Embedding(shapes["vocab_size"], shapes["embedding"])
             self.lstm = nn.LSTM(shapes["embedding"], hidden, num_layers=shapes["layers"], batch_first=True)
@@ -60,31 +67,55 @@ def torch_figures(shapes, threads):
             out, state = self.lstm(self.embedding(tokens), state)
             return self.head(out), state
 
+    return Network()
+
+
+def torch_training_step(shapes, hidden, dtype):
+    """One training step of a fresh PyTorch network on a batch of random tokens, as a function."""
+    import torch
+    from torch import nn
+
     batch, seq_len, vocab = shapes["batch"], shapes["seq_len"], shapes["vocab_size"]
+    model = torch_network(shapes, hidden)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    ids = torch.randint(0, vocab, (batch, seq_len + 1))
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            logits, _ = model(inputs)
+            loss = nn.functional.cross_entropy(logits.reshape(-1, vocab).float(), targets.reshape(-1))
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def torch_settings():
+    """PyTorch's precisions on this processor: float32, and bfloat16 autocast where oneDNN has it."""
+    import torch
+
     bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    settings = [("float32", None)] + ([("bfloat16 autocast", torch.bfloat16)] if bf16 else [])
+    return [("float32", None)] + ([("bfloat16 autocast", torch.bfloat16)] if bf16 else [])
+
+
+def torch_figures(shapes, threads):
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(1)
+    batch, seq_len = shapes["batch"], shapes["seq_len"]
+    settings = torch_settings()
     figures = {"version": torch.__version__, "threads": threads, "training": [], "generation": []}
     for hidden in (256, 512):
         for name, dtype in settings:
-            model = Network(hidden)
-            optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-            ids = torch.randint(0, vocab, (batch, seq_len + 1))
-            inputs, targets = ids[:, :-1], ids[:, 1:]
-
-            def step():
-                optimizer.zero_grad(set_to_none=True)
-                with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
-                    logits, _ = model(inputs)
-                    loss = nn.functional.cross_entropy(logits.reshape(-1, vocab).float(), targets.reshape(-1))
-                loss.backward()
-                optimizer.step()
-
-            rate = spread(batch * seq_len, timed(step))
+            rate = spread(batch * seq_len, timed(torch_training_step(shapes, hidden, dtype)))
             figures["training"].append({"hidden": hidden, "precision": name, "targets_per_second": rate})
             print(f"  PyTorch training  H={hidden} {name:<17} {rate['median']:>10.0f} targets/s", flush=True)
 
     tokens = shapes["generated_tokens"]
-    model = Network(512).eval()
+    model = torch_network(shapes, 512).eval()
     for streams in (1, 16):
         for onednn in (False, True):
             for name, dtype in settings:
@@ -105,6 +136,61 @@ def torch_figures(shapes, threads):
                       flush=True)
     torch.backends.mkldnn.enabled = True
     return figures
+
+
+def paired_training(shapes, threads, bench_binary, trainers):
+    """This project's training steps (`trainers`: bench.json's "fused", "fused bf16") and
+    PyTorch's in every precision it has, taken in turn, round after round, at H = 256 and 512.
+    Returns per hidden size each side's rates and, per pairing, the median over the rounds
+    of ours / theirs."""
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(1)
+    ours_precisions = {"fused": "f32", "fused bf16": "bf16"}
+    ours = [(trainer, ours_precisions[trainer]) for trainer in trainers if trainer in ours_precisions]
+    targets = shapes["batch"] * shapes["seq_len"]
+    server = subprocess.Popen([bench_binary, "--steps-on-request", "--threads", str(threads)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    rows = []
+    try:
+        for hidden in (256, 512):
+            def our_step(precision):
+                server.stdin.write(f"{hidden} {precision}\n")
+                server.stdin.flush()
+                answer = server.stdout.readline().strip()
+                if not answer or answer.startswith("error"):
+                    raise RuntimeError(f"bench --steps-on-request: {answer or 'no answer'}")
+                return float(answer)
+
+            theirs = [(name, torch_training_step(shapes, hidden, dtype)) for name, dtype in torch_settings()]
+            for _, precision in ours:
+                our_step(precision)  # builds the model; the server warms it up itself
+            for _, step in theirs:
+                step()
+            seconds = {trainer: [] for trainer, _ in ours} | {name: [] for name, _ in theirs}
+            for _ in range(PAIRED_ROUNDS):
+                for trainer, precision in ours:
+                    time.sleep(PAUSE)
+                    seconds[trainer].append(our_step(precision))
+                for name, step in theirs:
+                    time.sleep(PAUSE)
+                    seconds[name] += timed(step, samples=1, warmup=0)
+            ratios = {f"{trainer} vs PyTorch {name}":
+                      statistics.median(t / o for o, t in zip(seconds[trainer], seconds[name]))
+                      for trainer, _ in ours for name, _ in theirs}
+            rates = {side: spread(targets, s) for side, s in seconds.items()}
+            rows.append({"hidden": hidden, "rounds": PAIRED_ROUNDS, "targets_per_second": rates, "ratios": ratios})
+            for trainer, _ in ours:
+                for name, _ in theirs:
+                    pairing = f"{trainer} vs PyTorch {name}"
+                    print(f"  paired training H={hidden} {pairing:<34} {ratios[pairing]:5.2f}× (median of "
+                          f"{PAIRED_ROUNDS} rounds' ratios; medians {rates[trainer]['median']:.0f} and "
+                          f"{rates[name]['median']:.0f} targets/s)", flush=True)
+    finally:
+        server.stdin.close()
+        server.wait()
+    return rows
 
 
 def symusic_figures(corpus):
@@ -169,6 +255,9 @@ def ratios(bench, peers):
                 theirs = theirs_training(row["hidden"], precision)
                 if theirs:
                     out[f"training H={row['hidden']} {row['trainer']} vs PyTorch {precision}"] = ours / theirs
+        for row in torch.get("paired_training", []):
+            for pairing, ratio in row["ratios"].items():
+                out[f"training H={row['hidden']} {pairing}, paired"] = ratio
         for row in bench.get("generation", []):
             for precision in ("float32", ""):
                 best = max((g["tokens_per_second"]["median"] for g in torch["generation"]
@@ -193,12 +282,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bench", default="artifacts/bench.json", help="the bench.json `make bench` wrote")
     parser.add_argument("--corpus", default="../shared/data/piano", help="the MIDI folder bench timed extract on")
+    parser.add_argument("--bench-binary", default="target/release/bench",
+                        help="the bench binary, which serves this project's training steps for the paired timing")
     args = parser.parse_args()
     bench_path = Path(args.bench)
     bench = json.loads(bench_path.read_text())
     peers = {}
     print(f"bench-peers ({bench['threads']} threads; processor: {bench.get('cpu', 'not recorded')})", flush=True)
     peers["pytorch"] = torch_figures(bench["shapes"], bench["threads"])
+    trainers = sorted({row["trainer"] for row in bench.get("training", [])})
+    if trainers:
+        peers["pytorch"]["paired_training"] = paired_training(bench["shapes"], bench["threads"], args.bench_binary,
+                                                              trainers)
     if Path(args.corpus).is_dir():
         peers["symusic"] = symusic_figures(args.corpus)
     bench["peers"] = peers

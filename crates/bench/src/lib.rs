@@ -404,6 +404,47 @@ fn token_batch(hp: &Hyperparameters, batch: usize) -> candle_core::Result<(Tenso
     Ok((all.narrow(1, 0, hp.seq_len)?.contiguous()?, all.narrow(1, 1, hp.seq_len)?.contiguous()?))
 }
 
+/// This project's model at some shapes with its optimizer and one batch of random tokens:
+/// what a timed training step runs.
+pub struct FusedTrainer {
+    hp: Hyperparameters,
+    model: LstmModel,
+    adam: Adam,
+    inputs: Tensor,
+    targets: Tensor,
+    dropout_rng: SeededRng,
+}
+
+impl FusedTrainer {
+    /// A fresh model of `hp` (its dropout applied in every step), products in `precision`.
+    pub fn new(hp: &Hyperparameters, batch: usize, precision: lstm::Precision) -> candle_core::Result<Self> {
+        let mut model = LstmModel::new(hp.clone(), 1, &Device::Cpu)?;
+        model.set_precision(precision)?;
+        let adam = Adam::new(model.vars(), 1e-3);
+        let (inputs, targets) = token_batch(hp, batch)?;
+        Ok(FusedTrainer {
+            hp: hp.clone(),
+            model,
+            adam,
+            inputs,
+            targets,
+            dropout_rng: SeededRng::new(2, "bench dropout"),
+        })
+    }
+
+    /// One training step: forward, loss, backward, Adam.
+    pub fn step(&mut self) -> candle_core::Result<()> {
+        let dropout = (self.hp.dropout > 0.0).then_some((&mut self.dropout_rng, self.hp.dropout));
+        let (_, grads) = self.model.loss_and_gradients(&self.inputs, &self.targets, dropout)?;
+        self.adam.update(self.model.vars(), &grads)
+    }
+
+    /// Targets one step trains on.
+    pub fn targets(&self) -> usize {
+        self.inputs.elem_count()
+    }
+}
+
 /// Training steps (forward, loss, backward, Adam) of this project's model, its products in
 /// `precision`: targets/s.
 pub fn train_fused(
@@ -412,17 +453,69 @@ pub fn train_fused(
     samples: usize,
     precision: lstm::Precision,
 ) -> candle_core::Result<Timing> {
-    let mut model = LstmModel::new(hp.clone(), 1, &Device::Cpu)?;
-    model.set_precision(precision)?;
-    let mut adam = Adam::new(model.vars(), 1e-3);
-    let (inputs, targets) = token_batch(hp, batch)?;
-    let mut dropout_rng = SeededRng::new(2, "bench dropout");
-    let seconds = time_fallible(1, samples, || {
-        let dropout = (hp.dropout > 0.0).then_some((&mut dropout_rng, hp.dropout));
-        let (_, grads) = model.loss_and_gradients(&inputs, &targets, dropout)?;
-        adam.update(model.vars(), &grads)
-    })?;
-    Ok(Timing::of(batch * hp.seq_len, seconds))
+    let mut trainer = FusedTrainer::new(hp, batch, precision)?;
+    let seconds = time_fallible(1, samples, || trainer.step())?;
+    Ok(Timing::of(trainer.targets(), seconds))
+}
+
+/// Training steps of the seed config on request, one at a time, so a peer's benchmark can
+/// take its own steps between ours and both sides meet the same moments of a machine whose
+/// speed drifts (`make bench-peers`). Each line of `requests` is `HIDDEN PRECISION`
+/// (`512 f32`, `256 bf16`); the first request for a pair builds its model and runs an
+/// untimed warm-up step. Each is answered with one line: the step's seconds, or `error: …`
+/// for a request that cannot be served. Ends at the end of `requests`.
+pub fn serve_training_steps(
+    requests: impl std::io::BufRead,
+    mut answers: impl std::io::Write,
+    batch: usize,
+) -> std::io::Result<()> {
+    let mut trainers: Vec<((usize, lstm::Precision), FusedTrainer)> = Vec::new();
+    for request in requests.lines() {
+        let request = request?;
+        let answer = match parse_step_request(&request) {
+            Err(reason) => format!("error: {reason}"),
+            Ok(key) => {
+                let known = trainers.iter().position(|(k, _)| *k == key);
+                let index = match known {
+                    Some(index) => Ok(index),
+                    None => FusedTrainer::new(&seed_config(key.0), batch, key.1)
+                        .and_then(|mut trainer| trainer.step().map(|()| trainer))
+                        .map(|trainer| {
+                            trainers.push((key, trainer));
+                            trainers.len() - 1
+                        }),
+                };
+                match index {
+                    Err(error) => format!("error: {error}"),
+                    Ok(index) => {
+                        let started = Instant::now();
+                        match trainers[index].1.step() {
+                            Ok(()) => format!("{}", started.elapsed().as_secs_f64()),
+                            Err(error) => format!("error: {error}"),
+                        }
+                    }
+                }
+            }
+        };
+        writeln!(answers, "{answer}")?;
+        answers.flush()?;
+    }
+    Ok(())
+}
+
+/// `HIDDEN PRECISION` of a [`serve_training_steps`] request.
+fn parse_step_request(request: &str) -> Result<(usize, lstm::Precision), String> {
+    let mut words = request.split_whitespace();
+    let hidden = words.next().and_then(|w| w.parse::<usize>().ok()).filter(|&h| (1..=4096).contains(&h));
+    let precision = match words.next() {
+        Some("f32") => Some(lstm::Precision::F32),
+        Some("bf16") => Some(lstm::Precision::Bf16),
+        _ => None,
+    };
+    match (hidden, precision, words.next()) {
+        (Some(hidden), Some(precision), None) => Ok((hidden, precision)),
+        _ => Err(format!("expected `HIDDEN f32|bf16`, got `{request}`")),
+    }
 }
 
 /// Training steps of the same network built from candle-nn's layers (`Embedding`, two
@@ -638,4 +731,23 @@ pub fn table(report: &BenchReport) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_are_served_one_line_each_and_a_bad_request_is_answered_not_fatal() {
+        let requests = "8 f32\n8 f32\n8\n8 f16\n16 f32\n";
+        let mut answers = Vec::new();
+        serve_training_steps(requests.as_bytes(), &mut answers, 4).unwrap();
+        let answers = String::from_utf8(answers).unwrap();
+        let lines: Vec<&str> = answers.lines().collect();
+        assert_eq!(lines.len(), 5, "{answers}");
+        for &i in &[0, 1, 4] {
+            assert!(lines[i].parse::<f64>().is_ok_and(|s| s > 0.0), "{answers}");
+        }
+        assert!(lines[2].starts_with("error: expected `HIDDEN f32|bf16`") && lines[3].starts_with("error:"));
+    }
 }

@@ -39,6 +39,11 @@ struct Args {
     /// Run only these parts (repeatable); all by default.
     #[arg(long, value_enum)]
     only: Vec<Part>,
+    /// Measure nothing; serve training steps of the seed config on request instead: read
+    /// lines `HIDDEN f32|bf16` on standard input and answer each with one step's seconds
+    /// (`make bench-peers` interleaves them with PyTorch's steps).
+    #[arg(long, conflicts_with = "only")]
+    steps_on_request: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
@@ -72,6 +77,9 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    if args.steps_on_request {
+        return Ok(bench::serve_training_steps(std::io::stdin().lock(), std::io::stdout().lock(), BATCH)?);
+    }
     let config = config::PipelineConfig::default();
     let threads = candle_core::utils::get_num_threads();
     let (extract, encode) =
