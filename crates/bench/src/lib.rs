@@ -471,36 +471,36 @@ pub fn serve_training_steps(
 ) -> std::io::Result<()> {
     let mut trainers: Vec<((usize, lstm::Precision), FusedTrainer)> = Vec::new();
     for request in requests.lines() {
-        let request = request?;
-        let answer = match parse_step_request(&request) {
+        let answer = match step_on_request(&request?, &mut trainers, batch) {
+            Ok(seconds) => seconds.to_string(),
             Err(reason) => format!("error: {reason}"),
-            Ok(key) => {
-                let known = trainers.iter().position(|(k, _)| *k == key);
-                let index = match known {
-                    Some(index) => Ok(index),
-                    None => FusedTrainer::new(&seed_config(key.0), batch, key.1)
-                        .and_then(|mut trainer| trainer.step().map(|()| trainer))
-                        .map(|trainer| {
-                            trainers.push((key, trainer));
-                            trainers.len() - 1
-                        }),
-                };
-                match index {
-                    Err(error) => format!("error: {error}"),
-                    Ok(index) => {
-                        let started = Instant::now();
-                        match trainers[index].1.step() {
-                            Ok(()) => format!("{}", started.elapsed().as_secs_f64()),
-                            Err(error) => format!("error: {error}"),
-                        }
-                    }
-                }
-            }
         };
         writeln!(answers, "{answer}")?;
         answers.flush()?;
     }
     Ok(())
+}
+
+/// One [`serve_training_steps`] request: the seconds of one step of its trainer, built and
+/// warmed up (one untimed step) into `trainers` on its first request.
+fn step_on_request(
+    request: &str,
+    trainers: &mut Vec<((usize, lstm::Precision), FusedTrainer)>,
+    batch: usize,
+) -> Result<f64, String> {
+    let key = parse_step_request(request)?;
+    let index = match trainers.iter().position(|(k, _)| *k == key) {
+        Some(index) => index,
+        None => {
+            let mut trainer = FusedTrainer::new(&seed_config(key.0), batch, key.1).map_err(|e| e.to_string())?;
+            trainer.step().map_err(|e| e.to_string())?;
+            trainers.push((key, trainer));
+            trainers.len() - 1
+        }
+    };
+    let started = Instant::now();
+    trainers[index].1.step().map_err(|e| e.to_string())?;
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// `HIDDEN PRECISION` of a [`serve_training_steps`] request.

@@ -166,9 +166,7 @@ impl Phrases {
         self.current_restates = Some(chosen);
         self.restating.extend(closing(phrase));
     }
-}
 
-impl Phrases {
     /// Bars of the current phrase still to come, the one just begun included (`None` for
     /// phrases in seconds, or before the first downbeat).
     pub fn bars_left(&self, at: Position) -> Option<usize> {

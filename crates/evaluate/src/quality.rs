@@ -281,7 +281,8 @@ pub struct PieceFigures {
     pub pedal_presses_per_minute: f64,
     /// Share of the piece's seconds with the pedal down.
     pub pedal_down_share: f64,
-    /// How the piece ends (`None` without notes).
+    /// How the piece ends: read for whole generated pieces ([`compare`]); `None` for an
+    /// excerpt, whose last note is not its piece's end, and for a piece without notes.
     pub ending: Option<Ending>,
 }
 
@@ -341,7 +342,7 @@ pub fn piece_figures(
         longest_copy_from: copy.map(|c| c.source).unwrap_or_default(),
         pedal_presses_per_minute: pedal.len() as f64 * 60.0 / seconds.max(1e-9),
         pedal_down_share: down / seconds.max(1e-9),
-        ending: ending_of(piece, bar_starts),
+        ending: None,
     }
 }
 
@@ -609,7 +610,10 @@ pub fn compare(
     let training_sequences = training_intervals(training);
     let pieces: Vec<PieceFigures> = generated
         .iter()
-        .map(|p| piece_figures(&p.name, (&p.notes, &p.pedal, &p.bar_starts), &training_sequences))
+        .map(|p| PieceFigures {
+            ending: ending_of(&p.notes, &p.bar_starts),
+            ..piece_figures(&p.name, (&p.notes, &p.pedal, &p.bar_starts), &training_sequences)
+        })
         .collect();
     let excerpts: Vec<PieceFigures> = reference
         .iter()
